@@ -1,0 +1,3 @@
+//! `att-fake-cloud`: runs the fake AllThingsTalk cloud (being written).
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! A faithful fake of the AllThingsTalk cloud (being written).

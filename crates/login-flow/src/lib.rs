@@ -1,0 +1,1 @@
+//! The AllThingsTalk `/login` protocol (being written).

@@ -1,0 +1,3 @@
+//! `att-token`: the command-line client (being written).
+
+fn main() {}

@@ -1,0 +1,3 @@
+//! `att-tokend`: the daemon (being written).
+
+fn main() {}
