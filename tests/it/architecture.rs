@@ -1,1 +1,675 @@
-//! (being written)
+//! Architecture rules that CI checks: dependency arrows point one way, and token-model stays pure.
+//!
+//! The dependency rules are a pure function ([`check`]) over a parsed dependency graph, tested on synthetic
+//! graphs where an arrow is turned around, and applied to the real graph from `cargo metadata`. The purity rule
+//! is a scan ([`scan_source`]) of token-model's sources for clock reads and I/O, tested on snippets too.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+// ---------------------------------------------------------------------------------------------------------------
+// The policy
+// ---------------------------------------------------------------------------------------------------------------
+
+/// The workspace's internal crates, lowest layer first. An internal dependency (of any kind, dev included) must
+/// point to a strictly lower layer: `token-model ← fake-cloud ← login-flow ← att-tokend ← tests`.
+/// fake-cloud sits below login-flow so login-flow's tests may run against it, while the fake never sees the
+/// client code and stays an independent implementation of the protocol.
+const LAYERS: &[(&str, u32)] =
+    &[("token-model", 0), ("fake-cloud", 1), ("login-flow", 2), ("att-tokend", 3), ("tests", 4)];
+
+/// Internal crates that depend on no other internal crate, and that no internal crate depends on.
+const STANDALONE: &[&str] = &["xtask"];
+
+/// The crate that must stay free of I/O.
+const PURE: &str = "token-model";
+
+/// Crates that do I/O, read the clock or the OS's randomness: never in what token-model ships (normal
+/// dependencies, transitively).
+const PURE_DENIED: &[&str] = &[
+    "async-io",
+    "async-net",
+    "async-process",
+    "async-std",
+    "axum",
+    "axum-core",
+    "fastrand",
+    "getrandom",
+    "h2",
+    "hyper",
+    "hyper-util",
+    "iana-time-zone",
+    "libc",
+    "mio",
+    "nix",
+    "polling",
+    "rand",
+    "reqwest",
+    "ring",
+    "rustix",
+    "rustls",
+    "sd-notify",
+    "smol",
+    "socket2",
+    "tempfile",
+    "tokio",
+    "tokio-cron-scheduler",
+    "tokio-stream",
+    "tokio-util",
+    "tower",
+    "tower-http",
+    "tracing-subscriber",
+    "winapi",
+    "windows",
+    "windows-sys",
+    "zbus",
+];
+
+/// token-model's reviewed direct dependencies (normal and build). A new one must be looked at and added here.
+const PURE_ALLOWED_DIRECT: &[&str] = &["httpdate", "serde", "serde_json", "thiserror", "zeroize"];
+
+/// token-model's reviewed direct dev-dependencies.
+const PURE_ALLOWED_DEV: &[&str] = &["proptest"];
+
+/// `(from, to)`: `from` must never build `to`, directly or through other crates.
+const FORBIDDEN: &[(&str, &str)] = &[
+    ("token-model", "login-flow"),
+    ("token-model", "att-tokend"),
+    ("token-model", "fake-cloud"),
+    ("login-flow", "zbus"),
+    ("login-flow", "att-tokend"),
+    ("fake-cloud", "att-tokend"),
+    ("fake-cloud", "login-flow"),
+];
+
+/// Everything [`check`] enforces.
+struct Policy<'a> {
+    layers: &'a [(&'a str, u32)],
+    standalone: &'a [&'a str],
+    pure: &'a str,
+    pure_denied: &'a [&'a str],
+    pure_allowed_direct: &'a [&'a str],
+    pure_allowed_dev: &'a [&'a str],
+    forbidden: &'a [(&'a str, &'a str)],
+}
+
+const POLICY: Policy<'static> = Policy {
+    layers: LAYERS,
+    standalone: STANDALONE,
+    pure: PURE,
+    pure_denied: PURE_DENIED,
+    pure_allowed_direct: PURE_ALLOWED_DIRECT,
+    pure_allowed_dev: PURE_ALLOWED_DEV,
+    forbidden: FORBIDDEN,
+};
+
+// ---------------------------------------------------------------------------------------------------------------
+// The dependency graph
+// ---------------------------------------------------------------------------------------------------------------
+
+/// How a package depends on another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Normal,
+    Build,
+    Dev,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Normal => "normal",
+            Kind::Build => "build",
+            Kind::Dev => "dev",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Package {
+    name: String,
+    member: bool,
+    deps: BTreeSet<(usize, Kind)>,
+}
+
+/// A resolved dependency graph. Packages are indexed, since one name may come in several versions.
+#[derive(Debug, Default)]
+struct Graph {
+    packages: Vec<Package>,
+}
+
+impl Graph {
+    /// Reads the output of `cargo metadata --format-version 1` (which must include `resolve`).
+    fn from_metadata(metadata: &Value) -> Result<Self, String> {
+        let mut graph = Graph::default();
+        let mut index = BTreeMap::new();
+        let packages = metadata["packages"].as_array().ok_or("cargo metadata has no `packages` array")?;
+        for package in packages {
+            let id = package["id"].as_str().ok_or("a package without `id`")?;
+            let name = package["name"].as_str().ok_or_else(|| format!("package {id} has no `name`"))?;
+            index.insert(id.to_owned(), graph.packages.len());
+            graph.packages.push(Package { name: name.to_owned(), ..Package::default() });
+        }
+        let lookup = |id: &Value| {
+            let id = id.as_str().ok_or("a package id that is not a string")?;
+            index.get(id).copied().ok_or_else(|| format!("unknown package id {id}"))
+        };
+        for member in metadata["workspace_members"].as_array().ok_or("cargo metadata has no `workspace_members`")? {
+            let at = lookup(member)?;
+            graph.packages[at].member = true;
+        }
+        let nodes = metadata["resolve"]["nodes"]
+            .as_array()
+            .ok_or("cargo metadata has no `resolve.nodes`: run it without --no-deps")?;
+        for node in nodes {
+            let from = lookup(&node["id"])?;
+            for dep in node["deps"].as_array().ok_or("a resolve node without `deps`")? {
+                let to = lookup(&dep["pkg"])?;
+                for dep_kind in dep["dep_kinds"].as_array().ok_or("a dependency without `dep_kinds`")? {
+                    let kind = match dep_kind["kind"].as_str() {
+                        None => Kind::Normal,
+                        Some("build") => Kind::Build,
+                        Some("dev") => Kind::Dev,
+                        Some(other) => return Err(format!("unknown dependency kind {other:?}")),
+                    };
+                    graph.packages[from].deps.insert((to, kind));
+                }
+            }
+        }
+        Ok(graph)
+    }
+
+    /// The index of the package `name`, adding it if absent (for synthetic graphs, where names are unique).
+    fn node(&mut self, name: &str) -> usize {
+        if let Some(at) = self.packages.iter().position(|p| p.name == name) {
+            return at;
+        }
+        self.packages.push(Package { name: name.to_owned(), ..Package::default() });
+        self.packages.len() - 1
+    }
+
+    /// Adds a workspace member (synthetic graphs).
+    fn member(mut self, name: &str) -> Self {
+        let at = self.node(name);
+        self.packages[at].member = true;
+        self
+    }
+
+    /// Adds a dependency edge (synthetic graphs).
+    fn edge(mut self, from: &str, to: &str, kind: Kind) -> Self {
+        let (from, to) = (self.node(from), self.node(to));
+        self.packages[from].deps.insert((to, kind));
+        self
+    }
+
+    fn named<'g>(&'g self, name: &'g str) -> impl Iterator<Item = usize> + 'g {
+        self.packages.iter().enumerate().filter(move |(_, p)| p.name == name).map(|(at, _)| at)
+    }
+
+    /// Every package reachable from `root`, with the parent it was first reached from.
+    ///
+    /// `shipped` follows normal dependencies only (what ends up in `root`'s library); otherwise the search
+    /// follows what building and testing `root` compiles: `root`'s normal, build and dev dependencies, then
+    /// their normal and build dependencies (dev-dependencies of dependencies are never built).
+    fn reach(&self, root: usize, shipped: bool) -> BTreeMap<usize, usize> {
+        let mut parent = BTreeMap::from([(root, root)]);
+        let mut queue = VecDeque::from([root]);
+        while let Some(at) = queue.pop_front() {
+            for &(to, kind) in &self.packages[at].deps {
+                let follow = match kind {
+                    Kind::Normal => true,
+                    Kind::Build => !shipped,
+                    Kind::Dev => !shipped && at == root,
+                };
+                if follow && !parent.contains_key(&to) {
+                    parent.insert(to, at);
+                    queue.push_back(to);
+                }
+            }
+        }
+        parent
+    }
+
+    /// `a → b → c`, from the root of `parents` to `to`.
+    fn path(&self, parents: &BTreeMap<usize, usize>, mut to: usize) -> String {
+        let mut names = vec![self.packages[to].name.as_str()];
+        while parents[&to] != to {
+            to = parents[&to];
+            names.push(&self.packages[to].name);
+        }
+        names.reverse();
+        names.join(" → ")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The checker
+// ---------------------------------------------------------------------------------------------------------------
+
+/// Every way `graph` breaks `policy`, one message per problem saying what is wrong and what to do; empty if none.
+fn check(graph: &Graph, policy: &Policy<'_>) -> Vec<String> {
+    let mut problems = Vec::new();
+    let layer = |name: &str| policy.layers.iter().find(|(n, _)| *n == name).map(|&(_, l)| l);
+    let standalone = |name: &str| policy.standalone.contains(&name);
+    let order = policy.layers.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(" ← ");
+
+    // Every internal crate is placed, and internal arrows point to a strictly lower layer.
+    for package in graph.packages.iter().filter(|p| p.member) {
+        let from = package.name.as_str();
+        if layer(from).is_none() && !standalone(from) {
+            problems.push(format!(
+                "workspace crate {from} has no place in the architecture: add it to LAYERS or STANDALONE in \
+                 tests/it/architecture.rs (and to ARCHITECTURE.md's codemap)"
+            ));
+        }
+        for &(to, kind) in &package.deps {
+            let target = &graph.packages[to];
+            if !target.member {
+                continue;
+            }
+            let to = target.name.as_str();
+            let kind = kind.as_str();
+            if standalone(from) {
+                problems.push(format!(
+                    "{from} must depend on no internal crate, but has a {kind} dependency on {to}: \
+                     keep {from} standalone (run other crates as processes instead)"
+                ));
+            } else if standalone(to) {
+                problems.push(format!(
+                    "{from} has a {kind} dependency on {to}, which no crate may depend on: move the shared code \
+                     into a library crate"
+                ));
+            } else if let (Some(lf), Some(lt)) = (layer(from), layer(to))
+                && lt >= lf
+            {
+                problems.push(format!(
+                    "dependency arrow turned around: {from} (layer {lf}) has a {kind} dependency on {to} \
+                     (layer {lt}); arrows point {order}: move the shared code down into the lower crate"
+                ));
+            }
+        }
+    }
+
+    // Forbidden pairs, transitively, over everything building or testing the crate compiles.
+    for &(from, to) in policy.forbidden {
+        for root in graph.named(from) {
+            let reached = graph.reach(root, false);
+            for target in graph.named(to).filter(|t| reached.contains_key(t)) {
+                problems.push(format!(
+                    "{from} must not depend on {to}, but does: {}; remove that dependency",
+                    graph.path(&reached, target)
+                ));
+            }
+        }
+    }
+
+    // The pure crate: reviewed direct dependencies, and nothing that does I/O in what it ships.
+    for root in graph.named(policy.pure) {
+        for &(to, kind) in &graph.packages[root].deps {
+            let name = graph.packages[to].name.as_str();
+            let allowed = match kind {
+                Kind::Dev => policy.pure_allowed_dev,
+                Kind::Normal | Kind::Build => policy.pure_allowed_direct,
+            };
+            if !allowed.contains(&name) {
+                problems.push(format!(
+                    "{} has a new {} dependency {name} that nobody has reviewed: if it does no I/O and reads no \
+                     clock, add it to PURE_ALLOWED_{} in tests/it/architecture.rs, otherwise move the code that \
+                     needs it to login-flow or att-tokend",
+                    policy.pure,
+                    kind.as_str(),
+                    if kind == Kind::Dev { "DEV" } else { "DIRECT" },
+                ));
+            }
+        }
+        let shipped = graph.reach(root, true);
+        for &target in shipped.keys() {
+            let name = graph.packages[target].name.as_str();
+            if policy.pure_denied.contains(&name) {
+                problems.push(format!(
+                    "{} must stay free of I/O, but ships {name}: {}; move the code that needs it to login-flow \
+                     or att-tokend and pass values (like `now`) in as parameters",
+                    policy.pure,
+                    graph.path(&shipped, target)
+                ));
+            }
+        }
+    }
+    problems
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the tests crate lives inside the workspace").to_owned()
+}
+
+fn real_graph() -> Graph {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let manifest = workspace_root().join("Cargo.toml");
+    let output = Command::new(&cargo)
+        .args(["metadata", "--format-version", "1", "--manifest-path"])
+        .arg(&manifest)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cargo:?} metadata: {e}; is cargo on PATH?"));
+    assert!(
+        output.status.success(),
+        "cargo metadata failed ({}): {}; fix the workspace manifests first",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let metadata: Value = serde_json::from_slice(&output.stdout).expect("cargo metadata prints JSON");
+    Graph::from_metadata(&metadata).unwrap_or_else(|e| panic!("cannot read cargo metadata: {e}"))
+}
+
+#[test]
+fn real_dependency_graph_points_one_way_and_keeps_token_model_free_of_io() {
+    let graph = real_graph();
+    let members: BTreeSet<_> = graph.packages.iter().filter(|p| p.member).map(|p| p.name.as_str()).collect();
+    for expected in ["token-model", "login-flow", "fake-cloud", "att-tokend", "xtask", "tests"] {
+        assert!(members.contains(expected), "workspace member {expected} not found in cargo metadata: {members:?}");
+    }
+    let problems = check(&graph, &POLICY);
+    assert!(problems.is_empty(), "the dependency graph breaks the architecture:\n- {}", problems.join("\n- "));
+}
+
+/// The intended architecture as a small synthetic graph, close to the real one.
+fn intended() -> Graph {
+    Graph::default()
+        .member("token-model")
+        .member("fake-cloud")
+        .member("login-flow")
+        .member("att-tokend")
+        .member("tests")
+        .member("xtask")
+        .edge("token-model", "serde", Kind::Normal)
+        .edge("token-model", "serde_json", Kind::Normal)
+        .edge("serde_json", "serde", Kind::Normal)
+        .edge("token-model", "proptest", Kind::Dev)
+        .edge("proptest", "rand", Kind::Normal)
+        .edge("rand", "getrandom", Kind::Normal)
+        .edge("getrandom", "libc", Kind::Normal)
+        .edge("fake-cloud", "token-model", Kind::Normal)
+        .edge("fake-cloud", "axum", Kind::Normal)
+        .edge("axum", "tokio", Kind::Normal)
+        .edge("tokio", "mio", Kind::Normal)
+        .edge("login-flow", "token-model", Kind::Normal)
+        .edge("login-flow", "reqwest", Kind::Normal)
+        .edge("reqwest", "tokio", Kind::Normal)
+        .edge("login-flow", "fake-cloud", Kind::Dev)
+        .edge("att-tokend", "login-flow", Kind::Normal)
+        .edge("att-tokend", "token-model", Kind::Normal)
+        .edge("att-tokend", "zbus", Kind::Normal)
+        .edge("zbus", "tokio", Kind::Normal)
+        .edge("zbus", "zbus-dev-only", Kind::Dev)
+        .edge("att-tokend", "fake-cloud", Kind::Dev)
+        .edge("tests", "att-tokend", Kind::Dev)
+        .edge("tests", "serde_json", Kind::Dev)
+        .edge("xtask", "anyhow", Kind::Normal)
+}
+
+fn assert_one_problem(graph: &Graph, expected: &[&str]) {
+    let problems = check(graph, &POLICY);
+    assert!(!problems.is_empty(), "the checker accepted a graph that breaks the architecture");
+    assert!(
+        problems.iter().any(|p| expected.iter().all(|e| p.contains(e))),
+        "no problem mentions {expected:?}: {problems:#?}"
+    );
+}
+
+#[test]
+fn checker_accepts_the_intended_graph() {
+    assert_eq!(check(&intended(), &POLICY), Vec::<String>::new());
+}
+
+#[test]
+fn checker_fails_when_token_model_arrow_turns_around() {
+    let reversed = intended().edge("token-model", "login-flow", Kind::Normal);
+    assert_one_problem(&reversed, &["arrow turned around", "token-model", "login-flow"]);
+    assert_one_problem(&reversed, &["token-model must not depend on login-flow", "token-model → login-flow"]);
+}
+
+#[test]
+fn checker_fails_when_login_flow_arrow_turns_around() {
+    let reversed = intended().edge("login-flow", "att-tokend", Kind::Dev);
+    assert_one_problem(&reversed, &["arrow turned around", "login-flow", "dev dependency on att-tokend"]);
+}
+
+#[test]
+fn checker_fails_when_fake_cloud_depends_on_the_client_side() {
+    let reversed = intended().edge("fake-cloud", "login-flow", Kind::Normal);
+    assert_one_problem(&reversed, &["arrow turned around", "fake-cloud", "login-flow"]);
+    assert_one_problem(&reversed, &["fake-cloud must not depend on login-flow"]);
+    let reversed = intended().edge("fake-cloud", "att-tokend", Kind::Dev);
+    assert_one_problem(&reversed, &["fake-cloud must not depend on att-tokend"]);
+}
+
+#[test]
+fn checker_fails_when_login_flow_reaches_zbus_transitively() {
+    let graph = intended().edge("login-flow", "some-helper", Kind::Normal).edge("some-helper", "zbus", Kind::Normal);
+    assert_one_problem(&graph, &["login-flow must not depend on zbus", "login-flow → some-helper → zbus"]);
+}
+
+#[test]
+fn checker_fails_when_token_model_grows_tokio_through_a_reviewed_dependency() {
+    let graph = intended().edge("serde_json", "tokio", Kind::Normal);
+    assert_one_problem(&graph, &["token-model must stay free of I/O", "token-model → serde_json → tokio"]);
+    assert_one_problem(&graph, &["ships mio", "tokio → mio"]);
+}
+
+#[test]
+fn checker_fails_when_token_model_gets_an_unreviewed_dependency() {
+    let graph = intended().edge("token-model", "chrono", Kind::Normal);
+    assert_one_problem(&graph, &["new normal dependency chrono", "PURE_ALLOWED_DIRECT"]);
+    let graph = intended().edge("token-model", "tempfile", Kind::Dev);
+    assert_one_problem(&graph, &["new dev dependency tempfile", "PURE_ALLOWED_DEV"]);
+}
+
+#[test]
+fn checker_fails_when_xtask_depends_on_an_internal_crate_or_is_depended_on() {
+    let graph = intended().edge("xtask", "token-model", Kind::Normal);
+    assert_one_problem(&graph, &["xtask must depend on no internal crate", "token-model"]);
+    let graph = intended().edge("att-tokend", "xtask", Kind::Build);
+    assert_one_problem(&graph, &["att-tokend has a build dependency on xtask"]);
+}
+
+#[test]
+fn checker_fails_on_a_workspace_crate_without_a_place() {
+    let graph = intended().member("shiny-new-crate");
+    assert_one_problem(&graph, &["shiny-new-crate has no place", "LAYERS"]);
+}
+
+#[test]
+fn checker_ignores_what_is_never_built_or_shipped() {
+    // The dev-dependency of a dependency is never built, and token-model's own dev-dependencies (proptest →
+    // rand → getrandom → libc, in `intended`) never ship.
+    let graph = intended().edge("token-model", "zeroize", Kind::Normal).edge("zeroize", "tokio", Kind::Dev);
+    assert_eq!(check(&graph, &POLICY), Vec::<String>::new());
+}
+
+#[test]
+fn metadata_parser_reads_members_and_dependency_kinds() {
+    let metadata = serde_json::json!({
+        "packages": [
+            {"id": "path+file:///w/crates/token-model#0.1.0", "name": "token-model"},
+            {"id": "path+file:///w/crates/login-flow#0.1.0", "name": "login-flow"},
+            {"id": "registry+x#tokio@1.0.0", "name": "tokio"},
+        ],
+        "workspace_members": ["path+file:///w/crates/token-model#0.1.0", "path+file:///w/crates/login-flow#0.1.0"],
+        "resolve": {"nodes": [
+            {"id": "path+file:///w/crates/token-model#0.1.0", "deps": [
+                {"name": "login_flow", "pkg": "path+file:///w/crates/login-flow#0.1.0",
+                 "dep_kinds": [{"kind": null, "target": null}]},
+                {"name": "tokio", "pkg": "registry+x#tokio@1.0.0",
+                 "dep_kinds": [{"kind": "dev", "target": null}, {"kind": "build", "target": null}]},
+            ]},
+            {"id": "path+file:///w/crates/login-flow#0.1.0", "deps": []},
+            {"id": "registry+x#tokio@1.0.0", "deps": []},
+        ]},
+    });
+    let graph = Graph::from_metadata(&metadata).unwrap();
+    let names: Vec<_> = graph.packages.iter().map(|p| (p.name.as_str(), p.member)).collect();
+    assert_eq!(names, [("token-model", true), ("login-flow", true), ("tokio", false)]);
+    let deps: Vec<_> = graph.packages[0].deps.iter().copied().collect();
+    assert_eq!(deps, [(1, Kind::Normal), (2, Kind::Build), (2, Kind::Dev)]);
+    let problems = check(&graph, &POLICY);
+    assert!(problems.iter().any(|p| p.contains("arrow turned around")), "{problems:#?}");
+    assert!(problems.iter().any(|p| p.contains("new build dependency tokio")), "{problems:#?}");
+
+    let err = Graph::from_metadata(&serde_json::json!({"packages": []})).unwrap_err();
+    assert!(err.contains("workspace_members"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// token-model's sources read no clock and do no I/O
+// ---------------------------------------------------------------------------------------------------------------
+
+/// What a pure crate's source must not contain: clock reads, files, sockets, processes, the environment,
+/// sleeping, printing and async runtimes.
+const IMPURE: &[&str] = &[
+    "SystemTime::now",
+    "Instant::now",
+    "std::fs",
+    "std::net",
+    "std::process",
+    "std::env",
+    "std::io::stdin",
+    "std::io::stdout",
+    "std::io::stderr",
+    "File::",
+    "OpenOptions",
+    "TcpStream",
+    "TcpListener",
+    "UdpSocket",
+    "UnixStream",
+    "UnixListener",
+    "Command::new",
+    "std::thread::sleep",
+    "thread::sleep",
+    "tokio",
+    "println!",
+    "eprintln!",
+];
+
+/// Removes `//` comments (doc comments included) and `/* */` comments from one line; `in_block` carries an
+/// open block comment over to the next line. String literals are not parsed, so text after a `//` inside a
+/// string is skipped too; that can only hide code, never invent a violation.
+fn strip_comments(line: &str, in_block: &mut bool) -> String {
+    let mut code = String::new();
+    let mut rest = line;
+    loop {
+        if *in_block {
+            match rest.find("*/") {
+                Some(end) => {
+                    *in_block = false;
+                    rest = &rest[end + 2..];
+                }
+                None => return code,
+            }
+        }
+        let line_comment = rest.find("//");
+        let block_comment = rest.find("/*");
+        match (line_comment, block_comment) {
+            (Some(l), Some(b)) if b < l => {
+                code.push_str(&rest[..b]);
+                *in_block = true;
+                rest = &rest[b + 2..];
+            }
+            (None, Some(b)) => {
+                code.push_str(&rest[..b]);
+                *in_block = true;
+                rest = &rest[b + 2..];
+            }
+            (Some(l), _) => {
+                code.push_str(&rest[..l]);
+                return code;
+            }
+            (None, None) => {
+                code.push_str(rest);
+                return code;
+            }
+        }
+    }
+}
+
+/// Whether `pattern` occurs in `code` not as the tail of a longer identifier (`File::` does not match
+/// `TokenFile::`).
+fn contains_word(code: &str, pattern: &str) -> bool {
+    code.match_indices(pattern).any(|(at, _)| {
+        let before = code[..at].chars().next_back();
+        !before.is_some_and(|c| c.is_alphanumeric() || c == '_')
+    })
+}
+
+/// Every clock read or I/O in `source`, as `file:line: `pattern` in: code`.
+fn scan_source(file: &str, source: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut in_block = false;
+    for (number, line) in source.lines().enumerate() {
+        let code = strip_comments(line, &mut in_block);
+        for pattern in IMPURE.iter().filter(|p| contains_word(&code, p)) {
+            found.push(format!("{file}:{}: `{pattern}` in: {}", number + 1, line.trim()));
+        }
+    }
+    found
+}
+
+fn rust_files(dir: &Path, files: &mut Vec<PathBuf>) {
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()));
+    for entry in entries {
+        let path = entry.unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display())).path();
+        if path.is_dir() {
+            rust_files(&path, files);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            files.push(path);
+        }
+    }
+}
+
+#[test]
+fn token_model_sources_read_no_clock_and_do_no_io() {
+    let root = workspace_root();
+    let mut files = Vec::new();
+    rust_files(&root.join("crates/token-model/src"), &mut files);
+    files.sort();
+    assert!(files.iter().any(|f| f.ends_with("lib.rs")), "token-model's lib.rs not found in {files:?}");
+    let mut report = String::new();
+    for file in &files {
+        let source = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()));
+        let name = file.strip_prefix(&root).unwrap_or(file).display().to_string();
+        for problem in scan_source(&name, &source) {
+            writeln!(report, "- {problem}").unwrap();
+        }
+    }
+    assert!(
+        report.is_empty(),
+        "token-model must read no clock and do no I/O, but:\n{report}Take `now` (or the value read) as a \
+         parameter and do the I/O in login-flow or att-tokend."
+    );
+}
+
+#[test]
+fn scanner_reports_file_and_line_of_a_violation() {
+    let source =
+        "//! Module.\nuse std::time::SystemTime;\n\nfn f() -> u64 {\n    let t = SystemTime::now();\n    0\n}\n";
+    assert_eq!(scan_source("src/x.rs", source), ["src/x.rs:5: `SystemTime::now` in: let t = SystemTime::now();"]);
+    let source = "fn g() { let _ = std::fs::read(\"a\"); }\nasync fn h() { tokio::time::sleep(d).await }\n";
+    let found = scan_source("src/y.rs", source);
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert!(found[0].starts_with("src/y.rs:1: `std::fs`"), "{found:#?}");
+    assert!(found[1].starts_with("src/y.rs:2: `tokio`"), "{found:#?}");
+    let code_after_block = scan_source("z.rs", "/* c */ let f = File::open(p);");
+    assert_eq!(code_after_block.len(), 1, "{code_after_block:#?}");
+}
+
+#[test]
+fn scanner_ignores_comments_and_longer_identifiers() {
+    let source = "//! Reads no clock: the caller passes `Instant::now()` in.\n\
+                  /// Unlike `std::fs`, this is pure.\n\
+                  fn f(now: u64) -> u64 { now } // not SystemTime::now\n\
+                  /* a block comment about tokio\n   and std::net */\n\
+                  struct TokenFile;\nimpl TokenFile { fn x() { TokenFile::y() } }\n";
+    assert_eq!(scan_source("src/x.rs", source), Vec::<String>::new());
+}
