@@ -1,1 +1,712 @@
-//! (being written)
+//! Refresh planning, backoff, lapse warnings and the serving rule for a user session.
+//!
+//! A [`Session`] holds what the planner needs to know about one user session (no secrets: the daemon keeps
+//! the tokens next to it): the access token's deadline, the refresh token's assumed deadline
+//! ([`Policy::refresh_token_lifetime`] after it was issued), whether the server rotates refresh tokens
+//! ([`Rotation`]), whether unattended re-login is configured, the consecutive transient failures and which
+//! lapse warnings were already given.
+//!
+//! The daemon's loop is:
+//! 1. [`Session::plan`] (or [`plan`] when there may be no session) gives the next [`Action`] and its time;
+//! 2. the daemon waits until then, performs it, and classifies the result once as an [`Outcome`];
+//! 3. [`Session::apply`] moves the session on (for [`Action::WarnLapse`], [`Session::record_warning`]);
+//! 4. it persists [`Session::to_persisted`] (the new refresh token first, then the state) and plans again.
+//!
+//! Randomness is passed in: every transition takes a `jitter` in `[0, 1)` which the session keeps, so
+//! planning is a pure, stable function of the session, the [`Policy`] and `now`.
+//!
+//! The serving rule is [`Session::valid_for`]: a token is handed out only while it has more than
+//! [`Policy::safety_margin`] left (plus whatever the caller asked for). Static device and ground tokens have
+//! no expiry: [`valid_for`] with `None`.
+//!
+//! ```
+//! use std::time::Duration;
+//! use token_model::plan::{Action, Attempt, Grant, Outcome, Policy, RefreshTokenChange, Session};
+//! use token_model::time::{ClockPair, MonoTime, WallTime};
+//!
+//! let policy = Policy::default();
+//! let at = |s: u64| ClockPair::new(MonoTime::from_origin(Duration::from_secs(s)), WallTime::from_unix_seconds(1_700_000_000 + s as i64));
+//!
+//! // A login reply arrived at t = 0 s with a one-hour access token.
+//! let grant = Grant::new(at(0), Duration::from_secs(3599), RefreshTokenChange::Rotated);
+//! let mut session = Session::logged_in(&grant, &policy, false, 0.5);
+//! assert!(session.valid_for(at(10).mono, Duration::from_secs(600), &policy));
+//!
+//! // The plan: refresh at 75–80 % of the access token's life (here 77.5 %, from the jitter 0.5).
+//! let Action::Refresh { at: when, .. } = session.plan(&policy, at(10).mono) else { unreachable!() };
+//! assert!(when > MonoTime::from_origin(Duration::from_secs(2690)) && when < MonoTime::from_origin(Duration::from_secs(2880)));
+//!
+//! // The refresh failed for a transient reason: retry after a short backoff.
+//! session.apply(Attempt::Refresh, Outcome::Transient { retry_after: None }, at(2800), &policy, 0.3);
+//! assert!(matches!(session.plan(&policy, at(2800).mono), Action::Retry { failures: 1, .. }));
+//!
+//! // It worked the second time, with a new refresh token: the server rotates (a sliding window).
+//! let reply = Grant::new(at(2801), Duration::from_secs(3599), RefreshTokenChange::Rotated);
+//! session.apply(Attempt::Refresh, Outcome::Success(reply), at(2801), &policy, 0.9);
+//! assert_eq!(session.failures(), 0);
+//! ```
+
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::secret::{ExposeSecret, RefreshToken};
+use crate::time::{ClockOffset, ClockPair, Deadline, MonoTime, WallClockTrust, WallTime};
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// The knobs of the planner. [`Policy::default`] gives the documented defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// Earliest point of the access token's life at which it is refreshed, as a fraction (default 0.75).
+    pub refresh_from: f64,
+    /// Latest point of the access token's life at which it is refreshed, as a fraction (default 0.80).
+    /// The session's jitter chooses within `refresh_from..refresh_until`.
+    pub refresh_until: f64,
+    /// A token is never handed out with less than this left, and every refresh is planned at least this
+    /// long before the deadline it protects (default 60 s).
+    pub safety_margin: Duration,
+    /// The first retry delay after a transient failure (default 1 s); it doubles with each failure.
+    pub backoff_initial: Duration,
+    /// The longest retry delay of the backoff (default 5 min).
+    pub backoff_max: Duration,
+    /// The longest server `Retry-After` honoured (default 1 h); a longer one is cut to this.
+    pub retry_after_max: Duration,
+    /// The assumed life of a refresh token from its issue (default 60 days; config `refresh_token_lifetime`).
+    pub refresh_token_lifetime: Duration,
+    /// How long before the refresh token lapses a warning is given, in any order (default 7 days and 1 day).
+    pub lapse_warnings: Vec<Duration>,
+    /// Under a fixed window with unattended re-login, how long before the lapse the re-login is planned
+    /// (default 10 days: before the first warning, leaving days to retry).
+    pub relogin_lead: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            refresh_from: 0.75,
+            refresh_until: 0.80,
+            safety_margin: Duration::from_secs(60),
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            retry_after_max: Duration::from_secs(3600),
+            refresh_token_lifetime: DAY * 60,
+            lapse_warnings: vec![DAY * 7, DAY],
+            relogin_lead: DAY * 10,
+        }
+    }
+}
+
+impl Policy {
+    /// The refresh point within a token's life chosen by `jitter`, kept within `[0, 1]`.
+    fn fraction(&self, jitter: f64) -> f64 {
+        let lo = clamp_unit(self.refresh_from.min(self.refresh_until));
+        let hi = clamp_unit(self.refresh_from.max(self.refresh_until));
+        lo + clamp_jitter(jitter) * (hi - lo)
+    }
+
+    /// The retry delay after `failures` consecutive transient failures: `backoff_initial` doubling up to
+    /// `backoff_max`, then "equal jitter" (a value in the upper half of that, chosen by `jitter`).
+    pub fn backoff(&self, failures: u32, jitter: f64) -> Duration {
+        let doublings = failures.saturating_sub(1).min(40);
+        let full = self.backoff_initial.saturating_mul(1u32 << doublings.min(31)).min(self.backoff_max);
+        full.mul_f64(0.5 + 0.5 * clamp_jitter(jitter))
+    }
+
+    /// The lapse-warning leads, largest first.
+    fn warnings_desc(&self) -> Vec<Duration> {
+        let mut leads = self.lapse_warnings.clone();
+        leads.sort_unstable_by(|a, b| b.cmp(a));
+        leads.dedup();
+        leads
+    }
+}
+
+fn clamp_unit(x: f64) -> f64 {
+    if x.is_finite() { x.clamp(0.0, 1.0) } else { 0.0 }
+}
+
+/// Keeps a jitter value in `[0, 1)`; anything else (NaN included) becomes 0.
+fn clamp_jitter(j: f64) -> f64 {
+    if j.is_finite() && j >= 0.0 { j.min(1.0 - f64::EPSILON) } else { 0.0 }
+}
+
+/// Whether the server rotates refresh tokens, as observed on the last successful refresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rotation {
+    /// No refresh seen yet: planned like [`Rotation::Sliding`] until the first refresh tells.
+    #[default]
+    Unknown,
+    /// Each refresh returns a new refresh token with a fresh lifetime: refreshing keeps the session alive.
+    Sliding,
+    /// Refreshes repeat or omit the refresh token: its deadline stands, only a new login goes past it.
+    Fixed,
+}
+
+/// What a successful reply did with the refresh token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RefreshTokenChange {
+    /// The reply carries a refresh token different from the one sent (or it is a login reply with one).
+    Rotated,
+    /// The reply repeats the refresh token that was sent.
+    Repeated,
+    /// The reply carries no refresh token.
+    Omitted,
+}
+
+impl RefreshTokenChange {
+    /// Classifies a refresh reply: `sent` is the refresh token used, `received` the one in the reply.
+    pub fn of(sent: &RefreshToken, received: Option<&RefreshToken>) -> Self {
+        match received {
+            None => RefreshTokenChange::Omitted,
+            Some(r) if r.expose_secret() == sent.expose_secret() => RefreshTokenChange::Repeated,
+            Some(_) => RefreshTokenChange::Rotated,
+        }
+    }
+}
+
+/// The facts of a successful token reply the planner needs (the tokens themselves stay with the daemon).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    /// When the reply arrived (monotonic and wall readings taken together).
+    pub arrived: ClockPair,
+    /// The reply's `expires_in`: the access token's life from `arrived`.
+    pub expires_in: Duration,
+    /// What the reply did with the refresh token.
+    pub refresh_token: RefreshTokenChange,
+    /// The reply's HTTP `Date` header, if any (server clock; only used to estimate clock offset).
+    pub server_date: Option<SystemTime>,
+    /// The grant's `.issued`, if any (server clock; only used to estimate clock offset).
+    pub issued: Option<SystemTime>,
+}
+
+impl Grant {
+    /// A grant without server times.
+    pub fn new(arrived: ClockPair, expires_in: Duration, refresh_token: RefreshTokenChange) -> Self {
+        Grant { arrived, expires_in, refresh_token, server_date: None, issued: None }
+    }
+
+    /// The same grant with the server times of the reply.
+    pub fn with_server_times(self, server_date: Option<SystemTime>, issued: Option<SystemTime>) -> Self {
+        Grant { server_date, issued, ..self }
+    }
+
+    fn offset(&self) -> Option<ClockOffset> {
+        ClockOffset::estimate(self.server_date, self.issued, self.arrived.wall)
+    }
+}
+
+/// Which network operation an [`Outcome`] belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Attempt {
+    /// `grant_type=refresh_token`.
+    Refresh,
+    /// A login: unattended re-login planned by [`Action::ReLogin`], or a human's successful login.
+    Login,
+}
+
+/// The one classification of an attempt's result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// New tokens arrived.
+    Success(Grant),
+    /// Anything that is not a verdict (5xx, 429, timeouts, resets, DNS, unreadable replies): retry later.
+    Transient {
+        /// The server's `Retry-After`, if it sent one.
+        retry_after: Option<Duration>,
+    },
+    /// An HTTP 400 from `/login`: the refresh token (or the stored credentials) will not work again.
+    Verdict,
+}
+
+/// Why the access or refresh token is refreshed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RefreshReason {
+    /// The access token reached 75–80 % of its life (or there is no usable access token).
+    AccessToken,
+    /// The refresh token itself needs renewing (sliding window), or under a fixed window one last access
+    /// token is fetched before it lapses.
+    RefreshToken,
+}
+
+/// Why a human must log in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NeedsLoginReason {
+    /// There is no session (never logged in, or logged out).
+    NoSession,
+    /// The server rejected the refresh token, and unattended re-login is not configured.
+    RefreshRejected,
+    /// The server rejected the refresh token and the unattended re-login was rejected too.
+    ReLoginRejected,
+}
+
+/// The next thing the daemon must do, and when (a time at or before `now` means "now").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Refresh the access token at `at`.
+    Refresh {
+        /// When.
+        at: MonoTime,
+        /// Why.
+        reason: RefreshReason,
+    },
+    /// Retry a failed attempt at `at` (backoff after a transient failure).
+    Retry {
+        /// When.
+        at: MonoTime,
+        /// What to retry.
+        attempt: Attempt,
+        /// Consecutive transient failures so far.
+        failures: u32,
+    },
+    /// Log in again with the configured credentials (unattended re-login) at `at`.
+    ReLogin {
+        /// When.
+        at: MonoTime,
+    },
+    /// Warn (signal `AttentionNeeded`) at `at` that the refresh token lapses at `lapses_at`; then call
+    /// [`Session::record_warning`].
+    WarnLapse {
+        /// When.
+        at: MonoTime,
+        /// When the refresh token lapses.
+        lapses_at: Deadline,
+    },
+    /// Nothing to do until a human logs in (the last access token may still be served until it lapses).
+    NeedsLogin {
+        /// Why.
+        reason: NeedsLoginReason,
+    },
+}
+
+impl Action {
+    /// When the action is due; `None` for [`Action::NeedsLogin`] (wait for a human).
+    pub fn at(&self) -> Option<MonoTime> {
+        match *self {
+            Action::Refresh { at, .. } | Action::Retry { at, .. } | Action::ReLogin { at } => Some(at),
+            Action::WarnLapse { at, .. } => Some(at),
+            Action::NeedsLogin { .. } => None,
+        }
+    }
+}
+
+/// The plan when there may be no session: without one, wait for a human to log in.
+pub fn plan(session: Option<&Session>, policy: &Policy, now: MonoTime) -> Action {
+    match session {
+        Some(s) => s.plan(policy, now),
+        None => Action::NeedsLogin { reason: NeedsLoginReason::NoSession },
+    }
+}
+
+/// The serving rule for any token: valid for at least `want` beyond `now` plus the safety `margin`.
+/// `None` is a token without expiry (device and ground tokens): always valid.
+pub fn valid_for(deadline: Option<MonoTime>, now: MonoTime, want: Duration, margin: Duration) -> bool {
+    match deadline {
+        None => true,
+        Some(d) => d.saturating_since(now) > margin.saturating_add(want),
+    }
+}
+
+/// The D-Bus `State` of a user session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TokenState {
+    /// A valid access token is served.
+    Valid,
+    /// Transient failures, still serving a valid access token.
+    Retrying,
+    /// No valid access token (transient failures outlasted it, or it lapsed); a refresh is pending.
+    Expired,
+    /// A human must log in.
+    NeedsLogin,
+}
+
+impl TokenState {
+    /// The name used on D-Bus: `valid`, `retrying`, `expired`, `needs-login`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenState::Valid => "valid",
+            TokenState::Retrying => "retrying",
+            TokenState::Expired => "expired",
+            TokenState::NeedsLogin => "needs-login",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct AccessWindow {
+    obtained: MonoTime,
+    deadline: Deadline,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PendingRetry {
+    attempt: Attempt,
+    at: MonoTime,
+}
+
+/// The planner's view of one user session. Holds no secret.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    access: Option<AccessWindow>,
+    /// `None`: unknown (e.g. restored under an untrusted wall clock); never assumed later than it may be.
+    refresh_deadline: Option<Deadline>,
+    /// The refresh token's deadline on the server's clock, when the server told its time.
+    refresh_deadline_server: Option<WallTime>,
+    rotation: Rotation,
+    unattended_relogin: bool,
+    refresh_rejected: bool,
+    relogin_rejected: bool,
+    failures: u32,
+    retry: Option<PendingRetry>,
+    lapse_warned: Option<Duration>,
+    offset: Option<ClockOffset>,
+    jitter: f64,
+}
+
+impl Session {
+    /// A session from a login reply. `unattended_relogin`: credentials for re-login are configured.
+    pub fn logged_in(grant: &Grant, policy: &Policy, unattended_relogin: bool, jitter: f64) -> Self {
+        let mut s = Session {
+            access: None,
+            refresh_deadline: None,
+            refresh_deadline_server: None,
+            rotation: Rotation::Unknown,
+            unattended_relogin,
+            refresh_rejected: false,
+            relogin_rejected: false,
+            failures: 0,
+            retry: None,
+            lapse_warned: None,
+            offset: None,
+            jitter: clamp_jitter(jitter),
+        };
+        s.take_login(grant, policy);
+        s
+    }
+
+    fn take_access(&mut self, grant: &Grant) {
+        self.access = Some(AccessWindow {
+            obtained: grant.arrived.mono,
+            deadline: Deadline::after(grant.arrived, grant.expires_in),
+        });
+        if let Some(off) = grant.offset() {
+            self.offset = Some(off);
+        }
+        self.failures = 0;
+        self.retry = None;
+    }
+
+    fn new_refresh_window(&mut self, grant: &Grant, policy: &Policy) {
+        let life = policy.refresh_token_lifetime;
+        self.refresh_deadline = Some(Deadline::after(grant.arrived, life));
+        self.refresh_deadline_server = grant.offset().map(|o| o.server_time(grant.arrived.wall).saturating_add(life));
+        self.lapse_warned = None;
+        self.refresh_rejected = false;
+    }
+
+    fn take_login(&mut self, grant: &Grant, policy: &Policy) {
+        self.take_access(grant);
+        self.relogin_rejected = false;
+        self.new_refresh_window(grant, policy);
+        if grant.refresh_token == RefreshTokenChange::Omitted {
+            // Nothing to refresh with: the session ends with this access token.
+            self.refresh_rejected = true;
+        }
+    }
+
+    /// Applies the outcome of `attempt`, classified once, at `at` (when it arrived or failed).
+    ///
+    /// `jitter` in `[0, 1)` is fresh randomness; it chooses the next refresh point and the backoff.
+    /// A human's failed login is not applied (the session stays as it was); a successful one is applied as
+    /// `(Attempt::Login, Outcome::Success(..))`.
+    pub fn apply(&mut self, attempt: Attempt, outcome: Outcome, at: ClockPair, policy: &Policy, jitter: f64) {
+        self.jitter = clamp_jitter(jitter);
+        match (attempt, outcome) {
+            (Attempt::Login, Outcome::Success(grant)) => self.take_login(&grant, policy),
+            (Attempt::Refresh, Outcome::Success(grant)) => self.take_refresh(&grant, policy),
+            (_, Outcome::Transient { retry_after }) => {
+                self.failures = self.failures.saturating_add(1);
+                let delay = self.retry_delay(policy, at.mono, retry_after);
+                self.retry = Some(PendingRetry { attempt, at: at.mono + delay });
+            }
+            (Attempt::Refresh, Outcome::Verdict) => {
+                self.failures = 0;
+                self.retry = None;
+                self.refresh_rejected = true;
+            }
+            (Attempt::Login, Outcome::Verdict) => {
+                self.failures = 0;
+                self.retry = None;
+                self.relogin_rejected = true;
+            }
+        }
+    }
+
+    fn take_refresh(&mut self, grant: &Grant, policy: &Policy) {
+        self.take_access(grant);
+        self.refresh_rejected = false;
+        match grant.refresh_token {
+            RefreshTokenChange::Rotated => {
+                self.rotation = Rotation::Sliding;
+                self.new_refresh_window(grant, policy);
+            }
+            RefreshTokenChange::Repeated | RefreshTokenChange::Omitted => {
+                self.rotation = Rotation::Fixed;
+                let arrived = grant.arrived;
+                // The server's clock is the authority on a deadline it keeps: re-derive ours from it.
+                if let (Some(server_deadline), Some(off)) = (self.refresh_deadline_server, grant.offset()) {
+                    let left = server_deadline.millis_since(off.server_time(arrived.wall));
+                    self.refresh_deadline =
+                        (left > 0).then(|| Deadline::after(arrived, Duration::from_millis(left.unsigned_abs())));
+                } else if self.refresh_deadline.is_some_and(|d| d.mono() <= arrived.mono) {
+                    // The server still took a token we thought lapsed: our deadline was wrong.
+                    self.refresh_deadline = None;
+                }
+            }
+        }
+    }
+
+    /// The backoff delay, never beyond the remaining (servable) lifetime.
+    fn retry_delay(&self, policy: &Policy, now: MonoTime, retry_after: Option<Duration>) -> Duration {
+        let mut delay = policy.backoff(self.failures, self.jitter);
+        if let Some(ra) = retry_after {
+            delay = delay.max(ra.min(policy.retry_after_max));
+        }
+        let margin = policy.safety_margin;
+        let access_left = self.access.map(|a| a.deadline.remaining(now).saturating_sub(margin));
+        let refresh_left = self.refresh_deadline.map(|d| d.remaining(now).saturating_sub(margin));
+        let limit = [access_left, refresh_left].into_iter().flatten().find(|d| !d.is_zero());
+        match limit {
+            Some(l) => delay.min(l),
+            None => delay,
+        }
+    }
+
+    /// Records that the lapse warning planned by [`Action::WarnLapse`] was given at `now`.
+    pub fn record_warning(&mut self, now: MonoTime, policy: &Policy) {
+        let Some(deadline) = self.refresh_deadline else { return };
+        let left = deadline.remaining(now);
+        let leads = policy.warnings_desc();
+        // Every lead already reached is covered by this one warning.
+        let covered = leads.iter().rev().find(|&&l| l >= left).or(leads.last()).copied();
+        self.lapse_warned = match (self.lapse_warned, covered) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
+    /// The next action and its time. Pure and stable: the same session, policy and `now` give the same plan.
+    pub fn plan(&self, policy: &Policy, now: MonoTime) -> Action {
+        if self.refresh_rejected && (!self.unattended_relogin || self.relogin_rejected) {
+            let reason = if self.relogin_rejected {
+                NeedsLoginReason::ReLoginRejected
+            } else {
+                NeedsLoginReason::RefreshRejected
+            };
+            return Action::NeedsLogin { reason };
+        }
+        // Candidates in priority order for equal times: renewing first, warning last.
+        let mut best: Option<Action> = None;
+        let mut offer = |a: Action| {
+            if best.is_none_or(|b| a.at() < b.at()) {
+                best = Some(a);
+            }
+        };
+        if let Some(r) = self.retry {
+            offer(Action::Retry { at: r.at, attempt: r.attempt, failures: self.failures });
+        } else if self.refresh_rejected {
+            offer(Action::ReLogin { at: now });
+        } else {
+            if let Some(a) = self.refresh_at(policy, now) {
+                offer(a);
+            }
+            if let Some(at) = self.relogin_at(policy, now) {
+                offer(Action::ReLogin { at });
+            }
+        }
+        if let Some(a) = self.warning_at(policy, now) {
+            offer(a);
+        }
+        best.unwrap_or(Action::Refresh { at: now, reason: RefreshReason::AccessToken })
+    }
+
+    fn refresh_at(&self, policy: &Policy, now: MonoTime) -> Option<Action> {
+        let margin = policy.safety_margin;
+        let f = policy.fraction(self.jitter);
+        let access = match self.access {
+            Some(a) => {
+                let life = a.deadline.mono().saturating_since(a.obtained);
+                let planned = a.obtained + life.mul_f64(f);
+                planned.min(a.deadline.mono().saturating_sub(margin)).max(now)
+            }
+            None => now,
+        };
+        let mut best = Action::Refresh { at: access, reason: RefreshReason::AccessToken };
+        if let Some(rt) = self.refresh_deadline {
+            let cap = rt.mono().saturating_sub(margin);
+            if cap > now {
+                let trigger = match self.rotation {
+                    Rotation::Fixed => cap,
+                    Rotation::Sliding | Rotation::Unknown => {
+                        rt.mono().saturating_sub(policy.refresh_token_lifetime.mul_f64(1.0 - f)).min(cap)
+                    }
+                };
+                // Only if the access token in hand predates the trigger; otherwise it was already done.
+                let needed = self.access.is_none_or(|a| a.obtained < trigger);
+                if needed && trigger.max(now) < access {
+                    best = Action::Refresh { at: trigger.max(now), reason: RefreshReason::RefreshToken };
+                }
+            }
+        }
+        Some(best)
+    }
+
+    fn relogin_at(&self, policy: &Policy, now: MonoTime) -> Option<MonoTime> {
+        if !self.unattended_relogin || self.relogin_rejected || self.rotation != Rotation::Fixed {
+            return None;
+        }
+        let rt = self.refresh_deadline?;
+        Some(rt.mono().saturating_sub(policy.relogin_lead).max(now))
+    }
+
+    fn warning_at(&self, policy: &Policy, now: MonoTime) -> Option<Action> {
+        let rt = self.refresh_deadline?;
+        if rt.mono() <= now || self.refresh_rejected {
+            return None;
+        }
+        let lead = policy.warnings_desc().into_iter().find(|&l| self.lapse_warned.is_none_or(|w| l < w))?;
+        Some(Action::WarnLapse { at: rt.mono().saturating_sub(lead).max(now), lapses_at: rt })
+    }
+
+    /// The serving rule: the access token may be handed out for at least `want` more, beyond the safety
+    /// margin. If not, the daemon refreshes first (D-Bus `GetTokenValidFor`); `GetToken` uses zero.
+    pub fn valid_for(&self, now: MonoTime, want: Duration, policy: &Policy) -> bool {
+        self.access.is_some_and(|a| valid_for(Some(a.deadline.mono()), now, want, policy.safety_margin))
+    }
+
+    /// The D-Bus `State` at `now`.
+    pub fn state(&self, now: MonoTime, policy: &Policy) -> TokenState {
+        if matches!(self.plan(policy, now), Action::NeedsLogin { .. }) {
+            TokenState::NeedsLogin
+        } else if !self.valid_for(now, Duration::ZERO, policy) {
+            TokenState::Expired
+        } else if self.failures > 0 {
+            TokenState::Retrying
+        } else {
+            TokenState::Valid
+        }
+    }
+
+    /// Whether a human should look (D-Bus `AttentionNeeded`): a login is needed or a lapse warning was given.
+    pub fn attention_needed(&self, now: MonoTime, policy: &Policy) -> bool {
+        self.lapse_warned.is_some() || matches!(self.plan(policy, now), Action::NeedsLogin { .. })
+    }
+
+    /// The access token's deadline, if there is a usable one.
+    pub fn access_deadline(&self) -> Option<Deadline> {
+        self.access.map(|a| a.deadline)
+    }
+
+    /// The refresh token's assumed deadline; `None` when unknown.
+    pub fn refresh_deadline(&self) -> Option<Deadline> {
+        self.refresh_deadline
+    }
+
+    /// The rotation behaviour observed so far.
+    pub fn rotation(&self) -> Rotation {
+        self.rotation
+    }
+
+    /// Consecutive transient failures.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// The latest estimate of the server's clock offset.
+    pub fn clock_offset(&self) -> Option<ClockOffset> {
+        self.offset
+    }
+
+    /// Turns unattended re-login on or off (e.g. after a config reload).
+    pub fn set_unattended_relogin(&mut self, on: bool) {
+        self.unattended_relogin = on;
+    }
+
+    /// The persistable form: deadlines as wall-clock times, mirrored through `pair` (a reading taken now).
+    pub fn to_persisted(&self, pair: ClockPair) -> PersistedSession {
+        PersistedSession {
+            saved_at: pair.wall,
+            access_obtained: self.access.map(|a| pair.wall_at(a.obtained)),
+            access_expires: self.access.map(|a| a.deadline.wall()),
+            refresh_expires: self.refresh_deadline.map(|d| d.wall()),
+            refresh_expires_server: self.refresh_deadline_server,
+            rotation: self.rotation,
+            refresh_rejected: self.refresh_rejected,
+            relogin_rejected: self.relogin_rejected,
+            lapse_warned_secs: self.lapse_warned.map(|d| d.as_secs()),
+            clock_offset: self.offset,
+        }
+    }
+}
+
+/// A [`Session`] as persisted: wall-clock times only (monotonic time means nothing after a restart).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersistedSession {
+    /// When this was saved (a wall time known good: later readings before it are not trusted).
+    pub saved_at: WallTime,
+    /// When the access token arrived.
+    pub access_obtained: Option<WallTime>,
+    /// When the access token lapses.
+    pub access_expires: Option<WallTime>,
+    /// When the refresh token lapses (local clock), if known.
+    pub refresh_expires: Option<WallTime>,
+    /// When the refresh token lapses on the server's clock, if the server told its time.
+    pub refresh_expires_server: Option<WallTime>,
+    /// The rotation behaviour observed.
+    pub rotation: Rotation,
+    /// The server rejected the refresh token.
+    pub refresh_rejected: bool,
+    /// The server rejected the unattended re-login.
+    pub relogin_rejected: bool,
+    /// The smallest lapse-warning lead already given, in seconds.
+    pub lapse_warned_secs: Option<u64>,
+    /// The latest clock-offset estimate.
+    pub clock_offset: Option<ClockOffset>,
+}
+
+impl PersistedSession {
+    /// Brings a persisted session onto a new monotonic line, using `pair` (a reading taken now) and the
+    /// verdict on the wall clock (from [`crate::time::check_wall_clock`]).
+    ///
+    /// With a trusted wall clock, deadlines are converted back. Otherwise, conservatively: the access token
+    /// of unknown remaining life is dropped (so it is refreshed at once and never served), and the refresh
+    /// token's deadline becomes unknown rather than extended; the next reply carrying the server's time
+    /// re-derives it. A wall clock earlier than [`PersistedSession::saved_at`], or earlier than the moment the
+    /// access token arrived, is not trusted either.
+    pub fn restore(&self, pair: ClockPair, trust: WallClockTrust, unattended_relogin: bool, jitter: f64) -> Session {
+        let trusted =
+            trust.is_trusted() && pair.wall >= self.saved_at && self.access_obtained.is_none_or(|o| pair.wall >= o);
+        let access = match (trusted, self.access_obtained, self.access_expires) {
+            (true, Some(obtained), Some(expires)) => {
+                Some(AccessWindow { obtained: pair.mono_at(obtained), deadline: Deadline::at_wall(expires, pair) })
+            }
+            _ => None,
+        };
+        let refresh_deadline = if trusted { self.refresh_expires.map(|w| Deadline::at_wall(w, pair)) } else { None };
+        Session {
+            access,
+            refresh_deadline,
+            refresh_deadline_server: self.refresh_expires_server,
+            rotation: self.rotation,
+            unattended_relogin,
+            refresh_rejected: self.refresh_rejected,
+            relogin_rejected: self.relogin_rejected,
+            failures: 0,
+            retry: None,
+            lapse_warned: self.lapse_warned_secs.map(Duration::from_secs),
+            offset: self.clock_offset,
+            jitter: clamp_jitter(jitter),
+        }
+    }
+}
