@@ -1,0 +1,1455 @@
+//! The daemon's configuration file (`/etc/att-tokend/config.toml`).
+//!
+//! Three steps, kept apart so the first can be tested without a file system:
+//! - [`parse`] is pure: text in, a validated [`Config`] or a [`ConfigError`] naming the file, the line and the
+//!   fix. Unknown keys, bad durations, bad ids, duplicate names, keys that do not fit a token's kind and bad cron
+//!   expressions are all caught here.
+//! - [`load`] reads the file and calls [`parse`].
+//! - [`Config::check_files`] and [`resolve_principals`] look at the machine: secret files (existence, type,
+//!   mode, content) and user and group names.
+//!
+//! Durations are written as a whole number and one unit: `"90s"`, `"45m"`, `"36h"`, `"60d"`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::io;
+use std::ops::Range;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+use token_model::ids::{ClientId, DeviceId, GroundId, TokenKind, TokenName};
+use toml::Spanned;
+
+use crate::secret_files;
+
+/// Where the daemon looks for its configuration unless `--config` says otherwise.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/att-tokend/config.toml";
+/// Where user sessions are kept unless `[daemon] state_dir` says otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/att-tokend";
+/// The AllThingsTalk REST base URL unless `[api] url` says otherwise.
+pub const DEFAULT_API_URL: &str = "https://api.allthingstalk.io";
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The file this configuration came from (used in messages).
+    pub path: PathBuf,
+    /// `[api]`: where and how to talk to AllThingsTalk.
+    pub api: ApiConfig,
+    /// `[daemon]`: bus, state directory, admins.
+    pub daemon: DaemonConfig,
+    /// `[refresh]`: refresh planning tunables.
+    pub refresh: RefreshConfig,
+    /// `[maintenance]`: schedules of the periodic jobs.
+    pub maintenance: MaintenanceConfig,
+    /// `[[token]]` tables, in file order; names are unique.
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// `[api]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiConfig {
+    /// REST base URL without a trailing slash, default `https://api.allthingstalk.io`.
+    pub url: String,
+    /// OAuth2 client id sent to `/login`, default `web`.
+    pub client_id: ClientId,
+    /// Time allowed to open a connection, default 10 s (`connect_timeout`).
+    pub connect_timeout: Duration,
+    /// Time allowed for a whole request, default 30 s (`request_timeout`).
+    pub request_timeout: Duration,
+    /// `[api.mfa]`: names used by the MFA step.
+    pub mfa: MfaNames,
+}
+
+/// `[api.mfa]`: the names of the MFA completion request (see the protocol notes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MfaNames {
+    /// Value of `grant_type`, default `mfa`.
+    pub grant_type: String,
+    /// Field carrying the challenge's `MfaUid`, default `mfa_uid`.
+    pub uid_field: String,
+    /// Field carrying the challenge's `UserId`, default `user_id`.
+    pub user_field: String,
+    /// Field carrying the six-digit code, default `code`.
+    pub code_field: String,
+}
+
+impl Default for MfaNames {
+    fn default() -> Self {
+        Self {
+            grant_type: "mfa".to_owned(),
+            uid_field: "mfa_uid".to_owned(),
+            user_field: "user_id".to_owned(),
+            code_field: "code".to_owned(),
+        }
+    }
+}
+
+/// `[daemon]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonConfig {
+    /// Which bus to serve on, default the system bus.
+    pub bus: Bus,
+    /// Where user sessions are kept, default `/var/lib/att-tokend`.
+    pub state_dir: PathBuf,
+    /// Who may log in, refresh and log out (root always may).
+    pub admins: Principals,
+}
+
+/// A D-Bus bus: `"system"`, `"session"` or an address such as `unix:path=/run/x/bus`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Bus {
+    /// The system bus.
+    #[default]
+    System,
+    /// The caller's session bus.
+    Session,
+    /// A bus at an explicit D-Bus address.
+    Address(String),
+}
+
+impl FromStr for Bus {
+    type Err = String;
+    fn from_str(value: &str) -> Result<Self, String> {
+        match value {
+            "system" => Ok(Bus::System),
+            "session" => Ok(Bus::Session),
+            other if other.contains(':') && !other.trim().is_empty() => Ok(Bus::Address(other.to_owned())),
+            other => Err(format!(
+                "bus {other:?} is not valid: use \"system\", \"session\" or a D-Bus address such as \"unix:path=/run/dbus/system_bus_socket\""
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Bus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Bus::System => f.write_str("system"),
+            Bus::Session => f.write_str("session"),
+            Bus::Address(address) => f.write_str(address),
+        }
+    }
+}
+
+/// `[refresh]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshConfig {
+    /// Life of a refresh token counted from its issue, default 60 days (`refresh_token_lifetime`).
+    pub refresh_token_lifetime: Duration,
+    /// How long before a deadline a refresh must be done, default 60 s (`safety_margin`).
+    pub safety_margin: Duration,
+    /// When to raise `AttentionNeeded` before a session lapses for good, default 7 days and 1 day (`warn_before`).
+    pub warn_before: Vec<Duration>,
+    /// First delay after a transient failure, default 5 s (`retry_initial`).
+    pub retry_initial: Duration,
+    /// Longest delay between retries, default 5 min (`retry_max`).
+    pub retry_max: Duration,
+}
+
+impl Default for RefreshConfig {
+    fn default() -> Self {
+        Self {
+            refresh_token_lifetime: Duration::from_secs(60 * DAY),
+            safety_margin: Duration::from_secs(60),
+            warn_before: vec![Duration::from_secs(7 * DAY), Duration::from_secs(DAY)],
+            retry_initial: Duration::from_secs(5),
+            retry_max: Duration::from_secs(300),
+        }
+    }
+}
+
+const DAY: u64 = 24 * 3600;
+
+/// `[maintenance]`: when the periodic jobs run.
+///
+/// Cron expressions use the scheduler's six fields (`sec min hour day-of-month month day-of-week`); a classic
+/// five-field expression gets `0` seconds prepended. Times are UTC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaintenanceConfig {
+    /// Probe every device, ground and user token against the cloud (`token_health`), default hourly at :07.
+    pub token_health: Schedule,
+    /// Re-read the device list of every ground without a configured `devices` list (`ground_sync`), default every
+    /// six hours at :17.
+    pub ground_sync: Schedule,
+    /// Review sessions that will lapse and raise `AttentionNeeded` (`lapse_review`), default daily at 09:00.
+    pub lapse_review: Schedule,
+}
+
+impl Default for MaintenanceConfig {
+    fn default() -> Self {
+        Self {
+            token_health: Schedule::Cron("0 7 * * * *".to_owned()),
+            ground_sync: Schedule::Cron("0 17 */6 * * *".to_owned()),
+            lapse_review: Schedule::Cron("0 0 9 * * *".to_owned()),
+        }
+    }
+}
+
+/// A periodic job's schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Schedule {
+    /// The job does not run (`"off"` or `false`).
+    Off,
+    /// A six-field cron expression that `tokio-cron-scheduler` accepts.
+    Cron(String),
+}
+
+/// Users and groups, by name or numeric id: `{ users = ["nodered", 1001], groups = ["att-tokens"] }`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Principals {
+    /// User names or uids.
+    pub users: Vec<Principal>,
+    /// Group names or gids.
+    pub groups: Vec<Principal>,
+    /// The config line where they were written (0 when not written).
+    pub line: usize,
+}
+
+/// One user or group, as written in the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// A name to look up in the user or group database.
+    Name(String),
+    /// A numeric uid or gid, used as is.
+    Id(u32),
+}
+
+/// Principals resolved to numeric ids.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ResolvedPrincipals {
+    /// uids.
+    pub uids: BTreeSet<u32>,
+    /// gids.
+    pub gids: BTreeSet<u32>,
+}
+
+/// Every principal of a config resolved: admins and the readers of each token.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ResolvedAccess {
+    /// `[daemon] admins`.
+    pub admins: ResolvedPrincipals,
+    /// `readers` of each token.
+    pub readers: BTreeMap<TokenName, ResolvedPrincipals>,
+}
+
+/// One `[[token]]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenConfig {
+    /// The unique name used on D-Bus and by `att-token`.
+    pub name: TokenName,
+    /// Who may read it (root and admins always may).
+    pub readers: Principals,
+    /// Kind-specific settings.
+    pub spec: TokenSpec,
+    /// The config line of its `name` key (for messages).
+    pub line: usize,
+}
+
+impl TokenConfig {
+    /// The kind of token.
+    pub fn kind(&self) -> TokenKind {
+        match self.spec {
+            TokenSpec::User(_) => TokenKind::User,
+            TokenSpec::Device { .. } => TokenKind::Device,
+            TokenSpec::Ground { .. } => TokenKind::Ground,
+        }
+    }
+}
+
+/// The kind-specific part of a `[[token]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSpec {
+    /// `kind = "user"`.
+    User(UserSpec),
+    /// `kind = "device"`.
+    Device {
+        /// The one device the token may access.
+        device_id: DeviceId,
+        /// Where the static token is.
+        secret: SecretSource,
+    },
+    /// `kind = "ground"`.
+    Ground {
+        /// The ground whose devices the token may access.
+        ground_id: GroundId,
+        /// Where the static token is.
+        secret: SecretSource,
+        /// The ground's devices if configured; `None` means learn them from the cloud.
+        devices: Option<Vec<DeviceId>>,
+    },
+}
+
+/// Optional settings of a user token.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UserSpec {
+    /// Account name: the default for `att-token login`, and needed for unattended re-login.
+    pub username: Option<String>,
+    /// File holding the password, for unattended re-login.
+    pub password_file: Option<PathBuf>,
+    /// File holding the base32 TOTP seed, for unattended re-login of an MFA account.
+    pub totp_secret_file: Option<PathBuf>,
+}
+
+/// Where a static token is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// `token_file = "/path"`.
+    File(PathBuf),
+    /// `credential = "name"`: a systemd credential in `$CREDENTIALS_DIRECTORY`.
+    Credential(String),
+}
+
+impl SecretSource {
+    /// The file to read, looking credentials up in `credentials_dir` (the value of `$CREDENTIALS_DIRECTORY`).
+    pub fn resolve_in(&self, credentials_dir: Option<&Path>) -> Result<PathBuf, String> {
+        match self {
+            SecretSource::File(path) => Ok(path.clone()),
+            SecretSource::Credential(name) => match credentials_dir {
+                Some(dir) => Ok(dir.join(name)),
+                None => Err(format!(
+                    "credential {name:?} cannot be found because $CREDENTIALS_DIRECTORY is not set; add \
+                     LoadCredential={name}:/path/to/file (or SetCredentialEncrypted=) to the att-tokend unit, \
+                     or use token_file = \"/path\" instead"
+                )),
+            },
+        }
+    }
+
+    /// The file to read, looking credentials up in `$CREDENTIALS_DIRECTORY` of this process.
+    pub fn resolve(&self) -> Result<PathBuf, String> {
+        let dir = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+        self.resolve_in(dir.as_deref())
+    }
+}
+
+/// What is wrong with a configuration. Every message names the file, the line when there is one, and the fix.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The configuration file could not be read.
+    #[error(
+        "cannot read config file {}: {error}; check the path (default {DEFAULT_CONFIG_PATH}, or pass --config PATH) and that it is readable",
+        path.display()
+    )]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: io::Error,
+    },
+    /// The text is wrong at some line (syntax, unknown key, bad value, inconsistent keys).
+    #[error("{}:{line}: {message}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+    /// A problem with something the config points to (a secret file, a user or group name).
+    #[error("{}{}: {message}", path.display(), line_suffix(*line))]
+    Reference {
+        /// The config file.
+        path: PathBuf,
+        /// 1-based line of the setting, 0 if unknown.
+        line: usize,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+fn line_suffix(line: usize) -> String {
+    if line == 0 { String::new() } else { format!(":{line}") }
+}
+
+/// Reads and parses a configuration file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: path.to_owned(), error })?;
+    parse(&text, path)
+}
+
+/// Parses and validates configuration text; `path` is only used in messages and stored in [`Config::path`].
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let raw: RawConfig = toml::from_str(text).map_err(|error| toml_error(text, path, &error))?;
+    let ctx = Ctx { text, path };
+    raw.validate(&ctx)
+}
+
+struct Ctx<'a> {
+    text: &'a str,
+    path: &'a Path,
+}
+
+impl Ctx<'_> {
+    fn at(&self, span: Range<usize>, message: String) -> ConfigError {
+        ConfigError::Invalid { path: self.path.to_owned(), line: line_of(self.text, span.start), message }
+    }
+    fn line(&self, span: Range<usize>) -> usize {
+        line_of(self.text, span.start)
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+/// Names the table that holds byte `offset`: `[daemon]`, `[[token]] "main"`, or `the top level`.
+fn section_at(text: &str, offset: usize) -> String {
+    let end = offset.min(text.len());
+    let before = &text[..end];
+    let mut header: Option<(usize, &str)> = None;
+    let mut pos = 0;
+    for line in before.split_inclusive('\n') {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            header = Some((pos, trimmed.split('#').next().unwrap_or(trimmed).trim()));
+        }
+        pos += line.len();
+    }
+    let Some((start, header)) = header else { return "the top level".to_owned() };
+    if header.starts_with("[[") {
+        // Find the table's `name = "..."` (before the next header) to tell tables apart.
+        let body = &text[start..];
+        for line in body.lines().skip(1) {
+            let trimmed = line.trim();
+            if trimmed.starts_with('[') {
+                break;
+            }
+            if let Some(rest) = trimmed.strip_prefix("name")
+                && let Some(value) = rest.trim_start().strip_prefix('=')
+            {
+                let value = value.split('#').next().unwrap_or("").trim();
+                return format!("{header} {value}");
+            }
+        }
+    }
+    header.to_owned()
+}
+
+fn toml_error(text: &str, path: &Path, error: &toml::de::Error) -> ConfigError {
+    let span = error.span().unwrap_or(0..0);
+    let section = section_at(text, span.start);
+    let raw = error.message().trim();
+    let message = if let Some(rest) = raw.strip_prefix("unknown field `") {
+        let (key, expected) = rest.split_once('`').unwrap_or((rest, ""));
+        let valid = expected
+            .trim_start_matches([',', ' '])
+            .trim_start_matches("expected one of ")
+            .trim_start_matches("expected ")
+            .replace('`', "");
+        let hint = match closest(key, &valid) {
+            Some(close) => format!(" (did you mean \"{close}\"?)"),
+            None => String::new(),
+        };
+        format!("unknown key \"{key}\" in {section}{hint}; valid keys are {valid}")
+    } else if let Some(rest) = raw.strip_prefix("missing field `") {
+        let key = rest.split('`').next().unwrap_or(rest);
+        format!("{section} has no \"{key}\"; add {key} = ...")
+    } else if raw.contains("expected a sequence") && section.starts_with("[token]") {
+        "write token tables as [[token]] (double brackets), one per token".to_owned()
+    } else if span.is_empty() && error.span().is_none() {
+        format!("{raw}; fix the TOML syntax")
+    } else {
+        format!("in {section}: {raw}")
+    };
+    ConfigError::Invalid { path: path.to_owned(), line: line_of(text, span.start), message }
+}
+
+/// The valid key closest to a misspelt one, if any is close.
+fn closest(key: &str, valid: &str) -> Option<String> {
+    valid
+        .split(',')
+        .map(str::trim)
+        .filter(|candidate| !candidate.is_empty())
+        .map(|candidate| (edit_distance(key, candidate), candidate))
+        .filter(|(distance, _)| *distance <= 2)
+        .min()
+        .map(|(_, candidate)| candidate.to_owned())
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let current = row[j + 1];
+            row[j + 1] = if ca == *cb { previous } else { 1 + previous.min(current).min(row[j]) };
+            previous = current;
+        }
+    }
+    row[b.len()]
+}
+
+/// Parses a duration written as a whole number and one unit: `"90s"`, `"45m"`, `"36h"`, `"60d"`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let help = "write a whole number followed by s, m, h or d, like \"90s\", \"45m\", \"36h\" or \"60d\"";
+    let digits_end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits_end);
+    let unit_secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => DAY,
+        _ => return Err(format!("{text:?} is not a duration: {help}")),
+    };
+    let number: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration: {help}"))?;
+    number
+        .checked_mul(unit_secs)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{text:?} is too long a duration: {help}"))
+}
+
+/// Validates a cron expression and returns it in the scheduler's six-field form.
+pub fn parse_cron(text: &str) -> Result<String, String> {
+    let trimmed = text.trim();
+    let normalized = if !trimmed.starts_with('@') && trimmed.split_whitespace().count() == 5 {
+        format!("0 {trimmed}")
+    } else {
+        trimmed.to_owned()
+    };
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(&normalized)
+        .map(|_| normalized.clone())
+        .map_err(|error| {
+            format!(
+                "{text:?} is not a cron expression ({error}); write \"sec min hour day month weekday\" like \
+                 \"0 0 9 * * *\" (or five fields without seconds), or \"off\" to switch the job off"
+            )
+        })
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Raw, serde-facing shapes. Values that can be checked alone are checked while deserializing, so that toml
+// attaches the exact span to the error.
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    api: RawApi,
+    #[serde(default)]
+    daemon: RawDaemon,
+    #[serde(default)]
+    refresh: RawRefresh,
+    #[serde(default)]
+    maintenance: RawMaintenance,
+    #[serde(default)]
+    token: Vec<Spanned<RawToken>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    url: Option<Spanned<String>>,
+    client_id: Option<ClientId>,
+    connect_timeout: Option<Dur>,
+    request_timeout: Option<Dur>,
+    #[serde(default)]
+    mfa: RawMfa,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMfa {
+    grant_type: Option<Spanned<String>>,
+    uid_field: Option<Spanned<String>>,
+    user_field: Option<Spanned<String>>,
+    code_field: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    bus: Option<BusValue>,
+    state_dir: Option<Spanned<PathBuf>>,
+    admins: Option<Spanned<RawPrincipals>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRefresh {
+    refresh_token_lifetime: Option<Spanned<Dur>>,
+    safety_margin: Option<Dur>,
+    warn_before: Option<Vec<Dur>>,
+    retry_initial: Option<Dur>,
+    retry_max: Option<Spanned<Dur>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMaintenance {
+    token_health: Option<Schedule>,
+    ground_sync: Option<Schedule>,
+    lapse_review: Option<Schedule>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPrincipals {
+    #[serde(default)]
+    users: Vec<Principal>,
+    #[serde(default)]
+    groups: Vec<Principal>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    name: Option<Spanned<TokenName>>,
+    kind: Option<Spanned<String>>,
+    readers: Option<Spanned<RawPrincipals>>,
+    username: Option<Spanned<String>>,
+    password_file: Option<Spanned<PathBuf>>,
+    totp_secret_file: Option<Spanned<PathBuf>>,
+    device_id: Option<Spanned<DeviceId>>,
+    ground_id: Option<Spanned<GroundId>>,
+    token_file: Option<Spanned<PathBuf>>,
+    credential: Option<Spanned<String>>,
+    devices: Option<Spanned<Vec<DeviceId>>>,
+}
+
+struct Dur(Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Dur;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration string like \"90s\", \"45m\", \"36h\" or \"60d\"")
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<Dur, E> {
+                parse_duration(value).map(Dur).map_err(E::custom)
+            }
+            fn visit_i64<E: de::Error>(self, value: i64) -> Result<Dur, E> {
+                Err(E::custom(format!(
+                    "durations need a unit: write \"{value}s\" for seconds (or m, h, d) instead of {value}"
+                )))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+struct BusValue(Bus);
+
+impl<'de> Deserialize<'de> for BusValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map(BusValue).map_err(de::Error::custom)
+    }
+}
+
+impl<'de> Deserialize<'de> for Schedule {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Schedule;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a cron expression string, \"off\" or false")
+            }
+            fn visit_bool<E: de::Error>(self, value: bool) -> Result<Schedule, E> {
+                if value {
+                    Err(E::custom(
+                        "true is not a schedule: write a cron expression like \"0 0 9 * * *\", or false / \"off\" to switch the job off",
+                    ))
+                } else {
+                    Ok(Schedule::Off)
+                }
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<Schedule, E> {
+                if value == "off" {
+                    Ok(Schedule::Off)
+                } else {
+                    parse_cron(value).map(Schedule::Cron).map_err(E::custom)
+                }
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Principal {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Principal;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a user or group name, or a numeric id")
+            }
+            fn visit_i64<E: de::Error>(self, value: i64) -> Result<Principal, E> {
+                u32::try_from(value).map(Principal::Id).map_err(|_| {
+                    E::custom(format!("{value} is not a uid or gid: use a number from 0 to 4294967295, or a name"))
+                })
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<Principal, E> {
+                if value.is_empty() || value.chars().any(|c| c.is_whitespace() || c.is_control() || c == ':') {
+                    return Err(E::custom(format!(
+                        "{value:?} is not a user or group name: write the name as in /etc/passwd or /etc/group, or a numeric id"
+                    )));
+                }
+                Ok(match value.parse::<u32>() {
+                    Ok(id) => Principal::Id(id),
+                    Err(_) => Principal::Name(value.to_owned()),
+                })
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+fn principals(raw: Option<Spanned<RawPrincipals>>, ctx: &Ctx<'_>) -> Principals {
+    match raw {
+        None => Principals::default(),
+        Some(spanned) => {
+            let line = ctx.line(spanned.span());
+            let raw = spanned.into_inner();
+            Principals { users: raw.users, groups: raw.groups, line }
+        }
+    }
+}
+
+fn non_empty(value: Option<Spanned<String>>, default: &str, key: &str, ctx: &Ctx<'_>) -> Result<String, ConfigError> {
+    match value {
+        None => Ok(default.to_owned()),
+        Some(value) => {
+            let span = value.span();
+            let text = value.into_inner();
+            if text.trim().is_empty() || text.chars().any(char::is_whitespace) {
+                Err(ctx
+                    .at(span, format!("in [api.mfa]: {key} must be a non-empty word; remove it to use \"{default}\"")))
+            } else {
+                Ok(text)
+            }
+        }
+    }
+}
+
+fn absolute(value: Spanned<PathBuf>, key: &str, ctx: &Ctx<'_>, section: &str) -> Result<PathBuf, ConfigError> {
+    let span = value.span();
+    let path = value.into_inner();
+    if path.is_absolute() {
+        Ok(path)
+    } else {
+        Err(ctx.at(span, format!("{section}: {key} {:?} must be an absolute path; write it starting with /", path)))
+    }
+}
+
+impl RawConfig {
+    fn validate(self, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
+        let api = self.api.validate(ctx)?;
+        let daemon = DaemonConfig {
+            bus: self.daemon.bus.map(|b| b.0).unwrap_or_default(),
+            state_dir: match self.daemon.state_dir {
+                Some(dir) => absolute(dir, "state_dir", ctx, "[daemon]")?,
+                None => PathBuf::from(DEFAULT_STATE_DIR),
+            },
+            admins: principals(self.daemon.admins, ctx),
+        };
+        let refresh = self.refresh.validate(ctx)?;
+        let defaults = MaintenanceConfig::default();
+        let maintenance = MaintenanceConfig {
+            token_health: self.maintenance.token_health.unwrap_or(defaults.token_health),
+            ground_sync: self.maintenance.ground_sync.unwrap_or(defaults.ground_sync),
+            lapse_review: self.maintenance.lapse_review.unwrap_or(defaults.lapse_review),
+        };
+        let mut tokens = Vec::with_capacity(self.token.len());
+        let mut seen: HashMap<TokenName, usize> = HashMap::new();
+        for raw in self.token {
+            let token = raw.into_inner().validate(ctx)?;
+            if let Some(first) = seen.get(&token.name) {
+                return Err(ConfigError::Invalid {
+                    path: ctx.path.to_owned(),
+                    line: token.line,
+                    message: format!(
+                        "token name \"{}\" is already used by the [[token]] at line {first}; give each token a unique name",
+                        token.name
+                    ),
+                });
+            }
+            seen.insert(token.name.clone(), token.line);
+            tokens.push(token);
+        }
+        Ok(Config { path: ctx.path.to_owned(), api, daemon, refresh, maintenance, tokens })
+    }
+}
+
+impl RawApi {
+    fn validate(self, ctx: &Ctx<'_>) -> Result<ApiConfig, ConfigError> {
+        let url = match self.url {
+            None => DEFAULT_API_URL.to_owned(),
+            Some(url) => {
+                let span = url.span();
+                let text = url.into_inner();
+                let rest = text.strip_prefix("https://").or_else(|| text.strip_prefix("http://"));
+                let host = rest.map(|r| r.split('/').next().unwrap_or(""));
+                match host {
+                    Some(host) if !host.is_empty() && !text.chars().any(char::is_whitespace) => {
+                        text.trim_end_matches('/').to_owned()
+                    }
+                    _ => {
+                        return Err(ctx.at(
+                            span,
+                            format!(
+                                "in [api]: url {text:?} is not a base URL; write it like \"{DEFAULT_API_URL}\" (https://<instance>.allthingstalk.io)"
+                            ),
+                        ));
+                    }
+                }
+            }
+        };
+        let mfa = MfaNames {
+            grant_type: non_empty(self.mfa.grant_type, "mfa", "grant_type", ctx)?,
+            uid_field: non_empty(self.mfa.uid_field, "mfa_uid", "uid_field", ctx)?,
+            user_field: non_empty(self.mfa.user_field, "user_id", "user_field", ctx)?,
+            code_field: non_empty(self.mfa.code_field, "code", "code_field", ctx)?,
+        };
+        Ok(ApiConfig {
+            url,
+            client_id: self.client_id.unwrap_or_default(),
+            connect_timeout: self.connect_timeout.map_or(Duration::from_secs(10), |d| d.0),
+            request_timeout: self.request_timeout.map_or(Duration::from_secs(30), |d| d.0),
+            mfa,
+        })
+    }
+}
+
+impl RawRefresh {
+    fn validate(self, ctx: &Ctx<'_>) -> Result<RefreshConfig, ConfigError> {
+        let defaults = RefreshConfig::default();
+        let refresh_token_lifetime = match self.refresh_token_lifetime {
+            None => defaults.refresh_token_lifetime,
+            Some(value) => {
+                let span = value.span();
+                let lifetime = value.into_inner().0;
+                if lifetime < Duration::from_secs(3600) {
+                    return Err(ctx.at(
+                        span,
+                        "in [refresh]: refresh_token_lifetime must be at least \"1h\"; AllThingsTalk refresh tokens live \"60d\" (the default: remove the key)".to_owned(),
+                    ));
+                }
+                lifetime
+            }
+        };
+        let retry_initial = self.retry_initial.map_or(defaults.retry_initial, |d| d.0);
+        let retry_max = match self.retry_max {
+            None => defaults.retry_max.max(retry_initial),
+            Some(value) => {
+                let span = value.span();
+                let max = value.into_inner().0;
+                if max < retry_initial {
+                    return Err(ctx.at(
+                        span,
+                        "in [refresh]: retry_max is shorter than retry_initial; make retry_max at least as long"
+                            .to_owned(),
+                    ));
+                }
+                max
+            }
+        };
+        let mut warn_before: Vec<Duration> =
+            self.warn_before.map_or(defaults.warn_before, |list| list.into_iter().map(|d| d.0).collect());
+        warn_before.sort_unstable_by(|a, b| b.cmp(a));
+        warn_before.dedup();
+        Ok(RefreshConfig {
+            refresh_token_lifetime,
+            safety_margin: self.safety_margin.map_or(defaults.safety_margin, |d| d.0),
+            warn_before,
+            retry_initial,
+            retry_max,
+        })
+    }
+}
+
+/// A kind-specific key: its name, where it was written (if it was) and the kinds it belongs to.
+type KeyUse<'a> = (&'a str, Option<Range<usize>>, &'a [TokenKind]);
+
+impl RawToken {
+    fn validate(self, ctx: &Ctx<'_>) -> Result<TokenConfig, ConfigError> {
+        let Some(name) = self.name else {
+            let span = self.kind.as_ref().map(Spanned::span).unwrap_or(0..0);
+            return Err(
+                ctx.at(span, "a [[token]] has no name; add name = \"...\" (letters, digits, '_' and '-')".to_owned())
+            );
+        };
+        let line = ctx.line(name.span());
+        let name_span = name.span();
+        let name = name.into_inner();
+        let section = format!("[[token]] \"{name}\"");
+        let Some(kind) = self.kind else {
+            return Err(
+                ctx.at(name_span, format!("{section} has no kind; add kind = \"user\", \"device\" or \"ground\""))
+            );
+        };
+        let kind_span = kind.span();
+        let kind: TokenKind =
+            kind.into_inner().parse().map_err(|error| ctx.at(kind_span.clone(), format!("in {section}: {error}")))?;
+        let readers = principals(self.readers, ctx);
+
+        // Keys that belong to other kinds.
+        let present: [KeyUse<'_>; 8] = [
+            ("username", self.username.as_ref().map(Spanned::span), &[TokenKind::User]),
+            ("password_file", self.password_file.as_ref().map(Spanned::span), &[TokenKind::User]),
+            ("totp_secret_file", self.totp_secret_file.as_ref().map(Spanned::span), &[TokenKind::User]),
+            ("device_id", self.device_id.as_ref().map(Spanned::span), &[TokenKind::Device]),
+            ("ground_id", self.ground_id.as_ref().map(Spanned::span), &[TokenKind::Ground]),
+            ("token_file", self.token_file.as_ref().map(Spanned::span), &[TokenKind::Device, TokenKind::Ground]),
+            ("credential", self.credential.as_ref().map(Spanned::span), &[TokenKind::Device, TokenKind::Ground]),
+            ("devices", self.devices.as_ref().map(Spanned::span), &[TokenKind::Ground]),
+        ];
+        for (key, span, kinds) in present {
+            if let Some(span) = span
+                && !kinds.contains(&kind)
+            {
+                let owners: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+                return Err(ctx.at(
+                    span,
+                    format!(
+                        "in {section}: key \"{key}\" does not apply to a {kind} token (only to {} tokens); remove it or fix kind",
+                        owners.join(" and ")
+                    ),
+                ));
+            }
+        }
+
+        let spec = match kind {
+            TokenKind::User => {
+                if self.username.is_none()
+                    && let Some(file) = &self.password_file
+                {
+                    return Err(ctx.at(
+                        file.span(),
+                        format!("in {section}: password_file needs username; add username = \"you@example.com\" or remove password_file"),
+                    ));
+                }
+                if let Some(seed) = &self.totp_secret_file
+                    && self.password_file.is_none()
+                {
+                    return Err(ctx.at(
+                        seed.span(),
+                        format!("in {section}: totp_secret_file needs username and password_file (the MFA step follows a password login); add them or remove totp_secret_file"),
+                    ));
+                }
+                let username = match self.username {
+                    None => None,
+                    Some(user) => {
+                        let span = user.span();
+                        let user = user.into_inner();
+                        if user.trim().is_empty() {
+                            return Err(ctx.at(span, format!("in {section}: username is empty; write the account's e-mail or user name, or remove the key")));
+                        }
+                        Some(user)
+                    }
+                };
+                let password_file =
+                    self.password_file.map(|p| absolute(p, "password_file", ctx, &section)).transpose()?;
+                let totp_secret_file =
+                    self.totp_secret_file.map(|p| absolute(p, "totp_secret_file", ctx, &section)).transpose()?;
+                TokenSpec::User(UserSpec { username, password_file, totp_secret_file })
+            }
+            TokenKind::Device | TokenKind::Ground => {
+                let secret = match (self.token_file, self.credential) {
+                    (Some(file), None) => SecretSource::File(absolute(file, "token_file", ctx, &section)?),
+                    (None, Some(credential)) => {
+                        let span = credential.span();
+                        let credential = credential.into_inner();
+                        if credential.is_empty() || credential.contains('/') || credential.starts_with('.') {
+                            return Err(ctx.at(span, format!("in {section}: credential {credential:?} is not a credential name; use the name given to LoadCredential= (no '/')")));
+                        }
+                        SecretSource::Credential(credential)
+                    }
+                    (Some(_), Some(credential)) => {
+                        return Err(ctx.at(
+                            credential.span(),
+                            format!("in {section}: both token_file and credential are set; keep exactly one of them"),
+                        ));
+                    }
+                    (None, None) => {
+                        return Err(ctx.at(
+                            name_span,
+                            format!("{section} says where its token is with neither token_file nor credential; add token_file = \"/etc/att-tokend/{name}.token\" or credential = \"{name}\""),
+                        ));
+                    }
+                };
+                if kind == TokenKind::Device {
+                    let Some(device_id) = self.device_id else {
+                        return Err(ctx.at(
+                            name_span,
+                            format!(
+                                "{section} has no device_id; add device_id = \"<24-character id from the web UI>\""
+                            ),
+                        ));
+                    };
+                    TokenSpec::Device { device_id: device_id.into_inner(), secret }
+                } else {
+                    let Some(ground_id) = self.ground_id else {
+                        return Err(ctx.at(
+                            name_span,
+                            format!(
+                                "{section} has no ground_id; add ground_id = \"<24-character id from the web UI>\""
+                            ),
+                        ));
+                    };
+                    TokenSpec::Ground {
+                        ground_id: ground_id.into_inner(),
+                        secret,
+                        devices: self.devices.map(Spanned::into_inner),
+                    }
+                }
+            }
+        };
+        Ok(TokenConfig { name, readers, spec, line })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Impure checks.
+
+impl Principals {
+    /// Looks names up in the user and group databases; numeric ids are taken as they are.
+    pub fn resolve(&self, config_path: &Path, what: &str) -> Result<ResolvedPrincipals, ConfigError> {
+        let problem =
+            |message: String| ConfigError::Reference { path: config_path.to_owned(), line: self.line, message };
+        let mut resolved = ResolvedPrincipals::default();
+        for user in &self.users {
+            let uid = match user {
+                Principal::Id(id) => *id,
+                Principal::Name(name) => match nix::unistd::User::from_name(name) {
+                    Ok(Some(found)) => found.uid.as_raw(),
+                    Ok(None) => {
+                        return Err(problem(format!(
+                            "{what}: there is no user named {name:?} on this system; create it (useradd), fix the name, or write its numeric uid"
+                        )));
+                    }
+                    Err(error) => {
+                        return Err(problem(format!(
+                            "{what}: cannot look up user {name:?} ({error}); check /etc/nsswitch.conf or write the numeric uid"
+                        )));
+                    }
+                },
+            };
+            resolved.uids.insert(uid);
+        }
+        for group in &self.groups {
+            let gid = match group {
+                Principal::Id(id) => *id,
+                Principal::Name(name) => match nix::unistd::Group::from_name(name) {
+                    Ok(Some(found)) => found.gid.as_raw(),
+                    Ok(None) => {
+                        return Err(problem(format!(
+                            "{what}: there is no group named {name:?} on this system; create it (groupadd), fix the name, or write its numeric gid"
+                        )));
+                    }
+                    Err(error) => {
+                        return Err(problem(format!(
+                            "{what}: cannot look up group {name:?} ({error}); check /etc/nsswitch.conf or write the numeric gid"
+                        )));
+                    }
+                },
+            };
+            resolved.gids.insert(gid);
+        }
+        Ok(resolved)
+    }
+}
+
+/// Resolves the admins and every token's readers to numeric ids (names must exist on this system).
+pub fn resolve_principals(config: &Config) -> Result<ResolvedAccess, ConfigError> {
+    let admins = config.daemon.admins.resolve(&config.path, "[daemon] admins")?;
+    let mut readers = BTreeMap::new();
+    for token in &config.tokens {
+        let what = format!("readers of [[token]] \"{}\"", token.name);
+        readers.insert(token.name.clone(), token.readers.resolve(&config.path, &what)?);
+    }
+    Ok(ResolvedAccess { admins, readers })
+}
+
+impl Config {
+    /// Checks every secret file the config names: it exists, is a regular file, is readable, is neither group- nor
+    /// world-readable, and holds one valid line. Credentials are looked up in `$CREDENTIALS_DIRECTORY`.
+    pub fn check_files(&self) -> Result<(), ConfigError> {
+        let dir = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+        self.check_files_in(dir.as_deref())
+    }
+
+    /// [`Config::check_files`] with an explicit credentials directory (`None`: unset).
+    pub fn check_files_in(&self, credentials_dir: Option<&Path>) -> Result<(), ConfigError> {
+        for token in &self.tokens {
+            let problem =
+                |message: String| ConfigError::Reference { path: self.path.clone(), line: token.line, message };
+            let section = format!("[[token]] \"{}\"", token.name);
+            match &token.spec {
+                TokenSpec::Device { secret, .. } | TokenSpec::Ground { secret, .. } => {
+                    let file = secret.resolve_in(credentials_dir).map_err(|m| problem(format!("{section}: {m}")))?;
+                    check_private(&file).map_err(|e| problem(format!("{section}: {e}")))?;
+                    secret_files::read_static_token(&file).map_err(|e| problem(format!("{section}: {e}")))?;
+                }
+                TokenSpec::User(user) => {
+                    if let Some(file) = &user.password_file {
+                        check_private(file).map_err(|e| problem(format!("{section}: {e}")))?;
+                        secret_files::read_password(file).map_err(|e| problem(format!("{section}: {e}")))?;
+                    }
+                    if let Some(file) = &user.totp_secret_file {
+                        check_private(file).map_err(|e| problem(format!("{section}: {e}")))?;
+                        secret_files::read_totp_seed(file).map_err(|e| problem(format!("{section}: {e}")))?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The token with this name.
+    pub fn token(&self, name: &str) -> Option<&TokenConfig> {
+        self.tokens.iter().find(|t| t.name.as_str() == name)
+    }
+}
+
+/// Checks that a secret file exists, is a regular file, is readable by this process and is not group- or
+/// world-readable (mode & 0o077 == 0).
+pub fn check_private(path: &Path) -> Result<(), String> {
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|error| match error.kind() {
+        io::ErrorKind::NotFound => format!("secret file {shown} does not exist; create it (mode 600) or fix the path"),
+        io::ErrorKind::PermissionDenied => {
+            format!("secret file {shown} cannot be reached ({error}); let the daemon's user traverse its directory")
+        }
+        _ => format!("secret file {shown} cannot be examined ({error}); check the path"),
+    })?;
+    if !meta.is_file() {
+        return Err(format!(
+            "secret file {shown} is not a regular file; point the setting at the file holding the secret"
+        ));
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "secret file {shown} is readable or writable by group or others (mode {mode:03o}); run chmod 600 {shown}"
+        ));
+    }
+    std::fs::File::open(path).map_err(|error| {
+        format!(
+            "secret file {shown} cannot be opened ({error}); make it readable by the daemon's user (chown it, mode 600)"
+        )
+    })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "/etc/att-tokend/config.toml";
+    const DEV: &str = "abcdefghijklmnopqrstuvwx";
+    const GROUND: &str = "ABCDEFGHIJKLMNOPQRSTUVWX";
+
+    fn parse_ok(text: &str) -> Config {
+        parse(text, Path::new(FILE)).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Parses `text`, expects an error at `line`, and checks the message has every one of `words`.
+    fn expect_error(text: &str, line: usize, words: &[&str]) -> String {
+        let error = parse(text, Path::new(FILE)).expect_err("config should be rejected");
+        let message = error.to_string();
+        assert!(message.starts_with(&format!("{FILE}:{line}: ")), "wrong file/line: {message}");
+        for word in words {
+            assert!(message.contains(word), "missing {word:?} in: {message}");
+        }
+        message
+    }
+
+    #[test]
+    fn empty_config_gets_the_contract_defaults() {
+        let config = parse_ok("");
+        assert_eq!(config.api.url, "https://api.allthingstalk.io");
+        assert_eq!(config.api.client_id.as_str(), "web");
+        assert_eq!(config.api.mfa, MfaNames::default());
+        assert_eq!(config.api.mfa.uid_field, "mfa_uid");
+        assert_eq!(config.daemon.bus, Bus::System);
+        assert_eq!(config.daemon.state_dir, Path::new("/var/lib/att-tokend"));
+        assert_eq!(config.refresh.refresh_token_lifetime, Duration::from_secs(60 * 86400));
+        assert_eq!(config.refresh.safety_margin, Duration::from_secs(60));
+        assert_eq!(config.refresh.warn_before, vec![Duration::from_secs(7 * 86400), Duration::from_secs(86400)]);
+        assert_eq!(config.maintenance, MaintenanceConfig::default());
+        assert!(config.tokens.is_empty());
+    }
+
+    #[test]
+    fn the_contract_example_parses() {
+        let text = format!(
+            r#"
+[api]
+url = "https://api.allthingstalk.io"
+client_id = "web"
+
+[api.mfa]
+grant_type = "mfa"
+
+[daemon]
+bus = "system"
+state_dir = "/var/lib/att-tokend"
+admins = {{ users = [], groups = [] }}
+
+[refresh]
+refresh_token_lifetime = "60d"
+
+[[token]]
+name = "main"
+kind = "user"
+readers = {{ users = ["nodered", 1001], groups = ["att-tokens"] }}
+username = "alice@example.com"
+password_file = "/etc/att-tokend/main.password"
+totp_secret_file = "/etc/att-tokend/main.totp"
+
+[[token]]
+name = "sensor-7"
+kind = "device"
+device_id = "{DEV}"
+token_file = "/etc/att-tokend/sensor-7.token"
+
+[[token]]
+name = "site-a"
+kind = "ground"
+ground_id = "{GROUND}"
+credential = "site-a"
+devices = ["{DEV}"]
+"#
+        );
+        let config = parse_ok(&text);
+        assert_eq!(config.tokens.len(), 3);
+        let main = &config.tokens[0];
+        assert_eq!(main.kind(), TokenKind::User);
+        assert_eq!(main.line, 18);
+        assert_eq!(main.readers.users, vec![Principal::Name("nodered".into()), Principal::Id(1001)]);
+        assert_eq!(main.readers.groups, vec![Principal::Name("att-tokens".into())]);
+        let TokenSpec::User(user) = &main.spec else { panic!("user expected") };
+        assert_eq!(user.username.as_deref(), Some("alice@example.com"));
+        assert!(
+            matches!(&config.tokens[1].spec, TokenSpec::Device { device_id, secret: SecretSource::File(_) } if device_id.as_str() == DEV)
+        );
+        let TokenSpec::Ground { devices, secret, .. } = &config.tokens[2].spec else { panic!("ground expected") };
+        assert_eq!(devices.as_ref().map(Vec::len), Some(1));
+        assert_eq!(secret, &SecretSource::Credential("site-a".into()));
+        assert_eq!(config.token("site-a").map(TokenConfig::kind), Some(TokenKind::Ground));
+    }
+
+    #[test]
+    fn unknown_key_names_line_table_and_valid_keys() {
+        let text = "[[token]]\nname = \"main\"\nkind = \"user\"\nusename = \"x\"\n";
+        let message = expect_error(
+            text,
+            4,
+            &[
+                "unknown key \"usename\"",
+                "[[token]] \"main\"",
+                "valid keys are",
+                "username",
+                "did you mean \"username\"",
+            ],
+        );
+        assert!(!message.contains('`'), "{message}");
+    }
+
+    #[test]
+    fn unknown_key_in_a_plain_table_and_at_top_level() {
+        expect_error(
+            "[daemon]\nbus = \"system\"\nstatedir = \"/x\"\n",
+            3,
+            &["unknown key \"statedir\"", "[daemon]", "state_dir"],
+        );
+        expect_error("tokens = []\n", 1, &["unknown key \"tokens\"", "top level", "token"]);
+        expect_error("[api.mfa]\nuid = \"x\"\n", 2, &["unknown key \"uid\"", "[api.mfa]", "uid_field"]);
+        expect_error("[deamon]\n", 1, &["unknown key \"deamon\"", "daemon"]);
+    }
+
+    #[test]
+    fn bad_durations_name_the_format() {
+        for bad in ["\"90\"", "\"1.5h\"", "\"60 d\"", "\"10w\"", "\"\"", "\"d\"", "\"-5s\""] {
+            expect_error(
+                &format!("[refresh]\n\nrefresh_token_lifetime = {bad}\n"),
+                3,
+                &["not a duration", "\"90s\"", "\"60d\""],
+            );
+        }
+        expect_error("[refresh]\nsafety_margin = 60\n", 2, &["need a unit", "\"60s\""]);
+        expect_error("[api]\nrequest_timeout = \"5x\"\n", 2, &["not a duration"]);
+        expect_error("[refresh]\nrefresh_token_lifetime = \"30m\"\n", 2, &["at least \"1h\""]);
+        expect_error("[refresh]\nretry_initial = \"10m\"\nretry_max = \"1m\"\n", 3, &["retry_max", "at least as long"]);
+    }
+
+    #[test]
+    fn durations_parse_strictly() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("45m"), Ok(Duration::from_secs(2700)));
+        assert_eq!(parse_duration("36h"), Ok(Duration::from_secs(129_600)));
+        assert_eq!(parse_duration("60d"), Ok(Duration::from_secs(5_184_000)));
+        assert!(parse_duration("99999999999999999999d").is_err());
+        assert!(parse_duration("5S").is_err());
+        let config = parse_ok("[refresh]\nwarn_before = [\"1d\", \"14d\", \"1d\"]\n");
+        assert_eq!(config.refresh.warn_before, vec![Duration::from_secs(14 * 86400), Duration::from_secs(86400)]);
+    }
+
+    #[test]
+    fn duplicate_names_point_at_both() {
+        let text = format!(
+            "[[token]]\nname = \"main\"\nkind = \"user\"\n\n[[token]]\nname = \"main\"\nkind = \"device\"\ndevice_id = \"{DEV}\"\ntoken_file = \"/t\"\n"
+        );
+        expect_error(&text, 6, &["\"main\" is already used", "line 2", "unique name"]);
+    }
+
+    #[test]
+    fn bad_names_ids_and_kinds() {
+        expect_error("[[token]]\nname = \"my token\"\nkind = \"user\"\n", 2, &["A-Z, a-z, 0-9"]);
+        expect_error(
+            "[[token]]\nname = \"x\"\nkind = \"admin\"\n",
+            3,
+            &["\"admin\"", "\"user\", \"device\" or \"ground\""],
+        );
+        expect_error(
+            "[[token]]\nname = \"x\"\nkind = \"device\"\ndevice_id = \"short\"\ntoken_file = \"/t\"\n",
+            4,
+            &["device id", "24"],
+        );
+        expect_error("[[token]]\nkind = \"user\"\n", 2, &["no name", "add name"]);
+        expect_error("[[token]]\nname = \"x\"\n", 2, &["no kind", "kind = \"user\""]);
+        expect_error("[api]\nclient_id = \"we b\"\n", 2, &["client id", "\"web\""]);
+    }
+
+    #[test]
+    fn kind_specific_keys() {
+        // A device key on a user token.
+        expect_error(
+            &format!("[[token]]\nname = \"u\"\nkind = \"user\"\ndevice_id = \"{DEV}\"\n"),
+            4,
+            &["\"device_id\" does not apply to a user token", "remove it"],
+        );
+        // Device without an id.
+        expect_error(
+            "[[token]]\nname = \"d\"\nkind = \"device\"\ntoken_file = \"/t\"\n",
+            2,
+            &["no device_id", "add device_id"],
+        );
+        // Device without a secret, and with both.
+        expect_error(
+            &format!("[[token]]\nname = \"d\"\nkind = \"device\"\ndevice_id = \"{DEV}\"\n"),
+            2,
+            &["neither token_file nor credential", "token_file = \"/etc/att-tokend/d.token\""],
+        );
+        expect_error(
+            &format!(
+                "[[token]]\nname = \"d\"\nkind = \"device\"\ndevice_id = \"{DEV}\"\ntoken_file = \"/t\"\ncredential = \"d\"\n"
+            ),
+            6,
+            &["keep exactly one"],
+        );
+        // Ground without an id; devices on a device token.
+        expect_error("[[token]]\nname = \"g\"\nkind = \"ground\"\ntoken_file = \"/t\"\n", 2, &["no ground_id"]);
+        expect_error(
+            &format!(
+                "[[token]]\nname = \"d\"\nkind = \"device\"\ndevice_id = \"{DEV}\"\ntoken_file = \"/t\"\ndevices = []\n"
+            ),
+            6,
+            &["\"devices\" does not apply to a device token", "ground"],
+        );
+        // User: password_file needs username, totp needs password.
+        expect_error(
+            "[[token]]\nname = \"u\"\nkind = \"user\"\npassword_file = \"/p\"\n",
+            4,
+            &["password_file needs username", "add username"],
+        );
+        expect_error(
+            "[[token]]\nname = \"u\"\nkind = \"user\"\nusername = \"a\"\ntotp_secret_file = \"/s\"\n",
+            5,
+            &["totp_secret_file needs", "password_file"],
+        );
+        // Relative paths.
+        expect_error(
+            "[[token]]\nname = \"u\"\nkind = \"user\"\nusername = \"a\"\npassword_file = \"p.txt\"\n",
+            5,
+            &["absolute path"],
+        );
+        expect_error(
+            "[[token]]\nname = \"d\"\nkind = \"device\"\ndevice_id = \"abcdefghijklmnopqrstuvwx\"\ncredential = \"../x\"\n",
+            5,
+            &["LoadCredential"],
+        );
+    }
+
+    #[test]
+    fn bus_values() {
+        assert_eq!(parse_ok("[daemon]\nbus = \"session\"\n").daemon.bus, Bus::Session);
+        assert_eq!(
+            parse_ok("[daemon]\nbus = \"unix:path=/run/x\"\n").daemon.bus,
+            Bus::Address("unix:path=/run/x".into())
+        );
+        expect_error("[daemon]\nbus = \"sytem\"\n", 2, &["\"sytem\"", "\"system\", \"session\" or a D-Bus address"]);
+    }
+
+    #[test]
+    fn principals_and_url_and_mfa() {
+        expect_error("[daemon]\nadmins = { users = [\"a b\"] }\n", 2, &["not a user or group name", "numeric id"]);
+        expect_error("[daemon]\nadmins = { users = [-1] }\n", 2, &["not a uid or gid"]);
+        expect_error("[daemon]\nadmins = { people = [] }\n", 2, &["unknown key \"people\"", "users, groups"]);
+        expect_error("[api]\nurl = \"api.allthingstalk.io\"\n", 2, &["not a base URL", "https://"]);
+        expect_error("[api.mfa]\ncode_field = \"\"\n", 2, &["code_field", "non-empty"]);
+        assert_eq!(parse_ok("[api]\nurl = \"http://127.0.0.1:8080/\"\n").api.url, "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn maintenance_schedules() {
+        let config =
+            parse_ok("[maintenance]\ntoken_health = \"*/10 * * * *\"\nground_sync = false\nlapse_review = \"off\"\n");
+        assert_eq!(config.maintenance.token_health, Schedule::Cron("0 */10 * * * *".into()));
+        assert_eq!(config.maintenance.ground_sync, Schedule::Off);
+        assert_eq!(config.maintenance.lapse_review, Schedule::Off);
+        expect_error("[maintenance]\n\ntoken_health = \"every hour\"\n", 3, &["not a cron expression", "\"off\""]);
+        expect_error("[maintenance]\nground_sync = \"0 99 * * * *\"\n", 2, &["not a cron expression"]);
+        expect_error("[maintenance]\nlapse_review = true\n", 2, &["false / \"off\""]);
+        for default in [&MaintenanceConfig::default().token_health, &MaintenanceConfig::default().ground_sync] {
+            let Schedule::Cron(expr) = default else { panic!("default on") };
+            assert_eq!(parse_cron(expr).as_deref(), Ok(expr.as_str()));
+        }
+    }
+
+    #[test]
+    fn syntax_errors_have_a_line() {
+        expect_error("[daemon]\nbus = system\n", 2, &["TOML"]);
+        expect_error("[token]\nname = \"x\"\n", 1, &["[[token]]"]);
+    }
+
+    #[test]
+    fn root_resolves_and_unknown_names_fail_clearly() {
+        let config = parse_ok(
+            "[daemon]\nadmins = { users = [\"root\", 4242], groups = [\"root\"] }\n[[token]]\nname = \"main\"\nkind = \"user\"\nreaders = { users = [\"no-such-user-att\"] }\n",
+        );
+        let admins = config.daemon.admins.resolve(&config.path, "admins").unwrap();
+        assert_eq!(admins.uids, BTreeSet::from([0, 4242]));
+        assert_eq!(admins.gids, BTreeSet::from([0]));
+        let message = resolve_principals(&config).unwrap_err().to_string();
+        assert!(message.starts_with(&format!("{FILE}:6: ")), "{message}");
+        assert!(message.contains("no user named \"no-such-user-att\"") && message.contains("useradd"), "{message}");
+        let groups = Principals { groups: vec![Principal::Name("no-such-group-att".into())], ..Default::default() };
+        let message = groups.resolve(Path::new(FILE), "admins").unwrap_err().to_string();
+        assert!(message.contains("groupadd"), "{message}");
+    }
+
+    #[test]
+    fn credentials_need_the_directory() {
+        let source = SecretSource::Credential("site-a".into());
+        let message = source.resolve_in(None).unwrap_err();
+        assert!(message.contains("LoadCredential=site-a") && message.contains("token_file"), "{message}");
+        assert_eq!(source.resolve_in(Some(Path::new("/run/c"))).unwrap(), Path::new("/run/c/site-a"));
+    }
+}
