@@ -361,6 +361,7 @@ pub struct Session {
     retry: Option<PendingRetry>,
     lapse_warned: Option<Duration>,
     offset: Option<ClockOffset>,
+    known_good: Option<WallTime>,
     jitter: f64,
 }
 
@@ -379,6 +380,7 @@ impl Session {
             retry: None,
             lapse_warned: None,
             offset: None,
+            known_good: None,
             jitter: clamp_jitter(jitter),
         };
         s.take_login(grant, policy);
@@ -390,9 +392,13 @@ impl Session {
             obtained: grant.arrived.mono,
             deadline: Deadline::after(grant.arrived, grant.expires_in),
         });
-        if let Some(off) = grant.offset() {
-            self.offset = Some(off);
+        let off = grant.offset();
+        if off.is_some() {
+            self.offset = off;
         }
+        // A time known to have passed: the server's, else our own reading when the reply arrived.
+        let seen = off.map_or(grant.arrived.wall, |o| o.server_time(grant.arrived.wall));
+        self.known_good = Some(self.known_good.map_or(seen, |k| k.max(seen)));
         self.failures = 0;
         self.retry = None;
     }
@@ -487,13 +493,18 @@ impl Session {
     pub fn record_warning(&mut self, now: MonoTime, policy: &Policy) {
         let Some(deadline) = self.refresh_deadline else { return };
         let left = deadline.remaining(now);
+        let margin = policy.safety_margin;
         let leads = policy.warnings_desc();
-        // Every lead already reached is covered by this one warning.
-        let covered = leads.iter().rev().find(|&&l| l >= left).or(leads.last()).copied();
-        self.lapse_warned = match (self.lapse_warned, covered) {
+        // The warning that was planned, and every smaller lead already reached: one warning covers them.
+        let planned = leads.iter().copied().find(|&l| self.lapse_warned.is_none_or(|w| l < w));
+        let reached = leads.iter().rev().copied().find(|&l| l.saturating_add(margin) >= left);
+        let covered = match (planned, reached) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        if covered.is_some() {
+            self.lapse_warned = covered;
+        }
     }
 
     /// The next action and its time. Pure and stable: the same session, policy and `now` give the same plan.
@@ -576,7 +587,9 @@ impl Session {
             return None;
         }
         let lead = policy.warnings_desc().into_iter().find(|&l| self.lapse_warned.is_none_or(|w| l < w))?;
-        Some(Action::WarnLapse { at: rt.mono().saturating_sub(lead).max(now), lapses_at: rt })
+        // The margin keeps the warning at least `lead` ahead even though the deadline counts from arrival.
+        let at = rt.mono().saturating_sub(lead.saturating_add(policy.safety_margin)).max(now);
+        Some(Action::WarnLapse { at, lapses_at: rt })
     }
 
     /// The serving rule: the access token may be handed out for at least `want` more, beyond the safety
@@ -628,6 +641,11 @@ impl Session {
         self.offset
     }
 
+    /// The latest wall time known to have passed (see [`PersistedSession::known_good`]).
+    pub fn known_good(&self) -> Option<WallTime> {
+        self.known_good
+    }
+
     /// Turns unattended re-login on or off (e.g. after a config reload).
     pub fn set_unattended_relogin(&mut self, on: bool) {
         self.unattended_relogin = on;
@@ -636,7 +654,7 @@ impl Session {
     /// The persistable form: deadlines as wall-clock times, mirrored through `pair` (a reading taken now).
     pub fn to_persisted(&self, pair: ClockPair) -> PersistedSession {
         PersistedSession {
-            saved_at: pair.wall,
+            known_good: self.known_good,
             access_obtained: self.access.map(|a| pair.wall_at(a.obtained)),
             access_expires: self.access.map(|a| a.deadline.wall()),
             refresh_expires: self.refresh_deadline.map(|d| d.wall()),
@@ -653,8 +671,9 @@ impl Session {
 /// A [`Session`] as persisted: wall-clock times only (monotonic time means nothing after a restart).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PersistedSession {
-    /// When this was saved (a wall time known good: later readings before it are not trusted).
-    pub saved_at: WallTime,
+    /// The latest wall time known to have passed (the server's time at the last reply when it told it):
+    /// pass it to [`crate::time::check_wall_clock`] at start; a clock reading earlier is not trusted.
+    pub known_good: Option<WallTime>,
     /// When the access token arrived.
     pub access_obtained: Option<WallTime>,
     /// When the access token lapses.
@@ -682,11 +701,12 @@ impl PersistedSession {
     /// With a trusted wall clock, deadlines are converted back. Otherwise, conservatively: the access token
     /// of unknown remaining life is dropped (so it is refreshed at once and never served), and the refresh
     /// token's deadline becomes unknown rather than extended; the next reply carrying the server's time
-    /// re-derives it. A wall clock earlier than [`PersistedSession::saved_at`], or earlier than the moment the
+    /// re-derives it. A wall clock earlier than [`PersistedSession::known_good`], or earlier than the moment the
     /// access token arrived, is not trusted either.
     pub fn restore(&self, pair: ClockPair, trust: WallClockTrust, unattended_relogin: bool, jitter: f64) -> Session {
-        let trusted =
-            trust.is_trusted() && pair.wall >= self.saved_at && self.access_obtained.is_none_or(|o| pair.wall >= o);
+        let trusted = trust.is_trusted()
+            && self.known_good.is_none_or(|k| pair.wall >= k)
+            && self.access_obtained.is_none_or(|o| pair.wall >= o);
         let access = match (trusted, self.access_obtained, self.access_expires) {
             (true, Some(obtained), Some(expires)) => {
                 Some(AccessWindow { obtained: pair.mono_at(obtained), deadline: Deadline::at_wall(expires, pair) })
@@ -706,6 +726,7 @@ impl PersistedSession {
             retry: None,
             lapse_warned: self.lapse_warned_secs.map(Duration::from_secs),
             offset: self.clock_offset,
+            known_good: self.known_good,
             jitter: clamp_jitter(jitter),
         }
     }
