@@ -1,0 +1,639 @@
+//! The token engine: the registry of configured tokens, what each serves right now, and the user sessions
+//! that keep themselves alive.
+//!
+//! - Every configured token is an [`Entry`] whose current value sits behind a short-lived lock that is never
+//!   held across an `.await`, so [`Engine::get_token`] is a lookup and a reference-count increment.
+//! - Each user token has a session task (`session`) that owns the refresh token and runs the refresh plan on
+//!   the monotonic clock (`tokio::time::sleep_until`): one refresh at a time, callers asking for a fresher
+//!   token queue on that task and share its result.
+//! - Changes go out as [`Event`]s on a broadcast channel; the D-Bus layer turns them into signals and
+//!   `PropertiesChanged`. No event carries a secret.
+
+mod cloud;
+mod error;
+pub(crate) mod session;
+
+pub use self::cloud::Cloud;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use token_model::ids::{DeviceId, GroundId, TokenKind, TokenName};
+use token_model::scope::{self, Scope};
+use token_model::secret::{AccessToken, ExposeSecret, StaticToken};
+use tokio::sync::broadcast;
+
+pub use self::error::EngineError;
+pub use self::session::{RefreshPolicy, SavedSession, SessionHandle, SessionSettings, SessionStore, Unattended};
+use crate::dbus::access::{self, Caller, Principals};
+
+/// The state of a token, as shown in `State` and `ListTokens`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    /// A token is held and served.
+    Valid,
+    /// A refresh (or login) is under way; the last good token is still served.
+    Refreshing,
+    /// Transient failures; the last good token is still served and retries are planned.
+    Retrying,
+    /// Transient failures outlasted the token; retries go on.
+    Expired,
+    /// No usable refresh token: someone must log in.
+    NeedsLogin,
+    /// A device or ground token the cloud rejects.
+    Revoked,
+}
+
+impl State {
+    /// The name used on D-Bus: `valid`, `refreshing`, `retrying`, `expired`, `needs-login`, `revoked`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Valid => "valid",
+            State::Refreshing => "refreshing",
+            State::Retrying => "retrying",
+            State::Expired => "expired",
+            State::NeedsLogin => "needs-login",
+            State::Revoked => "revoked",
+        }
+    }
+}
+
+/// Everything about a token that may be shown to anyone: no secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// The state.
+    pub state: State,
+    /// When the served token expires, Unix seconds; 0 when it has no known expiry or no token is held.
+    pub expires_at: i64,
+    /// When the refresh token lapses, Unix seconds; 0 when unknown or not a user token.
+    pub refresh_token_expires_at: i64,
+    /// When the next refresh is planned, Unix seconds; 0 when none is planned.
+    pub next_refresh_at: i64,
+    /// Whether a person must act (log in, replace a revoked token, a refresh token about to lapse).
+    pub attention_needed: bool,
+    /// The last error, without secrets; empty when the last attempt succeeded.
+    pub last_error: String,
+}
+
+impl Status {
+    fn new(state: State) -> Self {
+        Self {
+            state,
+            expires_at: 0,
+            refresh_token_expires_at: 0,
+            next_refresh_at: 0,
+            attention_needed: false,
+            last_error: String::new(),
+        }
+    }
+}
+
+/// A token value as served: shared, never copied into plain strings by the engine.
+#[derive(Clone)]
+pub enum TokenValue {
+    /// A user's access token.
+    Access(Arc<AccessToken>),
+    /// A device or ground token.
+    Static(Arc<StaticToken>),
+}
+
+impl ExposeSecret for TokenValue {
+    fn expose_secret(&self) -> &str {
+        match self {
+            TokenValue::Access(token) => token.expose_secret(),
+            TokenValue::Static(token) => token.expose_secret(),
+        }
+    }
+}
+
+impl std::fmt::Debug for TokenValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenValue([redacted])")
+    }
+}
+
+/// A token handed to a caller, with its expiry in Unix seconds (0: no known expiry).
+#[derive(Debug, Clone)]
+pub struct Served {
+    /// The token.
+    pub token: TokenValue,
+    /// Unix seconds; 0 for no known expiry.
+    pub expires_at: i64,
+}
+
+/// A change worth telling the world about. Never carries a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A new token is served (or none is, with `expires_at` 0).
+    TokenChanged {
+        /// The token.
+        name: TokenName,
+        /// The new expiry, Unix seconds.
+        expires_at: i64,
+    },
+    /// A person must act.
+    AttentionNeeded {
+        /// The token.
+        name: TokenName,
+        /// What happened and what to do.
+        reason: String,
+    },
+    /// The token's [`Status`] may have changed.
+    StatusChanged(TokenName),
+}
+
+/// One configured token, as the engine is given it (secrets already read from their files).
+#[derive(Debug, Clone)]
+pub struct TokenSpec {
+    /// The name.
+    pub name: TokenName,
+    /// Who may read it (admins and root always may).
+    pub readers: Principals,
+    /// What kind of token, with what the kind needs.
+    pub source: TokenSource,
+}
+
+/// What a configured token is.
+#[derive(Debug, Clone)]
+pub enum TokenSource {
+    /// A user session, with optional credentials for unattended re-login.
+    User(Option<Unattended>),
+    /// A device token.
+    Device {
+        /// The device it belongs to.
+        device: DeviceId,
+        /// The token, read from its file or credential.
+        token: StaticToken,
+    },
+    /// A ground token.
+    Ground {
+        /// The ground it belongs to.
+        ground: GroundId,
+        /// The ground's devices when configured; `None` to learn them from the cloud.
+        devices: Option<Vec<DeviceId>>,
+        /// The token, read from its file or credential.
+        token: StaticToken,
+    },
+}
+
+impl TokenSource {
+    fn kind(&self) -> TokenKind {
+        match self {
+            TokenSource::User(_) => TokenKind::User,
+            TokenSource::Device { .. } => TokenKind::Device,
+            TokenSource::Ground { .. } => TokenKind::Ground,
+        }
+    }
+}
+
+/// The whole configuration the engine works from. Replaced as a whole on reload.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Who may administer the daemon (root always may).
+    pub admins: Principals,
+    /// The tokens.
+    pub tokens: Vec<TokenSpec>,
+}
+
+/// What is served right now, and what is shown about it.
+#[derive(Debug)]
+pub(crate) struct Live {
+    pub(crate) token: Option<TokenValue>,
+    /// The last instant at which the token may be handed out (its expiry less the safety margin).
+    pub(crate) serve_until: Option<Instant>,
+    pub(crate) status: Status,
+}
+
+/// One configured token.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub(crate) name: TokenName,
+    pub(crate) kind: TokenKind,
+    pub(crate) readers: Principals,
+    pub(crate) scope: RwLock<Scope>,
+    /// Whether a ground's devices come from the config (else learned by the maintenance job).
+    pub(crate) devices_configured: bool,
+    pub(crate) live: RwLock<Live>,
+    pub(crate) session: Option<session::SessionHandle>,
+}
+
+impl Entry {
+    pub(crate) fn status(&self) -> Status {
+        read(&self.live).status.clone()
+    }
+
+    pub(crate) fn scope(&self) -> Scope {
+        read(&self.scope).clone()
+    }
+
+    /// The token if it may be served now and stays valid `for_at_least` from now.
+    fn serve(&self, now: Instant, for_at_least: Duration) -> Option<Served> {
+        let live = read(&self.live);
+        let token = live.token.as_ref()?;
+        if live.status.state == State::Revoked {
+            return None;
+        }
+        if let Some(until) = live.serve_until {
+            if now + for_at_least > until {
+                return None;
+            }
+        }
+        Some(Served { token: token.clone(), expires_at: live.status.expires_at })
+    }
+
+    /// The error for a token that cannot be served now.
+    fn unservable(&self) -> EngineError {
+        let live = read(&self.live);
+        let name = self.name.clone();
+        let why = if live.status.last_error.is_empty() { None } else { Some(live.status.last_error.clone()) };
+        match live.status.state {
+            State::Revoked => EngineError::Revoked(name),
+            State::NeedsLogin => EngineError::NeedsLogin { name, why: why.unwrap_or_else(|| "no session".to_owned()) },
+            _ => EngineError::Unavailable { name, why: why.unwrap_or_else(|| "no valid token yet".to_owned()) },
+        }
+    }
+}
+
+struct Registry {
+    admins: Principals,
+    entries: HashMap<Box<str>, Arc<Entry>>,
+}
+
+struct Inner {
+    registry: RwLock<Arc<Registry>>,
+    events: broadcast::Sender<Event>,
+    sessions: SessionSettings,
+}
+
+/// The token engine. Cheap to clone: every clone is the same engine.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("tokens", &self.names()).finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+pub(crate) fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Unix seconds of a wall-clock time (0 before 1970).
+pub(crate) fn unix_seconds(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// The largest `seconds` accepted by `GetTokenValidFor`: a user's access token lives about an hour.
+pub const MAX_VALID_FOR: u32 = 24 * 3600;
+
+impl Engine {
+    /// Builds the engine and starts a session task for each user token, restoring saved sessions.
+    /// Must be called within a Tokio runtime.
+    pub fn start(config: EngineConfig, sessions: SessionSettings) -> Self {
+        let (events, _) = broadcast::channel(1024);
+        let engine = Engine {
+            inner: Arc::new(Inner {
+                registry: RwLock::new(Arc::new(Registry { admins: Principals::default(), entries: HashMap::new() })),
+                events,
+                sessions,
+            }),
+        };
+        engine.apply(config);
+        engine
+    }
+
+    /// Receives every [`Event`] from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    pub(crate) fn emit(&self, event: Event) {
+        // No receiver is fine: nobody is listening yet.
+        let _ = self.inner.events.send(event);
+    }
+
+    fn registry(&self) -> Arc<Registry> {
+        read(&self.inner.registry).clone()
+    }
+
+    /// The configured token names, sorted.
+    pub fn names(&self) -> Vec<TokenName> {
+        let mut names: Vec<TokenName> = self.registry().entries.values().map(|e| e.name.clone()).collect();
+        names.sort();
+        names
+    }
+
+    /// Applies a (new) configuration: keeps the running session of every user token that is still configured
+    /// as a user token, starts sessions for new ones, stops removed ones, and takes new static token values.
+    pub fn apply(&self, config: EngineConfig) {
+        let old = self.registry();
+        let mut entries = HashMap::new();
+        for spec in config.tokens {
+            let kind = spec.source.kind();
+            let previous = old.entries.get(spec.name.as_str()).filter(|e| e.kind == kind);
+            let entry = match spec.source {
+                TokenSource::User(unattended) => {
+                    let handle = match previous.and_then(|p| p.session.clone()) {
+                        Some(handle) => {
+                            handle.reconfigure(unattended.clone());
+                            Some(handle)
+                        }
+                        None => None,
+                    };
+                    let live = previous.map(|p| {
+                        let l = read(&p.live);
+                        Live { token: l.token.clone(), serve_until: l.serve_until, status: l.status.clone() }
+                    });
+                    let entry = Arc::new(Entry {
+                        name: spec.name.clone(),
+                        kind,
+                        readers: spec.readers,
+                        scope: RwLock::new(Scope::User),
+                        devices_configured: false,
+                        live: RwLock::new(live.unwrap_or(Live {
+                            token: None,
+                            serve_until: None,
+                            status: Status::new(State::NeedsLogin),
+                        })),
+                        session: handle.clone(),
+                    });
+                    match handle {
+                        Some(handle) => {
+                            handle.rebind(&entry);
+                            entry
+                        }
+                        None => session::spawn(self.clone(), entry, unattended, &self.inner.sessions),
+                    }
+                }
+                TokenSource::Device { device, token } => {
+                    static_entry(spec.name, kind, spec.readers, Scope::Device(device), false, token, previous)
+                }
+                TokenSource::Ground { ground, devices, token } => {
+                    let configured = devices.is_some();
+                    let devices = match devices {
+                        Some(devices) => devices,
+                        None => match previous.map(|p| p.scope()) {
+                            Some(Scope::Ground { ground: g, devices }) if g == ground => devices.into_iter().collect(),
+                            _ => Vec::new(),
+                        },
+                    };
+                    static_entry(spec.name, kind, spec.readers, Scope::ground(ground, devices), configured, token, previous)
+                }
+            };
+            entries.insert(entry.name.as_str().into(), entry);
+        }
+        for (name, entry) in &old.entries {
+            let kept = entries.get(name).is_some_and(|e| e.session.is_some() && e.session == entry.session);
+            if let (Some(handle), false) = (&entry.session, kept) {
+                handle.stop();
+            }
+        }
+        let names: Vec<TokenName> = entries.values().map(|e| e.name.clone()).collect();
+        *write(&self.inner.registry) = Arc::new(Registry { admins: config.admins, entries });
+        for name in names {
+            self.emit(Event::StatusChanged(name));
+        }
+    }
+
+    fn entry(&self, name: &str) -> Result<Arc<Entry>, EngineError> {
+        let registry = read(&self.inner.registry);
+        match registry.entries.get(name) {
+            Some(entry) => Ok(entry.clone()),
+            None => Err(match TokenName::new(name) {
+                Ok(_) => EngineError::UnknownToken(name.to_owned()),
+                Err(e) => EngineError::InvalidArgs(e.to_string()),
+            }),
+        }
+    }
+
+    /// The entry `name` if `caller` may read it.
+    fn readable(&self, name: &str, caller: &Caller) -> Result<Arc<Entry>, EngineError> {
+        let registry = read(&self.inner.registry);
+        let entry = match registry.entries.get(name) {
+            Some(entry) => entry,
+            None => {
+                drop(registry);
+                return Err(self.entry(name).err().unwrap_or_else(|| EngineError::UnknownToken(name.to_owned())));
+            }
+        };
+        if access::may_read(&entry.readers, &registry.admins, caller) {
+            Ok(entry.clone())
+        } else {
+            Err(EngineError::AccessDenied(format!(
+                "uid {} may not read token {:?}; add the user or one of its groups to the token's readers in the config \
+                 and reload the daemon",
+                caller.uid,
+                entry.name.as_str()
+            )))
+        }
+    }
+
+    /// Checks that `caller` is an admin.
+    pub fn require_admin(&self, caller: &Caller, what: &str) -> Result<(), EngineError> {
+        if access::is_admin(&self.registry().admins, caller) {
+            Ok(())
+        } else {
+            Err(EngineError::AccessDenied(format!(
+                "uid {} may not {what}: only root and the admins of [daemon] admins may; run it as root or add the user \
+                 or one of its groups to the admins in the config",
+                caller.uid
+            )))
+        }
+    }
+
+    /// The token `name` as it may be served now. No I/O, no waiting.
+    pub fn get_token(&self, name: &str, caller: &Caller) -> Result<Served, EngineError> {
+        let entry = self.readable(name, caller)?;
+        entry.serve(Instant::now(), Duration::ZERO).ok_or_else(|| entry.unservable())
+    }
+
+    /// The token `name`, valid for at least `seconds` from now; for a user token, refreshes first if needed
+    /// (sharing a refresh already under way).
+    pub async fn get_token_valid_for(&self, name: &str, seconds: u32, caller: &Caller) -> Result<Served, EngineError> {
+        if seconds > MAX_VALID_FOR {
+            return Err(EngineError::InvalidArgs(format!(
+                "{seconds} seconds is more than any token here lives; ask for at most {MAX_VALID_FOR} seconds \
+                 (user access tokens live about an hour)"
+            )));
+        }
+        let entry = self.readable(name, caller)?;
+        let wanted = Duration::from_secs(seconds.into());
+        if let Some(served) = entry.serve(Instant::now(), wanted) {
+            return Ok(served);
+        }
+        match &entry.session {
+            Some(session) => session.ensure_valid_for(wanted).await,
+            None => Err(entry.unservable()),
+        }
+    }
+
+    /// The least-privileged token `caller` may read that may access `device_id`.
+    pub fn get_token_for_device(&self, device_id: &str, caller: &Caller) -> Result<(TokenName, Served), EngineError> {
+        let device = DeviceId::new(device_id).map_err(|e| EngineError::InvalidArgs(e.to_string()))?;
+        let registry = self.registry();
+        let now = Instant::now();
+        let candidates: BTreeMap<&TokenName, (Scope, &Arc<Entry>)> = registry
+            .entries
+            .values()
+            .filter(|e| access::may_read(&e.readers, &registry.admins, caller))
+            .filter(|e| e.serve(now, Duration::ZERO).is_some())
+            .map(|e| (&e.name, (e.scope(), e)))
+            .collect();
+        let chosen = scope::least_privileged(candidates.iter().map(|(name, (scope, _))| (*name, scope)), &device)
+            .ok_or(EngineError::NoTokenForDevice(device))?;
+        let entry = candidates[chosen].1;
+        let served = entry.serve(now, Duration::ZERO).ok_or_else(|| entry.unservable())?;
+        Ok((entry.name.clone(), served))
+    }
+
+    /// Name, kind and status of every token `caller` may read, sorted by name.
+    pub fn list(&self, caller: &Caller) -> Vec<(TokenName, TokenKind, Status)> {
+        let registry = self.registry();
+        let mut list: Vec<_> = registry
+            .entries
+            .values()
+            .filter(|e| access::may_read(&e.readers, &registry.admins, caller))
+            .map(|e| (e.name.clone(), e.kind, e.status()))
+            .collect();
+        list.sort_by(|a, b| a.0.cmp(&b.0));
+        list
+    }
+
+    /// Kind and status of a token, for its D-Bus object (no access check: nothing here is secret).
+    pub fn status(&self, name: &TokenName) -> Option<(TokenKind, Status)> {
+        self.registry().entries.get(name.as_str()).map(|e| (e.kind, e.status()))
+    }
+
+    fn session(&self, name: &str, what: &'static str) -> Result<session::SessionHandle, EngineError> {
+        let entry = self.entry(name)?;
+        entry.session.clone().ok_or(EngineError::NotAUserToken { name: entry.name.clone(), kind: entry.kind, what })
+    }
+
+    /// Logs the user session `name` in with a password, and the MFA code when the account asks for one.
+    /// Returns the new access token's expiry (Unix seconds).
+    pub async fn login(
+        &self,
+        name: &str,
+        username: String,
+        password: token_model::secret::Password,
+        code: Option<token_model::secret::MfaCode>,
+    ) -> Result<i64, EngineError> {
+        self.session(name, "Login")?.login(username, password, code).await
+    }
+
+    /// Refreshes the user session `name` now. Returns the new expiry (Unix seconds).
+    pub async fn refresh(&self, name: &str) -> Result<i64, EngineError> {
+        self.session(name, "Refresh")?.refresh().await
+    }
+
+    /// Forgets the user session `name` (its saved state too).
+    pub async fn logout(&self, name: &str) -> Result<(), EngineError> {
+        self.session(name, "Logout")?.logout().await
+    }
+
+    /// Sets the state of a static token after a health probe: `Ok(())` valid, `Err(reason)` revoked.
+    pub fn set_static_health(&self, name: &TokenName, verdict: Result<(), String>) {
+        let Ok(entry) = self.entry(name.as_str()) else { return };
+        if entry.kind == TokenKind::User {
+            return;
+        }
+        let newly_revoked = {
+            let mut live = write(&entry.live);
+            let was = live.status.state;
+            match &verdict {
+                Ok(()) => {
+                    live.status.state = State::Valid;
+                    live.status.attention_needed = false;
+                    live.status.last_error.clear();
+                }
+                Err(reason) => {
+                    live.status.state = State::Revoked;
+                    live.status.attention_needed = true;
+                    live.status.last_error.clone_from(reason);
+                }
+            }
+            was != State::Revoked && verdict.is_err()
+        };
+        self.emit(Event::StatusChanged(name.clone()));
+        if newly_revoked {
+            let reason = EngineError::Revoked(name.clone()).to_string();
+            tracing::warn!(token = %name, "{reason}");
+            self.emit(Event::AttentionNeeded { name: name.clone(), reason });
+        }
+    }
+
+    /// Replaces the known devices of a ground token (learned from the cloud).
+    pub fn set_ground_devices(&self, name: &TokenName, devices: Vec<DeviceId>) {
+        let Ok(entry) = self.entry(name.as_str()) else { return };
+        let mut scope = write(&entry.scope);
+        if let Scope::Ground { ground, .. } = &*scope {
+            *scope = Scope::ground(ground.clone(), devices);
+        }
+    }
+
+    /// Device and ground tokens with what a probe needs: (name, scope, token, devices configured).
+    pub fn static_tokens(&self) -> Vec<(TokenName, Scope, TokenValue, bool)> {
+        let registry = self.registry();
+        let mut list: Vec<_> = registry
+            .entries
+            .values()
+            .filter(|e| e.kind != TokenKind::User)
+            .filter_map(|e| read(&e.live).token.clone().map(|t| (e.name.clone(), e.scope(), t, e.devices_configured)))
+            .collect();
+        list.sort_by(|a, b| a.0.cmp(&b.0));
+        list
+    }
+
+    /// Asks every user session to check its token against the cloud (`GET /me/grounds`) and its refresh
+    /// token's lapse date; used by maintenance jobs.
+    pub fn user_sessions(&self) -> Vec<(TokenName, session::SessionHandle)> {
+        let registry = self.registry();
+        let mut list: Vec<_> =
+            registry.entries.values().filter_map(|e| e.session.clone().map(|s| (e.name.clone(), s))).collect();
+        list.sort_by(|a, b| a.0.cmp(&b.0));
+        list
+    }
+
+    /// Persists every session and stops the session tasks (on shutdown).
+    pub async fn shutdown(&self) {
+        for (_, session) in self.user_sessions() {
+            session.shutdown().await;
+        }
+    }
+}
+
+fn static_entry(
+    name: TokenName,
+    kind: TokenKind,
+    readers: Principals,
+    scope: Scope,
+    devices_configured: bool,
+    token: StaticToken,
+    previous: Option<&Arc<Entry>>,
+) -> Arc<Entry> {
+    // A token that was revoked stays revoked until its value changes.
+    let same_value = previous
+        .and_then(|p| read(&p.live).token.clone())
+        .is_some_and(|old| old.expose_secret() == token.expose_secret());
+    let status = match previous {
+        Some(p) if same_value => p.status(),
+        _ => Status::new(State::Valid),
+    };
+    Arc::new(Entry {
+        name,
+        kind,
+        readers,
+        scope: RwLock::new(scope),
+        devices_configured,
+        live: RwLock::new(Live { token: Some(TokenValue::Static(Arc::new(token))), serve_until: None, status }),
+        session: None,
+    })
+}
