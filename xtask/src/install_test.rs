@@ -1,0 +1,458 @@
+//! `cargo xtask install-test`: the Debian package on a real Debian system, as root.
+//!
+//! Installs the `.deb` with `dpkg -i`, checks the installed files, then runs the installed daemon as
+//! the `att-tokend` user against the fake cloud, on a private `dbus-daemon` configured like the
+//! system bus (it includes `/usr/share/dbus-1/system.d/`, so the installed policy applies), and calls
+//! it as root, as a reader in the group `att-tokens` and as a user outside it. Finally `dpkg --purge`
+//! and a check that nothing is left but the system user and group, which Debian keeps.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+
+use crate::procs::{Running, Scratch};
+use crate::sys;
+use crate::util::{cargo, run as run_command};
+
+/// Help for `cargo xtask install-test`.
+pub(crate) const HELP: &str = "\
+cargo xtask install-test [--deb PATH]
+
+As root on Debian: installs the package (built by `cargo xtask dist` unless --deb is given),
+runs the installed daemon on a private system-like bus against the fake cloud, checks that root
+and a member of att-tokens get a token and that another user is refused by the bus, then purges
+the package and checks what is left. Creates and removes the users att-it-reader and
+att-it-outsider. Refuses to run when att-tokend is already installed.
+";
+
+const READER: &str = "att-it-reader";
+const OUTSIDER: &str = "att-it-outsider";
+const DEVICE_ID: &str = "InstallTestDevice7aaaaaa";
+const DEVICE_TOKEN: &str = "maker:4InstallTestDeviceToken7";
+const BUS_NAME: &str = "io.allthingstalk.TokenAgent1";
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Runs `cargo xtask install-test`.
+pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
+    let deb = match args {
+        [] => None,
+        [flag] if flag == "-h" || flag == "--help" => {
+            print!("{HELP}");
+            return Ok(());
+        }
+        [flag, path] if flag == "--deb" => Some(std::path::absolute(path)?),
+        _ => bail!("usage:\n{HELP}"),
+    };
+    preflight()?;
+    let deb = match deb {
+        Some(deb) => deb,
+        None => crate::dist::dist(None)?.deb,
+    };
+    let fake = build_fake_cloud()?;
+
+    let mut guard = Guard::default();
+    guard.users = vec![READER, OUTSIDER];
+    println!("install-test: dpkg -i {}", deb.display());
+    run_command(Command::new("dpkg").arg("-i").arg(&deb))?;
+    guard.installed = true;
+    let files = installed_files()?;
+    check_installation(&files)?;
+    exercise(&fake)?;
+
+    guard.installed = false;
+    println!("install-test: dpkg --purge att-tokend");
+    run_command(Command::new("dpkg").args(["--purge", "att-tokend"]))?;
+    check_purged(&files)?;
+    drop(guard);
+    println!("install-test: passed");
+    Ok(())
+}
+
+/// Root, Debian, the tools, and no att-tokend installed yet.
+fn preflight() -> anyhow::Result<()> {
+    let uid = sys::capture(Command::new("id").arg("-u"))?;
+    ensure!(uid.trim() == "0", "install-test installs a package and creates users: run it as root");
+    ensure!(
+        Path::new("/etc/debian_version").exists(),
+        "install-test needs Debian (or a derivative): dpkg installs the package"
+    );
+    sys::require(&[
+        ("dpkg", "dpkg"),
+        ("dbus-daemon", "dbus-daemon"),
+        ("dbus-send", "dbus-bin"),
+        ("setpriv", "util-linux"),
+        ("useradd", "passwd"),
+        ("systemd-analyze", "systemd"),
+    ])?;
+    for dependency in ["dbus", "systemd"] {
+        ensure!(
+            package_status(dependency).contains("installed") && !package_status(dependency).contains("not-installed"),
+            "the package depends on {dependency}, which is not installed; run `apt-get install {dependency}` first"
+        );
+    }
+    let status = package_status("att-tokend");
+    ensure!(
+        !status.contains(" installed") && !status.contains("config-files"),
+        "att-tokend is already on this machine ({status}); this test installs and purges it, so remove it first: dpkg --purge att-tokend"
+    );
+    Ok(())
+}
+
+fn package_status(package: &str) -> String {
+    sys::capture(Command::new("dpkg-query").args(["-W", "-f=${Status}", package]))
+        .unwrap_or_else(|_| "not-installed".to_owned())
+}
+
+fn build_fake_cloud() -> anyhow::Result<PathBuf> {
+    let target_dir = sys::target_dir()?;
+    run_command(cargo().env("CARGO_TARGET_DIR", &target_dir).args([
+        "build",
+        "--locked",
+        "-p",
+        "fake-cloud",
+        "--bin",
+        "att-fake-cloud",
+    ]))?;
+    Ok(target_dir.join("debug").join("att-fake-cloud"))
+}
+
+/// Purges the package and removes the test users if a step failed half-way.
+#[derive(Default)]
+struct Guard {
+    installed: bool,
+    users: Vec<&'static str>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if self.installed {
+            eprintln!("install-test: cleaning up: dpkg --purge att-tokend");
+            let _ = Command::new("dpkg").args(["--purge", "att-tokend"]).stdout(Stdio::null()).status();
+        }
+        for user in &self.users {
+            if user_exists(user) {
+                let _ = Command::new("userdel").arg(user).status();
+            }
+        }
+    }
+}
+
+fn user_exists(name: &str) -> bool {
+    Command::new("getent").args(["passwd", name]).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
+}
+
+fn group_exists(name: &str) -> bool {
+    Command::new("getent").args(["group", name]).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
+}
+
+/// The package's files (not directories), from `dpkg -L`.
+fn installed_files() -> anyhow::Result<Vec<PathBuf>> {
+    let listing = sys::capture(Command::new("dpkg").args(["-L", "att-tokend"]))?;
+    Ok(listing.lines().map(PathBuf::from).filter(|path| path.is_file()).collect())
+}
+
+/// What the package put on the machine, and the unit as systemd sees it there.
+fn check_installation(files: &[PathBuf]) -> anyhow::Result<()> {
+    let expected = [
+        "/usr/bin/att-tokend",
+        "/usr/bin/att-token",
+        "/lib/systemd/system/att-tokend.service",
+        "/usr/lib/sysusers.d/att-tokend.conf",
+        "/usr/share/dbus-1/system.d/io.allthingstalk.TokenAgent1.conf",
+        "/usr/share/dbus-1/system-services/io.allthingstalk.TokenAgent1.service",
+        "/usr/share/dbus-1/interfaces/io.allthingstalk.TokenAgent1.xml",
+        "/etc/att-tokend/config.toml",
+        "/usr/share/man/man1/att-token.1.gz",
+        "/usr/share/man/man8/att-tokend.8.gz",
+        "/usr/share/doc/att-tokend/copyright",
+    ];
+    for path in expected {
+        ensure!(files.iter().any(|file| file == Path::new(path)), "the package did not install {path}");
+    }
+    ensure!(user_exists("att-tokend"), "postinst did not create the user att-tokend");
+    ensure!(group_exists("att-tokens"), "postinst did not create the group att-tokens");
+    let state = sys::capture(Command::new("stat").args(["-c", "%a %U %G", "/var/lib/att-tokend"]))?;
+    ensure!(
+        state.trim() == "700 att-tokend att-tokend",
+        "/var/lib/att-tokend is {}, not 700 att-tokend att-tokend",
+        state.trim()
+    );
+
+    // With the man pages installed, verify runs in full: Documentation= must resolve too.
+    let verify = Command::new("systemd-analyze").args(["verify", "att-tokend.service"]).output()?;
+    let said = String::from_utf8_lossy(&verify.stderr);
+    ensure!(verify.status.success() && said.trim().is_empty(), "systemd-analyze verify of the installed unit: {said}");
+    let security = sys::capture(Command::new("systemd-analyze").args([
+        "security",
+        "--offline=true",
+        "--no-pager",
+        "/lib/systemd/system/att-tokend.service",
+    ]))?;
+    let overall = security.lines().find(|line| line.contains("Overall exposure level")).unwrap_or("(no figure)");
+    println!("install-test: installed files present; verify clean; {}", overall.trim());
+    Ok(())
+}
+
+/// Runs the installed daemon and calls it as three different users.
+fn exercise(fake: &Path) -> anyhow::Result<()> {
+    let scratch = Scratch::new("install-test")?;
+    // The daemon and the test users must reach the bus socket and the config inside.
+    sys::set_mode(scratch.path(), 0o755)?;
+    create_user(READER, Some("att-tokens"))?;
+    create_user(OUTSIDER, None)?;
+
+    let bus = start_bus(&scratch)?;
+    let address = bus.1.clone();
+    let (_fake, url) = start_fake(fake, &scratch)?;
+
+    // The device token reaches the daemon as a systemd credential would: a file only att-tokend reads.
+    let credentials = scratch.path().join("credentials");
+    std::fs::create_dir(&credentials)?;
+    sys::write(&credentials.join("sensor-7"), DEVICE_TOKEN, 0o400)?;
+    run_command(Command::new("chown").args(["-R", "att-tokend:att-tokend"]).arg(&credentials))?;
+    sys::set_mode(&credentials, 0o500)?;
+
+    // The installed conffile, with the fake cloud, the private bus and one token added.
+    let config_path = Path::new("/etc/att-tokend/config.toml");
+    let mut config = std::fs::read_to_string(config_path)?;
+    config.push_str(&format!(
+        "\n# Added by install-test.\n[api]\nurl = \"{url}\"\n\n[daemon]\nbus = \"{address}\"\n\n\
+         [[token]]\nname = \"sensor-7\"\nkind = \"device\"\ndevice_id = \"{DEVICE_ID}\"\n\
+         readers = {{ groups = [\"att-tokens\"] }}\ncredential = \"sensor-7\"\n"
+    ));
+    std::fs::write(config_path, config)?;
+
+    let check = as_user("att-tokend", "/usr/bin/att-tokend")
+        .arg("--check-config")
+        .env("CREDENTIALS_DIRECTORY", &credentials)
+        .output()?;
+    ensure!(check.status.success(), "att-tokend --check-config refused the installed config: {}", text(&check.stderr));
+
+    let mut daemon_command = as_user("att-tokend", "/usr/bin/att-tokend");
+    daemon_command.env("CREDENTIALS_DIRECTORY", &credentials).env("RUST_LOG", "trace").env_remove("NOTIFY_SOCKET");
+    let mut daemon = Running::spawn("att-tokend", daemon_command, &scratch)?;
+    let log = scratch.path().join("att-tokend.stderr");
+    wait_until_served(&address, &mut daemon)?;
+    println!("install-test: the installed att-tokend serves {BUS_NAME} as user att-tokend");
+
+    let root = att_token(&address, None).args(["get", "sensor-7"]).output()?;
+    ensure!(root.status.success(), "root could not get the token: {}", text(&root.stderr));
+    ensure!(text(&root.stdout) == DEVICE_TOKEN, "root got a different token than the configured one");
+    println!("install-test: root gets the token");
+
+    let reader = att_token(&address, Some(READER)).args(["get", "sensor-7"]).output()?;
+    ensure!(reader.status.success(), "{READER} (in att-tokens) could not get the token: {}", text(&reader.stderr));
+    ensure!(text(&reader.stdout) == DEVICE_TOKEN, "{READER} got a different token than the configured one");
+    println!("install-test: {READER}, a member of att-tokens, gets the token");
+
+    // The same raw call as a reader and as an outsider: the first reaches the daemon, the second
+    // must be stopped by the bus, and the daemon must not hear of it.
+    let before_reader = log_lines(&log);
+    let allowed = dbus_send(&address, READER)?;
+    ensure!(allowed.status.success(), "{READER}'s GetToken through dbus-send failed: {}", text(&allowed.stderr));
+    let reader_lines = settle(&log) - before_reader;
+
+    let before_outsider = log_lines(&log);
+    let refused = dbus_send(&address, OUTSIDER)?;
+    let said = text(&refused.stderr);
+    ensure!(
+        !refused.status.success(),
+        "{OUTSIDER} (not in att-tokens) got the token; the bus policy let the call through"
+    );
+    ensure!(
+        said.contains("org.freedesktop.DBus.Error.AccessDenied") && said.contains("Rejected send message"),
+        "{OUTSIDER} was refused, but not by the bus policy (AccessDenied, \"Rejected send message\"): {said}"
+    );
+    let outsider_lines = settle(&log) - before_outsider;
+    ensure!(
+        outsider_lines == 0,
+        "the daemon logged {outsider_lines} line(s) while the bus refused {OUTSIDER}; the call reached it"
+    );
+    let client = att_token(&address, Some(OUTSIDER)).args(["get", "sensor-7"]).output()?;
+    ensure!(!client.status.success(), "att-token as {OUTSIDER} succeeded");
+    println!(
+        "install-test: {OUTSIDER} is refused by the bus (AccessDenied, \"Rejected send message\"); the daemon logged \
+         nothing for it ({reader_lines} line(s) for the same call by {READER})"
+    );
+
+    let status = daemon.stop();
+    ensure!(
+        status.is_some_and(|status| status.success()),
+        "att-tokend did not stop cleanly on SIGTERM ({status:?}): {}",
+        daemon.stderr_tail()
+    );
+    Ok(())
+}
+
+/// Nothing of the package is left after the purge, except what Debian keeps: the system user and group.
+fn check_purged(files: &[PathBuf]) -> anyhow::Result<()> {
+    let left: Vec<_> = files.iter().filter(|path| path.exists()).collect();
+    ensure!(left.is_empty(), "files left after dpkg --purge: {left:?}");
+    for path in [
+        "/etc/att-tokend",
+        "/var/lib/att-tokend",
+        "/usr/share/doc/att-tokend",
+        "/etc/systemd/system/multi-user.target.wants/att-tokend.service",
+        "/var/lib/systemd/deb-systemd-helper-enabled/att-tokend.service.dsh-also",
+        "/var/lib/systemd/deb-systemd-helper-enabled/multi-user.target.wants/att-tokend.service",
+        "/var/lib/systemd/deb-systemd-helper-masked/att-tokend.service",
+    ] {
+        ensure!(!Path::new(path).exists(), "{path} is left after dpkg --purge");
+    }
+    let status = package_status("att-tokend");
+    ensure!(
+        !status.contains(" installed") && !status.contains("config-files"),
+        "dpkg still knows att-tokend: {status}"
+    );
+    let kept: Vec<_> =
+        [("user", "att-tokend", user_exists("att-tokend")), ("group", "att-tokens", group_exists("att-tokens"))]
+            .into_iter()
+            .filter(|(_, _, exists)| *exists)
+            .map(|(kind, name, _)| format!("{kind} {name}"))
+            .collect();
+    println!("install-test: purged; nothing left but {} (system accounts stay, as Debian does)", kept.join(" and "));
+    Ok(())
+}
+
+fn create_user(name: &str, group: Option<&str>) -> anyhow::Result<()> {
+    if user_exists(name) {
+        run_command(Command::new("userdel").arg(name))?;
+    }
+    let mut command = Command::new("useradd");
+    command.args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin"]);
+    if let Some(group) = group {
+        command.args(["--groups", group]);
+    }
+    run_command(command.arg(name))
+}
+
+/// `program` run as `user` with that user's groups.
+fn as_user(user: &str, program: &str) -> Command {
+    let mut command = Command::new("setpriv");
+    command.arg(format!("--reuid={user}")).arg(format!("--regid={user}")).args(["--init-groups", "--", program]);
+    command
+}
+
+fn att_token(address: &str, user: Option<&str>) -> Command {
+    let mut command = match user {
+        Some(user) => as_user(user, "/usr/bin/att-token"),
+        None => Command::new("/usr/bin/att-token"),
+    };
+    command.arg("--bus").arg(address).stdin(Stdio::null());
+    command
+}
+
+fn dbus_send(address: &str, user: &str) -> anyhow::Result<Output> {
+    Ok(as_user(user, "dbus-send")
+        .arg(format!("--bus={address}"))
+        .args(["--print-reply", &format!("--dest={BUS_NAME}"), "/io/allthingstalk/TokenAgent1"])
+        .arg(format!("{BUS_NAME}.GetToken"))
+        .arg("string:sensor-7")
+        .stdin(Stdio::null())
+        .output()?)
+}
+
+/// A dbus-daemon configured like the system bus, on a socket in the scratch directory.
+fn start_bus(scratch: &Scratch) -> anyhow::Result<(Running, String)> {
+    let socket = scratch.path().join("system_bus_socket");
+    let config = scratch.write("system-bus.conf", &bus_config(&socket), 0o644)?;
+    let mut command = Command::new("dbus-daemon");
+    command.arg(format!("--config-file={}", config.display())).args(["--nofork", "--nopidfile", "--print-address=1"]);
+    let (running, address) = Running::spawn_first_line("dbus-daemon", command, scratch)
+        .context("the private system-like dbus-daemon did not start")?;
+    Ok((running, address.trim().to_owned()))
+}
+
+/// The policy of Debian's /usr/share/dbus-1/system.conf, listening on `socket`, with the installed
+/// system.d policies included.
+fn bus_config(socket: &Path) -> String {
+    format!(
+        r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={socket}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Peer"/>
+    <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus" send_member="UpdateActivationEnvironment"/>
+    <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Debug.Stats"/>
+    <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.systemd1.Activator"/>
+  </policy>
+  <policy user="root">
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.systemd1.Activator"/>
+  </policy>
+  <includedir>/usr/share/dbus-1/system.d</includedir>
+  <includedir>/etc/dbus-1/system.d</includedir>
+</busconfig>
+"#,
+        socket = socket.display()
+    )
+}
+
+fn start_fake(fake: &Path, scratch: &Scratch) -> anyhow::Result<(Running, String)> {
+    let mut command = Command::new(fake);
+    command.arg("--device-token").arg(format!("{DEVICE_TOKEN}={DEVICE_ID}"));
+    let (running, line) = Running::spawn_first_line("att-fake-cloud", command, scratch)?;
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .with_context(|| format!("att-fake-cloud printed {line:?} instead of `listening on URL`"))?
+        .to_owned();
+    Ok((running, url))
+}
+
+/// Polls `att-token list` as root until the daemon answers.
+fn wait_until_served(address: &str, daemon: &mut Running) -> anyhow::Result<()> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(status) = daemon.try_status() {
+            bail!("the installed att-tokend exited with {status}: {}", daemon.stderr_tail());
+        }
+        let out = att_token(address, None).arg("list").output()?;
+        if out.status.success() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("att-tokend did not answer within {PATIENCE:?} ({}); {}", text(&out.stderr), daemon.stderr_tail());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn log_lines(log: &Path) -> usize {
+    std::fs::read_to_string(log).map_or(0, |text| text.lines().count())
+}
+
+/// The log's line count once it has stopped growing for half a second.
+fn settle(log: &Path) -> usize {
+    let mut last = log_lines(log);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = log_lines(log);
+        if now == last || Instant::now() >= deadline {
+            return now;
+        }
+        last = now;
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).trim().to_owned()
+}
