@@ -396,8 +396,10 @@ impl Session {
         if off.is_some() {
             self.offset = off;
         }
-        // A time known to have passed: the server's, else our own reading when the reply arrived.
-        let seen = off.map_or(grant.arrived.wall, |o| o.server_time(grant.arrived.wall));
+        // A time known to have passed on both clocks: the earlier of our reading and the server's (a local
+        // clock running years ahead must not poison it, nor a server clock running ahead of ours).
+        let local = grant.arrived.wall;
+        let seen = off.map_or(local, |o| o.server_time(local).min(local));
         self.known_good = Some(self.known_good.map_or(seen, |k| k.max(seen)));
         self.failures = 0;
         self.retry = None;
@@ -671,7 +673,8 @@ impl Session {
 /// A [`Session`] as persisted: wall-clock times only (monotonic time means nothing after a restart).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PersistedSession {
-    /// The latest wall time known to have passed (the server's time at the last reply when it told it):
+    /// The latest wall time known to have passed (at the last reply: the earlier of the local and the server's
+    /// time):
     /// pass it to [`crate::time::check_wall_clock`] at start; a clock reading earlier is not trusted.
     pub known_good: Option<WallTime>,
     /// When the access token arrived.

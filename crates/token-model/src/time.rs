@@ -12,7 +12,8 @@
 //! a clock that cannot be trusted live in [`crate::plan::PersistedSession::restore`].
 //!
 //! The server's clock is only used to estimate an offset ([`ClockOffset::estimate`]) from the HTTP `Date`
-//! header and the grant's `.issued` field; it never sets a deadline directly.
+//! header and the grant's `.issued` field ([`check_against_server`] flags a local clock far off it); it never
+//! sets an access token's deadline.
 //!
 //! ```
 //! use std::time::Duration;
@@ -316,6 +317,11 @@ pub enum UntrustedReason {
         /// The current reading.
         now: WallTime,
     },
+    /// The server's clock (HTTP `Date`) disagrees with ours by more than the tolerance.
+    FarFromServer {
+        /// How far the server's clock is ahead of ours.
+        offset: ClockOffset,
+    },
 }
 
 impl fmt::Display for UntrustedReason {
@@ -326,6 +332,15 @@ impl fmt::Display for UntrustedReason {
                 "the wall clock reads {now}, earlier than {last_known_good} which has already passed; \
                  check the time synchronisation (NTP, systemd-timesyncd) of this gateway"
             ),
+            UntrustedReason::FarFromServer { offset } => {
+                let secs = offset.millis() / 1000;
+                let (n, dir) = if secs >= 0 { (secs, "behind") } else { (-secs, "ahead of") };
+                write!(
+                    f,
+                    "the wall clock is {n} s {dir} the server's; check the time synchronisation (NTP, \
+                     systemd-timesyncd) of this gateway"
+                )
+            }
         }
     }
 }
@@ -338,6 +353,17 @@ pub fn check_wall_clock(last_known_good: Option<WallTime>, now: WallTime) -> Wal
             WallClockTrust::Untrusted(UntrustedReason::EarlierThanLastKnownGood { last_known_good, now })
         }
         _ => WallClockTrust::Trusted,
+    }
+}
+
+/// Checks the local wall clock against the server's, as estimated by [`ClockOffset::estimate`]: an offset
+/// larger than `tolerance` makes it [`WallClockTrust::Untrusted`]. Deadlines do not depend on it (they are
+/// monotonic), but the wall-clock mirror (`expires_at`, persisted times) is only as good as this clock.
+pub fn check_against_server(offset: ClockOffset, tolerance: Duration) -> WallClockTrust {
+    if offset.magnitude() > tolerance {
+        WallClockTrust::Untrusted(UntrustedReason::FarFromServer { offset })
+    } else {
+        WallClockTrust::Trusted
     }
 }
 
@@ -385,6 +411,19 @@ mod tests {
         let WallClockTrust::Untrusted(reason) = verdict else { panic!("1970 after 2027 must be untrusted") };
         let text = reason.to_string();
         assert!(text.contains("1970") && text.contains("NTP"), "{text}");
+    }
+
+    #[test]
+    fn wall_clock_far_from_the_server_is_untrusted() {
+        let tolerance = Duration::from_secs(300);
+        assert!(check_against_server(ClockOffset::from_millis(299_000), tolerance).is_trusted());
+        assert!(check_against_server(ClockOffset::from_millis(-300_000), tolerance).is_trusted());
+        let WallClockTrust::Untrusted(reason) = check_against_server(ClockOffset::from_millis(-3_600_000), tolerance)
+        else {
+            panic!("an hour off must be untrusted")
+        };
+        let text = reason.to_string();
+        assert!(text.contains("3600 s ahead of the server's") && text.contains("NTP"), "{text}");
     }
 
     #[test]
