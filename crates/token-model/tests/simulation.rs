@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use token_model::plan::{
-    Action, Attempt, Grant, NeedsLoginReason, Outcome, PersistedSession, Policy, RefreshTokenChange, Rotation, Session,
+    Action, Attempt, Grant, NeedsLoginReason, Outcome, PersistedSession, Policy, RefreshReason, RefreshTokenChange,
+    Rotation, Session,
 };
 use token_model::time::{ClockPair, MonoTime, WallTime, check_wall_clock};
 
@@ -116,6 +117,9 @@ struct Figures {
     expired_served_unreachable: u64,
     unavailable_reachable: u64,
     unavailable_unreachable: u64,
+    served_too_short_reachable: u64,
+    refreshes_on_demand: u64,
+    retries: u64,
     refresh_requests: u64,
     healthy_days: u64,
     healthy_refresh_requests: u64,
@@ -215,12 +219,18 @@ fn run(sc: &Scenario) -> Figures {
     let mut window_warned = false; // a warning was already given for the current refresh-token window
     let mut window_rt = None;
     let mut stuck = 0;
+    let mut client_tick = 0u64;
+    let mut forced_refresh = false; // GetTokenValidFor found the token too short: refresh first
+    let mut reasked = false;
 
     while now < end {
         let action = d.session.as_ref().map(|s| s.plan(&policy, d.pair(now).mono));
         let action_t = action.and_then(|a| a.at()).map(|m| d.to_true(m).max(now));
-        let next =
-            [Some(next_reboot), human_login_at, action_t, Some(next_client)].into_iter().flatten().min().unwrap();
+        let next = [Some(next_reboot), human_login_at, action_t, Some(next_client), forced_refresh.then_some(now)]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap();
         if next == now {
             stuck += 1;
             assert!(stuck < 1_000, "the planner makes no progress at t={now} ms: {action:?}");
@@ -294,8 +304,16 @@ fn run(sc: &Scenario) -> Figures {
             continue;
         }
 
-        if action_t == Some(now) {
-            let action = action.unwrap();
+        let forced = std::mem::take(&mut forced_refresh);
+        if forced || action_t == Some(now) {
+            let action = if forced {
+                Action::Refresh { at: d.pair(now).mono, reason: RefreshReason::AccessToken }
+            } else {
+                action.unwrap()
+            };
+            if matches!(action, Action::Retry { .. }) {
+                f.retries += 1;
+            }
             let (attempt, is_refresh) = match action {
                 Action::Refresh { .. } | Action::Retry { attempt: Attempt::Refresh, .. } => (Attempt::Refresh, true),
                 Action::ReLogin { .. } | Action::Retry { attempt: Attempt::Login, .. } => (Attempt::Login, false),
@@ -376,13 +394,28 @@ fn run(sc: &Scenario) -> Figures {
             continue;
         }
 
-        // A local app asks for the token (GetToken).
-        next_client = now + 5 * MIN;
+        // A local app asks for the token: GetToken, or GetTokenValidFor(600) every other time.
+        client_tick += 1;
+        let want = if client_tick.is_multiple_of(2) { 10 * MIN } else { 0 };
+        let mono = d.pair(now).mono;
         let reachable = cloud.reachable(now);
-        let serves = d.session.as_ref().is_some_and(|s| s.valid_for(d.pair(now).mono, Duration::ZERO, &policy));
+        let serves = d.session.as_ref().is_some_and(|s| s.valid_for(mono, Duration::from_millis(want), &policy));
+        let refreshable = d.session.as_ref().is_some_and(|s| matches!(s.plan(&policy, mono), Action::Refresh { .. }));
+        if !serves && want > 0 && refreshable && !reasked {
+            // The daemon refreshes first, then answers.
+            forced_refresh = true;
+            reasked = true;
+            f.refreshes_on_demand += 1;
+            continue;
+        }
+        reasked = false;
+        next_client = now + 5 * MIN;
         if serves {
             f.served += 1;
             let expiry = d.access_expiry.expect("served a token the daemon does not hold");
+            if expiry <= now + want && reachable {
+                f.served_too_short_reachable += 1;
+            }
             if expiry <= now {
                 if reachable {
                     f.expired_served_reachable += 1;
@@ -435,8 +468,12 @@ fn one_hundred_eighty_days() {
             f.unavailable_reachable, f.unavailable_unreachable
         );
         println!(
-            "   refresh requests: {} in all; {per_day:.2} a day on {} healthy days",
-            f.refresh_requests, f.healthy_days
+            "   refresh requests: {} in all ({} retries after transient failures, {} on demand for GetTokenValidFor); {per_day:.2} a day on {} healthy days",
+            f.refresh_requests, f.retries, f.refreshes_on_demand, f.healthy_days
+        );
+        println!(
+            "   GetTokenValidFor(600) answered with a shorter-lived token while reachable: {}",
+            f.served_too_short_reachable
         );
         println!(
             "   logins: {} by a human, {} unattended; needless re-logins: {}; needs-login events: {}; refresh-token lapses: {}",
@@ -445,11 +482,14 @@ fn one_hundred_eighty_days() {
         println!(
             "   lapse warnings: {}; earliest-lead first warning: {}",
             f.warnings,
-            f.first_warning_min_lead_ms
-                .map_or("none".to_owned(), |ms| format!("{:.2} days ahead", ms as f64 / DAY as f64))
+            f.first_warning_min_lead_ms.map_or("none".to_owned(), |ms| {
+                let over = ms as i64 - (7 * DAY) as i64;
+                format!("{:.3} days ahead (7 days {over:+} ms)", ms as f64 / DAY as f64)
+            })
         );
 
         assert_eq!(f.expired_served_reachable, 0, "{}: expired tokens served while the cloud was reachable", sc.name);
+        assert_eq!(f.served_too_short_reachable, 0, "{}: GetTokenValidFor served a token too short", sc.name);
         assert_eq!(f.needless_relogins, 0, "{}: re-logins where a refresh would have done", sc.name);
         assert!(per_day <= 32.0, "{}: {per_day:.2} refresh requests a day when healthy", sc.name);
         assert!(f.healthy_days >= 60, "{}: too few healthy days ({}) to judge", sc.name, f.healthy_days);
