@@ -504,9 +504,10 @@ impl Session {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        if covered.is_some() {
-            self.lapse_warned = covered;
-        }
+        self.lapse_warned = match (self.lapse_warned, covered) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
 
     /// The next action and its time. Pure and stable: the same session, policy and `now` give the same plan.
@@ -529,11 +530,11 @@ impl Session {
         if let Some(r) = self.retry {
             offer(Action::Retry { at: r.at, attempt: r.attempt, failures: self.failures });
         } else if self.refresh_rejected {
-            offer(Action::ReLogin { at: now });
+            // No usable refresh token, unattended re-login configured: log in when the access token would
+            // have been refreshed (at once after a rejected refresh).
+            offer(Action::ReLogin { at: self.access_refresh_at(policy, now) });
         } else {
-            if let Some(a) = self.refresh_at(policy, now) {
-                offer(a);
-            }
+            offer(self.refresh_at(policy, now));
             if let Some(at) = self.relogin_at(policy, now) {
                 offer(Action::ReLogin { at });
             }
@@ -544,17 +545,24 @@ impl Session {
         best.unwrap_or(Action::Refresh { at: now, reason: RefreshReason::AccessToken })
     }
 
-    fn refresh_at(&self, policy: &Policy, now: MonoTime) -> Option<Action> {
-        let margin = policy.safety_margin;
-        let f = policy.fraction(self.jitter);
-        let access = match self.access {
+    /// 75–80 % into the access token's life (as the jitter chooses), never inside the margin, never before
+    /// `now`; `now` without a usable access token.
+    fn access_refresh_at(&self, policy: &Policy, now: MonoTime) -> MonoTime {
+        match self.access {
             Some(a) => {
                 let life = a.deadline.mono().saturating_since(a.obtained);
-                let planned = a.obtained + life.mul_f64(f);
-                planned.min(a.deadline.mono().saturating_sub(margin)).max(now)
+                let planned = a.obtained + life.mul_f64(policy.fraction(self.jitter));
+                planned.min(a.deadline.mono().saturating_sub(policy.safety_margin)).max(now)
             }
             None => now,
-        };
+        }
+    }
+
+    /// The refresh: when the access token needs it, or earlier when the refresh token does.
+    fn refresh_at(&self, policy: &Policy, now: MonoTime) -> Action {
+        let margin = policy.safety_margin;
+        let f = policy.fraction(self.jitter);
+        let access = self.access_refresh_at(policy, now);
         let mut best = Action::Refresh { at: access, reason: RefreshReason::AccessToken };
         if let Some(rt) = self.refresh_deadline {
             let cap = rt.mono().saturating_sub(margin);
@@ -572,7 +580,7 @@ impl Session {
                 }
             }
         }
-        Some(best)
+        best
     }
 
     fn relogin_at(&self, policy: &Policy, now: MonoTime) -> Option<MonoTime> {

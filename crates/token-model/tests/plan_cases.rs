@@ -114,6 +114,19 @@ fn verdict_with_unattended_login_logs_in_again_and_a_rejected_login_needs_a_huma
 }
 
 #[test]
+fn login_without_a_refresh_token_logs_in_again_when_the_access_token_ages() {
+    let policy = Policy::default();
+    let mut s = Session::logged_in(&reply(0, 0, RefreshTokenChange::Omitted), &policy, true, 0.0);
+    let aged = MonoTime::from_origin(Duration::from_millis(2_699_250));
+    assert_eq!(s.plan(&policy, mono(1)), Action::ReLogin { at: aged });
+    s.apply(Attempt::Login, Outcome::Success(reply(2700, 0, RefreshTokenChange::Rotated)), at(2700), &policy, 0.0);
+    assert!(matches!(s.plan(&policy, mono(2700)), Action::Refresh { reason: RefreshReason::AccessToken, .. }));
+
+    let attended = Session::logged_in(&reply(0, 0, RefreshTokenChange::Omitted), &policy, false, 0.0);
+    assert_eq!(attended.plan(&policy, mono(1)), Action::NeedsLogin { reason: NeedsLoginReason::RefreshRejected });
+}
+
+#[test]
 fn fixed_window_with_unattended_login_logs_in_ten_days_ahead() {
     let (mut s, policy) = logged_in(true);
     s.apply(Attempt::Refresh, Outcome::Success(reply(2700, 0, RefreshTokenChange::Omitted)), at(2700), &policy, 0.0);
