@@ -77,7 +77,8 @@ pub struct Policy {
     /// How long before the refresh token lapses a warning is given, in any order (default 7 days and 1 day).
     pub lapse_warnings: Vec<Duration>,
     /// Under a fixed window with unattended re-login, how long before the lapse the re-login is planned
-    /// (default 10 days: before the first warning, leaving days to retry).
+    /// (default 10 days: before the first warning, leaving days to retry; at most a quarter of the
+    /// refresh token's lifetime is used).
     pub relogin_lead: Duration,
 }
 
@@ -588,7 +589,10 @@ impl Session {
             return None;
         }
         let rt = self.refresh_deadline?;
-        Some(rt.mono().saturating_sub(policy.relogin_lead).max(now))
+        // Never more than a quarter of the window ahead, so a short configured lifetime cannot make every
+        // login due again at once.
+        let lead = policy.relogin_lead.min(policy.refresh_token_lifetime / 4);
+        Some(rt.mono().saturating_sub(lead).max(now))
     }
 
     fn warning_at(&self, policy: &Policy, now: MonoTime) -> Option<Action> {

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use token_model::plan::{
-    Action, Attempt, Grant, Outcome, PersistedSession, Policy, RefreshReason, RefreshTokenChange, Session, valid_for,
+    Action, Attempt, Grant, Outcome, PersistedSession, Policy, RefreshReason, RefreshTokenChange, Rotation, Session,
+    valid_for,
 };
 use token_model::time::{ClockPair, Deadline, MonoTime, UntrustedReason, WallClockTrust, WallTime};
 
@@ -85,6 +86,48 @@ proptest! {
             Action::WarnLapse { at, lapses_at } => prop_assert!(at < lapses_at.mono()),
             Action::ReLogin { at } => prop_assert!(at >= now && at < rt.mono().max(now + Duration::from_millis(1))),
             other => prop_assert!(false, "unexpected plan {other:?}"),
+        }
+    }
+
+    /// Progress: once the planned refresh or re-login has succeeded, the next renewal is planned later, never
+    /// again at once (no request loops), whatever the refresh token's configured lifetime.
+    #[test]
+    fn a_successful_renewal_is_not_repeated_at_once(
+        case in arb_case(), later in later(), lifetime_days in prop_oneof![Just(60u64), 1u64..90],
+    ) {
+        let policy = Policy { refresh_token_lifetime: Duration::from_secs(lifetime_days * DAY), ..Policy::default() };
+        let mut s = case.session.clone();
+        let mut now = mono_ms(case.last + later);
+        for _ in 0..4 {
+            let (attempt, at) = match s.plan(&policy, now) {
+                Action::Refresh { at, .. } => (Attempt::Refresh, at),
+                Action::ReLogin { at } => (Attempt::Login, at),
+                Action::WarnLapse { at, .. } => {
+                    s.record_warning(at, &policy);
+                    now = at;
+                    continue;
+                }
+                other => { prop_assert!(false, "unexpected plan {other:?}"); unreachable!() }
+            };
+            let change = if attempt == Attempt::Refresh && s.rotation() == Rotation::Fixed {
+                RefreshTokenChange::Repeated
+            } else {
+                RefreshTokenChange::Rotated
+            };
+            let arrived = at_ms(at.since_origin().as_millis() as u64 + 200);
+            let g = Grant::new(arrived, Duration::from_secs(3599), change);
+            s.apply(attempt, Outcome::Success(g), arrived, &policy, 0.5);
+            now = arrived.mono;
+            let next = s.plan(&policy, now);
+            // A re-login may be due right after a refresh (a fixed window closing), never the same again.
+            let same_again = match next {
+                Action::Refresh { .. } => true,
+                Action::ReLogin { .. } => attempt == Attempt::Login,
+                _ => false,
+            };
+            if same_again {
+                prop_assert!(next.at().unwrap() > now, "{next:?} right after a successful renewal at {now:?}");
+            }
         }
     }
 
@@ -182,9 +225,11 @@ proptest! {
                     warned.push(lapse.saturating_since(now));
                 }
                 Action::Refresh { at, reason } => {
-                    // One last access token before the fixed window closes.
-                    prop_assert_eq!(reason, RefreshReason::RefreshToken);
-                    prop_assert!(at < lapse);
+                    // One last access token before the fixed window closes (if there is time outside the margin).
+                    if lapse.saturating_since(now) > policy.safety_margin {
+                        prop_assert_eq!(reason, RefreshReason::RefreshToken);
+                        prop_assert!(at < lapse);
+                    }
                     break;
                 }
                 other => prop_assert!(false, "unexpected plan {other:?}"),
