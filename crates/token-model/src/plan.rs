@@ -15,6 +15,11 @@
 //! Randomness is passed in: every transition takes a `jitter` in `[0, 1)` which the session keeps, so
 //! planning is a pure, stable function of the session, the [`Policy`] and `now`.
 //!
+//! The local clock never decides that a refresh token is dead: past its *assumed* deadline the plan still
+//! tries a refresh when the access token needs one, and only the server's [`Outcome::Verdict`] leads to a
+//! re-login or [`Action::NeedsLogin`]. (A wall clock that jumped makes a restored deadline look passed; the
+//! next reply's `Date` header puts a fixed window's deadline right again.)
+//!
 //! The serving rule is [`Session::valid_for`]: a token is handed out only while it has more than
 //! [`Policy::safety_margin`] left (plus whatever the caller asked for). Static device and ground tokens have
 //! no expiry: [`valid_for`] with `None`.
@@ -683,6 +688,11 @@ impl Session {
 }
 
 /// A [`Session`] as persisted: wall-clock times only (monotonic time means nothing after a restart).
+///
+/// It is `Serialize`/`Deserialize`: store it whole. Each field matters after a restart: without
+/// `refresh_expires_server` a fixed window cannot be re-derived from the server's clock, without
+/// `lapse_warned_secs` warnings are given again, and `known_good` must stay the value the session computed
+/// (a local reading from a clock that ran ahead would make every later, correct reading look untrusted).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PersistedSession {
     /// The latest wall time known to have passed (at the last reply: the earlier of the local and the server's
