@@ -192,8 +192,8 @@ async fn cloud_front(shared: &Arc<Shared>, path: &str, request: Request, next: N
         }
         Some(FaultKind::Hang) => {
             tracing::info!("fault: hanging a request to {path}");
-            shared.shutting_down().await;
-            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+            // The connection task drops this future at shutdown, closing the connection unanswered.
+            return std::future::pending().await;
         }
         Some(FaultKind::Reset) => {
             tracing::info!("fault: resetting the connection of a request to {path}");
@@ -201,8 +201,7 @@ async fn cloud_front(shared: &Arc<Shared>, path: &str, request: Request, next: N
                 reset.notify_one();
             }
             // The connection task drops this future when it resets the connection.
-            shared.shutting_down().await;
-            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+            return std::future::pending().await;
         }
         Some(FaultKind::Slow { delay_ms }) => {
             tokio::time::sleep(Duration::from_millis(delay_ms)).await;
