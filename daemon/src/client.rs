@@ -106,6 +106,9 @@ pub fn unescape_path_element(element: &str) -> Option<String> {
     if element == "_" {
         return Some(String::new());
     }
+    if element.is_empty() {
+        return None;
+    }
     let bytes = element.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -303,7 +306,7 @@ mod tests {
             let escaped = escape_path_element(&name);
             prop_assert!(escaped.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
             prop_assert_eq!(unescape_path_element(&escaped), Some(name.clone()));
-            prop_assert!(zbus::zvariant::ObjectPath::try_from(token_object_path(&name)).is_ok());
+            prop_assert!(zbus::ObjectPath::try_from(token_object_path(&name)).is_ok());
         }
 
         #[test]

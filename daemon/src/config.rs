@@ -376,6 +376,17 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Parses and validates configuration text; `path` is only used in messages and stored in [`Config::path`].
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    if let Err(error) = text.parse::<toml::Table>() {
+        let span = error.span().unwrap_or(0..0);
+        return Err(ConfigError::Invalid {
+            path: path.to_owned(),
+            line: line_of(text, span.start),
+            message: format!(
+                "TOML syntax error: {}; fix the syntax (strings need double quotes, tables are [name], tokens [[token]])",
+                error.message().trim()
+            ),
+        });
+    }
     let raw: RawConfig = toml::from_str(text).map_err(|error| toml_error(text, path, &error))?;
     let ctx = Ctx { text, path };
     raw.validate(&ctx)
@@ -440,6 +451,7 @@ fn toml_error(text: &str, path: &Path, error: &toml::de::Error) -> ConfigError {
     let message = if let Some(rest) = raw.strip_prefix("unknown field `") {
         let (key, expected) = rest.split_once('`').unwrap_or((rest, ""));
         let valid = expected
+            .replace("` or `", "`, `")
             .trim_start_matches([',', ' '])
             .trim_start_matches("expected one of ")
             .trim_start_matches("expected ")
@@ -452,7 +464,7 @@ fn toml_error(text: &str, path: &Path, error: &toml::de::Error) -> ConfigError {
     } else if let Some(rest) = raw.strip_prefix("missing field `") {
         let key = rest.split('`').next().unwrap_or(rest);
         format!("{section} has no \"{key}\"; add {key} = ...")
-    } else if raw.contains("expected a sequence") && section.starts_with("[token]") {
+    } else if raw.contains("expected a sequence") && text.get(span.start..).is_some_and(|t| t.starts_with("[token]")) {
         "write token tables as [[token]] (double brackets), one per token".to_owned()
     } else if span.is_empty() && error.span().is_none() {
         format!("{raw}; fix the TOML syntax")

@@ -5,3 +5,7 @@ pub mod secret_files;
 pub mod dbus;
 pub mod engine;
 pub mod client;
+pub mod state;
+pub mod logging;
+pub mod maintenance;
+pub mod run;
