@@ -2,3 +2,21 @@
 
 /// Dependency arrows point one way, and token-model stays pure.
 mod architecture;
+
+/// Harness for end-to-end runs: builds the programs, runs a private bus, the fake cloud and the daemon.
+mod support;
+
+/// End to end: `att-tokend --check-config` names each mistake with file, line and fix.
+mod e2e_config;
+
+/// End to end: MFA login, tokens valid across refreshes, no secret in trace logs, state modes, kill -9.
+mod e2e_refresh;
+
+/// End to end: outages, a rejected refresh (needs-login, AttentionNeeded), a revoked device token.
+mod e2e_failures;
+
+/// End to end: readers get a token, other uids are denied, only admins log in.
+mod e2e_access;
+
+/// Packaging files: the unit passes systemd-analyze, the D-Bus files load in dbus-daemon, the conffile parses.
+mod packaging;

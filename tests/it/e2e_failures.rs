@@ -1,0 +1,145 @@
+//! End to end, as separate processes: a cloud outage rides on the last good token, then says `Unavailable`, then
+//! heals by itself; a rejected refresh asks for a login and raises `AttentionNeeded`; a revoked device token shows.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::support::world::USERNAME;
+use crate::support::{PATIENCE, World, cli, describe, exit, wait_until};
+
+/// Access tokens live 8 s at the fake; the daemon refreshes about every 5 s and retries after 1–2 s.
+const FAKE_ARGS: &[&str] = &["--access-lifetime", "8s"];
+const USER_CONFIG: &str = "[refresh]\nsafety_margin = \"2s\"\nretry_initial = \"1s\"\nretry_max = \"2s\"\n\n\
+                           [[token]]\nname = \"main\"\nkind = \"user\"\n";
+
+#[test]
+fn outage_serves_the_last_token_then_unavailable_then_recovers_by_itself() {
+    let mut world = World::new("outage", FAKE_ARGS);
+    world.start_daemon(USER_CONFIG, "debug");
+    world.login_ok("main");
+    let good = world.get("main").expect("a token after login");
+
+    // /login fails with 500 for 16 s: longer than the 8 s token.
+    let outage = Duration::from_secs(16);
+    world
+        .fake
+        .inject_fault(json!({"kind": "server_error", "duration_ms": outage.as_millis() as u64, "path": "/login"}));
+    let outage_ends = Instant::now() + outage;
+
+    // While the token in hand is still good, it is served (retrying in the background).
+    let retrying = world.wait_for_state("main", "retrying");
+    assert_eq!(retrying["attention_needed"], false, "a transient failure needs no human yet: {retrying}");
+    let during = world.get("main").unwrap_or_else(|out| panic!("the last good token is served: {}", describe(&out)));
+    assert_eq!(during, good, "the token in hand is served during the outage");
+    assert!(world.fake.is_access_token_valid(&during));
+
+    // Once it lapses: Unavailable, with its documented exit status, and state `expired`.
+    let failed = wait_until("GetToken to report Unavailable", PATIENCE, || match world.get("main") {
+        Ok(_) => Err("still served".to_owned()),
+        Err(out) => Ok(out),
+    });
+    assert!(Instant::now() < outage_ends, "the token lapsed before the outage ended, as planned");
+    assert_eq!(failed.status.code(), Some(exit::UNAVAILABLE), "Unavailable's exit status: {}", describe(&failed));
+    assert!(failed.stdout.is_empty(), "nothing on stdout when there is no token");
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line on stderr: {stderr:?}");
+    assert_eq!(world.listed("main")["state"], "expired");
+
+    // When the cloud is back, the daemon recovers without anyone logging in again.
+    let healed = wait_until("the daemon to recover after the outage", PATIENCE + outage, || {
+        world.get("main").map_err(|out| describe(&out))
+    });
+    assert_ne!(healed, good);
+    assert!(world.fake.is_access_token_valid(&healed), "the recovered token works at the cloud");
+    assert_eq!(world.fake.counter("password_grants"), 1, "recovered by refreshing, not by a new login");
+    assert_eq!(world.listed("main")["state"], "valid");
+}
+
+#[test]
+fn rejected_refresh_needs_login_and_raises_attention() {
+    let mut world = World::new("invalid-grant", FAKE_ARGS);
+    world.start_daemon(USER_CONFIG, "debug");
+    world.login_ok("main");
+    let (mut watch, lines) = crate::support::Proc::spawn_streaming(
+        "att-token-watch",
+        {
+            let mut command = cli(&world.bus.address);
+            command.arg("watch");
+            command
+        },
+        world.scratch.path(),
+    );
+
+    // "Log out everywhere" at the cloud: the refresh token now gets invalid_grant.
+    assert!(world.fake.revoke_user_sessions(USERNAME) >= 2, "the fake revoked the access and refresh tokens");
+
+    let entry = world.wait_for_state("main", "needs-login");
+    assert_eq!(entry["attention_needed"], true, "needs-login raises the attention flag: {entry}");
+    let out = world.get("main").expect_err("no token once the session is lost");
+    assert_eq!(out.status.code(), Some(exit::NEEDS_LOGIN), "NeedsLogin's exit status: {}", describe(&out));
+
+    let mut seen = Vec::new();
+    let attention = wait_until("att-token watch to print AttentionNeeded for main", PATIENCE, || {
+        while let Ok(line) = lines.try_recv() {
+            seen.push(line);
+        }
+        seen.iter()
+            .find(|l| l.to_lowercase().contains("attention") && l.contains("main"))
+            .cloned()
+            .ok_or_else(|| format!("watch printed {seen:?}"))
+    });
+    assert!(watch.try_status().is_none(), "watch keeps running: {attention}");
+    assert_eq!(world.fake.counter("password_grants"), 1, "no login without a human");
+
+    // A fresh login brings it back.
+    world.login_ok("main");
+    let token = world.get("main").expect("a token after logging in again");
+    assert!(world.fake.is_access_token_valid(&token));
+    let entry = world.listed("main");
+    assert_eq!(entry["state"], "valid", "{entry}");
+    assert_eq!(entry["attention_needed"], false, "{entry}");
+}
+
+#[test]
+fn revoked_device_token_is_reported_by_the_health_probe() {
+    const DEVICE: &str = "SensorSevenDevice0000001";
+    const TOKEN: &str = "maker:4SensorSevenDeviceToken";
+    const GROUND: &str = "GroundSiteA0000000000001";
+    const GROUND_TOKEN: &str = "maker:4GroundSiteAToken";
+    const PUMP: &str = "PumpInGroundA00000000001";
+    let device_arg = format!("{TOKEN}={DEVICE}");
+    let ground_arg = format!("{GROUND_TOKEN}={GROUND}:{PUMP},{DEVICE}");
+    let mut world = World::new("revoked", &["--device-token", &device_arg, "--ground-token", &ground_arg]);
+    let device_file = world.secret_file("sensor-7.token", TOKEN);
+    let ground_file = world.secret_file("site-a.token", GROUND_TOKEN);
+    let config = format!(
+        "[maintenance]\ntoken_health = \"* * * * * *\"\n\n\
+         [[token]]\nname = \"sensor-7\"\nkind = \"device\"\ndevice_id = \"{DEVICE}\"\ntoken_file = \"{}\"\n\n\
+         [[token]]\nname = \"site-a\"\nkind = \"ground\"\nground_id = \"{GROUND}\"\ntoken_file = \"{}\"\n",
+        device_file.display(),
+        ground_file.display()
+    );
+    world.start_daemon(&config, "debug");
+
+    assert_eq!(world.get("sensor-7").expect("the device token is served"), TOKEN);
+    assert_eq!(world.listed("sensor-7")["state"], "valid");
+    // Least privilege: the device's own token for it, the ground token for another device of the ground.
+    let own = world.att_token(&["for-device", DEVICE]);
+    assert!(own.status.success(), "{}", describe(&own));
+    assert_eq!(String::from_utf8_lossy(&own.stdout).trim(), TOKEN);
+    let pump = world.att_token(&["for-device", PUMP]);
+    assert!(pump.status.success(), "{}", describe(&pump));
+    assert_eq!(String::from_utf8_lossy(&pump.stdout).trim(), GROUND_TOKEN);
+
+    assert!(world.fake.revoke(TOKEN), "the fake knew the device token");
+    let entry = world.wait_for_state("sensor-7", "revoked");
+    assert_eq!(entry["attention_needed"], true, "a revoked token needs a human: {entry}");
+    assert_eq!(world.listed("site-a")["state"], "valid", "the ground token is untouched");
+    // The device is now reached through its ground.
+    wait_until("for-device to skip the revoked token", PATIENCE, || {
+        let out = world.att_token(&["for-device", DEVICE]);
+        let printed = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if out.status.success() && printed == GROUND_TOKEN { Ok(()) } else { Err(describe(&out)) }
+    });
+}

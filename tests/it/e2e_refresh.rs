@@ -1,0 +1,158 @@
+//! End to end, as separate processes: an MFA login through `att-token`, tokens kept valid across many refreshes,
+//! no secret in a trace-level log, private state files, and a session that survives `kill -9`.
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::support::world::{PASSWORD, TOTP_SEED};
+use crate::support::{PATIENCE, World, describe, wait_until};
+
+/// Access tokens live 8 s at the fake (`expires_in` 7); with a 2 s margin the daemon refreshes about every 5 s.
+const FAKE_ARGS: &[&str] = &["--access-lifetime", "8s"];
+const CONFIG: &str = "[refresh]\nsafety_margin = \"2s\"\nretry_initial = \"1s\"\nretry_max = \"2s\"\n\n\
+                      [[token]]\nname = \"main\"\nkind = \"user\"\n";
+
+/// Refresh tokens the daemon holds right now: the token-shaped strings in its state files that the fake accepts.
+fn held_refresh_tokens(world: &World) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    for path in files_under(&world.state_dir()) {
+        let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap_or_default()).into_owned();
+        for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_')) {
+            if word.len() >= 40 && world.fake.is_refresh_token_valid(word) {
+                found.insert(word.to_owned());
+            }
+        }
+    }
+    found
+}
+
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return files };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(files_under(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+/// Polls `att-token get main` until `count` distinct access tokens were served, checking at the fake that each
+/// one served is valid at that moment. Returns the tokens in the order seen.
+fn follow_refreshes(world: &World, count: usize, refresh_tokens: &mut BTreeSet<String>) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    let timeout = Duration::from_secs(20 * count as u64);
+    wait_until(&format!("{count} distinct access tokens from att-token get"), timeout, || {
+        let token = world.get("main").map_err(|out| format!("att-token get main failed: {}", describe(&out)))?;
+        assert!(
+            world.fake.is_access_token_valid(&token),
+            "att-token get main served an access token the cloud does not accept (token #{} seen)",
+            seen.len() + 1
+        );
+        if seen.last() != Some(&token) {
+            assert!(!seen.contains(&token), "an older access token was served again after a newer one");
+            seen.push(token);
+            refresh_tokens.extend(held_refresh_tokens(world));
+        }
+        if seen.len() >= count { Ok(()) } else { Err(format!("{} seen so far", seen.len())) }
+    });
+    seen
+}
+
+#[test]
+fn mfa_login_then_tokens_stay_valid_through_refreshes_and_no_secret_is_logged() {
+    let mut world = World::new("refresh", FAKE_ARGS);
+    world.start_daemon(CONFIG, "trace");
+
+    let before = world.listed("main");
+    assert_eq!(before["state"], "needs-login", "a user token starts logged out: {before}");
+    let denied = world.get("main").expect_err("no token before login");
+    assert!(!denied.status.success());
+
+    let code = world.login_ok("main");
+    assert_eq!(world.fake.counter("password_grants_ok"), 1);
+    assert_eq!(world.fake.counter("mfa_steps_ok"), 1, "the login went through the MFA step");
+
+    let mut refresh_tokens = held_refresh_tokens(&world);
+    assert_eq!(refresh_tokens.len(), 1, "the state holds exactly one live refresh token after login");
+    // Six distinct access tokens: the login's and five refreshes.
+    let access_tokens = follow_refreshes(&world, 6, &mut refresh_tokens);
+    let counters = world.fake.counters();
+    assert!(counters["refreshes_ok"].as_u64() >= Some(5), "five refreshes happened: {counters}");
+    assert_eq!(counters["refresh_reuses"], 0, "no rotated-away refresh token was presented: {counters}");
+    assert_eq!(counters["max_concurrent_refreshes"], 1, "refreshes never overlap: {counters}");
+    assert_eq!(counters["password_grants"], 1, "no second login was needed: {counters}");
+    let listed = world.listed("main");
+    assert_eq!(listed["state"], "valid", "{listed}");
+
+    // State: directory 0700, every file 0600.
+    let state = world.state_dir();
+    let mode = std::fs::metadata(&state).expect("the state dir exists").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "state dir {} has mode {mode:o}", state.display());
+    let files = files_under(&state);
+    assert!(!files.is_empty(), "the session is kept in a file under {}", state.display());
+    for file in files {
+        let mode = std::fs::metadata(&file).expect("stat a state file").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "state file {} has mode {mode:o}", file.display());
+    }
+
+    // No secret in the trace-level log.
+    world.daemon = None;
+    let logs = world.daemon_logs();
+    assert!(logs.lines().count() > 20, "a trace-level run logs its work (got {} lines)", logs.lines().count());
+    let mut secrets: Vec<(&str, String)> = vec![
+        ("the password", PASSWORD.to_owned()),
+        ("the TOTP seed", TOTP_SEED.to_owned()),
+        ("the MFA code", code.clone()),
+        ("the URL-encoded password", "s3cret%26pass%3Dword%2BQ".to_owned()),
+    ];
+    secrets.extend(access_tokens.iter().map(|t| ("an access token", t.clone())));
+    secrets.extend(refresh_tokens.iter().map(|t| ("a refresh token", t.clone())));
+    for (what, secret) in &secrets {
+        if let Some(line) = logs.lines().find(|line| line.contains(secret.as_str())) {
+            // Show where, without repeating the secret.
+            panic!("{what} appears in the daemon's trace log, in a line starting {:?}", &line[..line.len().min(60)]);
+        }
+    }
+}
+
+#[test]
+fn kill_9_right_after_a_refresh_keeps_the_session() {
+    let mut world = World::new("kill9", FAKE_ARGS);
+    world.start_daemon(CONFIG, "debug");
+    world.login_ok("main");
+    let first = world.get("main").expect("a token after login");
+
+    // Catch the moment a refresh lands, then kill the daemon without warning.
+    let refreshed = wait_until("a refresh", PATIENCE, || match world.get("main") {
+        Ok(token) if token != first => Ok(token),
+        Ok(_) => Err("still the login's token".to_owned()),
+        Err(out) => Err(describe(&out)),
+    });
+    world.kill9_daemon();
+    let logins = world.fake.counter("password_grants");
+    assert_eq!(logins, 1);
+
+    world.restart_daemon();
+    let after = world.get("main").unwrap_or_else(|out| panic!("GetToken after restart failed: {}", describe(&out)));
+    assert!(world.fake.is_access_token_valid(&after), "the token served after restart works at the cloud");
+    assert!(after == refreshed || world.fake.counter("refreshes_ok") >= 2, "the restarted daemon kept its session");
+
+    // The persisted refresh token still works: the next refresh after restart succeeds without a new login.
+    let before = world.fake.counter("refreshes_ok");
+    let next = wait_until("a refresh after the restart", PATIENCE, || match world.get("main") {
+        Ok(token) if token != after && world.fake.counter("refreshes_ok") > before => Ok(token),
+        Ok(_) => Err("no refresh yet".to_owned()),
+        Err(out) => Err(describe(&out)),
+    });
+    assert!(world.fake.is_access_token_valid(&next));
+    let counters = world.fake.counters();
+    assert_eq!(counters["password_grants"], 1, "no new login: {counters}");
+    assert_eq!(counters["refresh_reuses"], 0, "the daemon never presented a rotated-away refresh token: {counters}");
+    assert_eq!(world.listed("main")["state"], "valid");
+}

@@ -1,0 +1,67 @@
+//! Builds the real programs once per test run and finds their executables.
+
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+/// Paths of the programs the end-to-end tests run.
+pub(crate) struct Bins {
+    /// The daemon.
+    pub(crate) tokend: PathBuf,
+    /// The command-line client.
+    pub(crate) token: PathBuf,
+    /// The fake cloud.
+    pub(crate) fake: PathBuf,
+}
+
+/// Builds `att-tokend`, `att-token` and `att-fake-cloud` (once per process) and returns their paths.
+pub(crate) fn bins() -> &'static Bins {
+    static BINS: OnceLock<Result<Bins, String>> = OnceLock::new();
+    match BINS.get_or_init(build) {
+        Ok(bins) => bins,
+        Err(message) => panic!("{message}"),
+    }
+}
+
+/// The workspace root (the parent of `tests/`).
+pub(crate) fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ lives one level below the workspace root")
+}
+
+fn build() -> Result<Bins, String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .current_dir(workspace_root())
+        .args(["build", "-p", "att-tokend", "-p", "fake-cloud", "--bins"])
+        .arg("--message-format=json-render-diagnostics")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut child = command.spawn().map_err(|error| format!("could not start {command:?}: {error}"))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut executables = HashMap::new();
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.map_err(|error| format!("could not read cargo's output: {error}"))?;
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+        if message["reason"] != "compiler-artifact" {
+            continue;
+        }
+        if let (Some(name), Some(path)) = (message["target"]["name"].as_str(), message["executable"].as_str()) {
+            executables.insert(name.to_owned(), PathBuf::from(path));
+        }
+    }
+    let status = child.wait().map_err(|error| format!("could not wait for cargo: {error}"))?;
+    if !status.success() {
+        return Err(format!(
+            "building the programs failed ({status}); run `cargo build -p att-tokend -p fake-cloud --bins` to see why"
+        ));
+    }
+    let mut take = |name: &str| {
+        executables
+            .remove(name)
+            .ok_or_else(|| format!("cargo built no executable named {name}; is the binary declared?"))
+    };
+    Ok(Bins { tokend: take("att-tokend")?, token: take("att-token")?, fake: take("att-fake-cloud")? })
+}
