@@ -2,20 +2,42 @@
 
 use std::process::ExitCode;
 
+mod bench;
 mod ci;
+mod deb;
+mod demo;
+mod dist;
+mod install_test;
+mod procs;
+mod release;
+mod sys;
 mod util;
 
 const HELP: &str = "\
 cargo xtask <command>
 
 Commands:
-  ci        format check, clippy with warnings denied, then the whole test suite
+  ci            format check, clippy with warnings denied, then the whole test suite
+  dist          release build, then tarball, Debian package and SHA256SUMS in <target>/dist
+                (--target TRIPLE, --lintian; see `cargo xtask dist --help`)
+  release       X.Y.Z: bump the workspace version, commit \"Release X.Y.Z\", tag vX.Y.Z
+  install-test  as root on Debian: install the .deb, run the daemon on a private bus, check
+                who may call it, purge, check what is left
+  demo          run the daemon against the fake cloud on a private bus and watch tokens
+                refresh (--duration SECS, default 60)
+  bench         release-build figures: GetToken vs Ping latency, idle RSS, idle wakeups,
+                time to READY
 ";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci::run(&args[1..]),
+        Some("dist") => dist::run(&args[1..]),
+        Some("release") => release::run(&args[1..]),
+        Some("install-test") => install_test::run(&args[1..]),
+        Some("demo") => demo::run(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             print!("{HELP}");
             Ok(())

@@ -1,0 +1,299 @@
+//! `cargo xtask bench`: figures for the daemon's cost on a gateway, printed as a table against their targets.
+//!
+//! Runs the release build on a private bus against the fake cloud with ten tokens (one logged-in user, five device
+//! tokens, four ground tokens) and measures: `GetToken` against `org.freedesktop.DBus.Peer.Ping` to the same service
+//! (by `daemon/examples/bench-client.rs`), idle RSS, context switches over 30 s idle with the maintenance jobs off and
+//! on, and the time from spawn to `READY=1` on `NOTIFY_SOCKET`. It prints figures; it is not a test.
+
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::procs::{self, Bins, Bus, Running, Scratch};
+
+const USERNAME: &str = "bench@example.com";
+const PASSWORD: &str = "bench-password";
+/// Calls of each kind made by the benchmark client.
+const CALLS: &str = "5000";
+/// How long each idle measurement lasts.
+const IDLE: Duration = Duration::from_secs(30);
+
+/// Runs the benchmark. Takes no arguments.
+pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
+    if !args.is_empty() {
+        bail!("usage: cargo xtask bench (no arguments)");
+    }
+    let bins = procs::build(true, &["-p", "att-tokend", "--example", "bench-client"])?;
+    let client = bins.profile_dir.join("examples").join("bench-client");
+    let scratch = Scratch::new("bench")?;
+    let bus = Bus::start(&scratch)?;
+
+    let mut fake_args =
+        vec!["--user".to_owned(), format!("{USERNAME}:{PASSWORD}"), "--access-lifetime".to_owned(), "3600s".to_owned()];
+    let mut tokens = String::new();
+    for n in 0..5 {
+        let device = id24("BenchDevice", n);
+        let token = format!("maker:4BenchDeviceToken{n}");
+        let file = scratch.write(&format!("device-{n}.token"), &token, 0o600)?;
+        fake_args.extend(["--device-token".to_owned(), format!("{token}={device}")]);
+        tokens.push_str(&format!(
+            "\n[[token]]\nname = \"device-{n}\"\nkind = \"device\"\ndevice_id = \"{device}\"\ntoken_file = \"{}\"\n",
+            file.display()
+        ));
+    }
+    for n in 0..4 {
+        let ground = id24("BenchGround", n);
+        let token = format!("maker:4BenchGroundToken{n}");
+        let file = scratch.write(&format!("ground-{n}.token"), &token, 0o600)?;
+        fake_args.extend(["--ground-token".to_owned(), format!("{token}={ground}:{}", id24("BenchGroundDev", n))]);
+        tokens.push_str(&format!(
+            "\n[[token]]\nname = \"ground-{n}\"\nkind = \"ground\"\nground_id = \"{ground}\"\ntoken_file = \"{}\"\n",
+            file.display()
+        ));
+    }
+    let (_fake, url) = procs::start_fake(&bins, &scratch, &fake_args)?;
+    let quiet = write_config(&scratch, &bus, &url, &tokens, false)?;
+    let busy = write_config(&scratch, &bus, &url, &tokens, true)?;
+
+    eprintln!("bench: starting att-tokend (maintenance jobs off)");
+    let (mut daemon, ready_off) = start_measuring_ready(&bins, &scratch, &bus, &quiet)?;
+    login(&bins, &bus)?;
+    std::thread::sleep(Duration::from_secs(2));
+    let rss_idle = rss_kib(daemon.pid())?;
+    eprintln!("bench: counting context switches for {} s (jobs off)", IDLE.as_secs());
+    let switches_off = context_switches_over(daemon.pid(), IDLE)?;
+    eprintln!("bench: GetToken against Ping, {CALLS} calls each");
+    let figures = run_client(&client, &bus)?;
+    let rss_after = rss_kib(daemon.pid())?;
+    daemon.stop();
+
+    eprintln!("bench: restarting att-tokend (maintenance jobs on)");
+    let (daemon, ready_on) = start_measuring_ready(&bins, &scratch, &bus, &busy)?;
+    std::thread::sleep(Duration::from_secs(2));
+    eprintln!("bench: counting context switches for {} s (jobs on)", IDLE.as_secs());
+    let switches_on = context_switches_over(daemon.pid(), IDLE)?;
+    drop(daemon);
+
+    let ratio = figures.get_p50 / figures.ping_p50;
+    let rows = [
+        row("GetToken calls/s", format!("{:.0}", figures.get_rate), "(figure)".into(), None),
+        row("Ping calls/s (same service)", format!("{:.0}", figures.ping_rate), "(figure)".into(), None),
+        row(
+            "GetToken p50 / p99",
+            format!("{:.0} / {:.0} µs", figures.get_p50, figures.get_p99),
+            "(figure)".into(),
+            None,
+        ),
+        row("Ping p50 / p99", format!("{:.0} / {:.0} µs", figures.ping_p50, figures.ping_p99), "(figure)".into(), None),
+        row("GetToken p50 ÷ Ping p50", format!("{ratio:.2}×"), "≤ 1.15×".into(), Some(ratio <= 1.15)),
+        row("GetToken p99 ÷ Ping p99", format!("{:.2}×", figures.get_p99 / figures.ping_p99), "(figure)".into(), None),
+        row("idle RSS, 10 tokens", mib(rss_idle), "≤ 6 MiB".into(), Some(rss_idle <= 6 * 1024)),
+        row("RSS after the calls", mib(rss_after), "(figure)".into(), None),
+        row(
+            "ctx switches, 30 s idle, jobs off",
+            switches_off.to_string(),
+            "≤ 30 (no refresh-path wakeups)".into(),
+            Some(switches_off <= 30),
+        ),
+        row("ctx switches, 30 s idle, jobs on", switches_on.to_string(), "(figure)".into(), None),
+        row(
+            "spawn → READY=1 (jobs off)",
+            millis(ready_off),
+            "≤ 1000 ms".into(),
+            Some(ready_off <= Duration::from_secs(1)),
+        ),
+        row(
+            "spawn → READY=1 (jobs on)",
+            millis(ready_on),
+            "≤ 1000 ms".into(),
+            Some(ready_on <= Duration::from_secs(1)),
+        ),
+    ];
+    print_table(&rows);
+    Ok(())
+}
+
+/// A 24-character alphanumeric id made from a stem and a number.
+fn id24(stem: &str, n: usize) -> String {
+    let mut id = format!("{stem}{n}");
+    while id.len() < 24 {
+        id.push('x');
+    }
+    id
+}
+
+fn write_config(scratch: &Scratch, bus: &Bus, url: &str, tokens: &str, jobs: bool) -> anyhow::Result<PathBuf> {
+    let state = scratch.path().join("state");
+    let maintenance = if jobs {
+        ""
+    } else {
+        "\n[maintenance]\ntoken_health = \"off\"\nground_sync = \"off\"\nlapse_review = \"off\"\n"
+    };
+    let config = format!(
+        "# Generated by `cargo xtask bench`.\n[api]\nurl = \"{url}\"\n\n[daemon]\nbus = \"{}\"\nstate_dir = \"{}\"\n{maintenance}\n[[token]]\nname = \"main\"\nkind = \"user\"\n{tokens}",
+        bus.address,
+        state.display(),
+    );
+    let name = if jobs { "config-jobs-on.toml" } else { "config-jobs-off.toml" };
+    scratch.write(name, &config, 0o600)
+}
+
+/// Starts the daemon with `NOTIFY_SOCKET` bound here; returns it and the time from spawn to `READY=1`.
+fn start_measuring_ready(
+    bins: &Bins,
+    scratch: &Scratch,
+    bus: &Bus,
+    config: &Path,
+) -> anyhow::Result<(Running, Duration)> {
+    let socket_path = scratch.path().join("notify.sock");
+    let _ = std::fs::remove_file(&socket_path);
+    let socket = UnixDatagram::bind(&socket_path).context("could not bind the notify socket")?;
+    socket.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let mut command = Command::new(&bins.tokend);
+    command.arg("--config").arg(config).env("NOTIFY_SOCKET", &socket_path).env("RUST_LOG", "warn");
+    let started = Instant::now();
+    let mut daemon = Running::spawn("att-tokend", command, scratch)?;
+    let mut buffer = [0_u8; 4096];
+    let ready = loop {
+        match socket.recv(&mut buffer) {
+            Ok(n) if String::from_utf8_lossy(&buffer[..n]).lines().any(|line| line == "READY=1") => {
+                break started.elapsed();
+            }
+            Ok(_) => {}
+            Err(error) if matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(error) => return Err(error).context("could not read the notify socket"),
+        }
+        if let Some(status) = daemon.try_status() {
+            bail!("att-tokend exited with {status} before READY=1: {}", daemon.stderr_tail());
+        }
+        if started.elapsed() > procs::PATIENCE {
+            bail!("att-tokend sent no READY=1 within {:?}: {}", procs::PATIENCE, daemon.stderr_tail());
+        }
+    };
+    procs::wait_for_daemon(bins, bus, &mut daemon)?;
+    Ok((daemon, ready))
+}
+
+fn login(bins: &Bins, bus: &Bus) -> anyhow::Result<()> {
+    let mut command = procs::att_token(bins, bus);
+    command.args(["login", "main", "--username", USERNAME, "--password-stdin"]);
+    let out = procs::output_with_stdin(command, &format!("{PASSWORD}\n"))?;
+    if !out.status.success() {
+        bail!("att-token login failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+/// VmRSS of a process, in KiB.
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS line in /proc/PID/status")
+}
+
+/// Voluntary plus involuntary context switches of every thread of a process.
+fn context_switches(pid: u32) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let Ok(status) = std::fs::read_to_string(task?.path().join("status")) else { continue };
+        for line in status.lines() {
+            if let Some(rest) = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                total += rest.trim().parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    Ok(total)
+}
+
+fn context_switches_over(pid: u32, span: Duration) -> anyhow::Result<u64> {
+    let before = context_switches(pid)?;
+    std::thread::sleep(span);
+    Ok(context_switches(pid)?.saturating_sub(before))
+}
+
+struct Figures {
+    get_rate: f64,
+    get_p50: f64,
+    get_p99: f64,
+    ping_rate: f64,
+    ping_p50: f64,
+    ping_p99: f64,
+}
+
+fn run_client(client: &Path, bus: &Bus) -> anyhow::Result<Figures> {
+    let out = Command::new(client).args([bus.address.as_str(), "main", CALLS]).stdin(Stdio::null()).output()?;
+    if !out.status.success() {
+        bail!("bench-client failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let json = String::from_utf8(out.stdout)?;
+    let field = |section: &str, key: &str| -> anyhow::Result<f64> {
+        let start = json.find(&format!("\"{section}\"")).with_context(|| format!("no {section} in {json}"))?;
+        let rest = &json[start..];
+        let at = rest.find(&format!("\"{key}\":")).with_context(|| format!("no {section}.{key} in {json}"))?;
+        let value = &rest[at + key.len() + 3..];
+        let end = value.find([',', '}']).unwrap_or(value.len());
+        value[..end].trim().parse().with_context(|| format!("{section}.{key} is not a number in {json}"))
+    };
+    Ok(Figures {
+        get_rate: field("get_token", "calls_per_sec")?,
+        get_p50: field("get_token", "p50_us")?,
+        get_p99: field("get_token", "p99_us")?,
+        ping_rate: field("ping", "calls_per_sec")?,
+        ping_p50: field("ping", "p50_us")?,
+        ping_p99: field("ping", "p99_us")?,
+    })
+}
+
+struct Row {
+    what: &'static str,
+    value: String,
+    target: String,
+    pass: Option<bool>,
+}
+
+fn row(what: &'static str, value: String, target: String, pass: Option<bool>) -> Row {
+    Row { what, value, target, pass }
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.2} MiB", kib as f64 / 1024.0)
+}
+
+fn millis(duration: Duration) -> String {
+    format!("{:.0} ms", duration.as_secs_f64() * 1000.0)
+}
+
+fn print_table(rows: &[Row]) {
+    let width = |f: fn(&Row) -> usize| rows.iter().map(f).max().unwrap_or(0);
+    let w_what = width(|r| r.what.chars().count()).max("figure".len());
+    let w_value = width(|r| r.value.chars().count()).max("value".len());
+    let w_target = width(|r| r.target.chars().count()).max("target".len());
+    println!("{:<w_what$}  {:>w_value$}  {:<w_target$}  result", "figure", "value", "target");
+    println!("{}", "-".repeat(w_what + w_value + w_target + 12));
+    for r in rows {
+        let mark = match r.pass {
+            Some(true) => "✔ pass",
+            Some(false) => "✘ FAIL",
+            None => "",
+        };
+        let pad_value = w_value - r.value.chars().count();
+        let pad_target = w_target - r.target.chars().count();
+        println!(
+            "{:<w_what$}  {}{}  {}{}  {mark}",
+            r.what,
+            " ".repeat(pad_value),
+            r.value,
+            r.target,
+            " ".repeat(pad_target)
+        );
+    }
+}
