@@ -264,7 +264,10 @@ impl State {
             None => {
                 return LoginOutcome::error(
                     "invalid_clientId",
-                    format!("The client_id is missing: send one of {}.", self.settings.client_ids.join(", ")),
+                    format!(
+                        "The client_id is missing: send one of {} in an application/x-www-form-urlencoded body.",
+                        self.settings.client_ids.join(", ")
+                    ),
                 );
             }
         };
