@@ -498,3 +498,68 @@ mod arbitrary_replies {
         }
     }
 }
+
+/// Serves one connection: captures the whole request (head and `Content-Length` body), answers `reply`.
+async fn capture_server(reply: &'static str) -> (String, tokio::sync::oneshot::Receiver<Vec<u8>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let Ok((mut socket, _)) = listener.accept().await else { return };
+        let mut request = Vec::new();
+        let mut buffer = [0u8; 4096];
+        loop {
+            if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&request[..end]).to_ascii_lowercase();
+                let length = head
+                    .lines()
+                    .find_map(|line| line.strip_prefix("content-length:"))
+                    .and_then(|value| value.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                if request.len() >= end + 4 + length {
+                    break;
+                }
+            }
+            match socket.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => request.extend_from_slice(&buffer[..n]),
+            }
+        }
+        let _ = socket.write_all(reply.as_bytes()).await;
+        let _ = socket.shutdown().await;
+        let _ = sender.send(request);
+    });
+    (url, receiver)
+}
+
+#[tokio::test]
+async fn requests_on_the_wire_and_no_redirects() {
+    let (url, captured) = capture_server(
+        "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:9/elsewhere\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let client = LoginClient::new(config_for(&format!("{url}/prefix/"))).expect("builds");
+    let error = client.login_with_code(&plain(), None).await.unwrap_err();
+    assert!(matches!(error, LoginError::ServerError { status: 302, .. }), "a redirect is not followed: {error:?}");
+    assert!(error.is_transient());
+    let request = String::from_utf8(captured.await.expect("the request was captured")).expect("UTF-8");
+    let (head, body) = request.split_once("\r\n\r\n").expect("a head and a body");
+    let head = head.to_ascii_lowercase();
+    assert!(head.starts_with("post /prefix/login http/1.1\r\n"), "{head}");
+    assert!(head.contains(&format!("user-agent: att-tokend/{}\r\n", env!("CARGO_PKG_VERSION"))), "{head}");
+    assert!(head.contains("content-type: application/x-www-form-urlencoded"), "{head}");
+    assert!(head.contains("accept: application/json"), "{head}");
+    assert_eq!(body, "grant_type=password&username=bob%40example.com&password=p%26ss%2Bw%3Drd+%C3%A9&client_id=web");
+
+    let (url, captured) =
+        capture_server("HTTP/1.1 200 OK\r\nContent-Length: 12\r\nConnection: close\r\n\r\n{\"items\":[]}").await;
+    let client = LoginClient::new(config_for(&url)).expect("builds");
+    client.check_device_token(&StaticToken::new(DEVICE_TOKEN), &DeviceId::new(DEVICE).expect("id")).await.expect("200");
+    let request = String::from_utf8(captured.await.expect("captured")).expect("UTF-8");
+    assert!(request.starts_with(&format!("GET /device/{DEVICE} HTTP/1.1\r\n")), "{request}");
+    assert!(
+        request
+            .to_ascii_lowercase()
+            .contains(&format!("authorization: bearer {}\r\n", DEVICE_TOKEN.to_ascii_lowercase()))
+    );
+}
