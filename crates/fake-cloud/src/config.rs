@@ -17,6 +17,8 @@ pub enum MfaShape {
     TopLevel,
     /// Shape 2: HTTP 400 `{"error":"mfa_required","error_description":"{\"MfaUid\":…,\"UserId\":…}"}`.
     ErrorDescription,
+    /// Shape 1 sent with HTTP 400 instead of 200 (protocol.md allows either status): number 3.
+    TopLevelBadRequest,
 }
 
 impl TryFrom<u8> for MfaShape {
@@ -26,7 +28,10 @@ impl TryFrom<u8> for MfaShape {
         match value {
             1 => Ok(Self::TopLevel),
             2 => Ok(Self::ErrorDescription),
-            other => Err(format!("unknown MFA shape {other}: use 1 (top-level) or 2 (inside error_description)")),
+            3 => Ok(Self::TopLevelBadRequest),
+            other => Err(format!(
+                "unknown MFA shape {other}: use 1 (top-level, HTTP 200), 2 (inside error_description) or 3 (top-level, HTTP 400)"
+            )),
         }
     }
 }
@@ -36,6 +41,7 @@ impl From<MfaShape> for u8 {
         match shape {
             MfaShape::TopLevel => 1,
             MfaShape::ErrorDescription => 2,
+            MfaShape::TopLevelBadRequest => 3,
         }
     }
 }

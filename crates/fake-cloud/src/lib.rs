@@ -34,7 +34,7 @@
 //! | `GET /_control/clock` | | `{"offset_secs":n,"now":"<HTTP-date>"}` |
 //! | `POST /_control/clock` | `{"offset_secs":n}` and/or `{"advance_secs":n}` | as `GET` |
 //! | `POST /_control/rotation` | `{"rotation":"sliding"\|"fixed"\|"omit"}` | 204 |
-//! | `POST /_control/mfa-shape` | `{"shape":1\|2}` | 204 |
+//! | `POST /_control/mfa-shape` | `{"shape":1\|2\|3}` | 204 |
 //! | `POST /_control/lifetimes` | `{"access_secs":n,"refresh_secs":n,"challenge_secs":n}` (each optional) | 204 |
 //! | `GET /_control/counters` | | [`Counters`] as JSON |
 //! | `POST /_control/counters/reset` | | 204 |
@@ -93,6 +93,9 @@ impl std::fmt::Debug for FakeCloud {
 
 impl FakeCloud {
     /// Starts a fake cloud on `127.0.0.1` at a free port, on the current tokio runtime.
+    ///
+    /// The server runs on that runtime's threads: a test that blocks them (a blocking HTTP client, a
+    /// `std::thread::sleep` on a current-thread runtime) starves it. Use [`FakeCloud::start_blocking`] then.
     ///
     /// # Panics
     /// When the configuration is invalid (a TOTP seed that is not base32) or no loopback port can be bound;

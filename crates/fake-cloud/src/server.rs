@@ -223,6 +223,7 @@ async fn login(State(shared): State<Arc<Shared>>, request: Request) -> Response 
             let challenge = json!({"MfaUid": mfa_uid, "UserId": user_id});
             match shape {
                 MfaShape::TopLevel => (StatusCode::OK, Json(challenge)).into_response(),
+                MfaShape::TopLevelBadRequest => json_error(StatusCode::BAD_REQUEST, challenge),
                 MfaShape::ErrorDescription => json_error(
                     StatusCode::BAD_REQUEST,
                     json!({"error": "mfa_required", "error_description": challenge.to_string()}),

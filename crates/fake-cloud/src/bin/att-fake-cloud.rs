@@ -11,6 +11,31 @@ use clap::Parser;
 use fake_cloud::{DeviceToken, FakeCloud, FakeConfig, FakeUser, GroundToken, MfaFields, MfaShape, Rotation};
 use serde::Deserialize;
 
+const AFTER_HELP: &str = r#"Example:
+  att-fake-cloud --user alice@example.com:s3cret:JBSWY3DPEHPK3PXP \
+    --device-token maker:4AbCdEf=5f3e8a9b2c1d4e6f7a8b9c0d --access-lifetime 30s
+
+A --config file holds the same settings, every key optional:
+  listen = "127.0.0.1:8080"
+  client_ids = ["web", "mobile"]
+  access_lifetime = "1h"        # also refresh_lifetime, challenge_lifetime
+  clock_offset = "-5m"
+  rotation = "sliding"          # or "fixed", "omit"
+  mfa_shape = 1                 # or 2, 3
+  [mfa]                         # the MFA step's names
+  grant_type = "mfa"            # also uid_field, user_field, code_field
+  [[user]]
+  username = "alice@example.com"
+  password = "s3cret"
+  totp_seed = "JBSWY3DPEHPK3PXP"   # optional
+  [[device_token]]
+  token = "maker:4AbCdEf"
+  device_id = "5f3e8a9b2c1d4e6f7a8b9c0d"
+  [[ground_token]]
+  token = "maker:9XyZ"
+  ground_id = "8c6b1d2e5f4a7b92a3b4c5d6"
+  device_ids = ["5f3e8a9b2c1d4e6f7a8b9c0d"]"#;
+
 /// A fake AllThingsTalk cloud on loopback: `POST /login` (password grant, MFA step, refresh), the
 /// token-check endpoints and a JSON control API under `/_control/`.
 #[derive(Debug, Parser)]
@@ -26,8 +51,7 @@ use serde::Deserialize;
         one line per request (method, path, status; never bodies or tokens) to stderr. It stops on \
         SIGTERM or Ctrl-C.\n\n\
         Durations are written like 90s, 45m, 36h or 60d (a bare number is seconds).",
-    after_help = "Example:\n  att-fake-cloud --user alice@example.com:s3cret:JBSWY3DPEHPK3PXP \\\n    \
-        --device-token maker:4AbCdEf=5f3e8a9b2c1d4e6f7a8b9c0d --access-lifetime 30s"
+    after_help = AFTER_HELP
 )]
 struct Args {
     /// Address to listen on; port 0 picks a free port (printed on stdout).
@@ -73,8 +97,8 @@ struct Args {
     rotation: Option<Rotation>,
 
     /// How MFA is announced: 1 = HTTP 200 {"MfaUid","UserId"}; 2 = HTTP 400 error "mfa_required" with the
-    /// object inside error_description. Default 1.
-    #[arg(long, value_name = "1|2", value_parser = clap::value_parser!(u8).range(1..=2))]
+    /// object inside error_description; 3 = HTTP 400 {"MfaUid","UserId"}. Default 1.
+    #[arg(long, value_name = "1|2|3", value_parser = clap::value_parser!(u8).range(1..=3))]
     mfa_shape: Option<u8>,
 
     /// How far the server's clock runs ahead of this machine's, e.g. 90s or -5m (write --clock-offset=-5m).
@@ -322,6 +346,19 @@ mod tests {
         assert!(parse_duration("5y").is_err());
         assert_eq!(parse_offset("-5m").expect("valid"), -300);
         assert_eq!(parse_offset("+1h").expect("valid"), 3600);
+    }
+
+    #[test]
+    fn the_config_example_in_help_parses() {
+        let (_, example) = AFTER_HELP.split_once("every key optional:\n").expect("the example is in the help");
+        let text: String = example.lines().map(|line| format!("{}\n", line.trim_start())).collect();
+        let file: FileConfig = toml::from_str(&text).expect("the example is valid");
+        assert_eq!(file.user.len(), 1);
+        assert_eq!(file.user[0].totp_seed.as_deref(), Some("JBSWY3DPEHPK3PXP"));
+        assert_eq!(file.ground_token[0].device_ids.len(), 1);
+        assert_eq!(file.rotation, Some(Rotation::Sliding));
+        assert_eq!(file.mfa.map(|m| m.grant_type), Some("mfa".to_owned()));
+        assert_eq!(parse_offset(file.clock_offset.as_deref().expect("set")).expect("valid"), -300);
     }
 
     #[test]

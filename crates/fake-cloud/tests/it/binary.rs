@@ -241,6 +241,19 @@ fn help_explains_the_first_line_and_the_flags() {
     }
 }
 
+/// `--help` is text users read: it is kept in `tests/data/help.txt`; `UPDATE_SNAPSHOTS=1` rewrites the file.
+#[test]
+fn help_matches_the_snapshot() {
+    let output = Command::new(BIN).arg("--help").env("COLUMNS", "100").output().expect("the binary runs");
+    let help = String::from_utf8(output.stdout).expect("UTF-8");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/help.txt");
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&path, &help).expect("the snapshot is writable");
+    }
+    let expected = std::fs::read_to_string(&path).expect("tests/data/help.txt exists; UPDATE_SNAPSHOTS=1 creates it");
+    assert_eq!(help, expected, "--help changed: review it, then rerun with UPDATE_SNAPSHOTS=1");
+}
+
 #[test]
 fn bad_arguments_fail_with_a_useful_message() {
     let output = Command::new(BIN).args(["--user", "nobody"]).output().expect("the binary runs");

@@ -143,7 +143,7 @@ async fn clock_rotation_shape_and_lifetimes_over_http() {
 
     assert_eq!(ctl(&client, &cloud, "mfa-shape", json!({"shape": 2})).await.0, StatusCode::NO_CONTENT);
     password_login(&client, &cloud, BOB, BOB_PASSWORD).await.assert_error("mfa_required");
-    assert!(ctl(&client, &cloud, "mfa-shape", json!({"shape": 3})).await.0.is_client_error());
+    assert!(ctl(&client, &cloud, "mfa-shape", json!({"shape": 4})).await.0.is_client_error());
 }
 
 #[tokio::test]

@@ -242,3 +242,15 @@ async fn users_added_at_run_time_can_log_in() {
     let bad = cloud.control().add_user(fake_cloud::FakeUser::new("dave", "pw").with_totp_seed("1111"));
     assert!(matches!(bad, Err(fake_cloud::FakeCloudError::InvalidTotpSeed { .. })));
 }
+
+#[tokio::test]
+async fn mfa_shape_3_is_a_400_with_the_identifiers_at_the_top() {
+    let cloud = FakeCloud::start(config().with_mfa_shape(MfaShape::TopLevelBadRequest)).await;
+    let client = client();
+    let challenge = password_login(&client, &cloud, BOB, BOB_PASSWORD).await;
+    assert_eq!(challenge.status, StatusCode::BAD_REQUEST);
+    assert!(challenge.body.get("error").is_none(), "body: {}", challenge.body);
+    let code = cloud.control().current_totp(BOB).expect("Bob has MFA");
+    let tokens = mfa_step(&client, &cloud, challenge.str("MfaUid"), challenge.str("UserId"), &code).await;
+    assert_eq!(tokens.status, StatusCode::OK, "body: {}", tokens.body);
+}
