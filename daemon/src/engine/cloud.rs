@@ -1,17 +1,19 @@
-//! The engine's view of the cloud: the `/login` steps and token probes, with every failure sorted into
-//! "transient" (retry with backoff) or "verdict" (a person must act).
+//! The engine's view of the cloud: the `/login` steps and token checks of [`login_flow`], with every failure
+//! sorted once into "transient" (retry with backoff) or "verdict" (a person must act).
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use token_model::reply::MfaChallenge;
-use token_model::secret::{AccessToken, MfaCode, Password, RefreshToken, TotpSeed};
+use login_flow::{Credentials, LoginClient, LoginError};
+use token_model::ids::{DeviceId, GroundId};
+use token_model::reply::TokenGrant;
+use token_model::secret::{AccessToken, MfaCode, Password, RefreshToken, StaticToken, TotpSeed};
 
-/// A failed call to the cloud.
+/// A failed refresh or token check.
 #[derive(Debug, Clone)]
 pub(crate) enum Failure {
     /// Retry later (network, 5xx, 429, unreadable reply); `retry_after` when the server said.
     Transient { why: String, retry_after: Option<Duration> },
-    /// The cloud said no (HTTP 400 from `/login`): retrying the same request cannot help.
+    /// The cloud said no: retrying the same request cannot help.
     Verdict { why: String },
 }
 
@@ -23,62 +25,128 @@ impl Failure {
     }
 }
 
+impl From<LoginError> for Failure {
+    fn from(e: LoginError) -> Self {
+        if e.is_transient() {
+            Failure::Transient { why: e.to_string(), retry_after: e.retry_after() }
+        } else {
+            Failure::Verdict { why: e.to_string() }
+        }
+    }
+}
+
+/// A failed login.
+#[derive(Debug, Clone)]
+pub(crate) enum LoginFailure {
+    /// Wrong username or password.
+    BadCredentials(String),
+    /// The account asks for an MFA code and none was given.
+    MfaRequired,
+    /// The MFA code was refused.
+    BadMfaCode,
+    /// Another verdict (client id, grant type, TOTP seed, configuration).
+    Other(String),
+    /// Retry later.
+    Transient { why: String, retry_after: Option<Duration> },
+}
+
+impl From<LoginError> for LoginFailure {
+    fn from(e: LoginError) -> Self {
+        match e {
+            LoginError::BadCredentials { .. } => LoginFailure::BadCredentials(e.to_string()),
+            LoginError::MfaRequired => LoginFailure::MfaRequired,
+            LoginError::BadMfaCode { .. } => LoginFailure::BadMfaCode,
+            e if e.is_transient() => LoginFailure::Transient { why: e.to_string(), retry_after: e.retry_after() },
+            e => LoginFailure::Other(e.to_string()),
+        }
+    }
+}
+
 /// A token grant, as the engine needs it.
 pub(crate) struct Grant {
     pub(crate) access: AccessToken,
     pub(crate) expires_in: Duration,
-    /// `None` when the reply did not carry a (new) refresh token: the old one and its deadline stand.
+    /// `None` when the reply carried no refresh token.
     pub(crate) refresh: Option<RefreshToken>,
+    pub(crate) server_date: Option<SystemTime>,
+    pub(crate) issued: Option<SystemTime>,
 }
 
-/// The outcome of the password step.
-pub(crate) enum LoginStep {
-    Granted(Grant),
-    Challenge(MfaChallenge),
-}
-
-/// What a token probe found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Probe {
-    /// The cloud accepts the token.
-    Valid,
-    /// The cloud rejects the token (401/403).
-    Rejected(String),
+impl From<TokenGrant> for Grant {
+    fn from(g: TokenGrant) -> Self {
+        Grant {
+            access: g.access_token,
+            expires_in: g.expires_in,
+            refresh: g.refresh_token,
+            server_date: g.server_date,
+            issued: g.issued,
+        }
+    }
 }
 
 /// The client for one AllThingsTalk instance.
 #[derive(Debug, Clone)]
 pub struct Cloud {
-    _private: (),
-}
-
-fn not_ready<T>() -> Result<T, Failure> {
-    Err(Failure::Transient { why: "the cloud client is not available in this build".to_owned(), retry_after: None })
+    client: std::sync::Arc<LoginClient>,
 }
 
 impl Cloud {
-    /// A client (placeholder until the login client is wired in).
-    pub fn new() -> Self {
-        Self { _private: () }
+    /// Wraps a configured login client.
+    pub fn new(client: LoginClient) -> Self {
+        Self { client: std::sync::Arc::new(client) }
     }
 
-    pub(crate) async fn refresh(&self, _refresh: &RefreshToken) -> Result<Grant, Failure> {
-        not_ready()
+    pub(crate) async fn refresh(&self, refresh: &RefreshToken) -> Result<Grant, Failure> {
+        Ok(self.client.refresh(refresh).await?.into())
     }
 
-    pub(crate) async fn password(&self, _username: &str, _password: &Password) -> Result<LoginStep, Failure> {
-        not_ready()
+    pub(crate) async fn login(&self, username: &str, password: &Password, code: Option<&MfaCode>) -> Result<Grant, LoginFailure> {
+        let credentials = Credentials::new(username, password.clone());
+        Ok(self.client.login_with_code(&credentials, code).await?.into())
     }
 
-    pub(crate) async fn mfa(&self, _challenge: MfaChallenge, _code: &MfaCode) -> Result<Grant, Failure> {
-        not_ready()
+    pub(crate) async fn login_unattended(
+        &self,
+        username: &str,
+        password: &Password,
+        seed: Option<&TotpSeed>,
+    ) -> Result<Grant, LoginFailure> {
+        let credentials = Credentials::new(username, password.clone());
+        let grant = match seed {
+            Some(seed) => self.client.login_with_totp(&credentials, seed).await?,
+            None => self.client.login_with_code(&credentials, None).await?,
+        };
+        Ok(grant.into())
     }
 
-    pub(crate) fn totp(_seed: &TotpSeed) -> Result<MfaCode, String> {
-        Err("no TOTP support in this build".to_owned())
+    /// `Ok(None)`: the cloud accepts the user's access token; `Ok(Some(why))`: it rejects it.
+    pub(crate) async fn check_user(&self, token: &AccessToken) -> Result<Option<String>, Failure> {
+        verdict(self.client.check_user_token(token).await)
     }
 
-    pub(crate) async fn probe_user(&self, _access: &AccessToken) -> Result<Probe, Failure> {
-        not_ready()
+    /// `Ok(None)`: the cloud accepts the device token; `Ok(Some(why))`: it rejects it.
+    pub(crate) async fn check_device(&self, token: &StaticToken, device: &DeviceId) -> Result<Option<String>, Failure> {
+        verdict(self.client.check_device_token(token, device).await)
+    }
+
+    /// The ground's devices, or why the cloud rejects the ground token.
+    pub(crate) async fn ground_devices(
+        &self,
+        token: &StaticToken,
+        ground: &GroundId,
+    ) -> Result<Result<Vec<DeviceId>, String>, Failure> {
+        match self.client.ground_devices(token, ground).await {
+            Ok(devices) => Ok(Ok(devices)),
+            Err(e) if e.is_transient() => Err(e.into()),
+            Err(e) => Ok(Err(e.to_string())),
+        }
+    }
+}
+
+fn verdict(result: Result<(), LoginError>) -> Result<Option<String>, Failure> {
+    match result {
+        Ok(()) => Ok(None),
+        Err(e) if e.is_transient() => Err(e.into()),
+        Err(e) => Ok(Some(e.to_string())),
     }
 }

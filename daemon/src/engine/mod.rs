@@ -12,6 +12,7 @@
 mod cloud;
 mod error;
 pub(crate) mod session;
+mod store;
 
 pub use self::cloud::Cloud;
 
@@ -25,7 +26,8 @@ use token_model::secret::{AccessToken, ExposeSecret, StaticToken};
 use tokio::sync::broadcast;
 
 pub use self::error::EngineError;
-pub use self::session::{RefreshPolicy, SavedSession, SessionHandle, SessionSettings, SessionStore, Unattended};
+pub use self::session::{SavedSession, SessionHandle, SessionSettings, SessionStore, Unattended};
+pub use self::store::StateStore;
 use crate::dbus::access::{self, Caller, Principals};
 
 /// The state of a token, as shown in `State` and `ListTokens`.
@@ -370,7 +372,7 @@ impl Engine {
                             handle.rebind(&entry);
                             entry
                         }
-                        None => session::spawn(self.clone(), entry, unattended, &self.inner.sessions),
+                        None => session::spawn(self.clone(), &entry, unattended, &self.inner.sessions),
                     }
                 }
                 TokenSource::Device { device, token } => {

@@ -1,24 +1,32 @@
-//! A user session: one task per user token that owns the refresh token and keeps the access token fresh.
+//! A user session: one task per user token that owns the refresh token and executes the refresh plan of
+//! [`token_model::plan`].
 //!
-//! The task sleeps on the monotonic clock until the next thing is due (a planned refresh, a retry, the end of
-//! the serving window, a lapse warning) or a command arrives; it never polls. Commands are handled one at a
-//! time, so there is never more than one refresh in flight for a session, and callers that asked for a
-//! fresher token while a refresh ran find the new token when their turn comes (they share its result).
+//! The task sleeps on the monotonic clock (`tokio::time::sleep_until`) until the plan's next action is due
+//! (a refresh, a retry, an unattended re-login, a lapse warning) or the served token reaches its safety
+//! margin, or until a command arrives; it never polls. Commands are handled one at a time, so there is never
+//! more than one refresh in flight for a session, and callers that asked for a fresher token while a refresh
+//! ran find the new token when their turn comes: they share its result.
 //!
-//! Invariant: a rotated refresh token is saved (when a store is configured) before the new access token is
-//! published.
+//! Invariants:
+//! - a rotated refresh token is saved (when a store is configured) before the new access token is published;
+//! - a token is published only with the instant its serving window ends (its expiry less the safety margin),
+//!   and [`super::Entry`] never hands it out after that instant.
 
 use std::fmt;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use token_model::ids::TokenName;
+use token_model::plan::{
+    self, Action, Attempt, Grant, Outcome, PersistedSession, Policy, RefreshTokenChange, Rotation, TokenState,
+};
 use token_model::secret::{AccessToken, MfaCode, Password, RefreshToken, TotpSeed};
+use token_model::time::{self, ClockPair, MonoTime, WallTime};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::sleep_until;
 
-use super::cloud::{Cloud, Failure, Grant, LoginStep, Probe};
-use super::{Engine, EngineError, Entry, Event, Live, Served, State, TokenValue, read, unix_seconds, write};
+use super::cloud::{Cloud, Failure, LoginFailure};
+use super::{Engine, EngineError, Entry, Event, Live, Served, State, TokenValue, write};
 
 /// Credentials for unattended re-login (password grant plus a TOTP code computed from the seed).
 #[derive(Clone)]
@@ -27,7 +35,7 @@ pub struct Unattended {
     pub username: String,
     /// The account's password.
     pub password: Password,
-    /// The base32 TOTP seed, to compute MFA codes.
+    /// The base32 TOTP seed, to compute MFA codes; `None` for an account without MFA.
     pub totp_seed: Option<TotpSeed>,
 }
 
@@ -37,55 +45,24 @@ impl fmt::Debug for Unattended {
     }
 }
 
-/// Timings of the refresh plan.
-#[derive(Debug, Clone)]
-pub struct RefreshPolicy {
-    /// Refresh when this fraction of the access token's life has passed (e.g. 0.75).
-    pub refresh_at: f64,
-    /// The last good token is served until this long before it expires, never after.
-    pub safety_margin: Duration,
-    /// First retry delay after a transient failure; doubles up to `max_backoff`.
-    pub min_backoff: Duration,
-    /// The longest delay between retries.
-    pub max_backoff: Duration,
-    /// How long a refresh token lives (60 days at AllThingsTalk).
-    pub refresh_token_lifetime: Duration,
-    /// Warn this long before the refresh token lapses (each one once).
-    pub lapse_warnings: Vec<Duration>,
-    /// With unattended credentials, log in again this long before the refresh token lapses.
-    pub relogin_before_lapse: Duration,
-}
-
-impl Default for RefreshPolicy {
-    fn default() -> Self {
-        Self {
-            refresh_at: 0.75,
-            safety_margin: Duration::from_secs(60),
-            min_backoff: Duration::from_secs(5),
-            max_backoff: Duration::from_secs(300),
-            refresh_token_lifetime: Duration::from_secs(60 * 24 * 3600),
-            lapse_warnings: vec![
-                Duration::from_secs(7 * 24 * 3600),
-                Duration::from_secs(24 * 3600),
-                Duration::from_secs(3600),
-            ],
-            relogin_before_lapse: Duration::from_secs(24 * 3600),
-        }
-    }
-}
-
-/// A saved user session, as the store keeps it.
+/// A saved user session, as the store keeps it. Times are wall-clock.
 pub struct SavedSession {
     /// The account the session belongs to.
     pub username: String,
     /// The refresh token.
     pub refresh_token: RefreshToken,
-    /// When it lapses (wall clock).
-    pub refresh_expires: SystemTime,
-    /// The last access token, if any.
-    pub access_token: Option<AccessToken>,
-    /// When that access token expires (wall clock).
+    /// When it lapses, if known.
+    pub refresh_expires: Option<SystemTime>,
+    /// The last access token.
+    pub access_token: AccessToken,
+    /// When that access token arrived.
+    pub access_obtained: SystemTime,
+    /// When that access token expires.
     pub access_expires: SystemTime,
+    /// Whether the server rotates refresh tokens, as seen so far.
+    pub rotation: Rotation,
+    /// The latest wall time known to have passed (a clock reading earlier than this is not trusted).
+    pub known_good: Option<SystemTime>,
 }
 
 impl fmt::Debug for SavedSession {
@@ -94,6 +71,7 @@ impl fmt::Debug for SavedSession {
             .field("username", &self.username)
             .field("refresh_expires", &self.refresh_expires)
             .field("access_expires", &self.access_expires)
+            .field("rotation", &self.rotation)
             .finish_non_exhaustive()
     }
 }
@@ -111,12 +89,12 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
 /// What every session needs from outside.
 #[derive(Debug, Clone)]
 pub struct SessionSettings {
-    /// The cloud client; `None` only in tests that need no cloud.
+    /// The cloud client; `None` only where no user token can log in (every attempt is `Unavailable`).
     pub cloud: Option<Cloud>,
     /// Where sessions are saved; `None` keeps them in memory only.
     pub store: Option<Arc<dyn SessionStore>>,
-    /// The refresh plan's timings.
-    pub policy: RefreshPolicy,
+    /// The refresh plan's knobs.
+    pub policy: Policy,
 }
 
 enum Command {
@@ -176,7 +154,7 @@ impl SessionHandle {
         self.ask(Command::Logout).await
     }
 
-    /// Checks the access token against the cloud and the refresh token's lapse date; returns when done.
+    /// Checks the access token against the cloud (a rejected one is refreshed at once); returns when done.
     pub async fn probe(&self) {
         let (reply, rx) = oneshot::channel();
         if self.tx.send(Command::Probe(reply)).is_ok() {
@@ -205,50 +183,56 @@ impl SessionHandle {
     }
 }
 
-/// Starts the session task of a user token, restoring its saved session; returns the entry, now holding the
-/// handle.
-pub(crate) fn spawn(engine: Engine, entry: Arc<Entry>, unattended: Option<Unattended>, settings: &SessionSettings) -> Arc<Entry> {
+/// The process's monotonic origin: `MonoTime` zero.
+fn origin() -> Instant {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
+
+fn mono(at: Instant) -> MonoTime {
+    MonoTime::from_origin(at.saturating_duration_since(origin()))
+}
+
+fn instant(at: MonoTime) -> Instant {
+    origin() + at.since_origin()
+}
+
+/// Both clocks read together.
+fn clock_pair() -> ClockPair {
+    let now = Instant::now();
+    ClockPair::new(mono(now), WallTime::from_system_time(SystemTime::now()))
+}
+
+/// Starts the session task of a user token, restoring its saved session; returns the entry holding the handle.
+pub(crate) fn spawn(engine: Engine, template: &Entry, unattended: Option<Unattended>, settings: &SessionSettings) -> Arc<Entry> {
     let (tx, rx) = mpsc::unbounded_channel();
-    let handle = SessionHandle { name: entry.name.clone(), tx };
     let entry = Arc::new(Entry {
-        name: entry.name.clone(),
-        kind: entry.kind,
-        readers: entry.readers.clone(),
-        scope: std::sync::RwLock::new(entry.scope()),
+        name: template.name.clone(),
+        kind: template.kind,
+        readers: template.readers.clone(),
+        scope: std::sync::RwLock::new(template.scope()),
         devices_configured: false,
-        live: std::sync::RwLock::new(Live { token: None, serve_until: None, status: entry.status() }),
-        session: Some(handle),
+        live: std::sync::RwLock::new(Live { token: None, serve_until: None, status: template.status() }),
+        session: Some(SessionHandle { name: template.name.clone(), tx }),
     });
     let mut session = Session {
         name: entry.name.clone(),
-        engine: engine.clone(),
+        engine,
         entry: Arc::downgrade(&entry),
         settings: settings.clone(),
         unattended,
         username: String::new(),
+        plan: None,
         access: None,
         refresh: None,
-        next_refresh: None,
-        failures: 0,
-        retry_at: None,
-        warned: Vec::new(),
+        busy: false,
+        login_failures: 0,
+        login_retry_at: None,
         last_error: String::new(),
-        state: State::NeedsLogin,
     };
     session.restore();
     tokio::spawn(session.run(rx));
     entry
-}
-
-struct Access {
-    token: Arc<AccessToken>,
-    expires: Instant,
-    expires_wall: SystemTime,
-}
-
-struct Refresh {
-    token: RefreshToken,
-    lapses: SystemTime,
 }
 
 struct Session {
@@ -258,64 +242,61 @@ struct Session {
     settings: SessionSettings,
     unattended: Option<Unattended>,
     username: String,
-    access: Option<Access>,
-    refresh: Option<Refresh>,
-    next_refresh: Option<Instant>,
-    failures: u32,
-    retry_at: Option<Instant>,
-    /// Lapse warnings already given for the current refresh token (by lead time).
-    warned: Vec<Duration>,
+    /// The planner's view; `None` when there is no session.
+    plan: Option<plan::Session>,
+    access: Option<Arc<AccessToken>>,
+    refresh: Option<RefreshToken>,
+    /// A refresh or login is under way (state `refreshing`).
+    busy: bool,
+    /// Unattended logins attempted without a session (first start), and when to try again.
+    login_failures: u32,
+    login_retry_at: Option<Instant>,
     last_error: String,
-    state: State,
-}
-
-/// Wall-clock time `at` (monotonic) corresponds to, using a reading of both clocks now.
-fn wall_at(at: Instant) -> SystemTime {
-    let now = Instant::now();
-    let wall = SystemTime::now();
-    if at >= now { wall + (at - now) } else { wall - (now - at) }
-}
-
-/// Monotonic instant of wall time `at` (clamped to now when in the past).
-fn mono_at(at: SystemTime) -> Instant {
-    let now = Instant::now();
-    match at.duration_since(SystemTime::now()) {
-        Ok(ahead) => now + ahead,
-        Err(_) => now,
-    }
 }
 
 impl Session {
-    fn policy(&self) -> &crate::engine::session::RefreshPolicy {
+    fn policy(&self) -> &Policy {
         &self.settings.policy
     }
 
-    fn serve_until(&self, access: &Access) -> Instant {
-        access.expires.checked_sub(self.policy().safety_margin).unwrap_or(access.expires)
+    fn jitter() -> f64 {
+        fastrand::f64()
     }
 
     fn restore(&mut self) {
-        let Some(store) = &self.settings.store else { return };
+        let Some(store) = self.settings.store.clone() else {
+            self.publish(false);
+            return;
+        };
         match store.load(&self.name) {
             Ok(Some(saved)) => {
-                let now_wall = SystemTime::now();
-                if saved.refresh_expires <= now_wall {
+                let pair = clock_pair();
+                let known_good = saved.known_good.map(WallTime::from_system_time);
+                let persisted = PersistedSession {
+                    known_good,
+                    access_obtained: Some(WallTime::from_system_time(saved.access_obtained)),
+                    access_expires: Some(WallTime::from_system_time(saved.access_expires)),
+                    refresh_expires: saved.refresh_expires.map(WallTime::from_system_time),
+                    refresh_expires_server: None,
+                    rotation: saved.rotation,
+                    refresh_rejected: false,
+                    relogin_rejected: false,
+                    lapse_warned_secs: None,
+                    clock_offset: None,
+                };
+                let trust = time::check_wall_clock(known_good, pair.wall);
+                if !trust.is_trusted() {
+                    tracing::warn!(token = %self.name, "the wall clock is behind the last known good time; the saved access token is not trusted and will be refreshed");
+                }
+                let restored = persisted.restore(pair, trust, self.unattended.is_some(), Self::jitter());
+                if restored.refresh_deadline().is_some_and(|d| d.mono() <= pair.mono) {
                     self.last_error = "the saved refresh token has lapsed".to_owned();
-                    self.state = State::NeedsLogin;
+                    tracing::warn!(token = %self.name, "the saved session has lapsed; a login is needed");
                 } else {
+                    self.access = restored.access_deadline().map(|_| Arc::new(saved.access_token));
+                    self.refresh = Some(saved.refresh_token);
                     self.username = saved.username;
-                    self.refresh = Some(Refresh { token: saved.refresh_token, lapses: saved.refresh_expires });
-                    if let Some(token) = saved.access_token {
-                        if saved.access_expires > now_wall {
-                            self.access = Some(Access {
-                                token: Arc::new(token),
-                                expires: mono_at(saved.access_expires),
-                                expires_wall: saved.access_expires,
-                            });
-                        }
-                    }
-                    self.plan_refresh_after_restore();
-                    self.state = State::Valid;
+                    self.plan = Some(restored);
                     tracing::info!(token = %self.name, "restored the saved session");
                 }
             }
@@ -325,60 +306,32 @@ impl Session {
                 self.last_error = e;
             }
         }
-        self.publish(false);
+        self.publish(true);
     }
 
-    fn plan_refresh_after_restore(&mut self) {
-        let now = Instant::now();
-        self.next_refresh = Some(match &self.access {
-            Some(access) if self.serve_until(access) > now => self.planned_refresh(now, access),
-            _ => now,
-        });
+    /// The plan's next action, and when to wake for it or for the end of the serving window.
+    fn next(&self, now: Instant) -> (Action, Option<Instant>) {
+        let action = plan::plan(self.plan.as_ref(), self.policy(), mono(now));
+        let mut wake = action.at().map(instant);
+        if self.plan.is_none() && self.unattended.is_some() {
+            wake = Some(self.login_retry_at.unwrap_or(now));
+        }
+        if let Some(end) = self.serve_until().filter(|end| *end > now) {
+            wake = Some(wake.map_or(end, |w| w.min(end)));
+        }
+        (action, wake)
     }
 
-    /// When to refresh a token received at `received`.
-    fn planned_refresh(&self, received: Instant, access: &Access) -> Instant {
-        let life = access.expires.saturating_duration_since(received);
-        let at = received + life.mul_f64(self.policy().refresh_at.clamp(0.1, 0.95));
-        at.min(self.serve_until(access))
-    }
-
-    /// The next instant something is due.
-    fn next_wake(&self) -> Option<Instant> {
-        let mut wake: Vec<Instant> = Vec::new();
-        if self.refresh.is_some() {
-            wake.extend(self.retry_at.or(self.next_refresh));
-        }
-        if let Some(access) = &self.access {
-            let until = self.serve_until(access);
-            if until > Instant::now() {
-                wake.push(until);
-            }
-        }
-        if let Some(at) = self.next_lapse_event() {
-            wake.push(at);
-        }
-        wake.into_iter().min()
-    }
-
-    /// The next lapse warning or unattended re-login, if one is due some day.
-    fn next_lapse_event(&self) -> Option<Instant> {
-        let refresh = self.refresh.as_ref()?;
-        let lapse = mono_at(refresh.lapses);
-        if self.unattended.is_some() {
-            return Some(lapse.checked_sub(self.policy().relogin_before_lapse).unwrap_or(lapse));
-        }
-        self.policy()
-            .lapse_warnings
-            .iter()
-            .filter(|lead| !self.warned.contains(lead))
-            .map(|lead| lapse.checked_sub(*lead).unwrap_or(lapse))
-            .min()
+    /// The instant the served token stops being served (its expiry less the safety margin).
+    fn serve_until(&self) -> Option<Instant> {
+        self.access.as_ref()?;
+        let deadline = self.plan.as_ref()?.access_deadline()?;
+        Some(instant(deadline.mono()).checked_sub(self.policy().safety_margin).unwrap_or_else(origin))
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
         loop {
-            let wake = self.next_wake();
+            let (_, wake) = self.next(Instant::now());
             tokio::select! {
                 command = rx.recv() => match command {
                     None => break,
@@ -388,9 +341,7 @@ impl Session {
                     }
                     Some(command) => self.handle(command).await,
                 },
-                () = async { sleep_until(wake.unwrap_or_else(Instant::now).into()).await }, if wake.is_some() => {
-                    self.on_timer().await;
-                }
+                () = sleep_until(wake.unwrap_or_else(Instant::now).into()), if wake.is_some() => self.on_due().await,
             }
         }
         tracing::debug!(token = %self.name, "session task stopped");
@@ -403,43 +354,32 @@ impl Session {
                 let _ = reply.send(result);
             }
             Command::Login { username, password, code, reply } => {
-                let result = self.login(&username, &password, code).await;
+                let result = self.human_login(username, password, code).await;
                 let _ = reply.send(result);
             }
             Command::Refresh(reply) => {
                 let result = match self.refresh.is_some() {
-                    true => match self.refresh_now().await {
-                        Ok(()) => Ok(self.access.as_ref().map_or(0, |a| unix_seconds(a.expires_wall))),
-                        Err(e) => Err(e),
-                    },
+                    true => self.refresh_now().await.map(|()| self.expires_at()),
                     false => Err(self.needs_login_error()),
                 };
                 let _ = reply.send(result);
             }
             Command::Logout(reply) => {
-                self.access = None;
-                self.refresh = None;
-                self.next_refresh = None;
-                self.retry_at = None;
-                self.failures = 0;
-                self.last_error = "logged out".to_owned();
-                self.state = State::NeedsLogin;
-                let result = match &self.settings.store {
-                    Some(store) => store.remove(&self.name).map_err(|why| EngineError::Unavailable {
-                        name: self.name.clone(),
-                        why: format!("the saved session could not be removed: {why}"),
-                    }),
-                    None => Ok(()),
-                };
-                tracing::info!(token = %self.name, "logged out");
-                self.publish(true);
+                let result = self.logout();
                 let _ = reply.send(result);
             }
             Command::Probe(reply) => {
                 self.probe().await;
                 let _ = reply.send(());
             }
-            Command::Reconfigure(unattended) => self.unattended = unattended,
+            Command::Reconfigure(unattended) => {
+                if let Some(plan) = &mut self.plan {
+                    plan.set_unattended_relogin(unattended.is_some());
+                }
+                self.unattended = unattended;
+                self.login_failures = 0;
+                self.login_retry_at = None;
+            }
             Command::Rebind(entry) => {
                 self.entry = entry;
                 self.publish(false);
@@ -448,38 +388,51 @@ impl Session {
         }
     }
 
+    fn expires_at(&self) -> i64 {
+        time::expires_at(self.plan.as_ref().and_then(plan::Session::access_deadline).as_ref())
+    }
+
     fn needs_login_error(&self) -> EngineError {
         EngineError::NeedsLogin {
             name: self.name.clone(),
-            why: if self.last_error.is_empty() { "no session".to_owned() } else { self.last_error.clone() },
+            why: if self.last_error.is_empty() { "no session: nobody has logged in".to_owned() } else { self.last_error.clone() },
         }
     }
 
+    fn unavailable(&self) -> EngineError {
+        EngineError::Unavailable { name: self.name.clone(), why: self.last_error.clone() }
+    }
+
     fn serving(&self, wanted: Duration) -> Option<Served> {
-        let access = self.access.as_ref()?;
-        (Instant::now() + wanted <= self.serve_until(access)).then(|| Served {
-            token: TokenValue::Access(access.token.clone()),
-            expires_at: unix_seconds(access.expires_wall),
-        })
+        let token = self.access.as_ref()?;
+        let plan = self.plan.as_ref()?;
+        plan.valid_for(mono(Instant::now()), wanted, self.policy())
+            .then(|| Served { token: TokenValue::Access(token.clone()), expires_at: self.expires_at() })
     }
 
     async fn ensure_valid_for(&mut self, wanted: Duration) -> Result<Served, EngineError> {
         if let Some(served) = self.serving(wanted) {
             return Ok(served);
         }
-        if self.refresh.is_none() {
-            if !self.relogin_unattended().await {
-                return Err(self.needs_login_error());
+        let now = Instant::now();
+        match self.next(now).0 {
+            Action::NeedsLogin { .. } => {
+                if !self.login_unattended().await {
+                    return Err(self.needs_login_error());
+                }
             }
-        } else if self.retry_at.is_some_and(|at| at > Instant::now()) {
-            return Err(EngineError::Unavailable { name: self.name.clone(), why: self.last_error.clone() });
-        } else {
-            self.refresh_now().await?;
+            Action::Retry { at, .. } if instant(at) > now => return Err(self.unavailable()),
+            Action::ReLogin { .. } => {
+                if !self.login_unattended().await {
+                    return Err(self.unavailable());
+                }
+            }
+            _ => self.refresh_now().await?,
         }
         self.serving(wanted).ok_or_else(|| EngineError::Unavailable {
             name: self.name.clone(),
             why: format!(
-                "the cloud's tokens do not stay valid for {} seconds; ask for a shorter time",
+                "the cloud's tokens do not stay valid for {} more seconds; ask for a shorter time",
                 wanted.as_secs()
             ),
         })
@@ -492,109 +445,127 @@ impl Session {
         })
     }
 
+    /// Does what the plan says is due now.
+    async fn on_due(&mut self) {
+        let now = Instant::now();
+        let (action, _) = self.next(now);
+        if self.plan.is_none() {
+            if self.unattended.is_some() && self.login_retry_at.is_none_or(|at| at <= now) {
+                self.login_unattended().await;
+            }
+            return;
+        }
+        match action {
+            Action::Refresh { at, .. } | Action::Retry { at, attempt: Attempt::Refresh, .. } if instant(at) <= now => {
+                let _ = self.refresh_now().await;
+            }
+            Action::Retry { at, attempt: Attempt::Login, .. } | Action::ReLogin { at } if instant(at) <= now => {
+                self.login_unattended().await;
+            }
+            Action::WarnLapse { at, lapses_at } if instant(at) <= now => {
+                let left = lapses_at.remaining(mono(now));
+                let reason = format!(
+                    "the session of {:?} lapses in {} (at Unix time {}) and cannot be renewed without a login; run \
+                     `att-token login {}` before then",
+                    self.name.as_str(),
+                    human(left),
+                    lapses_at.expires_at(),
+                    self.name.as_str()
+                );
+                tracing::warn!(token = %self.name, "{reason}");
+                if let Some(plan) = &mut self.plan {
+                    plan.record_warning(mono(now), &self.settings.policy);
+                }
+                self.engine.emit(Event::AttentionNeeded { name: self.name.clone(), reason });
+                self.publish(false);
+            }
+            _ => {
+                // The end of the serving window: the token is no longer handed out.
+                if self.serve_until().is_some_and(|end| end <= now) {
+                    self.access = None;
+                    self.publish(true);
+                }
+            }
+        }
+    }
+
     /// One refresh with the current refresh token. Never two at once: only this task refreshes.
     async fn refresh_now(&mut self) -> Result<(), EngineError> {
         let cloud = self.cloud()?;
-        let Some(token) = self.refresh.as_ref().map(|r| r.token.clone()) else { return Err(self.needs_login_error()) };
-        self.state = State::Refreshing;
+        let Some(sent) = self.refresh.clone() else { return Err(self.needs_login_error()) };
+        self.busy = true;
         self.publish(false);
-        let outcome = cloud.refresh(&token).await;
+        let outcome = cloud.refresh(&sent).await;
+        self.busy = false;
+        let pair = clock_pair();
+        let policy = self.settings.policy.clone();
         match outcome {
             Ok(grant) => {
-                self.accept(grant);
+                let change = RefreshTokenChange::of(&sent, grant.refresh.as_ref());
+                let facts = Grant::new(pair, grant.expires_in, change).with_server_times(grant.server_date, grant.issued);
+                if let Some(plan) = &mut self.plan {
+                    plan.apply(Attempt::Refresh, Outcome::Success(facts), pair, &policy, Self::jitter());
+                }
+                let refresh = grant.refresh.unwrap_or(sent);
+                self.take(grant.access, refresh, pair);
+                tracing::info!(token = %self.name, expires_in_s = grant.expires_in.as_secs(), "refreshed the access token");
                 Ok(())
             }
+            Err(Failure::Transient { why, retry_after }) => {
+                if let Some(plan) = &mut self.plan {
+                    plan.apply(Attempt::Refresh, Outcome::Transient { retry_after }, pair, &policy, Self::jitter());
+                }
+                self.last_error = why;
+                tracing::warn!(token = %self.name, "refresh failed for a transient reason, will retry: {}", self.last_error);
+                self.publish(false);
+                Err(self.unavailable())
+            }
             Err(Failure::Verdict { why }) => {
-                tracing::warn!(token = %self.name, "the cloud refused the refresh token: {why}");
-                self.lose_session(format!("the cloud refused the refresh token ({why})"));
-                if self.relogin_unattended().await {
+                if let Some(plan) = &mut self.plan {
+                    plan.apply(Attempt::Refresh, Outcome::Verdict, pair, &policy, Self::jitter());
+                }
+                self.refresh = None;
+                self.last_error = format!("the cloud refused the refresh token: {why}");
+                tracing::warn!(token = %self.name, "{}", self.last_error);
+                self.forget_saved();
+                if self.login_unattended().await {
                     return Ok(());
                 }
+                self.session_lost();
                 Err(self.needs_login_error())
             }
-            Err(failure @ Failure::Transient { .. }) => {
-                self.transient(&failure);
-                Err(EngineError::Unavailable { name: self.name.clone(), why: self.last_error.clone() })
-            }
         }
     }
 
-    fn transient(&mut self, failure: &Failure) {
-        self.failures = self.failures.saturating_add(1);
-        let policy = self.policy();
-        let exp = policy.min_backoff.saturating_mul(1u32 << self.failures.saturating_sub(1).min(16));
-        let mut delay = exp.min(policy.max_backoff);
-        // Up to 20% jitter so many gateways do not retry in step.
-        delay += delay.mul_f64(fastrand::f64() * 0.2);
-        if let Failure::Transient { retry_after: Some(after), .. } = failure {
-            delay = delay.max(*after).min(policy.max_backoff.max(*after));
-        }
-        self.retry_at = Some(Instant::now() + delay);
-        self.last_error = failure.why().to_owned();
-        tracing::warn!(
-            token = %self.name,
-            attempt = self.failures,
-            retry_in_s = delay.as_secs_f64(),
-            "refresh failed for a transient reason: {}",
-            failure.why()
-        );
-        self.state = self.serving_state();
-        self.publish(false);
-    }
-
-    /// `Retrying` while the last good token is still served, `Expired` after.
-    fn serving_state(&self) -> State {
-        if self.serving(Duration::ZERO).is_some() { State::Retrying } else { State::Expired }
-    }
-
-    /// Drops the session after a verdict: no refresh token, no served token, a person must act.
-    fn lose_session(&mut self, why: String) {
-        self.access = None;
+    /// After a verdict with no way to log in by itself: needs-login, and a person is told.
+    fn session_lost(&mut self) {
         self.refresh = None;
-        self.next_refresh = None;
-        self.retry_at = None;
-        self.failures = 0;
-        self.last_error = why;
-        self.state = State::NeedsLogin;
-        if let Some(store) = &self.settings.store {
-            if let Err(e) = store.remove(&self.name) {
-                tracing::error!(token = %self.name, "could not remove the dead session from the state directory: {e}");
-            }
-        }
         self.publish(true);
         let reason = self.needs_login_error().to_string();
         self.engine.emit(Event::AttentionNeeded { name: self.name.clone(), reason });
     }
 
-    /// Takes a grant: save first, then publish.
-    fn accept(&mut self, grant: Grant) {
-        let received = Instant::now();
-        let received_wall = SystemTime::now();
-        let refresh = match (grant.refresh, self.refresh.take()) {
-            // A new refresh token gets a fresh lifetime (sliding window).
-            (Some(token), _) => {
-                self.warned.clear();
-                Refresh { token, lapses: received_wall + self.policy().refresh_token_lifetime }
-            }
-            // The reply repeated or omitted it: the old deadline stands.
-            (None, Some(old)) => old,
-            (None, None) => {
-                self.lose_session("the cloud granted an access token without a refresh token".to_owned());
-                return;
-            }
-        };
-        let access = Access {
-            token: Arc::new(grant.access),
-            expires: received + grant.expires_in,
-            expires_wall: received_wall + grant.expires_in,
-        };
+    fn forget_saved(&self) {
         if let Some(store) = &self.settings.store {
+            if let Err(e) = store.remove(&self.name) {
+                tracing::error!(token = %self.name, "could not remove the saved session: {e}");
+            }
+        }
+    }
+
+    /// Takes new tokens whose facts the plan has already applied: save first, then publish.
+    fn take(&mut self, access: AccessToken, refresh: RefreshToken, pair: ClockPair) {
+        if let (Some(store), Some(plan)) = (&self.settings.store, &self.plan) {
+            let persisted = plan.to_persisted(pair);
             let saved = SavedSession {
                 username: self.username.clone(),
-                refresh_token: refresh.token.clone(),
-                refresh_expires: refresh.lapses,
-                access_token: Some((*access.token).clone()),
-                access_expires: access.expires_wall,
+                refresh_token: refresh.clone(),
+                refresh_expires: persisted.refresh_expires.map(WallTime::to_system_time),
+                access_token: access.clone(),
+                access_obtained: persisted.access_obtained.unwrap_or(pair.wall).to_system_time(),
+                access_expires: persisted.access_expires.unwrap_or(pair.wall).to_system_time(),
+                rotation: persisted.rotation,
+                known_good: persisted.known_good.map(WallTime::to_system_time),
             };
             if let Err(e) = store.save(&self.name, &saved) {
                 let reason = format!(
@@ -606,175 +577,217 @@ impl Session {
                 self.engine.emit(Event::AttentionNeeded { name: self.name.clone(), reason });
             }
         }
-        self.next_refresh = Some(self.planned_refresh(received, &access));
-        self.access = Some(access);
         self.refresh = Some(refresh);
-        self.failures = 0;
-        self.retry_at = None;
+        self.access = Some(Arc::new(access));
         self.last_error.clear();
-        self.state = State::Valid;
-        tracing::info!(
-            token = %self.name,
-            expires_in_s = grant.expires_in.as_secs(),
-            "new access token"
-        );
         self.publish(true);
     }
 
-    async fn login(&mut self, username: &str, password: &Password, code: Option<MfaCode>) -> Result<i64, EngineError> {
+    async fn human_login(&mut self, username: String, password: Password, code: Option<MfaCode>) -> Result<i64, EngineError> {
         let cloud = self.cloud()?;
-        let login_failed = |name: &TokenName, why: String| EngineError::LoginFailed { name: name.clone(), why };
-        let step = cloud.password(username, password).await.map_err(|f| match f {
-            Failure::Verdict { why } => login_failed(
-                &self.name,
-                format!("the cloud refused the username or password ({why}); check them and try again"),
-            ),
-            Failure::Transient { why, .. } => EngineError::Unavailable { name: self.name.clone(), why },
-        })?;
-        let grant = match step {
-            LoginStep::Granted(grant) => grant,
-            LoginStep::Challenge(challenge) => {
-                let Some(code) = code else { return Err(EngineError::MfaRequired(self.name.clone())) };
-                cloud.mfa(challenge, &code).await.map_err(|f| match f {
-                    Failure::Verdict { .. } => EngineError::MfaFailed(self.name.clone()),
-                    Failure::Transient { why, .. } => EngineError::Unavailable { name: self.name.clone(), why },
-                })?
+        self.busy = true;
+        self.publish(false);
+        let result = cloud.login(&username, &password, code.as_ref()).await;
+        self.busy = false;
+        match result {
+            Ok(grant) => {
+                self.username = username;
+                self.start_session(grant);
+                tracing::info!(token = %self.name, "logged in");
+                Ok(self.expires_at())
             }
-        };
-        self.username = username.to_owned();
-        self.accept(grant);
-        tracing::info!(token = %self.name, "logged in");
-        match &self.access {
-            Some(access) => Ok(unix_seconds(access.expires_wall)),
-            None => Err(self.needs_login_error()),
+            Err(failure) => {
+                // A human's failed login leaves the session as it was.
+                self.publish(false);
+                Err(self.login_error(failure))
+            }
+        }
+    }
+
+    fn login_error(&self, failure: LoginFailure) -> EngineError {
+        let name = self.name.clone();
+        match failure {
+            LoginFailure::BadCredentials(why) => EngineError::LoginFailed {
+                name,
+                why: format!("the cloud refused the username or password ({why}); check them and try again"),
+            },
+            LoginFailure::MfaRequired => EngineError::MfaRequired(name),
+            LoginFailure::BadMfaCode => EngineError::MfaFailed(name),
+            LoginFailure::Other(why) => EngineError::LoginFailed { name, why },
+            LoginFailure::Transient { why, .. } => EngineError::Unavailable { name, why },
+        }
+    }
+
+    /// A fresh session from a login grant.
+    fn start_session(&mut self, grant: super::cloud::Grant) {
+        let pair = clock_pair();
+        let change = if grant.refresh.is_some() { RefreshTokenChange::Rotated } else { RefreshTokenChange::Omitted };
+        let facts = Grant::new(pair, grant.expires_in, change).with_server_times(grant.server_date, grant.issued);
+        self.plan = Some(plan::Session::logged_in(&facts, self.policy(), self.unattended.is_some(), Self::jitter()));
+        self.login_failures = 0;
+        self.login_retry_at = None;
+        match grant.refresh {
+            Some(refresh) => self.take(grant.access, refresh, pair),
+            None => {
+                // No refresh token: this access token is the whole session.
+                self.access = Some(Arc::new(grant.access));
+                self.refresh = None;
+                self.last_error = "the cloud granted no refresh token; log in again when this token lapses".to_owned();
+                self.publish(true);
+            }
         }
     }
 
     /// Logs in again with the configured credentials, if any. True when a session was established.
-    async fn relogin_unattended(&mut self) -> bool {
+    async fn login_unattended(&mut self) -> bool {
         let Some(unattended) = self.unattended.clone() else { return false };
-        let code = match &unattended.totp_seed {
-            Some(seed) => match Cloud::totp(seed) {
-                Ok(code) => Some(code),
-                Err(e) => {
-                    self.last_error = format!("the TOTP seed is not usable ({e}); fix totp_secret_file");
-                    return false;
+        let Ok(cloud) = self.cloud() else { return false };
+        self.busy = true;
+        self.publish(false);
+        let result = cloud.login_unattended(&unattended.username, &unattended.password, unattended.totp_seed.as_ref()).await;
+        self.busy = false;
+        let pair = clock_pair();
+        let policy = self.settings.policy.clone();
+        match result {
+            Ok(grant) => {
+                tracing::info!(token = %self.name, "logged in with the configured credentials");
+                self.username = unattended.username;
+                let had_session = self.plan.is_some();
+                self.start_session(grant);
+                if had_session {
+                    self.publish(false);
                 }
-            },
-            None => None,
-        };
-        match self.login(&unattended.username, &unattended.password, code).await {
-            Ok(_) => true,
-            Err(e) => {
-                tracing::warn!(token = %self.name, "unattended login failed: {e}");
-                self.last_error = e.to_string();
+                true
+            }
+            Err(failure) => {
+                let transient = matches!(failure, LoginFailure::Transient { .. });
+                let retry_after = match &failure {
+                    LoginFailure::Transient { retry_after, .. } => *retry_after,
+                    _ => None,
+                };
+                self.last_error = format!("unattended login failed: {}", self.login_error(failure));
+                tracing::warn!(token = %self.name, "{}", self.last_error);
+                match &mut self.plan {
+                    Some(plan) => {
+                        let outcome = if transient { Outcome::Transient { retry_after } } else { Outcome::Verdict };
+                        plan.apply(Attempt::Login, outcome, pair, &policy, Self::jitter());
+                    }
+                    None => {
+                        self.login_failures = self.login_failures.saturating_add(1);
+                        let delay = if transient {
+                            policy.backoff(self.login_failures, Self::jitter()).max(retry_after.unwrap_or_default())
+                        } else {
+                            // A verdict: the configured credentials are wrong; try again rarely.
+                            policy.backoff_max
+                        };
+                        self.login_retry_at = Some(Instant::now() + delay);
+                    }
+                }
+                if !transient {
+                    let reason = format!(
+                        "{}; fix username, password_file or totp_secret_file in the config and reload, or run \
+                         `att-token login {}`",
+                        self.last_error,
+                        self.name.as_str()
+                    );
+                    self.engine.emit(Event::AttentionNeeded { name: self.name.clone(), reason });
+                }
+                self.publish(false);
                 false
             }
         }
     }
 
-    async fn on_timer(&mut self) {
-        let now = Instant::now();
-        // A lapse warning or an unattended re-login.
-        if let Some(refresh) = &self.refresh {
-            let lapse = mono_at(refresh.lapses);
-            if self.unattended.is_some() {
-                if lapse.checked_sub(self.policy().relogin_before_lapse).unwrap_or(lapse) <= now {
-                    tracing::info!(token = %self.name, "the refresh token lapses soon: logging in again");
-                    if !self.relogin_unattended().await {
-                        self.retry_later_or_lose(lapse);
-                    }
-                    return;
-                }
-            } else {
-                let due: Vec<Duration> = self
-                    .policy()
-                    .lapse_warnings
-                    .iter()
-                    .copied()
-                    .filter(|lead| !self.warned.contains(lead) && lapse.checked_sub(*lead).unwrap_or(lapse) <= now)
-                    .collect();
-                if !due.is_empty() {
-                    self.warned.extend(due);
-                    let left = refresh.lapses.duration_since(SystemTime::now()).unwrap_or_default();
-                    let reason = format!(
-                        "the refresh token of {:?} lapses in {} hours and cannot be renewed without a login; run \
-                         `att-token login {}` before then",
-                        self.name.as_str(),
-                        left.as_secs() / 3600,
-                        self.name.as_str()
-                    );
-                    tracing::warn!(token = %self.name, "{reason}");
-                    self.engine.emit(Event::AttentionNeeded { name: self.name.clone(), reason });
-                    self.publish(false);
-                }
-                if lapse <= now {
-                    self.lose_session("the refresh token lapsed".to_owned());
-                    return;
-                }
-            }
-        }
-        // A planned refresh or a retry.
-        if self.refresh.is_some() && self.retry_at.or(self.next_refresh).is_some_and(|at| at <= now) {
-            let _ = self.refresh_now().await;
-            return;
-        }
-        // The end of the serving window.
-        if self.access.as_ref().is_some_and(|a| self.serve_until(a) <= now) {
-            self.access = None;
-            if self.refresh.is_some() {
-                self.state = State::Expired;
-            }
-            self.publish(true);
-        }
+    fn logout(&mut self) -> Result<(), EngineError> {
+        self.plan = None;
+        self.access = None;
+        self.refresh = None;
+        self.last_error = "logged out".to_owned();
+        let result = match &self.settings.store {
+            Some(store) => store.remove(&self.name).map_err(|why| EngineError::Unavailable {
+                name: self.name.clone(),
+                why: format!("the saved session could not be removed: {why}"),
+            }),
+            None => Ok(()),
+        };
+        tracing::info!(token = %self.name, "logged out");
+        self.publish(true);
+        result
     }
 
-    fn retry_later_or_lose(&mut self, lapse: Instant) {
-        if lapse <= Instant::now() {
-            self.lose_session("the refresh token lapsed and the unattended login failed".to_owned());
-        } else {
-            self.transient(&Failure::Transient { why: self.last_error.clone(), retry_after: None });
-        }
-    }
-
-    /// Checks the access token against the cloud; a rejected token is refreshed (or the session flagged).
+    /// Checks the access token against the cloud; a rejected one is refreshed now (or the session flagged).
     async fn probe(&mut self) {
-        let (Ok(cloud), Some(access)) = (self.cloud(), self.access.as_ref()) else { return };
-        let token = access.token.clone();
-        match cloud.probe_user(&token).await {
-            Ok(Probe::Valid) => {}
-            Ok(Probe::Rejected(why)) => {
-                tracing::warn!(token = %self.name, "the cloud rejects the access token ({why}); refreshing");
+        let (Ok(cloud), Some(token)) = (self.cloud(), self.access.clone()) else { return };
+        match cloud.check_user(&token).await {
+            Ok(None) => {}
+            Ok(Some(why)) => {
+                tracing::warn!(token = %self.name, "the cloud rejects the access token ({why}); refreshing now");
                 self.access = None;
-                self.next_refresh = Some(Instant::now());
-                let _ = self.refresh_now().await;
+                self.publish(true);
+                if self.refresh.is_some() {
+                    let _ = self.refresh_now().await;
+                } else if !self.login_unattended().await {
+                    self.last_error = format!("the cloud rejects the access token ({why})");
+                    self.session_lost();
+                }
             }
-            Err(failure) => tracing::debug!(token = %self.name, "health probe skipped: {}", failure.why()),
+            Err(failure) => tracing::debug!(token = %self.name, "health check skipped: {}", failure.why()),
         }
     }
 
     /// Copies the session's view into the entry and tells the world. `token_changed`: the served token changed.
     fn publish(&mut self, token_changed: bool) {
         let Some(entry) = self.entry.upgrade() else { return };
-        let attention = self.state == State::NeedsLogin || !self.warned.is_empty();
-        let expires_at = self.access.as_ref().map_or(0, |a| unix_seconds(a.expires_wall));
+        let now = Instant::now();
+        let policy = self.policy();
+        let pair = clock_pair();
+        let (state, attention, next_refresh_at, refresh_expires_at) = match &self.plan {
+            Some(plan) => {
+                let state = match plan.state(mono(now), policy) {
+                    TokenState::Valid => State::Valid,
+                    TokenState::Retrying => State::Retrying,
+                    TokenState::Expired => State::Expired,
+                    TokenState::NeedsLogin => State::NeedsLogin,
+                };
+                let next = match plan.plan(policy, mono(now)) {
+                    Action::Refresh { at, .. } | Action::Retry { at, .. } | Action::ReLogin { at } => {
+                        pair.wall_at(at).unix_seconds()
+                    }
+                    Action::WarnLapse { .. } | Action::NeedsLogin { .. } => 0,
+                };
+                let refresh = time::expires_at(plan.refresh_deadline().as_ref());
+                (state, plan.attention_needed(mono(now), policy), next, refresh)
+            }
+            None => (State::NeedsLogin, true, 0, 0),
+        };
+        let state = if self.busy { State::Refreshing } else { state };
+        let expires_at = if self.access.is_some() { self.expires_at() } else { 0 };
         {
             let mut live = write(&entry.live);
-            live.token = self.access.as_ref().map(|a| TokenValue::Access(a.token.clone()));
-            live.serve_until = self.access.as_ref().map(|a| self.serve_until(a));
+            live.token = self.access.as_ref().map(|a| TokenValue::Access(a.clone()));
+            live.serve_until = self.serve_until();
             let status = &mut live.status;
-            status.state = self.state;
+            status.state = state;
             status.expires_at = expires_at;
-            status.refresh_token_expires_at = self.refresh.as_ref().map_or(0, |r| unix_seconds(r.lapses));
-            status.next_refresh_at =
-                self.refresh.as_ref().and(self.retry_at.or(self.next_refresh)).map_or(0, |at| unix_seconds(wall_at(at)));
+            status.refresh_token_expires_at = refresh_expires_at;
+            status.next_refresh_at = next_refresh_at;
             status.attention_needed = attention;
             status.last_error.clone_from(&self.last_error);
         }
-        debug_assert!(read(&entry.live).status.state == self.state);
         self.engine.emit(Event::StatusChanged(self.name.clone()));
         if token_changed {
             self.engine.emit(Event::TokenChanged { name: self.name.clone(), expires_at });
         }
+    }
+}
+
+/// A duration in words: "3 days", "5 hours", "12 minutes", "40 seconds".
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        s if s >= 2 * 86_400 => format!("{} days", s / 86_400),
+        s if s >= 2 * 3600 => format!("{} hours", s / 3600),
+        s if s >= 120 => format!("{} minutes", s / 60),
+        s => format!("{s} seconds"),
     }
 }

@@ -1,0 +1,226 @@
+//! The daemon's life: build the engine from the config, serve D-Bus, then one visible event loop for
+//! signals, the watchdog and shutdown.
+//!
+//! Order at start: engine (sessions restored from the state directory) → objects served on the bus →
+//! bus name requested → `READY=1`. `SIGHUP` re-reads the config and the token files; `SIGTERM` and `SIGINT`
+//! save every session and exit cleanly.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use token_model::plan::Policy;
+use tokio::signal::unix::{SignalKind, signal};
+use zbus::Connection;
+
+use crate::config::{self, Bus, Config, RefreshConfig, TokenSpec as ConfigTokenSpec};
+use crate::dbus::access::{Credentials, Principals};
+use crate::dbus::{BUS_NAME, Service};
+use crate::engine::{Cloud, Engine, EngineConfig, SessionSettings, StateStore, TokenSource, TokenSpec, Unattended};
+use crate::{maintenance, secret_files, state};
+
+/// The planner's policy from `[refresh]`.
+pub fn policy(refresh: &RefreshConfig) -> Policy {
+    Policy {
+        safety_margin: refresh.safety_margin,
+        backoff_initial: refresh.retry_initial,
+        backoff_max: refresh.retry_max,
+        refresh_token_lifetime: refresh.refresh_token_lifetime,
+        lapse_warnings: refresh.warn_before.clone(),
+        ..Policy::default()
+    }
+}
+
+/// The cloud client from `[api]`.
+pub fn cloud(api: &config::ApiConfig) -> anyhow::Result<Cloud> {
+    let mut login = login_flow::ApiConfig::new(&api.url).with_context(|| format!("[api] url in the config"))?;
+    login.client_id = api.client_id.clone();
+    login.connect_timeout = api.connect_timeout;
+    login.request_timeout = api.request_timeout;
+    login.mfa = login_flow::MfaFields {
+        grant_type: api.mfa.grant_type.clone(),
+        uid_field: api.mfa.uid_field.clone(),
+        user_field: api.mfa.user_field.clone(),
+        code_field: api.mfa.code_field.clone(),
+    };
+    let client = login_flow::LoginClient::new(login).context("could not set up the HTTPS client for [api]")?;
+    Ok(Cloud::new(client))
+}
+
+fn principals(resolved: &config::ResolvedPrincipals) -> Principals {
+    Principals { users: resolved.uids.iter().copied().collect(), groups: resolved.gids.iter().copied().collect() }
+}
+
+/// What the engine is given: principals resolved to ids, secrets read from their files.
+pub fn engine_config(config: &Config) -> anyhow::Result<EngineConfig> {
+    let access = config::resolve_principals(config)?;
+    let mut tokens = Vec::new();
+    for token in &config.tokens {
+        let readers = access.readers.get(&token.name).map(principals).unwrap_or_default();
+        let source = match &token.spec {
+            ConfigTokenSpec::User(user) => {
+                let unattended = match (&user.username, &user.password_file) {
+                    (Some(username), Some(password_file)) => Some(Unattended {
+                        username: username.clone(),
+                        password: secret_files::read_password(password_file)?,
+                        totp_seed: user.totp_secret_file.as_deref().map(secret_files::read_totp_seed).transpose()?,
+                    }),
+                    _ => None,
+                };
+                TokenSource::User(unattended)
+            }
+            ConfigTokenSpec::Device { device_id, secret } => {
+                let path = secret.resolve().map_err(anyhow::Error::msg)?;
+                TokenSource::Device { device: device_id.clone(), token: secret_files::read_static_token(&path)? }
+            }
+            ConfigTokenSpec::Ground { ground_id, secret, devices } => {
+                let path = secret.resolve().map_err(anyhow::Error::msg)?;
+                TokenSource::Ground {
+                    ground: ground_id.clone(),
+                    devices: devices.clone(),
+                    token: secret_files::read_static_token(&path)?,
+                }
+            }
+        };
+        tokens.push(TokenSpec { name: token.name.clone(), readers, source });
+    }
+    Ok(EngineConfig { admins: principals(&access.admins), tokens })
+}
+
+/// Connects to the configured bus (without requesting a name).
+pub async fn connect(bus: &Bus) -> anyhow::Result<Connection> {
+    let builder = match bus {
+        Bus::System => zbus::connection::Builder::system(),
+        Bus::Session => zbus::connection::Builder::session(),
+        Bus::Address(address) => zbus::connection::Builder::address(address.as_str()),
+    };
+    builder.build().await.with_context(|| {
+        format!("could not connect to the {bus} D-Bus bus; check that the bus is running and [daemon] bus in the config")
+    })
+}
+
+fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::debug!("could not notify the service manager: {e}");
+    }
+}
+
+fn status_line(engine: &Engine, bus: &Bus) -> String {
+    let everyone = crate::dbus::access::Caller::new(0, []);
+    let list = engine.list(&everyone);
+    let attention = list.iter().filter(|(_, _, s)| s.attention_needed).count();
+    match attention {
+        0 => format!("serving {} tokens on the {bus} bus", list.len()),
+        n => format!("serving {} tokens on the {bus} bus; {n} need attention (att-token list)", list.len()),
+    }
+}
+
+/// Runs the daemon until `SIGTERM`/`SIGINT`.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let mut config = config;
+    let engine_config = engine_config(&config)?;
+    let cloud = cloud(&config.api)?;
+    let dir = state::StateDir::open(&config.daemon.state_dir)?;
+    let store = Arc::new(StateStore::new(dir, config.api.client_id.clone()));
+    let settings = SessionSettings { cloud: Some(cloud.clone()), store: Some(store), policy: policy(&config.refresh) };
+    let engine = Engine::start(engine_config, settings);
+
+    let connection = connect(&config.daemon.bus).await?;
+    let credentials = Arc::new(Credentials::bus());
+    Service::install(&connection, engine.clone(), credentials.clone())
+        .await
+        .context("could not serve the D-Bus objects")?;
+    tokio::spawn(credentials.clone().watch_bus(connection.clone()));
+    connection.request_name(BUS_NAME).await.with_context(|| {
+        format!(
+            "could not own the bus name {BUS_NAME} on the {} bus: another att-tokend may be running, or the bus policy \
+             (/usr/share/dbus-1/system.d/{BUS_NAME}.conf) does not allow this user to own it",
+            config.daemon.bus
+        )
+    })?;
+    tracing::info!(bus = %config.daemon.bus, tokens = engine.names().len(), "att-tokend is ready");
+    let status = status_line(&engine, &config.daemon.bus);
+    notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&status)]);
+
+    let horizon = config.refresh.warn_before.iter().max().copied().unwrap_or(Duration::from_secs(7 * 86_400));
+    let mut scheduler = maintenance::start(&engine, Some(&cloud), &config.maintenance, horizon).await?;
+    {
+        // Learn the grounds' devices now rather than at the first scheduled sync.
+        let (engine, cloud) = (engine.clone(), cloud.clone());
+        tokio::spawn(async move { maintenance::sync_grounds(&engine, &cloud).await });
+    }
+
+    let mut terminate = signal(SignalKind::terminate()).context("could not watch SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("could not watch SIGINT")?;
+    let mut hangup = signal(SignalKind::hangup()).context("could not watch SIGHUP")?;
+    let watchdog_every = sd_notify::watchdog_enabled().map(|d| d / 2);
+    let mut watchdog = tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
+    watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut status_events = engine.subscribe();
+
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => {
+                tracing::info!("SIGTERM: saving sessions and stopping");
+                break;
+            }
+            _ = interrupt.recv() => {
+                tracing::info!("SIGINT: saving sessions and stopping");
+                break;
+            }
+            _ = hangup.recv() => {
+                notify(&[sd_notify::NotifyState::Reloading, sd_notify::NotifyState::monotonic_usec_now().unwrap_or(sd_notify::NotifyState::Custom(""))]);
+                match reload(&config, &engine).await {
+                    Ok(new) => {
+                        if new.maintenance != config.maintenance {
+                            if let Some(mut old) = scheduler.take() {
+                                let _ = old.shutdown().await;
+                            }
+                            scheduler = maintenance::start(&engine, Some(&cloud), &new.maintenance, horizon).await.unwrap_or_else(|e| {
+                                tracing::error!("{e:#}");
+                                None
+                            });
+                        }
+                        config = new;
+                        tracing::info!(tokens = engine.names().len(), "configuration and token files reloaded");
+                    }
+                    Err(e) => tracing::error!("reload failed, keeping the running configuration: {e:#}"),
+                }
+                let status = status_line(&engine, &config.daemon.bus);
+                notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&status)]);
+            }
+            _ = watchdog.tick(), if watchdog_every.is_some() => {
+                notify(&[sd_notify::NotifyState::Watchdog]);
+            }
+            event = status_events.recv() => {
+                if matches!(event, Ok(crate::engine::Event::AttentionNeeded { .. } | crate::engine::Event::TokenChanged { .. })) {
+                    let status = status_line(&engine, &config.daemon.bus);
+                    notify(&[sd_notify::NotifyState::Status(&status)]);
+                }
+            }
+            () = connection.closed() => {
+                bail!("the D-Bus connection was closed by the bus; the daemon stops so that systemd can restart it");
+            }
+        }
+    }
+    notify(&[sd_notify::NotifyState::Stopping, sd_notify::NotifyState::Status("stopping: saving sessions")]);
+    if let Some(mut scheduler) = scheduler {
+        let _ = scheduler.shutdown().await;
+    }
+    engine.shutdown().await;
+    let _ = connection.release_name(BUS_NAME).await;
+    Ok(())
+}
+
+/// Re-reads the config file and the token files and applies them. Settings that need a restart (bus, state
+/// directory, API) are reported.
+async fn reload(current: &Config, engine: &Engine) -> anyhow::Result<Config> {
+    let new = config::load(&current.path)?;
+    new.check_files()?;
+    let engine_config = engine_config(&new)?;
+    if new.daemon.bus != current.daemon.bus || new.daemon.state_dir != current.daemon.state_dir || new.api != current.api {
+        tracing::warn!("[daemon] bus, [daemon] state_dir and [api] changes take effect after a restart: systemctl restart att-tokend");
+    }
+    engine.apply(engine_config);
+    Ok(new)
+}

@@ -1,0 +1,351 @@
+//! The daemon core over a peer-to-peer D-Bus pair, against the fake cloud on loopback: login with MFA,
+//! refresh cycles, shared refreshes, outages, verdicts, revoked tokens, access control and restarts.
+
+mod core_support;
+
+use std::time::Duration;
+
+use att_tokend::dbus::access::{Caller, Credentials};
+use att_tokend::maintenance;
+use att_tokend::run;
+use core_support::*;
+use fake_cloud::{Fault, FaultKind};
+use futures_util::StreamExt;
+
+const LONG: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_tokens_are_served_to_readers_and_denied_to_others() {
+    let cloud = fake_cloud(Duration::from_secs(3600)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(dir.path(), &cloud.url(), "");
+    let harness = Harness::start(dir, &text, Credentials::peer()).await;
+    let agent = harness.agent().await;
+
+    let (token, expires_at) = agent.get_token("sensor-7").await.expect("a reader gets the device token");
+    assert_eq!((token.as_str(), expires_at), (DEVICE_TOKEN, 0));
+    assert_eq!(error_name(&agent.get_token("nope").await), "io.allthingstalk.TokenAgent1.Error.UnknownToken");
+    assert_eq!(error_name(&agent.get_token("bad/name").await), "org.freedesktop.DBus.Error.InvalidArgs");
+    assert_eq!(error_name(&agent.get_token("main").await), "io.allthingstalk.TokenAgent1.Error.NeedsLogin");
+    assert_eq!(
+        error_name(&agent.get_token_valid_for("sensor-7", 10_000_000).await),
+        "org.freedesktop.DBus.Error.InvalidArgs"
+    );
+    assert_eq!(error_name(&agent.get_token_for_device("short").await), "org.freedesktop.DBus.Error.InvalidArgs");
+    assert_eq!(
+        error_name(&agent.get_token_for_device(OTHER_DEVICE).await),
+        "io.allthingstalk.TokenAgent1.Error.NoTokenForDevice"
+    );
+    let (name, token, _) = agent.get_token_for_device(DEVICE).await.expect("the device token fits");
+    assert_eq!((name.as_str(), token.as_str()), ("sensor-7", DEVICE_TOKEN));
+
+    let list = agent.list_tokens().await.unwrap();
+    let names: Vec<&str> = list.iter().map(|t| t.0.as_str()).collect();
+    assert_eq!(names, ["main", "sensor-7", "site-a"]);
+    assert_eq!(list[0].3, "needs-login");
+    assert!(list[0].4, "a session that needs a login needs attention");
+    assert_eq!((list[1].1.as_str(), list[1].3.as_str()), ("device", "valid"));
+
+    let sensor = harness.token("sensor-7").await;
+    assert_eq!(sensor.kind().await.unwrap(), "device");
+    assert_eq!(sensor.state().await.unwrap(), "valid");
+
+    // The same service seen by a caller who is neither reader nor admin.
+    let (_server, stranger) = pair(&harness.engine, Credentials::fixed(Caller::new(4242, [4242]))).await;
+    let stranger = agent_on(&stranger).await;
+    let denied = stranger.get_token("sensor-7").await;
+    assert_eq!(error_name(&denied), "org.freedesktop.DBus.Error.AccessDenied");
+    let message = att_tokend::client::error_message(&denied.unwrap_err());
+    assert!(message.contains("readers"), "the message says what to do: {message}");
+    assert!(stranger.list_tokens().await.unwrap().is_empty(), "a stranger sees no token");
+    assert_eq!(
+        error_name(&stranger.get_token_for_device(DEVICE).await),
+        "io.allthingstalk.TokenAgent1.Error.NoTokenForDevice"
+    );
+    assert_eq!(error_name(&stranger.refresh("main").await), "org.freedesktop.DBus.Error.AccessDenied");
+    assert_eq!(error_name(&stranger.login("main", USER, PASSWORD, "").await), "org.freedesktop.DBus.Error.AccessDenied");
+    harness.stop().await;
+}
+
+async fn agent_on(client: &zbus::Connection) -> att_tokend::client::TokenAgentProxy<'static> {
+    core_support::agent(client).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_with_mfa_then_tokens_survive_refresh_cycles() {
+    let cloud = fake_cloud(Duration::from_secs(5)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(dir.path(), &cloud.url(), "");
+    let harness = Harness::start(dir, &text, Credentials::peer()).await;
+    let agent = harness.agent().await;
+    let mut changes = agent.receive_token_changed().await.unwrap();
+    let main = harness.token("main").await;
+
+    assert_eq!(error_name(&agent.login("main", USER, PASSWORD, "").await), "io.allthingstalk.TokenAgent1.Error.MfaRequired");
+    assert_eq!(error_name(&agent.login("main", USER, "wrong", "").await), "io.allthingstalk.TokenAgent1.Error.LoginFailed");
+    let good = cloud.control().current_totp(USER).unwrap();
+    let bad = if good == "000000" { "111111" } else { "000000" };
+    assert_eq!(error_name(&agent.login("main", USER, PASSWORD, bad).await), "io.allthingstalk.TokenAgent1.Error.MfaFailed");
+    assert_eq!(error_name(&agent.login("main", USER, PASSWORD, "12ab").await), "org.freedesktop.DBus.Error.InvalidArgs");
+
+    let expires_at = login(&harness, &cloud).await;
+    assert!(expires_at > 0);
+    let logins = cloud.control().counters().password_grants;
+    let (first, _) = agent.get_token("main").await.expect("a token after login");
+    assert!(cloud.control().is_access_token_valid(&first));
+    let signal = changes.next().await.expect("TokenChanged after login");
+    let args = signal.args().unwrap();
+    assert_eq!(args.name, "main");
+    assert!(!format!("{:?}", signal.message()).contains(&first), "signals never carry the token");
+    assert_eq!(main.state().await.unwrap(), "valid");
+    assert!(main.refresh_token_expires_at().await.unwrap() > expires_at);
+    assert!(main.next_refresh_at().await.unwrap() >= expires_at - 5);
+
+    // Two refresh cycles by plan; every token handed out is one the cloud accepts.
+    let mut seen = vec![first];
+    let started = std::time::Instant::now();
+    while seen.len() < 3 {
+        assert!(started.elapsed() < LONG, "timed out waiting for two planned refreshes");
+        let (token, _) = agent.get_token("main").await.expect("the token stays available across refreshes");
+        assert!(cloud.control().is_access_token_valid(&token), "a served token is valid at the cloud");
+        if !seen.contains(&token) {
+            seen.push(token);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let counters = cloud.control().counters();
+    assert!(counters.refreshes_ok >= 2, "{counters:?}");
+    assert_eq!(counters.refresh_reuses, 0, "a refresh token is never used twice");
+    assert_eq!(counters.password_grants, logins, "refreshes need no new login");
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_valid_for_calls_share_one_refresh() {
+    let cloud = fake_cloud(Duration::from_secs(12)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(dir.path(), &cloud.url(), "");
+    let harness = Harness::start(dir, &text, Credentials::peer()).await;
+    let agent = harness.agent().await;
+    login(&harness, &cloud).await;
+    let (first, _) = agent.get_token("main").await.unwrap();
+    // Let some of the token's life pass so that 8 more seconds cannot be had without a refresh (the planned
+    // refresh is at 75-80 % of 12 s, later than this).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    cloud.control().reset_counters();
+    let calls = (0..8).map(|_| {
+        let agent = agent.clone();
+        async move { agent.get_token_valid_for("main", 8).await }
+    });
+    let results = futures_util::future::join_all(calls).await;
+    let tokens: Vec<String> = results.into_iter().map(|r| r.expect("a fresh token").0).collect();
+    assert!(tokens.iter().all(|t| *t == tokens[0]), "every caller got the same fresh token");
+    assert_ne!(tokens[0], first, "the token was refreshed");
+    let counters = cloud.control().counters();
+    assert_eq!(counters.refreshes, 1, "one refresh for eight concurrent calls: {counters:?}");
+    assert_eq!(counters.max_concurrent_refreshes, 1);
+    // A second call finds the fresh token without refreshing.
+    agent.get_token_valid_for("main", 5).await.unwrap();
+    assert_eq!(cloud.control().counters().refreshes, 1);
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outage_serves_last_good_token_then_unavailable_then_recovers() {
+    let cloud = fake_cloud(Duration::from_secs(6)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(dir.path(), &cloud.url(), "");
+    let harness = Harness::start(dir, &text, Credentials::peer()).await;
+    let agent = harness.agent().await;
+    let main = harness.token("main").await;
+    login(&harness, &cloud).await;
+    let (good, expires_at) = agent.get_token("main").await.unwrap();
+    cloud.control().inject_fault(Fault::new(FaultKind::ServiceUnavailable).for_duration(Duration::from_secs(14)).on_path("/login"));
+
+    // While the cloud is down the last good token is served, and the state says retrying.
+    eventually(LONG, "state retrying", || {
+        let main = main.clone();
+        async move { (main.state().await.unwrap() == "retrying").then_some(()) }
+    })
+    .await;
+    let (served, _) = agent.get_token("main").await.expect("the last good token is still served");
+    assert_eq!(served, good);
+    assert!(!main.last_error().await.unwrap().is_empty());
+
+    // Never after its safety margin: then Unavailable, state expired.
+    let name = eventually(LONG, "Unavailable once the token lapsed", || {
+        let agent = agent.clone();
+        let good = good.clone();
+        async move {
+            match agent.get_token("main").await {
+                Ok((token, _)) => {
+                    assert_eq!(token, good);
+                    None
+                }
+                Err(e) => Some(att_tokend::client::error_name(&e).unwrap_or_default()),
+            }
+        }
+    })
+    .await;
+    assert_eq!(name, "io.allthingstalk.TokenAgent1.Error.Unavailable");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    assert!(now >= expires_at - 2, "served until the margin (1 s), not earlier: now {now}, expiry {expires_at}");
+    assert_eq!(main.state().await.unwrap(), "expired");
+
+    // The outage ends; the daemon recovers by itself.
+    let (fresh, _) = eventually(LONG, "recovery after the outage", || {
+        let agent = agent.clone();
+        async move { agent.get_token("main").await.ok() }
+    })
+    .await;
+    assert_ne!(fresh, good);
+    assert!(cloud.control().is_access_token_valid(&fresh));
+    assert_eq!(main.state().await.unwrap(), "valid");
+    assert_eq!(cloud.control().counters().password_grants, 1, "no new login was needed");
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_refresh_token_needs_login_and_raises_attention() {
+    let cloud = fake_cloud(Duration::from_secs(3600)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(dir.path(), &cloud.url(), "");
+    let harness = Harness::start(dir, &text, Credentials::peer()).await;
+    let agent = harness.agent().await;
+    let main = harness.token("main").await;
+    let mut attention = agent.receive_attention_needed().await.unwrap();
+    let cached = att_tokend::client::TokenProxy::builder(&harness.client)
+        .path(att_tokend::client::token_object_path("main"))
+        .build()
+        .await
+        .unwrap();
+    let mut state_changes = cached.receive_state_changed().await;
+    login(&harness, &cloud).await;
+    assert!(cloud.control().revoke_user_sessions(USER) > 0);
+
+    let refused = agent.refresh("main").await;
+    assert_eq!(error_name(&refused), "io.allthingstalk.TokenAgent1.Error.NeedsLogin");
+    let signal = attention.next().await.expect("AttentionNeeded");
+    let args = signal.args().unwrap();
+    assert_eq!(args.name, "main");
+    assert!(args.reason.contains("att-token login main"), "the reason says what to do: {}", args.reason);
+    assert_eq!(main.state().await.unwrap(), "needs-login");
+    assert!(main.attention_needed().await.unwrap());
+    let mut states = Vec::new();
+    while let Ok(Some(change)) = tokio::time::timeout(Duration::from_secs(5), state_changes.next()).await {
+        let state = change.get().await.unwrap();
+        states.push(state.clone());
+        if state == "needs-login" {
+            break;
+        }
+    }
+    assert_eq!(states.last().map(String::as_str), Some("needs-login"), "PropertiesChanged announced it: {states:?}");
+
+    // A new login clears it.
+    login(&harness, &cloud).await;
+    assert_eq!(main.state().await.unwrap(), "valid");
+    assert!(!main.attention_needed().await.unwrap());
+    agent.logout("main").await.unwrap();
+    assert_eq!(error_name(&agent.get_token("main").await), "io.allthingstalk.TokenAgent1.Error.NeedsLogin");
+    assert_eq!(error_name(&agent.logout("sensor-7").await), "org.freedesktop.DBus.Error.InvalidArgs");
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_device_token_becomes_revoked_and_grounds_are_learned() {
+    let cloud = fake_cloud(Duration::from_secs(3600)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(dir.path(), &cloud.url(), "");
+    let harness = Harness::start(dir, &text, Credentials::peer()).await;
+    let agent = harness.agent().await;
+    let api = run::cloud(&harness.config.api).unwrap();
+
+    // Until the ground's devices are known, its token reaches none of them.
+    assert_eq!(
+        error_name(&agent.get_token_for_device(GROUND_DEVICE).await),
+        "io.allthingstalk.TokenAgent1.Error.NoTokenForDevice"
+    );
+    maintenance::sync_grounds(&harness.engine, &api).await;
+    let (name, token, _) = agent.get_token_for_device(GROUND_DEVICE).await.expect("the ground token fits");
+    assert_eq!((name.as_str(), token.as_str()), ("site-a", GROUND_TOKEN));
+
+    let mut attention = agent.receive_attention_needed().await.unwrap();
+    maintenance::check_token_health(&harness.engine, &api).await;
+    assert_eq!(harness.token("sensor-7").await.state().await.unwrap(), "valid");
+    assert!(cloud.control().revoke(DEVICE_TOKEN));
+    maintenance::check_token_health(&harness.engine, &api).await;
+    let sensor = harness.token("sensor-7").await;
+    assert_eq!(sensor.state().await.unwrap(), "revoked");
+    assert!(sensor.attention_needed().await.unwrap());
+    let signal = attention.next().await.expect("AttentionNeeded for the revoked token");
+    assert_eq!(signal.args().unwrap().name, "sensor-7");
+    assert_eq!(error_name(&agent.get_token("sensor-7").await), "io.allthingstalk.TokenAgent1.Error.Revoked");
+    // The revoked token is no longer a candidate for its device.
+    assert_eq!(
+        error_name(&agent.get_token_for_device(DEVICE).await),
+        "io.allthingstalk.TokenAgent1.Error.NoTokenForDevice"
+    );
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_resumes_from_state_dir_without_a_new_login() {
+    let cloud = fake_cloud(Duration::from_secs(6)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(dir.path(), &cloud.url(), "");
+    let harness = Harness::start(dir, &text, Credentials::peer()).await;
+    login(&harness, &cloud).await;
+    let (before, _) = harness.agent().await.get_token("main").await.unwrap();
+    let state_file = harness.config.daemon.state_dir.join("main.json");
+    let saved = std::fs::read_to_string(&state_file).expect("the session is saved");
+    assert!(saved.contains(&before), "the state file holds the session");
+    let dir = harness.stop().await;
+
+    let logins = cloud.control().counters().password_grants;
+    let harness = Harness::start(dir, &text, Credentials::peer()).await;
+    let agent = harness.agent().await;
+    let (after, _) = agent.get_token("main").await.expect("the restored session serves at once");
+    assert_eq!(after, before);
+    // And keeps refreshing with the saved refresh token.
+    eventually(LONG, "a refresh after the restart", || {
+        let agent = agent.clone();
+        let before = before.clone();
+        async move { agent.get_token("main").await.ok().filter(|(t, _)| *t != before) }
+    })
+    .await;
+    let counters = cloud.control().counters();
+    assert_eq!(counters.password_grants, logins, "no new login after the restart");
+    assert!(counters.refreshes_ok >= 1);
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unattended_login_with_totp_needs_nobody() {
+    let cloud = fake_cloud(Duration::from_secs(3600)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let password = secret_file(dir.path(), "password", PASSWORD);
+    let seed = secret_file(dir.path(), "totp", SEED);
+    let extra = format!(
+        "username = \"{USER}\"\npassword_file = \"{}\"\ntotp_secret_file = \"{}\"",
+        password.display(),
+        seed.display()
+    );
+    let text = config_text(dir.path(), &cloud.url(), &extra);
+    let harness = Harness::start(dir, &text, Credentials::peer()).await;
+    let agent = harness.agent().await;
+    let (token, _) = eventually(LONG, "the daemon logs in by itself", || {
+        let agent = agent.clone();
+        async move { agent.get_token("main").await.ok() }
+    })
+    .await;
+    assert!(cloud.control().is_access_token_valid(&token));
+
+    // A rejected session is replaced by a new unattended login, without a person.
+    cloud.control().revoke_user_sessions(USER);
+    let expires = agent.refresh("main").await.expect("re-login after the refresh token was rejected");
+    assert!(expires > 0);
+    let (again, _) = agent.get_token("main").await.unwrap();
+    assert_ne!(again, token);
+    assert!(cloud.control().is_access_token_valid(&again));
+    harness.stop().await;
+}

@@ -1,0 +1,213 @@
+//! Shared set-up for the daemon-core tests: a fake cloud on loopback, a config written to a temporary
+//! directory and read by the real parser, the real engine, and the real D-Bus interface served over a
+//! peer-to-peer socket pair.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use att_tokend::client::{TokenAgentProxy, TokenProxy, token_object_path};
+use att_tokend::config;
+use att_tokend::dbus::access::Credentials;
+use att_tokend::dbus::{OBJECT_PATH, Service};
+use att_tokend::engine::{Engine, SessionSettings, StateStore};
+use att_tokend::run;
+use fake_cloud::{FakeCloud, FakeConfig, FakeUser};
+use zbus::Connection;
+use zbus::connection::Builder;
+
+pub const USER: &str = "alice@example.com";
+pub const PASSWORD: &str = "s3cret&+=pw";
+pub const SEED: &str = "JBSWY3DPEHPK3PXP";
+pub const DEVICE: &str = "abcdefghijklmnopqrstuvwx";
+pub const OTHER_DEVICE: &str = "zyxwvutsrqponmlkjihgfedc";
+pub const GROUND: &str = "ABCDEFGHIJKLMNOPQRSTUVW1";
+pub const GROUND_DEVICE: &str = "ground0device00000000001";
+pub const DEVICE_TOKEN: &str = "maker:4DeviceToken000000000001";
+pub const GROUND_TOKEN: &str = "maker:4GroundToken000000000001";
+
+/// A fake cloud with one MFA user, one device token and one ground token.
+pub async fn fake_cloud(access_lifetime: Duration) -> FakeCloud {
+    FakeCloud::start(
+        FakeConfig::default()
+            .with_user(FakeUser::new(USER, PASSWORD).with_totp_seed(SEED))
+            .with_access_lifetime(access_lifetime)
+            .with_device_token(DEVICE_TOKEN, DEVICE)
+            .with_ground_token(GROUND_TOKEN, GROUND, [GROUND_DEVICE]),
+    )
+    .await
+}
+
+/// The uid running the tests (readers and admins include it, so the tests also pass when not run as root).
+pub fn my_uid() -> u32 {
+    nix::unistd::getuid().as_raw()
+}
+
+/// Writes a secret file with mode 0600.
+pub fn secret_file(dir: &Path, name: &str, content: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("{content}\n")).expect("write a secret file");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
+    path
+}
+
+/// A test configuration: `main` (user), `sensor-7` (device), `site-a` (ground, devices learned), with the
+/// refresh timings scaled to short access lifetimes. `extra_user` is appended to the `main` token table.
+pub fn config_text(dir: &Path, cloud_url: &str, extra_user: &str) -> String {
+    let device = secret_file(dir, "sensor-7.token", DEVICE_TOKEN);
+    let ground = secret_file(dir, "site-a.token", GROUND_TOKEN);
+    let uid = my_uid();
+    format!(
+        r#"
+[api]
+url = "{cloud_url}"
+
+[daemon]
+bus = "session"
+state_dir = "{state}"
+admins = {{ users = [{uid}] }}
+
+[refresh]
+safety_margin = "1s"
+retry_initial = "1s"
+retry_max = "2s"
+
+[maintenance]
+token_health = "off"
+ground_sync = "off"
+lapse_review = "off"
+
+[[token]]
+name = "main"
+kind = "user"
+readers = {{ users = [{uid}] }}
+{extra_user}
+
+[[token]]
+name = "sensor-7"
+kind = "device"
+device_id = "{DEVICE}"
+token_file = "{device}"
+readers = {{ users = [{uid}] }}
+
+[[token]]
+name = "site-a"
+kind = "ground"
+ground_id = "{GROUND}"
+token_file = "{ground}"
+readers = {{ users = [{uid}] }}
+"#,
+        state = dir.join("state").display(),
+        device = device.display(),
+        ground = ground.display(),
+    )
+}
+
+/// A daemon core under test: the engine and the service on one end of a socket pair, a client on the other.
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub config: config::Config,
+    pub engine: Engine,
+    pub server: Connection,
+    pub client: Connection,
+}
+
+impl Harness {
+    /// Parses `text` with the real config parser and starts the engine and service with `credentials`.
+    pub async fn start(dir: tempfile::TempDir, text: &str, credentials: Credentials) -> Harness {
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, text).expect("write the config");
+        let config = config::load(&path).expect("the test config is valid");
+        config.check_files().expect("the test secret files are valid");
+        let engine = start_engine(&config);
+        let (server, client) = pair(&engine, credentials).await;
+        Harness { dir, config, engine, server, client }
+    }
+
+    pub async fn agent(&self) -> TokenAgentProxy<'static> {
+        agent(&self.client).await
+    }
+
+    pub async fn token(&self, name: &str) -> TokenProxy<'static> {
+        TokenProxy::builder(&self.client)
+            .path(token_object_path(name))
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
+            .await
+            .expect("a token proxy")
+    }
+
+    /// Stops the engine (as on SIGTERM) and closes both connections.
+    pub async fn stop(self) -> tempfile::TempDir {
+        self.engine.shutdown().await;
+        drop(self.client);
+        drop(self.server);
+        self.dir
+    }
+}
+
+/// The engine as `att-tokend` builds it from a config.
+pub fn start_engine(config: &config::Config) -> Engine {
+    let engine_config = run::engine_config(config).expect("the engine config");
+    let cloud = run::cloud(&config.api).expect("a cloud client");
+    let dir = att_tokend::state::StateDir::open(&config.daemon.state_dir).expect("the state directory");
+    let store = Arc::new(StateStore::new(dir, config.api.client_id.clone()));
+    let settings = SessionSettings { cloud: Some(cloud), store: Some(store), policy: run::policy(&config.refresh) };
+    Engine::start(engine_config, settings)
+}
+
+/// Serves the real interface on one end of a Unix socket pair; returns (server, client) connections.
+pub async fn pair(engine: &Engine, credentials: Credentials) -> (Connection, Connection) {
+    let (a, b) = std::os::unix::net::UnixStream::pair().expect("a socket pair");
+    let guid = zbus::Guid::generate();
+    let (server, client) = tokio::join!(
+        Builder::unix_stream(a).server(guid).p2p().build(),
+        Builder::unix_stream(b).p2p().build()
+    );
+    let (server, client) = (server.expect("server end"), client.expect("client end"));
+    Service::install(&server, engine.clone(), Arc::new(credentials)).await.expect("serve the interface");
+    (server, client)
+}
+
+pub async fn agent(client: &Connection) -> TokenAgentProxy<'static> {
+    TokenAgentProxy::builder(client)
+        .path(OBJECT_PATH)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+        .expect("an agent proxy")
+}
+
+/// The D-Bus error name of a failed call.
+pub fn error_name(result: &zbus::Result<impl std::fmt::Debug>) -> String {
+    match result {
+        Err(e) => att_tokend::client::error_name(e).unwrap_or_else(|| format!("not a D-Bus error: {e}")),
+        Ok(value) => panic!("expected an error, got {value:?}"),
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(started.elapsed() < timeout, "timed out after {timeout:?} waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Logs in `main` with a fresh TOTP code from the fake.
+pub async fn login(harness: &Harness, cloud: &FakeCloud) -> i64 {
+    let agent = harness.agent().await;
+    let code = cloud.control().current_totp(USER).expect("the user has MFA");
+    agent.login("main", USER, PASSWORD, &code).await.expect("login with MFA")
+}
