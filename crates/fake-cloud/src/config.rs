@@ -311,3 +311,30 @@ impl FakeConfig {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        let config = FakeConfig::default()
+            .with_user(FakeUser::new("alice", "pa55word").with_totp_seed("JBSWY3DPEHPK3PXP"))
+            .with_device_token("maker:devsecret", "D1")
+            .with_ground_token("maker:grdsecret", "G1", ["D1"]);
+        let text = format!("{config:?}");
+        for secret in ["pa55word", "JBSWY3DPEHPK3PXP", "maker:devsecret", "maker:grdsecret"] {
+            assert!(!text.contains(secret), "{secret} leaks into {text}");
+        }
+        assert!(text.contains("alice") && text.contains("G1"), "non-secrets stay visible: {text}");
+    }
+
+    #[test]
+    fn shapes_and_rotations_have_stable_names() {
+        assert_eq!(serde_json::to_string(&MfaShape::ErrorDescription).expect("serialisable"), "2");
+        assert_eq!(serde_json::from_str::<MfaShape>("3").expect("valid"), MfaShape::TopLevelBadRequest);
+        assert!(serde_json::from_str::<MfaShape>("0").is_err());
+        assert_eq!(serde_json::to_string(&Rotation::Omit).expect("serialisable"), "\"omit\"");
+        assert_eq!("fixed".parse::<Rotation>(), Ok(Rotation::Fixed));
+    }
+}

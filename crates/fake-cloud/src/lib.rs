@@ -79,6 +79,7 @@ enum Runner {
 }
 
 /// A running fake cloud on loopback. Dropping it stops it.
+#[must_use = "the fake cloud stops when dropped"]
 pub struct FakeCloud {
     addr: SocketAddr,
     control: Control,

@@ -1,11 +1,12 @@
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fake_cloud::{FakeCloud, MfaFields, MfaShape};
 use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::support::{
-    ALICE, ALICE_PASSWORD, BOB, BOB_PASSWORD, Reply, client, config, password_login, post_form, secs_between, start,
+    ALICE, ALICE_PASSWORD, BOB, BOB_PASSWORD, BOB_SEED, Reply, client, config, password_login, post_form, secs_between,
+    start,
 };
 
 #[tokio::test]
@@ -135,10 +136,17 @@ async fn mfa_shape_2_is_a_400_with_the_identifiers_inside_error_description() {
     assert!(challenge.body["MfaUid"].is_string());
 }
 
-fn wrong_code(right: &str) -> String {
-    // Every digit changed: it differs from the current code, and matches a neighbouring step's code with odds
-    // of about two in a million.
-    right.chars().map(|c| char::from(b'0' + (c as u8 - b'0' + 5) % 10)).collect()
+/// A six-digit code that the fake refuses now: none of the codes of the previous, current and next two steps.
+fn wrong_code() -> String {
+    let secret = totp_rs::Secret::try_from_base32(BOB_SEED).expect("the test seed is base32");
+    let totp = totp_rs::Builder::new().with_secret(secret).build().expect("a 160-bit seed");
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_secs();
+    let nearby: Vec<String> = (0..5).map(|step| totp.generate(now - 60 + step * 30).to_string()).collect();
+    ["000000", "111111", "222222", "333333", "444444", "555555"]
+        .into_iter()
+        .find(|candidate| !nearby.iter().any(|code| code == candidate))
+        .expect("five codes cannot cover six candidates")
+        .to_owned()
 }
 
 #[tokio::test]
@@ -148,7 +156,7 @@ async fn wrong_code_is_invalid_grant_and_the_challenge_stays_usable() {
     let challenge = password_login(&client, &cloud, BOB, BOB_PASSWORD).await;
     let (uid, user_id) = (challenge.str("MfaUid").to_owned(), challenge.str("UserId").to_owned());
     let right = cloud.control().current_totp(BOB).expect("Bob has MFA");
-    let reply = mfa_step(&client, &cloud, &uid, &user_id, &wrong_code(&right)).await;
+    let reply = mfa_step(&client, &cloud, &uid, &user_id, &wrong_code()).await;
     reply.assert_error("invalid_grant");
     let reply = mfa_step(&client, &cloud, &uid, &user_id, "12345").await;
     reply.assert_error("invalid_grant");
