@@ -113,7 +113,7 @@ pub enum LoginError {
     /// The server answered with a status the step does not expect (5xx, or anything but 200/400 from `/login`).
     #[error(
         "AllThingsTalk answered HTTP {status}, a server-side problem; it will be retried; if it persists, check \
-         https://status.allthingstalk.com and that api.url is right (reply excerpt: {excerpt:?})"
+         AllThingsTalk's service status and that api.url is right (reply excerpt: {excerpt:?})"
     )]
     ServerError {
         /// The HTTP status.

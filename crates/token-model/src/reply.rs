@@ -423,13 +423,23 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 /// of 20 characters or more, which may be an opaque token under an unexpected key. A JSON body is redacted
 /// structurally (strings holding JSON are redacted inside); anything else is redacted by a lexical scan that
 /// recognises `key: value`, `"key": "value"` and `key=value`.
+///
+/// Only the first 64 KiB of a body are looked at; when a body is longer, the word cut in two at that point
+/// is dropped, so no part of a token can show.
 pub fn excerpt(body: &[u8]) -> String {
-    let redacted = match serde_json::from_slice::<Value>(body) {
-        Ok(mut value) => {
+    const SCAN_BYTES: usize = 64 * 1024;
+    let structured = if body.len() <= SCAN_BYTES { serde_json::from_slice::<Value>(body).ok() } else { None };
+    let redacted = match structured {
+        Some(mut value) => {
             redact_value(&mut value, 0);
             value.to_string()
         }
-        Err(_) => redact_text(&String::from_utf8_lossy(body)),
+        None if body.len() > SCAN_BYTES => {
+            let text = String::from_utf8_lossy(&body[..SCAN_BYTES]);
+            let whole_words = text.rfind(is_separator).map_or("", |cut| &text[..cut]);
+            redact_text(whole_words)
+        }
+        None => redact_text(&String::from_utf8_lossy(body)),
     };
     let flat: String = redacted.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
     truncate_chars(&flat, EXCERPT_MAX_CHARS)
@@ -455,6 +465,11 @@ fn is_secret_key(key: &str) -> bool {
         return false;
     }
     key == "code" || key.ends_with("_code") && key != "error_code" || PARTS.iter().any(|part| key.contains(part))
+}
+
+/// Characters that end a word in the lexical scan.
+fn is_separator(c: char) -> bool {
+    c.is_whitespace() || "\"'{}[](),:;=&<>".contains(c)
 }
 
 fn looks_like_token(text: &str) -> bool {
@@ -499,7 +514,6 @@ fn redact_text(text: &str) -> String {
         /// The next value is secret.
         ExpectValue,
     }
-    let is_separator = |c: char| c.is_whitespace() || "\"'{}[](),:;=&<>".contains(c);
     let chars: Vec<char> = text.chars().collect();
     let mut out = String::with_capacity(text.len().min(4096));
     let mut state = State::Idle;
@@ -832,6 +846,11 @@ mod tests {
         let long = "é ".repeat(500);
         assert_eq!(excerpt(long.as_bytes()).chars().count(), EXCERPT_MAX_CHARS + 1);
         assert_eq!(excerpt(b"line\nbreak"), "line break");
+        // A token cut in two by the scan limit shows no part of itself.
+        let token = "SECRETTOKEN0123456789abcdefghijklmnopqrstuvwxyz";
+        let body = format!("{{\"password\":\"{}\" {token} trailing words", "p".repeat(65_510));
+        let shown = excerpt(body.as_bytes());
+        assert!(shown.contains("[redacted]") && !shown.contains("SECRET"), "{shown}");
     }
 
     fn json_leaf() -> impl Strategy<Value = Value> {
