@@ -136,3 +136,105 @@ fn from_transport(error: TransportError) -> LoginError {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::{Duration, SystemTime};
+
+    use token_model::secret::{ExposeSecret, Password};
+
+    use super::*;
+
+    /// Answers from a script and records what was sent.
+    struct Scripted {
+        replies: Mutex<Vec<(u16, &'static str)>>,
+        sent: Mutex<Vec<(String, String)>>,
+    }
+
+    impl Scripted {
+        fn new(replies: &[(u16, &'static str)]) -> Self {
+            Self { replies: Mutex::new(replies.iter().rev().copied().collect()), sent: Mutex::new(Vec::new()) }
+        }
+
+        fn sent(&self) -> Vec<(String, String)> {
+            self.sent.lock().expect("not poisoned").clone()
+        }
+    }
+
+    impl Transport for Scripted {
+        async fn send(&self, request: Request) -> Result<Response, TransportError> {
+            let form = request.form.as_ref().map(|form| form.expose_secret().to_owned()).unwrap_or_default();
+            self.sent.lock().expect("not poisoned").push((request.path.clone(), form));
+            let Some((status, body)) = self.replies.lock().expect("not poisoned").pop() else {
+                return Err(TransportError::Io("the script ran out".to_owned()));
+            };
+            Ok(Response {
+                status,
+                date: None,
+                retry_after: None,
+                body: body.as_bytes().to_vec(),
+                received_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            })
+        }
+    }
+
+    const CHALLENGE: &str = r#"{"MfaUid":"m-1","UserId":"u-1"}"#;
+    const GRANT: &str = r#"{"access_token":"AT","expires_in":3599,"refresh_token":"RT"}"#;
+
+    fn credentials() -> Credentials {
+        Credentials::new("alice@example.com", Password::new("pw"))
+    }
+
+    fn client(script: &[(u16, &'static str)]) -> LoginClient<Scripted> {
+        LoginClient::with_transport(ApiConfig::default(), Scripted::new(script)).expect("valid config")
+    }
+
+    #[tokio::test]
+    async fn login_with_code_runs_both_steps_in_order() {
+        let client = client(&[(200, CHALLENGE), (200, GRANT)]);
+        let code = MfaCode::parse("123456").expect("six digits");
+        let grant = client.login_with_code(&credentials(), Some(&code)).await.expect("granted");
+        assert_eq!(grant.access_token.expose_secret(), "AT");
+        let sent = client.transport.sent();
+        assert_eq!(sent.len(), 2);
+        assert_eq!(sent[0].1, "grant_type=password&username=alice%40example.com&password=pw&client_id=web");
+        assert_eq!(sent[1].1, "grant_type=mfa&client_id=web&mfa_uid=m-1&user_id=u-1&code=123456");
+    }
+
+    #[tokio::test]
+    async fn an_account_without_mfa_needs_no_code() {
+        let client = client(&[(200, GRANT)]);
+        let code = MfaCode::parse("123456").expect("six digits");
+        client.login_with_code(&credentials(), Some(&code)).await.expect("granted");
+        assert_eq!(client.transport.sent().len(), 1, "the code is not sent when not asked for");
+    }
+
+    #[tokio::test]
+    async fn no_code_stops_after_the_challenge() {
+        let client = client(&[(400, CHALLENGE)]);
+        assert_eq!(client.login_with_code(&credentials(), None).await.unwrap_err(), LoginError::MfaRequired);
+        assert_eq!(client.transport.sent().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_bad_seed_sends_nothing() {
+        let client = client(&[]);
+        let error = client.login_with_totp(&credentials(), &TotpSeed::new("1")).await.unwrap_err();
+        assert!(matches!(error, LoginError::BadTotpSeed { .. }), "{error:?}");
+        assert!(client.transport.sent().is_empty());
+    }
+
+    #[tokio::test]
+    async fn transport_failures_become_transient_errors() {
+        let client = client(&[]);
+        let error = client.refresh(&RefreshToken::new("rt")).await.unwrap_err();
+        assert!(matches!(error, LoginError::Network { .. }) && error.is_transient(), "{error:?}");
+        assert_eq!(
+            from_transport(TransportError::Timeout(Duration::from_secs(3))),
+            LoginError::Timeout { after: Duration::from_secs(3) }
+        );
+        assert_eq!(from_transport(TransportError::TooLarge(10)), LoginError::ReplyTooLarge { limit: 10 });
+        assert!(!from_transport(TransportError::InvalidRequest("bad header")).is_transient());
+    }
+}
