@@ -10,7 +10,8 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::Directive;
 
 /// Targets capped at `info`, whatever `RUST_LOG` says: they could log bodies or headers at debug/trace.
-pub const CAPPED_TARGETS: &[&str] = &["zbus", "zbus_names", "reqwest", "hyper", "hyper_util", "h2", "rustls", "tokio_cron_scheduler"];
+pub const CAPPED_TARGETS: &[&str] =
+    &["zbus", "zbus_names", "reqwest", "hyper", "hyper_util", "h2", "rustls", "tokio_cron_scheduler"];
 
 /// The filter for `rust_log` (the value of `RUST_LOG`, or `None`): the user's directives, default `info`,
 /// with [`CAPPED_TARGETS`] capped at `info`.
@@ -59,10 +60,8 @@ pub fn filter(rust_log: Option<&str>) -> (EnvFilter, Option<String>) {
         let stricter = kept.iter().any(|d| {
             d.split_once('=').is_some_and(|(t, level)| t == *target && matches!(level, "off" | "error" | "warn"))
         });
-        if !stricter {
-            if let Ok(directive) = format!("{target}=info").parse::<Directive>() {
-                filter = filter.add_directive(directive);
-            }
+        if !stricter && let Ok(directive) = format!("{target}=info").parse::<Directive>() {
+            filter = filter.add_directive(directive);
         }
     }
     (filter, (!warnings.is_empty()).then(|| warnings.join("; ")))
@@ -96,10 +95,10 @@ pub fn init() {
     } else {
         builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).try_init()
     };
-    if result.is_ok() {
-        if let Some(warning) = warning {
-            tracing::warn!("{warning}");
-        }
+    if result.is_ok()
+        && let Some(warning) = warning
+    {
+        tracing::warn!("{warning}");
     }
 }
 

@@ -39,7 +39,9 @@ pub async fn check_token_health(engine: &Engine, cloud: &Cloud) {
         match result {
             Ok(None) => engine.set_static_health(&name, Ok(())),
             Ok(Some(why)) => engine.set_static_health(&name, Err(why)),
-            Err(failure) => tracing::info!(token = %name, "health check skipped, the cloud is not reachable: {}", failure.why()),
+            Err(failure) => {
+                tracing::info!(token = %name, "health check skipped, the cloud is not reachable: {}", failure.why())
+            }
         }
     }
     for (_, session) in engine.user_sessions() {
@@ -50,7 +52,8 @@ pub async fn check_token_health(engine: &Engine, cloud: &Cloud) {
 /// Re-reads the device list of every ground token that has no configured `devices`.
 pub async fn sync_grounds(engine: &Engine, cloud: &Cloud) {
     for (name, scope, token, devices_configured) in engine.static_tokens() {
-        let (TokenValue::Static(token), Scope::Ground { ground, .. }, false) = (token, &scope, devices_configured) else {
+        let (TokenValue::Static(token), Scope::Ground { ground, .. }, false) = (token, &scope, devices_configured)
+        else {
             continue;
         };
         match cloud.ground_devices(&token, ground).await {
@@ -60,7 +63,9 @@ pub async fn sync_grounds(engine: &Engine, cloud: &Cloud) {
                 engine.set_static_health(&name, Ok(()));
             }
             Ok(Err(why)) => engine.set_static_health(&name, Err(why)),
-            Err(failure) => tracing::info!(token = %name, "ground sync skipped, the cloud is not reachable: {}", failure.why()),
+            Err(failure) => {
+                tracing::info!(token = %name, "ground sync skipped, the cloud is not reachable: {}", failure.why())
+            }
         }
     }
 }
@@ -104,24 +109,36 @@ pub async fn start(
     let mut jobs = Vec::new();
     if let (Schedule::Cron(cron), Some(cloud)) = (&config.token_health, cloud) {
         let (engine, cloud) = (engine.clone(), cloud.clone());
-        jobs.push(("token_health", cron.clone(), Job::new_async(cron.as_str(), move |_, _| {
-            let (engine, cloud) = (engine.clone(), cloud.clone());
-            Box::pin(async move { check_token_health(&engine, &cloud).await })
-        })));
+        jobs.push((
+            "token_health",
+            cron.clone(),
+            Job::new_async(cron.as_str(), move |_, _| {
+                let (engine, cloud) = (engine.clone(), cloud.clone());
+                Box::pin(async move { check_token_health(&engine, &cloud).await })
+            }),
+        ));
     }
     if let (Schedule::Cron(cron), Some(cloud)) = (&config.ground_sync, cloud) {
         let (engine, cloud) = (engine.clone(), cloud.clone());
-        jobs.push(("ground_sync", cron.clone(), Job::new_async(cron.as_str(), move |_, _| {
-            let (engine, cloud) = (engine.clone(), cloud.clone());
-            Box::pin(async move { sync_grounds(&engine, &cloud).await })
-        })));
+        jobs.push((
+            "ground_sync",
+            cron.clone(),
+            Job::new_async(cron.as_str(), move |_, _| {
+                let (engine, cloud) = (engine.clone(), cloud.clone());
+                Box::pin(async move { sync_grounds(&engine, &cloud).await })
+            }),
+        ));
     }
     if let Schedule::Cron(cron) = &config.lapse_review {
         let engine = engine.clone();
-        jobs.push(("lapse_review", cron.clone(), Job::new_async(cron.as_str(), move |_, _| {
-            let engine = engine.clone();
-            Box::pin(async move { review_lapses(&engine, lapse_horizon) })
-        })));
+        jobs.push((
+            "lapse_review",
+            cron.clone(),
+            Job::new_async(cron.as_str(), move |_, _| {
+                let engine = engine.clone();
+                Box::pin(async move { review_lapses(&engine, lapse_horizon) })
+            }),
+        ));
     }
     if jobs.is_empty() {
         return Ok(None);
@@ -129,7 +146,9 @@ pub async fn start(
     let scheduler = JobScheduler::new().await.context("could not create the maintenance scheduler")?;
     for (what, cron, job) in jobs {
         let job = job.with_context(|| {
-            format!("the [maintenance] {what} schedule {cron:?} is not a valid cron expression; fix it or set it to \"off\"")
+            format!(
+                "the [maintenance] {what} schedule {cron:?} is not a valid cron expression; fix it or set it to \"off\""
+            )
         })?;
         scheduler.add(job).await.with_context(|| format!("could not schedule the {what} job"))?;
         tracing::debug!(job = what, cron = %cron, "maintenance job scheduled");

@@ -33,7 +33,7 @@ pub fn policy(refresh: &RefreshConfig) -> Policy {
 
 /// The cloud client from `[api]`.
 pub fn cloud(api: &config::ApiConfig) -> anyhow::Result<Cloud> {
-    let mut login = login_flow::ApiConfig::new(&api.url).with_context(|| format!("[api] url in the config"))?;
+    let mut login = login_flow::ApiConfig::new(&api.url).context("[api] url in the config")?;
     login.client_id = api.client_id.clone();
     login.connect_timeout = api.connect_timeout;
     login.request_timeout = api.request_timeout;
@@ -95,7 +95,9 @@ pub async fn connect(bus: &Bus) -> anyhow::Result<Connection> {
         Bus::Address(address) => zbus::connection::Builder::address(address.as_str()),
     };
     builder.build().await.with_context(|| {
-        format!("could not connect to the {bus} D-Bus bus; check that the bus is running and [daemon] bus in the config")
+        format!(
+            "could not connect to the {bus} D-Bus bus; check that the bus is running and [daemon] bus in the config"
+        )
     })
 }
 
@@ -218,8 +220,13 @@ async fn reload(current: &Config, engine: &Engine) -> anyhow::Result<Config> {
     let new = config::load(&current.path)?;
     new.check_files()?;
     let engine_config = engine_config(&new)?;
-    if new.daemon.bus != current.daemon.bus || new.daemon.state_dir != current.daemon.state_dir || new.api != current.api {
-        tracing::warn!("[daemon] bus, [daemon] state_dir and [api] changes take effect after a restart: systemctl restart att-tokend");
+    if new.daemon.bus != current.daemon.bus
+        || new.daemon.state_dir != current.daemon.state_dir
+        || new.api != current.api
+    {
+        tracing::warn!(
+            "[daemon] bus, [daemon] state_dir and [api] changes take effect after a restart: systemctl restart att-tokend"
+        );
     }
     engine.apply(engine_config);
     Ok(new)

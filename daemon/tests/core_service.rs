@@ -63,7 +63,10 @@ async fn static_tokens_are_served_to_readers_and_denied_to_others() {
         "io.allthingstalk.TokenAgent1.Error.NoTokenForDevice"
     );
     assert_eq!(error_name(&stranger.refresh("main").await), "org.freedesktop.DBus.Error.AccessDenied");
-    assert_eq!(error_name(&stranger.login("main", USER, PASSWORD, "").await), "org.freedesktop.DBus.Error.AccessDenied");
+    assert_eq!(
+        error_name(&stranger.login("main", USER, PASSWORD, "").await),
+        "org.freedesktop.DBus.Error.AccessDenied"
+    );
     harness.stop().await;
 }
 
@@ -81,12 +84,24 @@ async fn login_with_mfa_then_tokens_survive_refresh_cycles() {
     let mut changes = agent.receive_token_changed().await.unwrap();
     let main = harness.token("main").await;
 
-    assert_eq!(error_name(&agent.login("main", USER, PASSWORD, "").await), "io.allthingstalk.TokenAgent1.Error.MfaRequired");
-    assert_eq!(error_name(&agent.login("main", USER, "wrong", "").await), "io.allthingstalk.TokenAgent1.Error.LoginFailed");
+    assert_eq!(
+        error_name(&agent.login("main", USER, PASSWORD, "").await),
+        "io.allthingstalk.TokenAgent1.Error.MfaRequired"
+    );
+    assert_eq!(
+        error_name(&agent.login("main", USER, "wrong", "").await),
+        "io.allthingstalk.TokenAgent1.Error.LoginFailed"
+    );
     let good = cloud.control().current_totp(USER).unwrap();
     let bad = if good == "000000" { "111111" } else { "000000" };
-    assert_eq!(error_name(&agent.login("main", USER, PASSWORD, bad).await), "io.allthingstalk.TokenAgent1.Error.MfaFailed");
-    assert_eq!(error_name(&agent.login("main", USER, PASSWORD, "12ab").await), "org.freedesktop.DBus.Error.InvalidArgs");
+    assert_eq!(
+        error_name(&agent.login("main", USER, PASSWORD, bad).await),
+        "io.allthingstalk.TokenAgent1.Error.MfaFailed"
+    );
+    assert_eq!(
+        error_name(&agent.login("main", USER, PASSWORD, "12ab").await),
+        "org.freedesktop.DBus.Error.InvalidArgs"
+    );
 
     let expires_at = login(&harness, &cloud).await;
     assert!(expires_at > 0);
@@ -160,7 +175,9 @@ async fn outage_serves_last_good_token_then_unavailable_then_recovers() {
     let main = harness.token("main").await;
     login(&harness, &cloud).await;
     let (good, expires_at) = agent.get_token("main").await.unwrap();
-    cloud.control().inject_fault(Fault::new(FaultKind::ServiceUnavailable).for_duration(Duration::from_secs(14)).on_path("/login"));
+    cloud.control().inject_fault(
+        Fault::new(FaultKind::ServiceUnavailable).for_duration(Duration::from_secs(14)).on_path("/login"),
+    );
 
     // While the cloud is down the last good token is served, and the state says retrying.
     eventually(LONG, "state retrying", || {
@@ -347,5 +364,74 @@ async fn unattended_login_with_totp_needs_nobody() {
     let (again, _) = agent.get_token("main").await.unwrap();
     assert_ne!(again, token);
     assert!(cloud.control().is_access_token_valid(&again));
+    harness.stop().await;
+}
+
+/// The interfaces as served, in the form installed under `/usr/share/dbus-1/interfaces/`.
+async fn served_interfaces(harness: &Harness) -> String {
+    let introspect = |path: String| {
+        let client = harness.client.clone();
+        async move {
+            zbus::fdo::IntrospectableProxy::builder(&client)
+                .destination(att_tokend::dbus::BUS_NAME)
+                .path(path)
+                .build()
+                .await
+                .expect("an introspection proxy")
+                .introspect()
+                .await
+                .expect("introspection data")
+        }
+    };
+    let main = introspect(att_tokend::dbus::OBJECT_PATH.to_owned()).await;
+    let token = introspect(att_tokend::client::token_object_path("main")).await;
+    let interface = |xml: &str, name: &str| -> String {
+        let open = format!("<interface name=\"{name}\">");
+        let start = xml.find(&open).unwrap_or_else(|| panic!("{name} is served:\n{xml}"));
+        let end = start + xml[start..].find("</interface>").expect("a closed interface") + "</interface>".len();
+        let line_start = xml[..start].rfind('\n').map_or(0, |i| i + 1);
+        xml[line_start..end].to_owned()
+    };
+    format!(
+        "<!DOCTYPE node PUBLIC \"-//freedesktop//DTD D-BUS Object Introspection 1.0//EN\"\n \
+         \"http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd\">\n<node>\n{}\n{}\n</node>\n",
+        interface(&main, att_tokend::dbus::INTERFACE),
+        interface(&token, att_tokend::dbus::TOKEN_INTERFACE)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn introspection_matches_the_committed_xml() {
+    let cloud = fake_cloud(Duration::from_secs(3600)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(dir.path(), &cloud.url(), "");
+    let harness = Harness::start(dir, &text, Credentials::peer()).await;
+    let served = served_interfaces(&harness).await;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/io.allthingstalk.TokenAgent1.xml");
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&path, &served).expect("write the introspection XML");
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{} cannot be read ({e}); run UPDATE_SNAPSHOTS=1 cargo test -p att-tokend --test core_service",
+            path.display()
+        )
+    });
+    assert_eq!(
+        committed, served,
+        "the introspection XML differs from the service; if the change is intended, run \
+         UPDATE_SNAPSHOTS=1 cargo test -p att-tokend --test core_service and commit the file"
+    );
+    for member in ["GetToken", "GetTokenValidFor", "GetTokenForDevice", "ListTokens", "Login", "Refresh", "Logout"] {
+        assert!(served.contains(&format!("<method name=\"{member}\">")), "{member} is served");
+    }
+    for member in ["TokenChanged", "AttentionNeeded"] {
+        assert!(served.contains(&format!("<signal name=\"{member}\">")), "{member} is served");
+    }
+    for property in
+        ["Name", "Kind", "State", "ExpiresAt", "RefreshTokenExpiresAt", "NextRefreshAt", "AttentionNeeded", "LastError"]
+    {
+        assert!(served.contains(&format!("<property name=\"{property}\"")), "{property} is served");
+    }
     harness.stop().await;
 }

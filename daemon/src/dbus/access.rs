@@ -120,7 +120,11 @@ impl Credentials {
     }
 
     /// The identity of the sender of a call received on `connection`.
-    pub async fn caller(&self, connection: &Connection, sender: Option<&UniqueName<'_>>) -> Result<Caller, CredentialsError> {
+    pub async fn caller(
+        &self,
+        connection: &Connection,
+        sender: Option<&UniqueName<'_>>,
+    ) -> Result<Caller, CredentialsError> {
         match &self.source {
             Source::Fixed(caller) => Ok(caller.clone()),
             Source::Peer => {
@@ -168,10 +172,10 @@ impl Credentials {
         let mut changes = proxy.receive_name_owner_changed().await?;
         while let Some(signal) = changes.next().await {
             let Ok(args) = signal.args() else { continue };
-            if let BusName::Unique(name) = args.name() {
-                if args.new_owner().is_none() {
-                    self.forget(name.as_str());
-                }
+            if let BusName::Unique(name) = args.name()
+                && args.new_owner().is_none()
+            {
+                self.forget(name.as_str());
             }
         }
         Ok(())

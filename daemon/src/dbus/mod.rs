@@ -9,7 +9,7 @@ pub mod access;
 pub mod error;
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, btree_map};
 use std::sync::Arc;
 
 use serde::{Serialize, Serializer};
@@ -136,7 +136,13 @@ impl Agent {
             .list(&caller)
             .into_iter()
             .map(|(name, kind, status)| {
-                (name.into(), kind.as_str().to_owned(), status.expires_at, status.state.as_str().to_owned(), status.attention_needed)
+                (
+                    name.into(),
+                    kind.as_str().to_owned(),
+                    status.expires_at,
+                    status.state.as_str().to_owned(),
+                    status.attention_needed,
+                )
             })
             .collect())
     }
@@ -155,10 +161,15 @@ impl Agent {
     ) -> Result<i64, ServiceError> {
         self.admin(connection, &header, "log in").await?;
         if username.trim().is_empty() {
-            return Err(EngineError::InvalidArgs("the username is empty; give the AllThingsTalk account's username".to_owned()).into());
+            return Err(EngineError::InvalidArgs(
+                "the username is empty; give the AllThingsTalk account's username".to_owned(),
+            )
+            .into());
         }
         if password.is_empty() {
-            return Err(EngineError::InvalidArgs("the password is empty; give the account's password".to_owned()).into());
+            return Err(
+                EngineError::InvalidArgs("the password is empty; give the account's password".to_owned()).into()
+            );
         }
         let code = match code.trim() {
             "" => None,
@@ -301,12 +312,11 @@ impl Service {
             self.connection.object_server().remove::<TokenObject, _>(token_path(&name).as_str()).await?;
         }
         for name in names {
-            if !published.contains_key(&name) {
+            if let btree_map::Entry::Vacant(slot) = published.entry(name.clone()) {
                 let object = TokenObject { engine: self.engine.clone(), name: name.clone() };
                 self.connection.object_server().at(token_path(&name).as_str(), object).await?;
-                let status = self.engine.status(&name).map(|(_, s)| s);
-                if let Some(status) = status {
-                    published.insert(name, status);
+                if let Some((_, status)) = self.engine.status(&name) {
+                    slot.insert(status);
                 }
             } else {
                 self.publish_changes(&name, published).await?;

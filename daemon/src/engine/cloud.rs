@@ -100,7 +100,12 @@ impl Cloud {
         Ok(self.client.refresh(refresh).await?.into())
     }
 
-    pub(crate) async fn login(&self, username: &str, password: &Password, code: Option<&MfaCode>) -> Result<Grant, LoginFailure> {
+    pub(crate) async fn login(
+        &self,
+        username: &str,
+        password: &Password,
+        code: Option<&MfaCode>,
+    ) -> Result<Grant, LoginFailure> {
         let credentials = Credentials::new(username, password.clone());
         Ok(self.client.login_with_code(&credentials, code).await?.into())
     }

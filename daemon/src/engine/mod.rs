@@ -236,10 +236,10 @@ impl Entry {
         if live.status.state == State::Revoked {
             return None;
         }
-        if let Some(until) = live.serve_until {
-            if now + for_at_least > until {
-                return None;
-            }
+        if let Some(until) = live.serve_until
+            && now + for_at_least > until
+        {
+            return None;
         }
         Some(Served { token: token.clone(), expires_at: live.status.expires_at })
     }
@@ -387,7 +387,15 @@ impl Engine {
                             _ => Vec::new(),
                         },
                     };
-                    static_entry(spec.name, kind, spec.readers, Scope::ground(ground, devices), configured, token, previous)
+                    static_entry(
+                        spec.name,
+                        kind,
+                        spec.readers,
+                        Scope::ground(ground, devices),
+                        configured,
+                        token,
+                        previous,
+                    )
                 }
             };
             entries.insert(entry.name.as_str().into(), entry);

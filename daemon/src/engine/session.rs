@@ -99,7 +99,12 @@ pub struct SessionSettings {
 
 enum Command {
     EnsureValidFor(Duration, oneshot::Sender<Result<Served, EngineError>>),
-    Login { username: String, password: Password, code: Option<MfaCode>, reply: oneshot::Sender<Result<i64, EngineError>> },
+    Login {
+        username: String,
+        password: Password,
+        code: Option<MfaCode>,
+        reply: oneshot::Sender<Result<i64, EngineError>>,
+    },
     Refresh(oneshot::Sender<Result<i64, EngineError>>),
     Logout(oneshot::Sender<Result<(), EngineError>>),
     Probe(oneshot::Sender<()>),
@@ -132,7 +137,10 @@ impl SessionHandle {
         EngineError::Unavailable { name: self.name.clone(), why: "the daemon is shutting down".to_owned() }
     }
 
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T, EngineError>>) -> Command) -> Result<T, EngineError> {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, EngineError>>) -> Command,
+    ) -> Result<T, EngineError> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(make(reply)).map_err(|_| self.gone())?;
         rx.await.map_err(|_| self.gone())?
@@ -142,7 +150,12 @@ impl SessionHandle {
         self.ask(|reply| Command::EnsureValidFor(wanted, reply)).await
     }
 
-    pub(crate) async fn login(&self, username: String, password: Password, code: Option<MfaCode>) -> Result<i64, EngineError> {
+    pub(crate) async fn login(
+        &self,
+        username: String,
+        password: Password,
+        code: Option<MfaCode>,
+    ) -> Result<i64, EngineError> {
         self.ask(|reply| Command::Login { username, password, code, reply }).await
     }
 
@@ -204,7 +217,12 @@ fn clock_pair() -> ClockPair {
 }
 
 /// Starts the session task of a user token, restoring its saved session; returns the entry holding the handle.
-pub(crate) fn spawn(engine: Engine, template: &Entry, unattended: Option<Unattended>, settings: &SessionSettings) -> Arc<Entry> {
+pub(crate) fn spawn(
+    engine: Engine,
+    template: &Entry,
+    unattended: Option<Unattended>,
+    settings: &SessionSettings,
+) -> Arc<Entry> {
     let (tx, rx) = mpsc::unbounded_channel();
     let entry = Arc::new(Entry {
         name: template.name.clone(),
@@ -395,7 +413,11 @@ impl Session {
     fn needs_login_error(&self) -> EngineError {
         EngineError::NeedsLogin {
             name: self.name.clone(),
-            why: if self.last_error.is_empty() { "no session: nobody has logged in".to_owned() } else { self.last_error.clone() },
+            why: if self.last_error.is_empty() {
+                "no session: nobody has logged in".to_owned()
+            } else {
+                self.last_error.clone()
+            },
         }
     }
 
@@ -502,7 +524,8 @@ impl Session {
         match outcome {
             Ok(grant) => {
                 let change = RefreshTokenChange::of(&sent, grant.refresh.as_ref());
-                let facts = Grant::new(pair, grant.expires_in, change).with_server_times(grant.server_date, grant.issued);
+                let facts =
+                    Grant::new(pair, grant.expires_in, change).with_server_times(grant.server_date, grant.issued);
                 if let Some(plan) = &mut self.plan {
                     plan.apply(Attempt::Refresh, Outcome::Success(facts), pair, &policy, Self::jitter());
                 }
@@ -546,10 +569,10 @@ impl Session {
     }
 
     fn forget_saved(&self) {
-        if let Some(store) = &self.settings.store {
-            if let Err(e) = store.remove(&self.name) {
-                tracing::error!(token = %self.name, "could not remove the saved session: {e}");
-            }
+        if let Some(store) = &self.settings.store
+            && let Err(e) = store.remove(&self.name)
+        {
+            tracing::error!(token = %self.name, "could not remove the saved session: {e}");
         }
     }
 
@@ -583,7 +606,12 @@ impl Session {
         self.publish(true);
     }
 
-    async fn human_login(&mut self, username: String, password: Password, code: Option<MfaCode>) -> Result<i64, EngineError> {
+    async fn human_login(
+        &mut self,
+        username: String,
+        password: Password,
+        code: Option<MfaCode>,
+    ) -> Result<i64, EngineError> {
         let cloud = self.cloud()?;
         self.busy = true;
         self.publish(false);
@@ -644,7 +672,8 @@ impl Session {
         let Ok(cloud) = self.cloud() else { return false };
         self.busy = true;
         self.publish(false);
-        let result = cloud.login_unattended(&unattended.username, &unattended.password, unattended.totp_seed.as_ref()).await;
+        let result =
+            cloud.login_unattended(&unattended.username, &unattended.password, unattended.totp_seed.as_ref()).await;
         self.busy = false;
         let pair = clock_pair();
         let policy = self.settings.policy.clone();

@@ -163,10 +163,8 @@ pub fn start_engine(config: &config::Config) -> Engine {
 pub async fn pair(engine: &Engine, credentials: Credentials) -> (Connection, Connection) {
     let (a, b) = std::os::unix::net::UnixStream::pair().expect("a socket pair");
     let guid = zbus::Guid::generate();
-    let (server, client) = tokio::join!(
-        Builder::unix_stream(a).server(guid).p2p().build(),
-        Builder::unix_stream(b).p2p().build()
-    );
+    let (server, client) =
+        tokio::join!(Builder::unix_stream(a).server(guid).p2p().build(), Builder::unix_stream(b).p2p().build());
     let (server, client) = (server.expect("server end"), client.expect("client end"));
     Service::install(&server, engine.clone(), Arc::new(credentials)).await.expect("serve the interface");
     (server, client)
