@@ -9,3 +9,4 @@ pub mod state;
 pub mod logging;
 pub mod maintenance;
 pub mod run;
+pub mod cli;
