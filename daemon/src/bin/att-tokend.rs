@@ -1,3 +1,62 @@
-//! `att-tokend`: the daemon (being written).
+//! `att-tokend`: keeps AllThingsTalk tokens alive and hands them to local processes over D-Bus.
+//!
+//! Arguments → logging → `run(config)` → the error printed once → exit status (0 clean stop, 1 failure,
+//! 2 wrong usage from clap).
 
-fn main() {}
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use att_tokend::cli::TokendArgs;
+use att_tokend::{config, logging, run};
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = TokendArgs::parse();
+    if args.check_config {
+        return match check_config(&args.config) {
+            Ok(summary) => {
+                println!("{summary}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("att-tokend: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    logging::init();
+    match serve(&args.config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("att-tokend: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Validates the config, its secret files and its users and groups, as the daemon would at start.
+fn check_config(path: &Path) -> anyhow::Result<String> {
+    let config = config::load(path)?;
+    config.check_files()?;
+    run::engine_config(&config)?;
+    run::cloud(&config.api)?;
+    Ok(format!(
+        "{}: the configuration is valid ({} tokens, bus {}, state in {})",
+        path.display(),
+        config.tokens.len(),
+        config.daemon.bus,
+        config.daemon.state_dir.display()
+    ))
+}
+
+fn serve(path: &Path) -> anyhow::Result<()> {
+    let config = config::load(path)?;
+    config.check_files()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("att-tokend")
+        .build()
+        .context("could not start the async runtime; check the process limits (ulimit -u)")?;
+    runtime.block_on(run::run(config))
+}
