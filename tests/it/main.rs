@@ -20,6 +20,3 @@ mod e2e_access;
 
 /// Packaging files: the unit passes systemd-analyze, the D-Bus files load in dbus-daemon, the conffile parses.
 mod packaging;
-
-/// Packaging files: the unit passes systemd-analyze, the D-Bus files load in dbus-daemon, the conffile parses.
-mod packaging;
