@@ -300,3 +300,51 @@ fn the_conffile_parses_and_shows_the_real_defaults() {
     documented.daemon.admins.line = 0;
     assert_eq!(documented, defaults, "a documented default differs from the daemon's:\n{uncommented}");
 }
+#[test]
+fn gen_assets_writes_man_pages_and_completions() {
+    let dir = tempfile::tempdir().unwrap();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = output(
+        Command::new(cargo)
+            .current_dir(workspace_root())
+            .args(["run", "--quiet", "-p", "att-tokend", "--example", "gen-assets", "--"])
+            .arg(dir.path()),
+    );
+    assert!(out.status.success(), "gen-assets failed: {}", text(&out.stderr));
+    let pages: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".1") || name.ends_with(".8"))
+        .collect();
+    for name in ["att-tokend.8", "att-token.1", "att-token-get.1", "att-token-login.1"] {
+        assert!(pages.iter().any(|page| page == name), "no {name} among {pages:?}");
+    }
+    for name in &pages {
+        let page = dir.path().join(name);
+        let roff = read(&page);
+        assert!(roff.contains(".SH NAME") && roff.contains(".SH SYNOPSIS"), "{name} lacks NAME or SYNOPSIS");
+        // groff reports what man would render wrongly.
+        let check = output(Command::new("groff").args(["-man", "-ww", "-z", "-Tutf8"]).arg(&page));
+        assert!(check.status.success() && check.stderr.is_empty(), "groff warns about {name}: {}", text(&check.stderr));
+    }
+    let token_page = read(&dir.path().join("att-token.1"));
+    for subcommand in ["for-device", "login", "watch"] {
+        // roff escapes hyphens.
+        let escaped = format!("att\\-token\\-{}", subcommand.replace('-', "\\-"));
+        assert!(token_page.contains(&escaped), "att-token(1) does not name {escaped}");
+        // Every page the SUBCOMMANDS section names is generated.
+        assert!(pages.contains(&format!("att-token-{subcommand}.1")), "no page for att-token {subcommand}");
+    }
+    assert!(token_page.contains(".SH \"EXIT STATUS\""), "att-token(1) lists its exit statuses");
+    assert!(!pages.iter().any(|page| page.contains("-help.")), "no page for the help subcommand");
+    for (file, marker) in [
+        ("att-token.bash", "for-device"),
+        ("_att-token", "for-device"),
+        ("att-token.fish", "for-device"),
+        ("att-tokend.bash", "check-config"),
+        ("_att-tokend", "check-config"),
+        ("att-tokend.fish", "check-config"),
+    ] {
+        assert!(read(&dir.path().join(file)).contains(marker), "{file} does not complete {marker}");
+    }
+}

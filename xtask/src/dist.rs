@@ -192,8 +192,21 @@ fn populate(stage: &Path, bin_dir: &Path, assets: &Path, build: &Build) -> anyho
         sys::install(&source, &stage.join(to), 0o644)?;
     }
     sys::gzip(&root.join("CHANGELOG.md"), &stage.join("usr/share/doc/att-tokend/changelog.gz"))?;
-    sys::gzip(&assets.join("att-token.1"), &stage.join("usr/share/man/man1/att-token.1.gz"))?;
-    sys::gzip(&assets.join("att-tokend.8"), &stage.join("usr/share/man/man8/att-tokend.8.gz"))?;
+    let mut pages = 0;
+    for page in sys::files_under(assets)? {
+        let Some(section @ ("1" | "8")) = page.extension().and_then(|ext| ext.to_str()) else { continue };
+        let name = page.file_name().expect("a file").to_string_lossy();
+        sys::gzip(&assets.join(&page), &stage.join(format!("usr/share/man/man{section}/{name}.gz")))?;
+        pages += 1;
+    }
+    for required in ["att-tokend.8", "att-token.1"] {
+        if !assets.join(required).is_file() {
+            bail!(
+                "gen-assets wrote no {required}; run `cargo run -p att-tokend --example gen-assets -- DIR` to see why"
+            );
+        }
+    }
+    eprintln!("xtask: {pages} man pages");
     for program in ["att-tokend", "att-token"] {
         let completions = [
             (format!("{program}.bash"), format!("usr/share/bash-completion/completions/{program}")),
