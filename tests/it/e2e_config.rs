@@ -69,7 +69,12 @@ fn each_kind_of_bad_config_is_named_with_file_line_and_fix() {
             "name = \"gone\"",
             &["missing.token"],
         ),
-        ("bad cron", format!("{head}[maintenance]\ntoken_health = \"every hour\"\n"), "every hour", &["token_health"]),
+        (
+            "bad cron",
+            format!("{head}[maintenance]\ntoken_health = \"every hour\"\n"),
+            "every hour",
+            &["sec min hour", "\"off\""],
+        ),
     ];
     for (what, text, marker, fix) in cases {
         let path = scratch.write(&format!("{}.toml", what.replace(' ', "-")), &text, 0o600);

@@ -15,24 +15,30 @@ const USER_CONFIG: &str = "[refresh]\nsafety_margin = \"2s\"\nretry_initial = \"
 
 #[test]
 fn outage_serves_the_last_token_then_unavailable_then_recovers_by_itself() {
-    let mut world = World::new("outage", FAKE_ARGS);
+    // 24 s tokens (expires_in 23): the refresh is planned at 75-80 % of the life, about 17-18 s in, and the token
+    // is served until 2 s before its end (21 s): a few seconds in which the daemon retries with a good token.
+    let mut world = World::new("outage", &["--access-lifetime", "24s"]);
     world.start_daemon(USER_CONFIG, "debug");
     world.login_ok("main");
     let good = world.get("main").expect("a token after login");
 
-    // /login fails with 500 for 16 s: longer than the 8 s token.
-    let outage = Duration::from_secs(16);
+    // /login fails with 500 for 32 s: past the token's end.
+    let outage = Duration::from_secs(32);
+    let outage_ends = Instant::now() + outage;
     world
         .fake
         .inject_fault(json!({"kind": "server_error", "duration_ms": outage.as_millis() as u64, "path": "/login"}));
-    let outage_ends = Instant::now() + outage;
 
-    // While the token in hand is still good, it is served (retrying in the background).
-    let retrying = world.wait_for_state("main", "retrying");
+    // While the token in hand is still good, it is served, and the state says the daemon is retrying.
+    let retrying = wait_until("main to be retrying", PATIENCE, || {
+        let entry = world.listed("main");
+        if entry["state"] == "retrying" { Ok(entry) } else { Err(format!("listed as {entry}")) }
+    });
     assert_eq!(retrying["attention_needed"], false, "a transient failure needs no human yet: {retrying}");
     let during = world.get("main").unwrap_or_else(|out| panic!("the last good token is served: {}", describe(&out)));
     assert_eq!(during, good, "the token in hand is served during the outage");
     assert!(world.fake.is_access_token_valid(&during));
+    assert!(world.fake.counter("faults_applied") >= 1, "the daemon tried to refresh and met the outage");
 
     // Once it lapses: Unavailable, with its documented exit status, and state `expired`.
     let failed = wait_until("GetToken to report Unavailable", PATIENCE, || match world.get("main") {
@@ -50,6 +56,7 @@ fn outage_serves_the_last_token_then_unavailable_then_recovers_by_itself() {
     let healed = wait_until("the daemon to recover after the outage", PATIENCE + outage, || {
         world.get("main").map_err(|out| describe(&out))
     });
+    assert!(Instant::now() >= outage_ends, "no token was served during the outage once the old one lapsed");
     assert_ne!(healed, good);
     assert!(world.fake.is_access_token_valid(&healed), "the recovered token works at the cloud");
     assert_eq!(world.fake.counter("password_grants"), 1, "recovered by refreshing, not by a new login");
@@ -70,6 +77,10 @@ fn rejected_refresh_needs_login_and_raises_attention() {
         },
         world.scratch.path(),
     );
+
+    wait_until("att-token watch to subscribe", PATIENCE, || {
+        if watch.stderr().contains("watching") { Ok(()) } else { Err(watch.stderr()) }
+    });
 
     // "Log out everywhere" at the cloud: the refresh token now gets invalid_grant.
     assert!(world.fake.revoke_user_sessions(USERNAME) >= 2, "the fake revoked the access and refresh tokens");

@@ -104,7 +104,8 @@ fn mfa_login_then_tokens_stay_valid_through_refreshes_and_no_secret_is_logged() 
     // No secret in the trace-level log.
     world.daemon = None;
     let logs = world.daemon_logs();
-    assert!(logs.lines().count() > 20, "a trace-level run logs its work (got {} lines)", logs.lines().count());
+    let refresh_lines = logs.lines().filter(|l| l.contains("refresh")).count();
+    assert!(refresh_lines >= 5, "the trace-level log tells of the refreshes (got {refresh_lines} lines):\n{logs}");
     let mut secrets: Vec<(&str, String)> = vec![
         ("the password", PASSWORD.to_owned()),
         ("the TOTP seed", TOTP_SEED.to_owned()),

@@ -33,6 +33,18 @@ pub(crate) fn workspace_root() -> &'static Path {
 fn build() -> Result<Bins, String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
+    // Cargo describes the test package to the test in CARGO_* variables; build scripts that watch such
+    // variables would otherwise rebuild on every run, and again on the next plain `cargo build`.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        let per_package =
+            ["CARGO_PKG_", "CARGO_BIN_EXE_", "CARGO_CFG_", "CARGO_MANIFEST_"].iter().any(|p| key.starts_with(p));
+        let per_target =
+            ["CARGO_CRATE_NAME", "CARGO_BIN_NAME", "CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR", "OUT_DIR"];
+        if per_package || per_target.contains(&key.as_ref()) {
+            command.env_remove(key.as_ref());
+        }
+    }
     command
         .current_dir(workspace_root())
         .args(["build", "-p", "att-tokend", "-p", "fake-cloud", "--bins"])

@@ -246,9 +246,9 @@ pub(crate) fn describe(output: &Output) -> String {
 /// `att-token`'s exit statuses, as its man page lists them.
 pub(crate) mod exit {
     /// The caller may not read the token or call the method (`AccessDenied`).
-    pub(crate) const ACCESS_DENIED: i32 = 77;
+    pub(crate) const ACCESS_DENIED: i32 = 6;
     /// The token's session is lost: someone must log in (`NeedsLogin`).
-    pub(crate) const NEEDS_LOGIN: i32 = 3;
+    pub(crate) const NEEDS_LOGIN: i32 = 4;
     /// No valid token now, for a transient reason (`Unavailable`).
-    pub(crate) const UNAVAILABLE: i32 = 69;
+    pub(crate) const UNAVAILABLE: i32 = 5;
 }

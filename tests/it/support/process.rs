@@ -139,10 +139,10 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.terminate();
         if std::thread::panicking() {
-            eprintln!("----- {} stderr ({}) -----\n{}", self.name, self.stderr_path.display(), self.stderr());
+            eprintln!("----- {} stderr ({}) -----\n{}", self.name, self.stderr_path.display(), tail(&self.stderr()));
             let stdout = self.stdout();
             if !stdout.is_empty() {
-                eprintln!("----- {} stdout -----\n{stdout}", self.name);
+                eprintln!("----- {} stdout -----\n{}", self.name, tail(&stdout));
             }
             eprintln!("----- end of {} -----", self.name);
         }
@@ -156,4 +156,13 @@ fn unique_path(dir: &Path, name: &str, ext: &str) -> PathBuf {
         return first;
     }
     (2..).map(|n| dir.join(format!("{name}-{n}.{ext}"))).find(|path| !path.exists()).expect("some free name")
+}
+
+/// The last lines of a capture (the whole file stays in the scratch directory while the test runs).
+fn tail(text: &str) -> String {
+    const LINES: usize = 60;
+    let lines: Vec<&str> = text.lines().collect();
+    let skipped = lines.len().saturating_sub(LINES);
+    let shown = lines[skipped..].join("\n");
+    if skipped == 0 { shown } else { format!("[{skipped} earlier lines]\n{shown}") }
 }
