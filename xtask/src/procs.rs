@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::util::{cargo, run as run_command, workspace_root};
+use crate::util::{cargo, workspace_root};
 
 /// How long to wait for a program to come up on a loaded machine.
 pub(crate) const PATIENCE: Duration = Duration::from_secs(30);
@@ -33,14 +33,14 @@ pub(crate) struct Bins {
 
 /// Builds the daemon, the client and the fake cloud (`--release` when `release`), plus `extra` cargo arguments.
 pub(crate) fn build(release: bool, extra: &[&str]) -> anyhow::Result<Bins> {
-    let mut command = cargo();
+    let mut command = plain_cargo();
     command.args(["build", "-p", "att-tokend", "-p", "fake-cloud", "--bins"]);
     if release {
         command.arg("--release");
     }
     run_command(&mut command)?;
     if !extra.is_empty() {
-        let mut command = cargo();
+        let mut command = plain_cargo();
         command.arg("build").args(extra);
         if release {
             command.arg("--release");
@@ -70,6 +70,33 @@ pub(crate) fn build(release: bool, extra: &[&str]) -> anyhow::Result<Bins> {
         }
     }
     Ok(bins)
+}
+
+/// Runs a cargo command to completion, showing its arguments (not its environment).
+fn run_command(command: &mut Command) -> anyhow::Result<()> {
+    let args: Vec<String> = command.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+    let shown = format!("cargo {}", args.join(" "));
+    eprintln!("xtask: running {shown}");
+    let status = command.status().with_context(|| format!("could not start {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed with {status}");
+    }
+    Ok(())
+}
+
+/// `cargo` without the per-package variables `cargo run` gave xtask: build scripts that watch them would
+/// otherwise rebuild here, and again on the next plain `cargo build`.
+fn plain_cargo() -> Command {
+    let mut command = cargo();
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        let per_package =
+            ["CARGO_PKG_", "CARGO_BIN_", "CARGO_CFG_", "CARGO_MANIFEST_"].iter().any(|p| key.starts_with(p));
+        if per_package || ["CARGO_CRATE_NAME", "CARGO_PRIMARY_PACKAGE", "OUT_DIR"].contains(&key.as_ref()) {
+            command.env_remove(key.as_ref());
+        }
+    }
+    command
 }
 
 /// A private directory under the system's temp dir, removed on drop.
