@@ -66,8 +66,19 @@ fn follow_refreshes(world: &World, count: usize, refresh_tokens: &mut BTreeSet<S
 
 #[test]
 fn mfa_login_then_tokens_stay_valid_through_refreshes_and_no_secret_is_logged() {
-    let mut world = World::new("refresh", FAKE_ARGS);
-    world.start_daemon(CONFIG, "trace");
+    // A device token too, checked by the health probe every second, so that its secret crosses the log's path.
+    const DEVICE_TOKEN: &str = "maker:4TraceDeviceTokenSecret";
+    const DEVICE: &str = "TraceDevice0000000000001";
+    let device_arg = format!("{DEVICE_TOKEN}={DEVICE}");
+    let mut world = World::new("refresh", &["--access-lifetime", "8s", "--device-token", &device_arg]);
+    let device_file = world.secret_file("device.token", DEVICE_TOKEN);
+    let config = format!(
+        "{CONFIG}\n[maintenance]\ntoken_health = \"* * * * * *\"\n\n\
+         [[token]]\nname = \"device\"\nkind = \"device\"\ndevice_id = \"{DEVICE}\"\ntoken_file = \"{}\"\n",
+        device_file.display()
+    );
+    world.start_daemon(&config, "trace");
+    assert_eq!(world.get("device").expect("the device token is served"), DEVICE_TOKEN);
 
     let before = world.listed("main");
     assert_eq!(before["state"], "needs-login", "a user token starts logged out: {before}");
@@ -111,6 +122,8 @@ fn mfa_login_then_tokens_stay_valid_through_refreshes_and_no_secret_is_logged() 
         ("the TOTP seed", TOTP_SEED.to_owned()),
         ("the MFA code", code.clone()),
         ("the URL-encoded password", "s3cret%26pass%3Dword%2BQ".to_owned()),
+        ("the device token", DEVICE_TOKEN.to_owned()),
+        ("the device token's secret part", DEVICE_TOKEN.trim_start_matches("maker:").to_owned()),
     ];
     secrets.extend(access_tokens.iter().map(|t| ("an access token", t.clone())));
     secrets.extend(refresh_tokens.iter().map(|t| ("a refresh token", t.clone())));
