@@ -85,6 +85,7 @@ fn preflight() -> anyhow::Result<()> {
         ("setpriv", "util-linux"),
         ("useradd", "passwd"),
         ("systemd-analyze", "systemd"),
+        ("strace", "strace"),
     ])?;
     for dependency in ["dbus", "systemd"] {
         ensure!(
@@ -247,34 +248,43 @@ fn exercise(fake: &Path) -> anyhow::Result<()> {
     ensure!(text(&reader.stdout) == DEVICE_TOKEN, "{READER} got a different token than the configured one");
     println!("install-test: {READER}, a member of att-tokens, gets the token");
 
-    // The same raw call as a reader and as an outsider: the first reaches the daemon, the second
-    // must be stopped by the bus, and the daemon must not hear of it.
-    let before_reader = log_lines(&log);
-    let allowed = dbus_send(&address, READER)?;
-    ensure!(allowed.status.success(), "{READER}'s GetToken through dbus-send failed: {}", text(&allowed.stderr));
-    let reader_lines = settle(&log) - before_reader;
-
-    let before_outsider = log_lines(&log);
-    let refused = dbus_send(&address, OUTSIDER)?;
+    // The same raw call as a reader and as an outsider, with the daemon's reads traced: the
+    // reader's call must show up in what the daemon reads, the outsider's must not, and the bus
+    // itself must refuse it. A second reader call afterwards bounds the wait: the bus delivers to
+    // the daemon in order, so once it is read, anything the bus had passed on before would be too.
+    let trace = Trace::attach(daemon.pid(), &scratch)?;
+    let first = dbus_send(&address, READER, "reader-probe-1")?;
+    ensure!(
+        text(&first.stderr).contains("io.allthingstalk.TokenAgent1.Error.UnknownToken"),
+        "{READER}'s call did not reach the daemon (expected UnknownToken from it): {}",
+        text(&first.stderr)
+    );
+    trace.wait_for("reader-probe-1")?;
+    let log_before = log_lines(&log);
+    let refused = dbus_send(&address, OUTSIDER, "outsider-probe")?;
     let said = text(&refused.stderr);
     ensure!(
         !refused.status.success(),
-        "{OUTSIDER} (not in att-tokens) got the token; the bus policy let the call through"
+        "{OUTSIDER} (not in att-tokens) got an answer from the daemon; the bus policy let the call through"
     );
     ensure!(
         said.contains("org.freedesktop.DBus.Error.AccessDenied") && said.contains("Rejected send message"),
         "{OUTSIDER} was refused, but not by the bus policy (AccessDenied, \"Rejected send message\"): {said}"
     );
-    let outsider_lines = settle(&log) - before_outsider;
-    ensure!(
-        outsider_lines == 0,
-        "the daemon logged {outsider_lines} line(s) while the bus refused {OUTSIDER}; the call reached it"
-    );
     let client = att_token(&address, Some(OUTSIDER)).args(["get", "sensor-7"]).output()?;
-    ensure!(!client.status.success(), "att-token as {OUTSIDER} succeeded");
+    ensure!(!client.status.success(), "att-token get as {OUTSIDER} succeeded");
+    dbus_send(&address, READER, "reader-probe-2")?;
+    trace.wait_for("reader-probe-2")?;
+    ensure!(!trace.contains("outsider-probe")?, "the daemon read {OUTSIDER}'s call although the bus refused it");
+    ensure!(
+        log_lines(&log) == log_before,
+        "the daemon logged something while the bus refused {OUTSIDER}: {}",
+        daemon.stderr_tail()
+    );
+    drop(trace);
     println!(
-        "install-test: {OUTSIDER} is refused by the bus (AccessDenied, \"Rejected send message\"); the daemon logged \
-         nothing for it ({reader_lines} line(s) for the same call by {READER})"
+        "install-test: {OUTSIDER} is refused by the bus itself (AccessDenied, \"Rejected send message\"); the daemon \
+         neither read the call nor logged anything (its reads were traced; {READER}'s calls before and after show up)"
     );
 
     let status = daemon.stop();
@@ -344,14 +354,72 @@ fn att_token(address: &str, user: Option<&str>) -> Command {
     command
 }
 
-fn dbus_send(address: &str, user: &str) -> anyhow::Result<Output> {
+/// `dbus-send --print-reply` as `user`: GetToken(`name`) on the daemon.
+fn dbus_send(address: &str, user: &str, name: &str) -> anyhow::Result<Output> {
     Ok(as_user(user, "dbus-send")
         .arg(format!("--bus={address}"))
         .args(["--print-reply", &format!("--dest={BUS_NAME}"), "/io/allthingstalk/TokenAgent1"])
         .arg(format!("{BUS_NAME}.GetToken"))
-        .arg("string:sensor-7")
+        .arg(format!("string:{name}"))
         .stdin(Stdio::null())
         .output()?)
+}
+
+/// `strace` attached to every thread of the daemon, recording what it reads from its sockets.
+struct Trace {
+    _strace: Running,
+    file: PathBuf,
+}
+
+impl Trace {
+    fn attach(pid: u32, scratch: &Scratch) -> anyhow::Result<Trace> {
+        let file = scratch.path().join("att-tokend.strace");
+        let mut command = Command::new("strace");
+        command
+            .args(["-f", "-qq", "-e", "trace=read,readv,recvmsg,recvfrom", "-e", "signal=none", "-s", "65536", "-o"])
+            .arg(&file)
+            .arg("-p")
+            .arg(pid.to_string());
+        let mut strace = Running::spawn("strace", command, scratch)?;
+        // Attached once every thread has a tracer.
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = strace.try_status() {
+                bail!("strace exited with {status} (is ptrace allowed here?): {}", strace.stderr_tail());
+            }
+            if all_threads_traced(pid)? {
+                return Ok(Trace { _strace: strace, file });
+            }
+            ensure!(Instant::now() < deadline, "strace did not attach to att-tokend within {PATIENCE:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn contains(&self, needle: &str) -> anyhow::Result<bool> {
+        let bytes = std::fs::read(&self.file).unwrap_or_default();
+        Ok(String::from_utf8_lossy(&bytes).contains(needle))
+    }
+
+    fn wait_for(&self, needle: &str) -> anyhow::Result<()> {
+        let deadline = Instant::now() + PATIENCE;
+        while !self.contains(needle)? {
+            ensure!(Instant::now() < deadline, "the daemon's traced reads never showed {needle:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+}
+
+fn all_threads_traced(pid: u32) -> anyhow::Result<bool> {
+    let tasks = format!("/proc/{pid}/task");
+    for task in std::fs::read_dir(&tasks).with_context(|| format!("cannot list {tasks}"))? {
+        let Ok(status) = std::fs::read_to_string(task?.path().join("status")) else { continue };
+        let tracer = status.lines().find_map(|line| line.strip_prefix("TracerPid:")).map(str::trim);
+        if tracer == Some("0") {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// A dbus-daemon configured like the system bus, on a socket in the scratch directory.
@@ -437,20 +505,6 @@ fn wait_until_served(address: &str, daemon: &mut Running) -> anyhow::Result<()> 
 
 fn log_lines(log: &Path) -> usize {
     std::fs::read_to_string(log).map_or(0, |text| text.lines().count())
-}
-
-/// The log's line count once it has stopped growing for half a second.
-fn settle(log: &Path) -> usize {
-    let mut last = log_lines(log);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        std::thread::sleep(Duration::from_millis(500));
-        let now = log_lines(log);
-        if now == last || Instant::now() >= deadline {
-            return now;
-        }
-        last = now;
-    }
 }
 
 fn text(bytes: &[u8]) -> String {
