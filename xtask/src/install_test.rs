@@ -231,8 +231,19 @@ fn exercise(fake: &Path) -> anyhow::Result<()> {
         .output()?;
     ensure!(check.status.success(), "att-tokend --check-config refused the installed config: {}", text(&check.stderr));
 
-    let mut daemon_command = as_user("att-tokend", "/usr/bin/att-tokend");
-    daemon_command.env("CREDENTIALS_DIRECTORY", &credentials).env("RUST_LOG", "trace").env_remove("NOTIFY_SOCKET");
+    // The daemon runs under strace from its first instruction: its reads show which calls reach
+    // it, and its system calls, sockets and mappings are checked against the unit's sandbox.
+    let trace = Trace { file: scratch.path().join("att-tokend.strace") };
+    let mut daemon_command = Command::new("strace");
+    daemon_command
+        .args(["-f", "-qq", "-s", "65536", "-o"])
+        .arg(&trace.file)
+        .arg("--")
+        .args(as_user_args("att-tokend"))
+        .arg("/usr/bin/att-tokend")
+        .env("CREDENTIALS_DIRECTORY", &credentials)
+        .env("RUST_LOG", "trace")
+        .env_remove("NOTIFY_SOCKET");
     let mut daemon = Running::spawn("att-tokend", daemon_command, &scratch)?;
     let log = scratch.path().join("att-tokend.stderr");
     wait_until_served(&address, &mut daemon)?;
@@ -252,7 +263,6 @@ fn exercise(fake: &Path) -> anyhow::Result<()> {
     // reader's call must show up in what the daemon reads, the outsider's must not, and the bus
     // itself must refuse it. A second reader call afterwards bounds the wait: the bus delivers to
     // the daemon in order, so once it is read, anything the bus had passed on before would be too.
-    let trace = Trace::attach(daemon.pid(), &scratch)?;
     let first = dbus_send(&address, READER, "reader-probe-1")?;
     ensure!(
         text(&first.stderr).contains("io.allthingstalk.TokenAgent1.Error.UnknownToken"),
@@ -281,18 +291,27 @@ fn exercise(fake: &Path) -> anyhow::Result<()> {
         "the daemon logged something while the bus refused {OUTSIDER}: {}",
         daemon.stderr_tail()
     );
-    drop(trace);
     println!(
         "install-test: {OUTSIDER} is refused by the bus itself (AccessDenied, \"Rejected send message\"); the daemon \
          neither read the call nor logged anything (its reads were traced; {READER}'s calls before and after show up)"
     );
 
-    let status = daemon.stop();
-    ensure!(
-        status.is_some_and(|status| status.success()),
-        "att-tokend did not stop cleanly on SIGTERM ({status:?}): {}",
-        daemon.stderr_tail()
-    );
+    let pid = traced_child(daemon.pid())?;
+    run_command(Command::new("kill").args(["-TERM", &pid.to_string()]))?;
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(status) = daemon.try_status() {
+            break status;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "att-tokend did not stop within {PATIENCE:?} of SIGTERM: {}",
+            daemon.stderr_tail()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    ensure!(status.success(), "att-tokend did not stop cleanly on SIGTERM ({status}): {}", daemon.stderr_tail());
+    check_sandbox(&trace.file)?;
     Ok(())
 }
 
@@ -338,10 +357,18 @@ fn create_user(name: &str, group: Option<&str>) -> anyhow::Result<()> {
     run_command(command.arg(name))
 }
 
+/// The command line prefix that runs a program as `user` with that user's groups.
+fn as_user_args(user: &str) -> Vec<String> {
+    ["setpriv", &format!("--reuid={user}"), &format!("--regid={user}"), "--init-groups", "--"]
+        .map(str::to_owned)
+        .to_vec()
+}
+
 /// `program` run as `user` with that user's groups.
 fn as_user(user: &str, program: &str) -> Command {
-    let mut command = Command::new("setpriv");
-    command.arg(format!("--reuid={user}")).arg(format!("--regid={user}")).args(["--init-groups", "--", program]);
+    let args = as_user_args(user);
+    let mut command = Command::new(&args[0]);
+    command.args(&args[1..]).arg(program);
     command
 }
 
@@ -365,36 +392,12 @@ fn dbus_send(address: &str, user: &str, name: &str) -> anyhow::Result<Output> {
         .output()?)
 }
 
-/// `strace` attached to every thread of the daemon, recording what it reads from its sockets.
+/// The strace output of the daemon's run.
 struct Trace {
-    _strace: Running,
     file: PathBuf,
 }
 
 impl Trace {
-    fn attach(pid: u32, scratch: &Scratch) -> anyhow::Result<Trace> {
-        let file = scratch.path().join("att-tokend.strace");
-        let mut command = Command::new("strace");
-        command
-            .args(["-f", "-qq", "-e", "trace=read,readv,recvmsg,recvfrom", "-e", "signal=none", "-s", "65536", "-o"])
-            .arg(&file)
-            .arg("-p")
-            .arg(pid.to_string());
-        let mut strace = Running::spawn("strace", command, scratch)?;
-        // Attached once every thread has a tracer.
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = strace.try_status() {
-                bail!("strace exited with {status} (is ptrace allowed here?): {}", strace.stderr_tail());
-            }
-            if all_threads_traced(pid)? {
-                return Ok(Trace { _strace: strace, file });
-            }
-            ensure!(Instant::now() < deadline, "strace did not attach to att-tokend within {PATIENCE:?}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
     fn contains(&self, needle: &str) -> anyhow::Result<bool> {
         let bytes = std::fs::read(&self.file).unwrap_or_default();
         Ok(String::from_utf8_lossy(&bytes).contains(needle))
@@ -410,16 +413,103 @@ impl Trace {
     }
 }
 
-fn all_threads_traced(pid: u32) -> anyhow::Result<bool> {
-    let tasks = format!("/proc/{pid}/task");
-    for task in std::fs::read_dir(&tasks).with_context(|| format!("cannot list {tasks}"))? {
-        let Ok(status) = std::fs::read_to_string(task?.path().join("status")) else { continue };
-        let tracer = status.lines().find_map(|line| line.strip_prefix("TracerPid:")).map(str::trim);
-        if tracer == Some("0") {
-            return Ok(false);
+/// The process strace started (setpriv, which became att-tokend).
+fn traced_child(strace: u32) -> anyhow::Result<u32> {
+    let children = std::fs::read_to_string(format!("/proc/{strace}/task/{strace}/children"))
+        .context("cannot read the children of strace")?;
+    children.split_whitespace().next().and_then(|pid| pid.parse().ok()).context("strace has no child process")
+}
+
+/// Checks what the daemon did, as strace saw it after `execve("/usr/bin/att-tokend")`, against the
+/// shipped unit: every system call allowed by its SystemCallFilter=, sockets only of the families
+/// in RestrictAddressFamilies=, and no mapping both writable and executable (MemoryDenyWriteExecute=).
+fn check_sandbox(trace: &Path) -> anyhow::Result<()> {
+    let unit = std::fs::read_to_string("/lib/systemd/system/att-tokend.service")?;
+    let text = String::from_utf8_lossy(&std::fs::read(trace)?).into_owned();
+    let used = sandbox_misfits(&unit, &text)?;
+    println!(
+        "install-test: the daemon's {used} distinct system calls, its sockets and its mappings all fit the unit's sandbox"
+    );
+    Ok(())
+}
+
+/// The checks of [`check_sandbox`] on the text of a unit and of a trace; returns how many distinct
+/// system calls the daemon made.
+fn sandbox_misfits(unit: &str, text: &str) -> anyhow::Result<usize> {
+    let (allowed, denied) = syscall_filter(unit)?;
+    let families: Vec<&str> = unit
+        .lines()
+        .filter_map(|line| line.strip_prefix("RestrictAddressFamilies="))
+        .flat_map(str::split_whitespace)
+        .collect();
+    ensure!(unit.contains("\nMemoryDenyWriteExecute=yes\n"), "the unit lost MemoryDenyWriteExecute=yes");
+    let start = text
+        .lines()
+        .position(|line| line.contains("execve(\"/usr/bin/att-tokend\""))
+        .context("the trace has no execve of /usr/bin/att-tokend")?;
+    let mut used = std::collections::BTreeSet::new();
+    let mut problems = Vec::new();
+    for line in text.lines().skip(start + 1) {
+        let Some((_, call)) = line.split_once(' ') else { continue };
+        let call = call.trim_start().strip_prefix("<... ").unwrap_or(call.trim_start());
+        let name: String = call.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        if name.is_empty() {
+            continue; // signals, exits
+        }
+        if let Some(rest) = call.strip_prefix("socket(") {
+            let family = rest.split([',', ' ']).next().unwrap_or_default();
+            if !families.contains(&family) {
+                problems.push(format!("a socket of family {family}, outside RestrictAddressFamilies="));
+            }
+        }
+        if (name == "mmap" || name == "mprotect") && call.contains("PROT_WRITE|PROT_EXEC") {
+            problems.push(format!("a writable and executable mapping, which MemoryDenyWriteExecute= forbids: {call}"));
+        }
+        used.insert(name);
+    }
+    for name in &used {
+        if !allowed.contains(name) || denied.contains(name) {
+            problems.push(format!("system call {name}, which SystemCallFilter= does not allow"));
         }
     }
-    Ok(true)
+    problems.dedup();
+    ensure!(problems.is_empty(), "under the shipped unit att-tokend would be refused:\n  {}", problems.join("\n  "));
+    Ok(used.len())
+}
+
+/// The system calls the unit's `SystemCallFilter=` lines allow and deny, groups expanded.
+fn syscall_filter(
+    unit: &str,
+) -> anyhow::Result<(std::collections::BTreeSet<String>, std::collections::BTreeSet<String>)> {
+    let mut allowed = std::collections::BTreeSet::new();
+    let mut denied = std::collections::BTreeSet::new();
+    for value in unit.lines().filter_map(|line| line.strip_prefix("SystemCallFilter=")) {
+        let (set, value) = match value.strip_prefix('~') {
+            Some(rest) => (&mut denied, rest),
+            None => (&mut allowed, value),
+        };
+        for item in value.split_whitespace() {
+            expand(item, set)?;
+        }
+    }
+    ensure!(!allowed.is_empty(), "the unit has no SystemCallFilter= allow list");
+    Ok((allowed, denied))
+}
+
+/// Adds a system call, or every call of an `@group` (as `systemd-analyze syscall-filter` lists it), to `set`.
+fn expand(item: &str, set: &mut std::collections::BTreeSet<String>) -> anyhow::Result<()> {
+    if !item.starts_with('@') {
+        set.insert(item.to_owned());
+        return Ok(());
+    }
+    let listing = sys::capture(Command::new("systemd-analyze").args(["syscall-filter", item]))?;
+    for line in listing.lines().skip(1).map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        expand(line, set)?;
+    }
+    Ok(())
 }
 
 /// A dbus-daemon configured like the system bus, on a socket in the scratch directory.
@@ -509,4 +599,48 @@ fn log_lines(log: &Path) -> usize {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).trim().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UNIT: &str = include_str!("../../daemon/data/att-tokend.service");
+
+    fn trace(after_exec: &str) -> String {
+        format!(
+            "100 setresuid(994, 994, 994) = 0\n\
+             100 execve(\"/usr/bin/att-tokend\", [\"/usr/bin/att-tokend\"], 0x7ffd /* 9 vars */) = 0\n\
+             100 brk(NULL) = 0x5581\n\
+             100 mmap(NULL, 8192, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x7f00\n\
+             101 epoll_wait(3, <unfinished ...>\n\
+             100 socket(AF_UNIX, SOCK_STREAM|SOCK_CLOEXEC, 0) = 4\n\
+             101 <... epoll_wait resumed>[], 1024, -1) = 1\n\
+             100 --- SIGTERM {{si_signo=SIGTERM}} ---\n\
+             {after_exec}\
+             100 +++ exited with 0 +++\n"
+        )
+    }
+
+    #[test]
+    fn a_trace_within_the_sandbox_passes_and_setpriv_before_exec_does_not_count() {
+        assert_eq!(
+            sandbox_misfits(UNIT, &trace("")).unwrap(),
+            4,
+            "brk, mmap, epoll_wait and socket; nothing before execve"
+        );
+    }
+
+    #[test]
+    fn calls_outside_the_sandbox_are_named() {
+        for (line, expected) in [
+            ("100 setuid(0) = -1 EPERM\n", "system call setuid"),
+            ("100 setrlimit(RLIMIT_NOFILE, {rlim_cur=1024}) = 0\n", "system call setrlimit"),
+            ("100 socket(AF_NETLINK, SOCK_RAW, 0) = 5\n", "family AF_NETLINK"),
+            ("100 mprotect(0x7f00, 4096, PROT_READ|PROT_WRITE|PROT_EXEC) = 0\n", "writable and executable"),
+        ] {
+            let error = sandbox_misfits(UNIT, &trace(line)).unwrap_err();
+            assert!(format!("{error:#}").contains(expected), "{line}: {error:#}");
+        }
+    }
 }
