@@ -1,10 +1,13 @@
 //! `cargo xtask install-test`: the Debian package on a real Debian system, as root.
 //!
-//! Installs the `.deb` with `dpkg -i`, checks the installed files, then runs the installed daemon as
-//! the `att-tokend` user against the fake cloud, on a private `dbus-daemon` configured like the
-//! system bus (it includes `/usr/share/dbus-1/system.d/`, so the installed policy applies), and calls
-//! it as root, as a reader in the group `att-tokens` and as a user outside it. Finally `dpkg --purge`
-//! and a check that nothing is left but the system user and group, which Debian keeps.
+//! Installs the `.deb` with `dpkg -i` and checks the installed files and unit, then runs the
+//! installed daemon as the `att-tokend` user (under strace) against the fake cloud, on a private
+//! `dbus-daemon` configured like the system bus (it includes `/usr/share/dbus-1/system.d/`, so the
+//! installed policy applies). It calls the daemon as root, as a reader in the group `att-tokens` and
+//! as a user outside it (refused by the bus; the trace shows the daemon never read the call), logs a
+//! user in with MFA, refreshes, reloads with SIGHUP, and checks every system call, socket and mapping
+//! of the daemon against the unit's sandbox. Finally `dpkg --purge` and a check that nothing is left
+//! but the system user and group, which Debian keeps.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -21,9 +24,10 @@ pub(crate) const HELP: &str = "\
 cargo xtask install-test [--deb PATH]
 
 As root on Debian: installs the package (built by `cargo xtask dist` unless --deb is given),
-runs the installed daemon on a private system-like bus against the fake cloud, checks that root
-and a member of att-tokens get a token and that another user is refused by the bus, then purges
-the package and checks what is left. Creates and removes the users att-it-reader and
+runs the installed daemon (under strace) on a private system-like bus against the fake cloud,
+checks that root and a member of att-tokens get tokens and that another user is refused by the
+bus, logs in with MFA, refreshes, reloads, checks the daemon's system calls against the unit's
+sandbox, then purges the package and checks what is left. Creates and removes the users att-it-reader and
 att-it-outsider. Refuses to run when att-tokend is already installed.
 ";
 
@@ -32,6 +36,10 @@ const OUTSIDER: &str = "att-it-outsider";
 const DEVICE_ID: &str = "InstallTestDevice7aaaaaa";
 const DEVICE_TOKEN: &str = "maker:4InstallTestDeviceToken7";
 const BUS_NAME: &str = "io.allthingstalk.TokenAgent1";
+const USERNAME: &str = "gateway@example.com";
+const PASSWORD: &str = "install test & more = fun";
+/// The account's TOTP seed (base32): it asks for an MFA code.
+const TOTP_SEED: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
 const PATIENCE: Duration = Duration::from_secs(60);
 
 /// Runs `cargo xtask install-test`.
@@ -221,7 +229,8 @@ fn exercise(fake: &Path) -> anyhow::Result<()> {
     config.push_str(&format!(
         "\n# Added by install-test.\n[api]\nurl = \"{url}\"\n\n[daemon]\nbus = \"{address}\"\n\n\
          [[token]]\nname = \"sensor-7\"\nkind = \"device\"\ndevice_id = \"{DEVICE_ID}\"\n\
-         readers = {{ groups = [\"att-tokens\"] }}\ncredential = \"sensor-7\"\n"
+         readers = {{ groups = [\"att-tokens\"] }}\ncredential = \"sensor-7\"\n\n\
+         [[token]]\nname = \"main\"\nkind = \"user\"\nreaders = {{ groups = [\"att-tokens\"] }}\n"
     ));
     std::fs::write(config_path, config)?;
 
@@ -258,6 +267,42 @@ fn exercise(fake: &Path) -> anyhow::Result<()> {
     ensure!(reader.status.success(), "{READER} (in att-tokens) could not get the token: {}", text(&reader.stderr));
     ensure!(text(&reader.stdout) == DEVICE_TOKEN, "{READER} got a different token than the configured one");
     println!("install-test: {READER}, a member of att-tokens, gets the token");
+
+    // A user session: MFA login as root (an admin), a reader gets the access token, a forced
+    // refresh replaces it, and the session is saved in the state directory, 0600.
+    let code = crate::procs::fake_totp(&url, USERNAME)?;
+    let mut login = att_token(&address, None);
+    login.args(["login", "main", "--username", USERNAME, "--password-stdin", "--code", &code]);
+    let login = crate::procs::output_with_stdin(login, &format!("{PASSWORD}\n"))?;
+    ensure!(login.status.success(), "att-token login main failed: {}", text(&login.stderr));
+    let first = att_token(&address, Some(READER)).args(["get", "main"]).output()?;
+    ensure!(first.status.success() && !first.stdout.is_empty(), "{READER} got no user token: {}", text(&first.stderr));
+    let refresh = att_token(&address, None).args(["refresh", "main"]).output()?;
+    ensure!(refresh.status.success(), "att-token refresh main failed: {}", text(&refresh.stderr));
+    let second = att_token(&address, Some(READER)).args(["get", "main"]).output()?;
+    ensure!(
+        second.status.success() && second.stdout != first.stdout,
+        "the refresh did not hand out a new access token"
+    );
+    let saved =
+        sys::capture(Command::new("find").args(["/var/lib/att-tokend", "-type", "f", "-printf", "%m %u %p\\n"]))?;
+    ensure!(!saved.trim().is_empty(), "the session was not saved in /var/lib/att-tokend");
+    for line in saved.lines() {
+        ensure!(line.starts_with("600 att-tokend "), "a state file is not 0600 att-tokend: {line}");
+    }
+    println!("install-test: MFA login, a reader gets the user token, refresh replaces it; session saved 0600");
+
+    // systemctl reload sends SIGHUP (ExecReload=): the daemon re-reads its config and keeps serving.
+    let pid = traced_child(daemon.pid())?;
+    run_command(Command::new("kill").args(["-HUP", &pid.to_string()]))?;
+    let deadline = Instant::now() + PATIENCE;
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("reloaded") {
+        ensure!(Instant::now() < deadline, "att-tokend did not log a reload after SIGHUP: {}", daemon.stderr_tail());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let after = att_token(&address, Some(READER)).args(["get", "main"]).output()?;
+    ensure!(after.status.success(), "after SIGHUP the session is gone: {}", text(&after.stderr));
+    println!("install-test: SIGHUP reloads the configuration; the session survives");
 
     // The same raw call as a reader and as an outsider, with the daemon's reads traced: the
     // reader's call must show up in what the daemon reads, the outsider's must not, and the bus
@@ -296,7 +341,6 @@ fn exercise(fake: &Path) -> anyhow::Result<()> {
          neither read the call nor logged anything (its reads were traced; {READER}'s calls before and after show up)"
     );
 
-    let pid = traced_child(daemon.pid())?;
     run_command(Command::new("kill").args(["-TERM", &pid.to_string()]))?;
     let deadline = Instant::now() + PATIENCE;
     let status = loop {
@@ -565,7 +609,11 @@ fn bus_config(socket: &Path) -> String {
 
 fn start_fake(fake: &Path, scratch: &Scratch) -> anyhow::Result<(Running, String)> {
     let mut command = Command::new(fake);
-    command.arg("--device-token").arg(format!("{DEVICE_TOKEN}={DEVICE_ID}"));
+    command
+        .arg("--device-token")
+        .arg(format!("{DEVICE_TOKEN}={DEVICE_ID}"))
+        .arg("--user")
+        .arg(format!("{USERNAME}:{PASSWORD}:{TOTP_SEED}"));
     let (running, line) = Running::spawn_first_line("att-fake-cloud", command, scratch)?;
     let url = line
         .trim()
