@@ -17,7 +17,7 @@ use crate::procs::{self, Bins, Bus, Running, Scratch};
 const USERNAME: &str = "bench@example.com";
 const PASSWORD: &str = "bench-password";
 /// Calls of each kind made by the benchmark client.
-const CALLS: &str = "5000";
+const CALLS: &str = "20000";
 /// How long each idle measurement lasts.
 const IDLE: Duration = Duration::from_secs(30);
 
@@ -63,6 +63,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     login(&bins, &bus)?;
     std::thread::sleep(Duration::from_secs(2));
     let rss_idle = rss_kib(daemon.pid())?;
+    let threads = status_field(daemon.pid(), "Threads:")?;
     eprintln!("bench: counting context switches for {} s (jobs off)", IDLE.as_secs());
     let switches_off = context_switches_over(daemon.pid(), IDLE)?;
     eprintln!("bench: GetToken against Ping, {CALLS} calls each");
@@ -92,6 +93,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         row("GetToken p99 ÷ Ping p99", format!("{:.2}×", figures.get_p99 / figures.ping_p99), "(figure)".into(), None),
         row("idle RSS, 10 tokens", mib(rss_idle), "≤ 6 MiB".into(), Some(rss_idle <= 6 * 1024)),
         row("RSS after the calls", mib(rss_after), "(figure)".into(), None),
+        row("threads, idle", threads.to_string(), "(figure)".into(), None),
         row(
             "ctx switches, 30 s idle, jobs off",
             switches_off.to_string(),
@@ -189,12 +191,17 @@ fn login(bins: &Bins, bus: &Bus) -> anyhow::Result<()> {
 
 /// VmRSS of a process, in KiB.
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    status_field(pid, "VmRSS:")
+}
+
+/// A numeric field of /proc/PID/status (a trailing `kB` is dropped).
+fn status_field(pid: u32, field: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .find_map(|line| line.strip_prefix(field))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS line in /proc/PID/status")
+        .with_context(|| format!("no {field} line in /proc/{pid}/status"))
 }
 
 /// Voluntary plus involuntary context switches of every thread of a process.
