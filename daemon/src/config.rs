@@ -248,6 +248,15 @@ pub struct TokenConfig {
     pub spec: TokenSpec,
     /// The config line of its `name` key (for messages).
     pub line: usize,
+    /// The config line of each other key that was written, by key name (for messages).
+    pub key_lines: BTreeMap<&'static str, usize>,
+}
+
+impl TokenConfig {
+    /// The config line of `key` if it was written, else that of the token's name.
+    pub fn line_of(&self, key: &str) -> usize {
+        self.key_lines.get(key).copied().unwrap_or(self.line)
+    }
 }
 
 impl TokenConfig {
@@ -921,6 +930,8 @@ impl RawToken {
             ("credential", self.credential.as_ref().map(Spanned::span), &[TokenKind::Device, TokenKind::Ground]),
             ("devices", self.devices.as_ref().map(Spanned::span), &[TokenKind::Ground]),
         ];
+        let key_lines: BTreeMap<&'static str, usize> =
+            present.iter().filter_map(|(key, span, _)| Some((*key, ctx.line(span.clone()?)))).collect();
         for (key, span, kinds) in present {
             if let Some(span) = span
                 && !kinds.contains(&kind)
@@ -1022,7 +1033,7 @@ impl RawToken {
                 }
             }
         };
-        Ok(TokenConfig { name, readers, spec, line })
+        Ok(TokenConfig { name, readers, spec, line, key_lines })
     }
 }
 
@@ -1099,23 +1110,30 @@ impl Config {
     /// [`Config::check_files`] with an explicit credentials directory (`None`: unset).
     pub fn check_files_in(&self, credentials_dir: Option<&Path>) -> Result<(), ConfigError> {
         for token in &self.tokens {
-            let problem =
-                |message: String| ConfigError::Reference { path: self.path.clone(), line: token.line, message };
             let section = format!("[[token]] \"{}\"", token.name);
+            let problem = |key: &str, message: String| ConfigError::Reference {
+                path: self.path.clone(),
+                line: token.line_of(key),
+                message: format!("{section}: {message}"),
+            };
             match &token.spec {
                 TokenSpec::Device { secret, .. } | TokenSpec::Ground { secret, .. } => {
-                    let file = secret.resolve_in(credentials_dir).map_err(|m| problem(format!("{section}: {m}")))?;
-                    check_private(&file).map_err(|e| problem(format!("{section}: {e}")))?;
-                    secret_files::read_static_token(&file).map_err(|e| problem(format!("{section}: {e}")))?;
+                    let key = match secret {
+                        SecretSource::File(_) => "token_file",
+                        SecretSource::Credential(_) => "credential",
+                    };
+                    let file = secret.resolve_in(credentials_dir).map_err(|m| problem(key, m))?;
+                    check_private(&file).map_err(|m| problem(key, m))?;
+                    secret_files::read_static_token(&file).map_err(|e| problem(key, e.to_string()))?;
                 }
                 TokenSpec::User(user) => {
                     if let Some(file) = &user.password_file {
-                        check_private(file).map_err(|e| problem(format!("{section}: {e}")))?;
-                        secret_files::read_password(file).map_err(|e| problem(format!("{section}: {e}")))?;
+                        check_private(file).map_err(|m| problem("password_file", m))?;
+                        secret_files::read_password(file).map_err(|e| problem("password_file", e.to_string()))?;
                     }
                     if let Some(file) = &user.totp_secret_file {
-                        check_private(file).map_err(|e| problem(format!("{section}: {e}")))?;
-                        secret_files::read_totp_seed(file).map_err(|e| problem(format!("{section}: {e}")))?;
+                        check_private(file).map_err(|m| problem("totp_secret_file", m))?;
+                        secret_files::read_totp_seed(file).map_err(|e| problem("totp_secret_file", e.to_string()))?;
                     }
                 }
             }

@@ -44,7 +44,7 @@ fn check_files_accepts_private_files_and_rejects_loose_ones() {
 
     fs::set_permissions(&token, fs::Permissions::from_mode(0o644)).unwrap();
     let message = loaded.check_files_in(None).unwrap_err().to_string();
-    assert!(message.starts_with(&format!("{}:5: ", path.display())), "{message}");
+    assert!(message.starts_with(&format!("{}:8: ", path.display())), "{message}");
     assert!(message.contains(&format!("chmod 600 {}", token.display())), "{message}");
     assert!(message.contains("mode 644"), "{message}");
 
@@ -76,7 +76,7 @@ fn credentials_are_read_from_the_credentials_directory() {
     loaded.check_files_in(Some(&creds)).unwrap();
 
     let error = loaded.check_files_in(None).unwrap_err();
-    assert!(matches!(error, ConfigError::Reference { line: 5, .. }), "{error:?}");
+    assert!(matches!(error, ConfigError::Reference { line: 8, .. }), "{error:?}");
     let message = error.to_string();
     assert!(message.contains("LoadCredential=sensor-7") && message.contains("token_file"), "{message}");
 }
@@ -96,6 +96,7 @@ fn user_secret_files_are_checked_too() {
     let loaded = config::parse(&text, Path::new("/c.toml")).unwrap();
     let message = loaded.check_files_in(None).unwrap_err().to_string();
     assert!(message.contains(&format!("chmod 600 {}", seed.display())), "{message}");
+    assert!(message.starts_with("/c.toml:6: [[token]] \"main\": "), "{message}");
     fs::set_permissions(&seed, fs::Permissions::from_mode(0o600)).unwrap();
     loaded.check_files_in(None).unwrap();
     write(&seed, "not base32!\n", 0o600);
