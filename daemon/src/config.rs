@@ -1025,11 +1025,24 @@ impl RawToken {
                             ),
                         ));
                     };
-                    TokenSpec::Ground {
-                        ground_id: ground_id.into_inner(),
-                        secret,
-                        devices: self.devices.map(Spanned::into_inner),
-                    }
+                    let devices = match self.devices {
+                        None => None,
+                        Some(list) => {
+                            let span = list.span();
+                            let list = list.into_inner();
+                            let mut seen = BTreeSet::new();
+                            if let Some(repeat) = list.iter().find(|id| !seen.insert(id.as_str())) {
+                                return Err(ctx.at(
+                                    span,
+                                    format!(
+                                        "in {section}: device id {repeat} appears twice in devices; remove the repeat"
+                                    ),
+                                ));
+                            }
+                            Some(list)
+                        }
+                    };
+                    TokenSpec::Ground { ground_id: ground_id.into_inner(), secret, devices }
                 }
             }
         };
@@ -1403,6 +1416,14 @@ devices = ["{DEV}"]
             "[[token]]\nname = \"u\"\nkind = \"user\"\nusername = \"a\"\ntotp_secret_file = \"/s\"\n",
             5,
             &["totp_secret_file needs", "password_file"],
+        );
+        // A device listed twice in a ground.
+        expect_error(
+            &format!(
+                "[[token]]\nname = \"g\"\nkind = \"ground\"\nground_id = \"{GROUND}\"\ntoken_file = \"/t\"\ndevices = [\"{DEV}\", \"{DEV}\"]\n"
+            ),
+            6,
+            &["appears twice in devices", "remove the repeat"],
         );
         // Relative paths.
         expect_error(

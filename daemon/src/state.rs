@@ -271,6 +271,16 @@ impl StateDir {
             Err(error) if error.kind() == io::ErrorKind::NotFound => return LoadOutcome::Missing,
             Err(error) => return LoadOutcome::Failed(io_error("read", &file)(error)),
         };
+        if let Ok(meta) = fs::metadata(&file)
+            && meta.mode() & 0o077 != 0
+        {
+            match fs::set_permissions(&file, fs::Permissions::from_mode(0o600)) {
+                Ok(()) => {
+                    tracing::warn!(file = %file.display(), old_mode = format!("{:04o}", meta.mode() & 0o7777), "tightened a session file's permissions to 0600")
+                }
+                Err(error) => return LoadOutcome::Failed(io_error("chmod", &file)(error)),
+            }
+        }
         #[derive(Deserialize)]
         struct Version {
             version: u32,

@@ -80,6 +80,17 @@ fn replacing_keeps_one_file_and_the_newest_content() {
 }
 
 #[test]
+fn a_loose_session_file_is_tightened_on_load() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = StateDir::open(tmp.path()).unwrap();
+    dir.save(&record("main", "rt")).unwrap();
+    let file = tmp.path().join("main.json");
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(matches!(dir.load(&name("main"), 0), LoadOutcome::Loaded(_)));
+    assert_eq!(mode(&file), 0o600);
+}
+
+#[test]
 fn missing_session_and_logout() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = StateDir::open(tmp.path()).unwrap();
