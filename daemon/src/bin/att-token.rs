@@ -321,3 +321,25 @@ async fn watch(agent: &TokenAgentProxy<'_>) -> anyhow::Result<()> {
     }
     Err(fail(Exit::NoDaemon, "the connection to the bus was closed; run att-token watch again when D-Bus is back"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(human(45), "45s");
+        assert_eq!(human(59 * 60 + 59), "59m");
+        assert_eq!(human(3 * 3600 + 5 * 60), "3h 05m");
+        assert_eq!(human(12 * 86400 + 4 * 3600 + 59), "12d 4h");
+        assert_eq!(time_left(0, 100), "no expiry");
+        assert_eq!(time_left(100, 100), "expired");
+        assert_eq!(time_left(160, 100), "1m");
+        assert_eq!(next_refresh(None, 100), "-");
+        assert_eq!(next_refresh(Some(0), 100), "-");
+        assert_eq!(next_refresh(Some(50), 100), "due now");
+        assert_eq!(next_refresh(Some(3700), 100), "in 1h 00m");
+        assert_eq!(show_time(0), "no known expiry");
+        assert_eq!(show_time(1_700_000_000), "Tue, 14 Nov 2023 22:13:20 GMT");
+    }
+}
