@@ -122,7 +122,10 @@ pub(crate) fn dist(target: Option<&str>) -> anyhow::Result<Outputs> {
         if triple == host {
             "the release build failed; fix the error above".to_owned()
         } else {
-            format!("the release build for {triple} failed: only the host target ({host}) builds on this machine")
+            format!(
+                "the release build for {triple} failed: only the host target ({host}) builds on this machine; \
+                 elsewhere install the target (rustup target add {triple}) and a linker for it"
+            )
         }
     })?;
     let bin_dir = match target {
