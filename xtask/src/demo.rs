@@ -43,11 +43,11 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         "--access-lifetime".to_owned(),
         "30s".to_owned(),
     ];
-    let (_fake, url) = procs::start_fake(&bins, &scratch, &fake_args)?;
+    let (mut fake, url) = procs::start_fake(&bins, &scratch, &fake_args)?;
     println!("demo: fake cloud at {url} (user {USERNAME} with MFA, access tokens live 30 s)");
 
     let config = write_config(&scratch, &bus, &url)?;
-    let daemon = procs::start_daemon(&bins, &scratch, &bus, &config, &[("RUST_LOG", "info")])?;
+    let mut daemon = procs::start_daemon(&bins, &scratch, &bus, &config, &[("RUST_LOG", "info")])?;
     println!("demo: att-tokend running (pid {}), config {}", daemon.pid(), config.display());
 
     let (_watch, events) = start_watch(&bins, &bus, &scratch)?;
@@ -68,6 +68,12 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     let mut next_list = Instant::now();
     let mut last_token = String::new();
     while started.elapsed() < duration {
+        if let Some(status) = daemon.try_status() {
+            bail!("att-tokend stopped ({status}); {}", daemon.stderr_tail());
+        }
+        if let Some(status) = fake.try_status() {
+            bail!("the fake cloud stopped ({status}); {}", fake.stderr_tail());
+        }
         while let Ok(line) = events.try_recv() {
             println!("  watch │ {line}");
         }
