@@ -304,8 +304,21 @@ fn the_conffile_parses_and_shows_the_real_defaults() {
 fn gen_assets_writes_man_pages_and_completions() {
     let dir = tempfile::tempdir().unwrap();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    // The CARGO_* variables describing this test package must not reach the nested cargo: build
+    // scripts watching them would rebuild now and again on the next plain build.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        let per_package =
+            ["CARGO_PKG_", "CARGO_BIN_EXE_", "CARGO_CFG_", "CARGO_MANIFEST_"].iter().any(|p| key.starts_with(p));
+        let per_target =
+            ["CARGO_CRATE_NAME", "CARGO_BIN_NAME", "CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR", "OUT_DIR"];
+        if per_package || per_target.contains(&key.as_ref()) {
+            command.env_remove(key.as_ref());
+        }
+    }
     let out = output(
-        Command::new(cargo)
+        command
             .current_dir(workspace_root())
             .args(["run", "--quiet", "-p", "att-tokend", "--example", "gen-assets", "--"])
             .arg(dir.path()),
