@@ -243,6 +243,8 @@ fn exercise(fake: &Path) -> anyhow::Result<()> {
     // The daemon runs under strace from its first instruction: its reads show which calls reach
     // it, and its system calls, sockets and mappings are checked against the unit's sandbox.
     let trace = Trace { file: scratch.path().join("att-tokend.strace") };
+    // The trace holds what the daemon reads, test secrets included: root only.
+    sys::write(&trace.file, "", 0o600)?;
     let mut daemon_command = Command::new("strace");
     daemon_command
         .args(["-f", "-qq", "-s", "65536", "-o"])
