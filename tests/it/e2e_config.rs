@@ -60,13 +60,13 @@ fn each_kind_of_bad_config_is_named_with_file_line_and_fix() {
         (
             "world-readable secret file",
             format!("{head}{}", device("open", &open_secret)),
-            "name = \"open\"",
+            "open.token",
             &["chmod 600"],
         ),
         (
             "missing secret file",
             format!("{head}{}", device("gone", &missing_secret)),
-            "name = \"gone\"",
+            "missing.token",
             &["missing.token"],
         ),
         (
