@@ -20,3 +20,6 @@ mod e2e_access;
 
 /// Packaging files: the unit passes systemd-analyze, the D-Bus files load in dbus-daemon, the conffile parses.
 mod packaging;
+
+/// End to end: refused logins, `get --min-valid` refreshing first, `refresh` on demand, `logout`.
+mod e2e_session;

@@ -1,0 +1,84 @@
+//! End to end, as separate processes: a refused password or MFA code, `get --min-valid` refreshing first,
+//! `refresh` on demand and `logout` forgetting the session on disk.
+
+use crate::support::world::{PASSWORD, USERNAME};
+use crate::support::{PATIENCE, World, cli, cli_with_stdin, describe, exit, wait_until};
+
+/// Access tokens live 60 s (`expires_in` 59); nothing refreshes by itself during this short test.
+const FAKE_ARGS: &[&str] = &["--access-lifetime", "60s"];
+const CONFIG: &str = "[refresh]\nsafety_margin = \"2s\"\n\n[[token]]\nname = \"main\"\nkind = \"user\"\n";
+
+/// `att-token login main` with the given password and code.
+fn login_with(world: &World, password: &str, code: &str) -> std::process::Output {
+    let mut command = cli(&world.bus.address);
+    command.args(["login", "main", "--username", USERNAME, "--password-stdin", "--code", code]);
+    cli_with_stdin(command, &format!("{password}\n"))
+}
+
+/// A code that is not the current one, nor a neighbour the fake would accept.
+fn wrong_code(world: &World) -> String {
+    let current: u32 = world.fake.current_totp(USERNAME).parse().expect("a 6-digit code");
+    format!("{:06}", (current + 500_000) % 1_000_000)
+}
+
+#[test]
+fn refused_logins_min_valid_refresh_and_logout() {
+    let mut world = World::new("session", FAKE_ARGS);
+    world.start_daemon(CONFIG, "debug");
+
+    // A wrong password and a wrong code are refused, with NeedsLogin's status and one line on stderr.
+    let out = login_with(&world, "not-the-password", &world.fake.current_totp(USERNAME));
+    assert_eq!(out.status.code(), Some(exit::NEEDS_LOGIN), "a wrong password is refused: {}", describe(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim_end().lines().count(), 1, "{}", describe(&out));
+    let out = login_with(&world, PASSWORD, &wrong_code(&world));
+    assert_eq!(out.status.code(), Some(exit::NEEDS_LOGIN), "a wrong MFA code is refused: {}", describe(&out));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(PASSWORD), "the error does not echo the password");
+    assert_eq!(world.listed("main")["state"], "needs-login");
+
+    world.login_ok("main");
+    let first = world.get("main").expect("a token after login");
+    let refreshes = world.fake.counter("refreshes_ok");
+
+    // Once the token has 50 s or less left, asking for that long (plus the 2 s margin) makes the daemon refresh
+    // first; a fresh token (59 s) covers it.
+    let left = wait_until("the login's token to age to 50 s left", PATIENCE, || {
+        let expires_at = world.listed("main")["expires_at"].as_i64().expect("expires_at is a number");
+        let left = expires_at - unix_now();
+        if left <= 50 { Ok(left) } else { Err(format!("{left} s left")) }
+    });
+    let out = world.att_token(&["get", "main", "--min-valid", &left.to_string()]);
+    assert!(out.status.success(), "get --min-valid {left}: {}", describe(&out));
+    let fresh = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_ne!(fresh, first, "--min-valid refreshed first");
+    assert!(world.fake.is_access_token_valid(&fresh));
+    assert_eq!(world.fake.counter("refreshes_ok"), refreshes + 1);
+
+    // More than any token lives: no token is printed rather than one that lapses too soon.
+    let out = world.att_token(&["get", "main", "--min-valid", "600"]);
+    assert!(!out.status.success(), "no 60 s token is valid for 600 s: {}", describe(&out));
+    assert!(out.stdout.is_empty(), "nothing on stdout: {}", describe(&out));
+
+    // `refresh` on demand.
+    let before = world.fake.counter("refreshes_ok");
+    let out = world.att_token(&["refresh", "main"]);
+    assert!(out.status.success(), "att-token refresh main: {}", describe(&out));
+    assert_eq!(world.fake.counter("refreshes_ok"), before + 1, "one refresh per `att-token refresh`");
+    let refreshed = world.get("main").expect("a token after refresh");
+    assert!(world.fake.is_access_token_valid(&refreshed));
+    assert_eq!(world.fake.counter("refresh_reuses"), 0);
+
+    // `logout` forgets the session, on disk too.
+    let out = world.att_token(&["logout", "main"]);
+    assert!(out.status.success(), "att-token logout main: {}", describe(&out));
+    assert_eq!(world.listed("main")["state"], "needs-login");
+    let out = world.get("main").expect_err("no token after logout");
+    assert_eq!(out.status.code(), Some(exit::NEEDS_LOGIN), "{}", describe(&out));
+    world.daemon = None;
+    world.restart_daemon();
+    assert_eq!(world.listed("main")["state"], "needs-login", "the session stays forgotten across a restart");
+}
+
+fn unix_now() -> i64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970");
+    i64::try_from(now.as_secs()).expect("fits")
+}
