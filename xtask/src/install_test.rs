@@ -247,7 +247,7 @@ fn exercise(fake: &Path) -> anyhow::Result<()> {
     sys::write(&trace.file, "", 0o600)?;
     let mut daemon_command = Command::new("strace");
     daemon_command
-        .args(["-f", "-qq", "-s", "65536", "-o"])
+        .args(["-f", "-qq", "-y", "-s", "65536", "-o"])
         .arg(&trace.file)
         .arg("--")
         .args(as_user_args("att-tokend"))
@@ -474,7 +474,7 @@ fn check_sandbox(trace: &Path) -> anyhow::Result<()> {
     let text = String::from_utf8_lossy(&std::fs::read(trace)?).into_owned();
     let used = sandbox_misfits(&unit, &text)?;
     println!(
-        "install-test: the daemon's {used} distinct system calls, its sockets and its mappings all fit the unit's sandbox"
+        "install-test: the daemon's {used} distinct system calls, its sockets, mappings and file accesses all fit the unit's sandbox"
     );
     Ok(())
 }
@@ -493,6 +493,9 @@ fn sandbox_misfits(unit: &str, text: &str) -> anyhow::Result<usize> {
         .lines()
         .position(|line| line.contains("execve(\"/usr/bin/att-tokend\""))
         .context("the trace has no execve of /usr/bin/att-tokend")?;
+    // The daemon's own process and thread ids: it may look at those in /proc.
+    let pids: std::collections::BTreeSet<&str> =
+        text.lines().skip(start).filter_map(|line| line.split_whitespace().next()).collect();
     let mut used = std::collections::BTreeSet::new();
     let mut problems = Vec::new();
     for line in text.lines().skip(start + 1) {
@@ -511,6 +514,9 @@ fn sandbox_misfits(unit: &str, text: &str) -> anyhow::Result<usize> {
         if (name == "mmap" || name == "mprotect") && call.contains("PROT_WRITE|PROT_EXEC") {
             problems.push(format!("a writable and executable mapping, which MemoryDenyWriteExecute= forbids: {call}"));
         }
+        if !call.contains(" = -1 ") && !call.contains("<unfinished") {
+            problems.extend(path_misfits(&name, call, &pids));
+        }
         used.insert(name);
     }
     for name in &used {
@@ -521,6 +527,63 @@ fn sandbox_misfits(unit: &str, text: &str) -> anyhow::Result<usize> {
     problems.dedup();
     ensure!(problems.is_empty(), "under the shipped unit att-tokend would be refused:\n  {}", problems.join("\n  "));
     Ok(used.len())
+}
+
+/// What the unit's file-system sandbox would refuse in one successful call (as `strace -y` shows it):
+/// home directories (ProtectHome=), other processes and kernel files in /proc (ProtectProc=invisible,
+/// ProcSubset=pid), and writing anywhere but the state directory, /tmp and /dev (ProtectSystem=strict,
+/// StateDirectory=, PrivateTmp=).
+fn path_misfits(name: &str, call: &str, pids: &std::collections::BTreeSet<&str>) -> Vec<String> {
+    let writes_always = ["mkdir", "mkdirat", "unlink", "unlinkat", "rename", "renameat", "renameat2", "rmdir", "creat"];
+    let opens = ["open", "openat", "openat2"];
+    if !opens.contains(&name) && !writes_always.contains(&name) {
+        return Vec::new();
+    }
+    let write = writes_always.contains(&name)
+        || ["O_WRONLY", "O_RDWR", "O_CREAT", "O_TRUNC"].iter().any(|flag| call.contains(flag));
+    let mut problems = Vec::new();
+    for path in call_paths(call) {
+        let under = |dir: &str| path == dir.trim_end_matches('/') || path.starts_with(dir);
+        if under("/home/") || under("/root/") || under("/run/user/") {
+            problems.push(format!("{path}: a home directory, hidden by ProtectHome="));
+        }
+        if let Some(rest) = path.strip_prefix("/proc/") {
+            let first = rest.split('/').next().unwrap_or_default();
+            if !(first == "self" || first == "thread-self" || pids.contains(first)) {
+                problems.push(format!("{path}: hidden by ProcSubset=pid / ProtectProc=invisible"));
+            }
+        }
+        if write && !(under("/var/lib/att-tokend/") || under("/tmp/") || under("/var/tmp/") || under("/dev/")) {
+            problems.push(format!("{path}: written, but read-only under ProtectSystem=strict"));
+        }
+    }
+    problems
+}
+
+/// The absolute paths a call names: its quoted arguments, joined to the directory of the
+/// descriptor before them when `strace -y` shows one (`5</var/lib/att-tokend>, "x.tmp"`).
+fn call_paths(call: &str) -> Vec<String> {
+    let Some((_, args)) = call.split_once('(') else { return Vec::new() };
+    let args = args.rsplit_once(") = ").map_or(args, |(args, _)| args);
+    let mut paths = Vec::new();
+    let mut dir: Option<&str> = None;
+    let mut rest = args;
+    while let Some(at) = rest.find(['"', '<']) {
+        let quote = rest.as_bytes()[at];
+        let tail = &rest[at + 1..];
+        let close = if quote == b'"' { '"' } else { '>' };
+        let Some(end) = tail.find(close) else { break };
+        let value = &tail[..end];
+        if quote == b'<' {
+            dir = Some(value);
+        } else if value.starts_with('/') {
+            paths.push(value.to_owned());
+        } else if let Some(dir) = dir.filter(|dir| dir.starts_with('/')) {
+            paths.push(format!("{}/{value}", dir.trim_end_matches('/')));
+        }
+        rest = &tail[end + 1..];
+    }
+    paths
 }
 
 /// The system calls the unit's `SystemCallFilter=` lines allow and deny, groups expanded.
@@ -682,12 +745,36 @@ mod tests {
     }
 
     #[test]
+    fn state_files_proc_self_and_reads_of_etc_fit() {
+        let fine = "100 openat(AT_FDCWD</>, \"/etc/att-tokend/config.toml\", O_RDONLY|O_CLOEXEC) = 7</etc/att-tokend/config.toml>\n\
+                    101 openat(AT_FDCWD</>, \"/proc/self/cgroup\", O_RDONLY) = 8\n\
+                    101 openat(AT_FDCWD</>, \"/proc/101/stat\", O_RDONLY) = 8\n\
+                    100 openat(5</var/lib/att-tokend>, \"main.json.tmp\", O_WRONLY|O_CREAT|O_TRUNC, 0600) = 9\n\
+                    100 renameat(5</var/lib/att-tokend>, \"main.json.tmp\", 5</var/lib/att-tokend>, \"main.json\") = 0\n\
+                    100 openat(AT_FDCWD</>, \"/etc/shadow\", O_RDONLY) = -1 EACCES (Permission denied)\n";
+        if let Err(error) = sandbox_misfits(UNIT, &trace(fine)) {
+            panic!("{error:#}");
+        }
+        assert_eq!(
+            call_paths("renameat(5</var/lib/att-tokend>, \"a.tmp\", 5</var/lib/att-tokend>, \"a\") = 0"),
+            ["/var/lib/att-tokend/a.tmp", "/var/lib/att-tokend/a"]
+        );
+    }
+
+    #[test]
     fn calls_outside_the_sandbox_are_named() {
         for (line, expected) in [
             ("100 setuid(0) = -1 EPERM\n", "system call setuid"),
             ("100 setrlimit(RLIMIT_NOFILE, {rlim_cur=1024}) = 0\n", "system call setrlimit"),
             ("100 socket(AF_NETLINK, SOCK_RAW, 0) = 5\n", "family AF_NETLINK"),
             ("100 mprotect(0x7f00, 4096, PROT_READ|PROT_WRITE|PROT_EXEC) = 0\n", "writable and executable"),
+            (
+                "100 openat(AT_FDCWD</>, \"/etc/att-tokend/x.tmp\", O_WRONLY|O_CREAT, 0600) = 7</etc/att-tokend/x.tmp>\n",
+                "ProtectSystem=strict",
+            ),
+            ("100 openat(AT_FDCWD</>, \"/root/secret\", O_RDONLY) = 7</root/secret>\n", "ProtectHome="),
+            ("100 openat(AT_FDCWD</>, \"/proc/4242/status\", O_RDONLY) = 7</proc/4242/status>\n", "ProcSubset=pid"),
+            ("100 renameat2(5</etc>, \"a\", 5</etc>, \"b\", 0) = 0\n", "/etc/b: written"),
         ] {
             let error = sandbox_misfits(UNIT, &trace(line)).unwrap_err();
             assert!(format!("{error:#}").contains(expected), "{line}: {error:#}");
