@@ -468,7 +468,8 @@ fn traced_child(strace: u32) -> anyhow::Result<u32> {
 
 /// Checks what the daemon did, as strace saw it after `execve("/usr/bin/att-tokend")`, against the
 /// shipped unit: every system call allowed by its SystemCallFilter=, sockets only of the families
-/// in RestrictAddressFamilies=, and no mapping both writable and executable (MemoryDenyWriteExecute=).
+/// in RestrictAddressFamilies=, no mapping both writable and executable (MemoryDenyWriteExecute=),
+/// and file accesses the file-system sandbox allows ([`path_misfits`]).
 fn check_sandbox(trace: &Path) -> anyhow::Result<()> {
     let unit = std::fs::read_to_string("/lib/systemd/system/att-tokend.service")?;
     let text = String::from_utf8_lossy(&std::fs::read(trace)?).into_owned();
