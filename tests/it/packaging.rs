@@ -361,3 +361,36 @@ fn gen_assets_writes_man_pages_and_completions() {
         assert!(read(&dir.path().join(file)).contains(marker), "{file} does not complete {marker}");
     }
 }
+
+#[test]
+fn every_key_the_daemon_knows_is_documented_in_the_conffile() {
+    let shipped = read(&data("config.toml"));
+    let path = Path::new("/etc/att-tokend/config.toml");
+    // The parser names the valid keys of a table when it meets an unknown one.
+    for (section, header) in [
+        ("", ""),
+        ("api", "[api]\n"),
+        ("api.mfa", "[api.mfa]\n"),
+        ("daemon", "[daemon]\n"),
+        ("refresh", "[refresh]\n"),
+        ("maintenance", "[maintenance]\n"),
+        ("token", "[[token]]\n"),
+    ] {
+        let error = att_tokend::config::parse(&format!("{header}not_a_key = 1\n"), path)
+            .expect_err("an unknown key is refused")
+            .to_string();
+        let (_, keys) = error
+            .split_once("valid keys are ")
+            .unwrap_or_else(|| panic!("the message for an unknown key in [{section}] lists no valid keys: {error}"));
+        for key in keys.split(", ").map(str::trim) {
+            let table = if section.is_empty() { key.to_owned() } else { format!("{section}.{key}") };
+            let documented = shipped.contains(&format!("# {key} = "))
+                || shipped.contains(&format!("# [{table}]"))
+                || shipped.contains(&format!("# [[{table}]]"));
+            assert!(
+                documented,
+                "config.toml does not document {key:?} of [{section}]; add it, commented out, with its default"
+            );
+        }
+    }
+}
