@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::support::world::{PASSWORD, TOTP_SEED};
-use crate::support::{PATIENCE, World, describe, wait_until};
+use crate::support::{PATIENCE, Proc, World, describe, wait_until};
 
 /// Access tokens live 8 s at the fake (`expires_in` 7); with a 2 s margin the daemon refreshes about every 5 s.
 const FAKE_ARGS: &[&str] = &["--access-lifetime", "8s"];
@@ -78,6 +78,10 @@ fn mfa_login_then_tokens_stay_valid_through_refreshes_and_no_secret_is_logged() 
         device_file.display()
     );
     world.start_daemon(&config, "trace");
+    // Every signal on the bus, to check that none carries a secret.
+    let mut monitor = std::process::Command::new("dbus-monitor");
+    monitor.arg("--address").arg(&world.bus.address).arg("type='signal'");
+    let monitor = Proc::spawn("dbus-monitor", monitor, world.scratch.path());
     assert_eq!(world.get("device").expect("the device token is served"), DEVICE_TOKEN);
 
     let before = world.listed("main");
@@ -132,6 +136,15 @@ fn mfa_login_then_tokens_stay_valid_through_refreshes_and_no_secret_is_logged() 
             // Show where, without repeating the secret.
             panic!("{what} appears in the daemon's trace log, in a line starting {:?}", &line[..line.len().min(60)]);
         }
+    }
+
+    // No secret in any signal (TokenChanged, AttentionNeeded, PropertiesChanged).
+    let signals = monitor.stdout();
+    let token_changed = signals.matches("member=TokenChanged").count();
+    assert!(token_changed >= 5, "dbus-monitor saw the refreshes as TokenChanged signals ({token_changed})");
+    assert!(signals.contains("member=PropertiesChanged"), "the token objects announce their changes");
+    for (what, secret) in &secrets {
+        assert!(!signals.contains(secret.as_str()), "{what} travels in a D-Bus signal");
     }
 }
 
