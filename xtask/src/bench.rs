@@ -64,6 +64,8 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     std::thread::sleep(Duration::from_secs(2));
     let rss_idle = rss_kib(daemon.pid())?;
     let threads = status_field(daemon.pid(), "Threads:")?;
+    let rss_anon = status_field(daemon.pid(), "RssAnon:")?;
+    let rss_file = status_field(daemon.pid(), "RssFile:")?;
     eprintln!("bench: counting context switches for {} s (jobs off)", IDLE.as_secs());
     let switches_off = context_switches_over(daemon.pid(), IDLE)?;
     eprintln!("bench: GetToken against Ping, {CALLS} calls each");
@@ -92,6 +94,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         row("GetToken p50 ÷ Ping p50", format!("{ratio:.2}×"), "≤ 1.15×".into(), Some(ratio <= 1.15)),
         row("GetToken p99 ÷ Ping p99", format!("{:.2}×", figures.get_p99 / figures.ping_p99), "(figure)".into(), None),
         row("idle RSS, 10 tokens", mib(rss_idle), "≤ 6 MiB".into(), Some(rss_idle <= 6 * 1024)),
+        row("  of which anonymous / file", format!("{} / {}", mib(rss_anon), mib(rss_file)), "(figure)".into(), None),
         row("RSS after the calls", mib(rss_after), "(figure)".into(), None),
         row("threads, idle", threads.to_string(), "(figure)".into(), None),
         row(
