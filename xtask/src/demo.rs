@@ -79,7 +79,8 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         }
         if Instant::now() >= next_list {
             let token = short_token(&bins, &bus, "main")?;
-            let changed = if token != last_token && !last_token.is_empty() { "  (new access token)" } else { "" };
+            let both_tokens = !token.starts_with('(') && !last_token.is_empty() && !last_token.starts_with('(');
+            let changed = if both_tokens && token != last_token { "  (new access token)" } else { "" };
             println!("[{:>3} s] main = {token}{changed}", started.elapsed().as_secs());
             last_token = token;
             show_list(&bins, &bus, "")?;
