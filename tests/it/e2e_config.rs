@@ -57,12 +57,7 @@ fn each_kind_of_bad_config_is_named_with_file_line_and_fix() {
             "# second",
             &["sensor-7"],
         ),
-        (
-            "world-readable secret file",
-            format!("{head}{}", device("open", &open_secret)),
-            "open.token",
-            &["chmod 600"],
-        ),
+        ("world-readable secret file", format!("{head}{}", device("open", &open_secret)), "open.token", &["chmod 600"]),
         (
             "missing secret file",
             format!("{head}{}", device("gone", &missing_secret)),
@@ -74,6 +69,18 @@ fn each_kind_of_bad_config_is_named_with_file_line_and_fix() {
             format!("{head}[maintenance]\ntoken_health = \"every hour\"\n"),
             "every hour",
             &["sec min hour", "\"off\""],
+        ),
+        (
+            "unknown reader",
+            format!("{head}{}readers = {{ users = [\"no-such-user-e2e\"] }}\n", device("sensor-7", &good_secret)),
+            "no-such-user-e2e",
+            &["no-such-user-e2e"],
+        ),
+        (
+            "bad device id",
+            format!("{head}{}", device("sensor-7", &good_secret).replace(DEVICE, "too-short")),
+            "too-short",
+            &["24"],
         ),
     ];
     for (what, text, marker, fix) in cases {
