@@ -23,3 +23,6 @@ mod packaging;
 
 /// End to end: refused logins, `get --min-valid` refreshing first, `refresh` on demand, `logout`.
 mod e2e_session;
+
+/// End to end: unattended login from password and TOTP seed files, at start and after a rejected refresh.
+mod e2e_unattended;
