@@ -28,7 +28,8 @@ runs the installed daemon (under strace) on a private system-like bus against th
 checks that root and a member of att-tokens get tokens and that another user is refused by the
 bus, logs in with MFA, refreshes, reloads, checks the daemon's system calls against the unit's
 sandbox, then purges the package and checks what is left. Creates and removes the users att-it-reader and
-att-it-outsider. Refuses to run when att-tokend is already installed.
+att-it-outsider, and removes the package's att-tokend user and att-tokens group again if they
+did not exist before. Refuses to run when att-tokend is already installed.
 ";
 
 const READER: &str = "att-it-reader";
@@ -60,8 +61,11 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     };
     let fake = build_fake_cloud()?;
 
-    let mut guard = Guard::default();
-    guard.users = vec![READER, OUTSIDER];
+    let mut guard = Guard {
+        users: vec![READER, OUTSIDER],
+        accounts: !user_exists("att-tokend") && !group_exists("att-tokens"),
+        ..Guard::default()
+    };
     println!("install-test: dpkg -i {}", deb.display());
     run_command(Command::new("dpkg").arg("-i").arg(&deb))?;
     guard.installed = true;
@@ -132,6 +136,9 @@ fn build_fake_cloud() -> anyhow::Result<PathBuf> {
 struct Guard {
     installed: bool,
     users: Vec<&'static str>,
+    /// The package's system user and group, when this run created them (the package keeps them on
+    /// purge, as Debian does; a test machine gets them removed again).
+    accounts: bool,
 }
 
 impl Drop for Guard {
@@ -143,6 +150,14 @@ impl Drop for Guard {
         for user in &self.users {
             if user_exists(user) {
                 let _ = Command::new("userdel").arg(user).status();
+            }
+        }
+        if self.accounts {
+            if user_exists("att-tokend") {
+                let _ = Command::new("userdel").arg("att-tokend").status();
+            }
+            if group_exists("att-tokens") {
+                let _ = Command::new("groupdel").arg("att-tokens").status();
             }
         }
     }
