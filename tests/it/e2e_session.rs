@@ -73,7 +73,8 @@ fn refused_logins_min_valid_refresh_and_logout() {
     assert_eq!(world.listed("main")["state"], "needs-login");
     let out = world.get("main").expect_err("no token after logout");
     assert_eq!(out.status.code(), Some(exit::NEEDS_LOGIN), "{}", describe(&out));
-    world.daemon = None;
+    let status = world.stop_daemon();
+    assert!(status.success(), "SIGTERM stops the daemon cleanly: {status}");
     world.restart_daemon();
     assert_eq!(world.listed("main")["state"], "needs-login", "the session stays forgotten across a restart");
 }

@@ -70,6 +70,12 @@ impl World {
         self.daemon = Some(Daemon::start(&self.scratch, &self.bus, &config, &self.log));
     }
 
+    /// Stops the daemon with SIGTERM (SIGKILL after a grace period) and returns how it exited.
+    pub(crate) fn stop_daemon(&mut self) -> std::process::ExitStatus {
+        let mut daemon = self.daemon.take().expect("the daemon is running");
+        daemon.proc.terminate()
+    }
+
     /// SIGKILLs the daemon (no chance to clean up) and reaps it.
     pub(crate) fn kill9_daemon(&mut self) {
         let daemon = self.daemon.as_mut().expect("the daemon is running");
