@@ -57,9 +57,9 @@ pub struct ApiConfig {
     pub url: String,
     /// OAuth2 client id sent to `/login`, default `web`.
     pub client_id: ClientId,
-    /// Time allowed to open a connection, default 10 s (`connect_timeout`).
+    /// Time allowed to open a connection, default 5 s (`connect_timeout`).
     pub connect_timeout: Duration,
-    /// Time allowed for a whole request, default 30 s (`request_timeout`).
+    /// Time allowed for a whole request, default 15 s (`request_timeout`).
     pub request_timeout: Duration,
     /// `[api.mfa]`: names used by the MFA step.
     pub mfa: MfaNames,
@@ -145,7 +145,7 @@ pub struct RefreshConfig {
     pub safety_margin: Duration,
     /// When to raise `AttentionNeeded` before a session lapses for good, default 7 days and 1 day (`warn_before`).
     pub warn_before: Vec<Duration>,
-    /// First delay after a transient failure, default 5 s (`retry_initial`).
+    /// First delay after a transient failure, default 1 s (`retry_initial`).
     pub retry_initial: Duration,
     /// Longest delay between retries, default 5 min (`retry_max`).
     pub retry_max: Duration,
@@ -157,7 +157,7 @@ impl Default for RefreshConfig {
             refresh_token_lifetime: Duration::from_secs(60 * DAY),
             safety_margin: Duration::from_secs(60),
             warn_before: vec![Duration::from_secs(7 * DAY), Duration::from_secs(DAY)],
-            retry_initial: Duration::from_secs(5),
+            retry_initial: Duration::from_secs(1),
             retry_max: Duration::from_secs(300),
         }
     }
@@ -840,8 +840,8 @@ impl RawApi {
         Ok(ApiConfig {
             url,
             client_id: self.client_id.unwrap_or_default(),
-            connect_timeout: self.connect_timeout.map_or(Duration::from_secs(10), |d| d.0),
-            request_timeout: self.request_timeout.map_or(Duration::from_secs(30), |d| d.0),
+            connect_timeout: self.connect_timeout.map_or(Duration::from_secs(5), |d| d.0),
+            request_timeout: self.request_timeout.map_or(Duration::from_secs(15), |d| d.0),
             mfa,
         })
     }
