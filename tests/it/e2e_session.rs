@@ -2,7 +2,7 @@
 //! `refresh` on demand and `logout` forgetting the session on disk.
 
 use crate::support::world::{PASSWORD, USERNAME};
-use crate::support::{PATIENCE, World, cli, cli_with_stdin, describe, exit, wait_until};
+use crate::support::{PATIENCE, Proc, World, cli, cli_with_stdin, describe, exit, wait_until};
 
 /// Access tokens live 60 s (`expires_in` 59); nothing refreshes by itself during this short test.
 const FAKE_ARGS: &[&str] = &["--access-lifetime", "60s"];
@@ -77,6 +77,17 @@ fn refused_logins_min_valid_refresh_and_logout() {
     assert!(status.success(), "SIGTERM stops the daemon cleanly: {status}");
     world.restart_daemon();
     assert_eq!(world.listed("main")["state"], "needs-login", "the session stays forgotten across a restart");
+
+    // A second daemon on the same bus refuses to start, with a message, and the first one goes on serving.
+    let config = world.config.clone().expect("a config was written");
+    let mut command = std::process::Command::new(&crate::support::bins().tokend);
+    command.arg("--config").arg(&config).env_remove("NOTIFY_SOCKET");
+    let mut second = Proc::spawn("second-att-tokend", command, world.scratch.path());
+    let status = wait_until("the second daemon to give up", PATIENCE, || second.try_status().ok_or(String::new()));
+    assert!(!status.success(), "a second daemon exits with an error: {status}");
+    let stderr = second.stderr();
+    assert!(stderr.contains("io.allthingstalk.TokenAgent1"), "the message names the bus name: {stderr}");
+    assert_eq!(world.listed("main")["state"], "needs-login", "the first daemon still answers");
 }
 
 fn unix_now() -> i64 {
