@@ -1,6 +1,7 @@
 //! End to end, as separate processes: a cloud outage rides on the last good token, then says `Unavailable`, then
 //! heals by itself; a rejected refresh asks for a login and raises `AttentionNeeded`; a revoked device token shows.
 
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -147,10 +148,46 @@ fn revoked_device_token_is_reported_by_the_health_probe() {
     let entry = world.wait_for_state("sensor-7", "revoked");
     assert_eq!(entry["attention_needed"], true, "a revoked token needs a human: {entry}");
     assert_eq!(world.listed("site-a")["state"], "valid", "the ground token is untouched");
+    // The token's own object says the same, with a reason and no secret.
+    let path = token_object(&world, "sensor-7");
+    assert_eq!(property(&world, &path, "State"), "s \"revoked\"");
+    assert_eq!(property(&world, &path, "AttentionNeeded"), "b true");
+    let last_error = property(&world, &path, "LastError");
+    assert!(last_error.len() > "s \"\"".len(), "LastError says why: {last_error}");
+    assert!(!last_error.contains(TOKEN.trim_start_matches("maker:")), "LastError shows no token");
+    assert_eq!(property(&world, &token_object(&world, "site-a"), "State"), "s \"valid\"");
     // The device is now reached through its ground.
     wait_until("for-device to skip the revoked token", PATIENCE, || {
         let out = world.att_token(&["for-device", DEVICE]);
         let printed = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         if out.status.success() && printed == GROUND_TOKEN { Ok(()) } else { Err(describe(&out)) }
     });
+}
+
+/// The object path of token `name`: the child of `/io/allthingstalk/TokenAgent1/token` whose `Name` is `name`.
+fn token_object(world: &World, name: &str) -> String {
+    let out = Command::new("busctl")
+        .arg(format!("--address={}", world.bus.address))
+        .args(["tree", "--list", "io.allthingstalk.TokenAgent1"])
+        .output()
+        .expect("run busctl (systemd)");
+    assert!(out.status.success(), "busctl tree: {}", describe(&out));
+    let tree = String::from_utf8_lossy(&out.stdout).into_owned();
+    tree.lines()
+        .map(str::trim)
+        .filter(|path| path.starts_with("/io/allthingstalk/TokenAgent1/token/"))
+        .find(|path| property(world, path, "Name") == format!("s \"{name}\""))
+        .unwrap_or_else(|| panic!("no token object named {name:?} among {tree}"))
+        .to_owned()
+}
+
+/// A property of a token object as busctl prints it, e.g. `s "valid"` or `b true`.
+fn property(world: &World, path: &str, name: &str) -> String {
+    let out = Command::new("busctl")
+        .arg(format!("--address={}", world.bus.address))
+        .args(["get-property", "io.allthingstalk.TokenAgent1", path, "io.allthingstalk.TokenAgent1.Token", name])
+        .output()
+        .expect("run busctl (systemd)");
+    assert!(out.status.success(), "busctl get-property {path} {name}: {}", describe(&out));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
