@@ -1,5 +1,6 @@
 //! End to end, as separate processes: an MFA login through `att-token`, tokens kept valid across many refreshes,
-//! no secret in a trace-level log, private state files, and a session that survives `kill -9`.
+//! no secret in a trace-level log or a signal, private state files, a session that survives `kill -9`, and a cloud
+//! clock far ahead that changes nothing.
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
@@ -182,4 +183,24 @@ fn kill_9_right_after_a_refresh_keeps_the_session() {
     assert_eq!(counters["password_grants"], 1, "no new login: {counters}");
     assert_eq!(counters["refresh_reuses"], 0, "the daemon never presented a rotated-away refresh token: {counters}");
     assert_eq!(world.listed("main")["state"], "valid");
+}
+
+#[test]
+fn a_cloud_clock_two_hours_ahead_changes_nothing() {
+    // Deadlines come from `expires_in` at arrival, never from the server's dates against the local clock.
+    let mut world = World::new("clock", &["--access-lifetime", "8s", "--clock-offset=2h"]);
+    world.start_daemon(CONFIG, "debug");
+    world.login_ok("main");
+    let mut refresh_tokens = BTreeSet::new();
+    let tokens = follow_refreshes(&world, 3, &mut refresh_tokens);
+    assert_eq!(tokens.len(), 3);
+    let expires_at = world.listed("main")["expires_at"].as_i64().expect("expires_at is a number");
+    let now = i64::try_from(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_secs(),
+    )
+    .expect("fits");
+    assert!(
+        (now..=now + 10).contains(&expires_at),
+        "ExpiresAt is in the local clock ({expires_at}, now {now}), not the cloud's"
+    );
 }
