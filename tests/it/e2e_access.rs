@@ -35,6 +35,10 @@ fn setpriv(world: &World, user: &str, args: &[&str]) -> Command {
 
 #[test]
 fn readers_get_the_token_and_everyone_else_is_denied() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test runs att-token as other users with setpriv: run the test suite as root (CI does)"
+    );
     let device_arg = format!("{TOKEN}={DEVICE}");
     let mut world = World::new("access", &["--device-token", &device_arg]);
     let file = world.secret_file("sensor-7.token", TOKEN);
