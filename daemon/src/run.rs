@@ -101,6 +101,17 @@ pub async fn connect(bus: &Bus) -> anyhow::Result<Connection> {
     })
 }
 
+/// Requests the bus name exclusively: no queueing, not taking it from a running daemon, and not letting
+/// another one take it away.
+pub async fn own_name(connection: &Connection) -> zbus::Result<()> {
+    connection.request_name_with_flags(BUS_NAME, zbus::fdo::RequestNameFlags::DO_NOT_QUEUE.into()).await.and_then(
+        |reply| match reply {
+            zbus::fdo::RequestNameReply::PrimaryOwner | zbus::fdo::RequestNameReply::AlreadyOwner => Ok(()),
+            _ => Err(zbus::Error::NameTaken),
+        },
+    )
+}
+
 fn notify(states: &[sd_notify::NotifyState<'_>]) {
     if let Err(e) = sd_notify::notify(states) {
         tracing::debug!("could not notify the service manager: {e}");
@@ -133,7 +144,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .context("could not serve the D-Bus objects")?;
     tokio::spawn(credentials.clone().watch_bus(connection.clone()));
-    connection.request_name(BUS_NAME).await.with_context(|| {
+    own_name(&connection).await.with_context(|| {
         format!(
             "could not own the bus name {BUS_NAME} on the {} bus: another att-tokend may be running, or the bus policy \
              (/usr/share/dbus-1/system.d/{BUS_NAME}.conf) does not allow this user to own it",

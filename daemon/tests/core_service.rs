@@ -167,26 +167,47 @@ async fn concurrent_valid_for_calls_share_one_refresh() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outage_serves_last_good_token_then_unavailable_then_recovers() {
-    let cloud = fake_cloud(Duration::from_secs(6)).await;
+    let cloud = fake_cloud(Duration::from_secs(8)).await;
     let dir = tempfile::tempdir().unwrap();
     let text = config_text(dir.path(), &cloud.url(), "");
     let harness = Harness::start(dir, &text, Credentials::peer()).await;
     let agent = harness.agent().await;
     let main = harness.token("main").await;
+    // Every State the object announces, in order (PropertiesChanged, so no state is missed by polling).
+    let cached = att_tokend::client::TokenProxy::builder(&harness.client)
+        .path(att_tokend::client::token_object_path("main"))
+        .build()
+        .await
+        .unwrap();
+    let mut state_changes = cached.receive_state_changed().await;
+    let states = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let recorder = states.clone();
+    tokio::spawn(async move {
+        while let Some(change) = state_changes.next().await {
+            if let Ok(state) = change.get().await {
+                recorder.lock().unwrap().push(state);
+            }
+        }
+    });
     login(&harness, &cloud).await;
     let (good, expires_at) = agent.get_token("main").await.unwrap();
     cloud.control().inject_fault(
-        Fault::new(FaultKind::ServiceUnavailable).for_duration(Duration::from_secs(14)).on_path("/login"),
+        Fault::new(FaultKind::ServiceUnavailable).for_duration(Duration::from_secs(16)).on_path("/login"),
     );
 
-    // While the cloud is down the last good token is served, and the state says retrying.
-    eventually(LONG, "state retrying", || {
-        let main = main.clone();
-        async move { (main.state().await.unwrap() == "retrying").then_some(()) }
+    // While the cloud is down the last good token is served: a failed refresh leaves it in service.
+    eventually(LONG, "a failed refresh while the token is still served", || {
+        let agent = agent.clone();
+        let cloud = &cloud;
+        let good = good.clone();
+        async move {
+            let failed = cloud.control().counters().faults_applied > 0;
+            let (served, _) = agent.get_token("main").await.expect("the last good token is still served");
+            assert_eq!(served, good);
+            failed.then_some(())
+        }
     })
     .await;
-    let (served, _) = agent.get_token("main").await.expect("the last good token is still served");
-    assert_eq!(served, good);
     assert!(!main.last_error().await.unwrap().is_empty());
 
     // Never after its safety margin: then Unavailable, state expired.
@@ -219,6 +240,10 @@ async fn outage_serves_last_good_token_then_unavailable_then_recovers() {
     assert!(cloud.control().is_access_token_valid(&fresh));
     assert_eq!(main.state().await.unwrap(), "valid");
     assert_eq!(cloud.control().counters().password_grants, 1, "no new login was needed");
+    let states = states.lock().unwrap().clone();
+    let position = |state: &str| states.iter().position(|s| s == state);
+    let (retrying, expired) = (position("retrying"), position("expired"));
+    assert!(retrying.is_some() && expired.is_some() && retrying < expired, "states announced: {states:?}");
     harness.stop().await;
 }
 
@@ -372,15 +397,17 @@ async fn served_interfaces(harness: &Harness) -> String {
     let introspect = |path: String| {
         let client = harness.client.clone();
         async move {
-            zbus::fdo::IntrospectableProxy::builder(&client)
-                .destination(att_tokend::dbus::BUS_NAME)
-                .path(path)
-                .build()
+            let reply = client
+                .call_method(
+                    Some(att_tokend::dbus::BUS_NAME),
+                    path.as_str(),
+                    Some("org.freedesktop.DBus.Introspectable"),
+                    "Introspect",
+                    &(),
+                )
                 .await
-                .expect("an introspection proxy")
-                .introspect()
-                .await
-                .expect("introspection data")
+                .expect("introspection data");
+            reply.body().deserialize::<String>().expect("introspection XML")
         }
     };
     let main = introspect(att_tokend::dbus::OBJECT_PATH.to_owned()).await;
@@ -406,7 +433,7 @@ async fn introspection_matches_the_committed_xml() {
     let dir = tempfile::tempdir().unwrap();
     let text = config_text(dir.path(), &cloud.url(), "");
     let harness = Harness::start(dir, &text, Credentials::peer()).await;
-    let served = served_interfaces(&harness).await;
+    let served = step("introspecting", served_interfaces(&harness)).await;
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/io.allthingstalk.TokenAgent1.xml");
     if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
         std::fs::write(&path, &served).expect("write the introspection XML");
@@ -434,4 +461,162 @@ async fn introspection_matches_the_committed_xml() {
         assert!(served.contains(&format!("<property name=\"{property}\"")), "{property} is served");
     }
     harness.stop().await;
+}
+
+/// Everything logged by this test process, at every level the daemon's filter lets through for `trace`.
+fn captured_logs() -> &'static std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    static LOGS: std::sync::OnceLock<std::sync::Arc<std::sync::Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        let (filter, _) = att_tokend::logging::filter(Some("trace"));
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .with_writer(move || Sink(sink.clone()))
+            .try_init()
+            .expect("the only subscriber of this test binary");
+        logs
+    })
+}
+
+struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_is_logged_even_at_trace() {
+    let logs = captured_logs();
+    let cloud = fake_cloud(Duration::from_secs(3600)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(dir.path(), &cloud.url(), "");
+    let harness = Harness::start(dir, &text, Credentials::peer()).await;
+    let agent = harness.agent().await;
+    let code = cloud.control().current_totp(USER).unwrap();
+    agent.login("main", USER, PASSWORD, &code).await.unwrap();
+    let (first, _) = agent.get_token("main").await.unwrap();
+    agent.refresh("main").await.unwrap();
+    let (second, _) = agent.get_token_valid_for("main", 60).await.unwrap();
+    cloud.control().inject_fault(Fault::new(FaultKind::ServerError).times(1).on_path("/login"));
+    let _ = agent.refresh("main").await;
+    let saved = std::fs::read_to_string(harness.config.daemon.state_dir.join("main.json")).unwrap();
+    let record: serde_json::Value = serde_json::from_str(&saved).unwrap();
+    let refresh_token = record["refresh_token"].as_str().expect("the record holds the refresh token").to_owned();
+    let (device, _) = agent.get_token("sensor-7").await.unwrap();
+    harness.stop().await;
+
+    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    assert!(text.contains("logged in"), "the daemon logged what it did:\n{text}");
+    assert!(text.contains("/login"), "requests are logged (without secrets):\n{text}");
+    for (what, secret) in [
+        ("access token", first.as_str()),
+        ("refreshed access token", second.as_str()),
+        ("refresh token", refresh_token.as_str()),
+        ("password", PASSWORD),
+        ("MFA code", code.as_str()),
+        ("TOTP seed", SEED),
+        ("device token", device.as_str()),
+    ] {
+        assert!(!text.contains(secret), "the {what} appears in the logs");
+    }
+}
+
+/// A private `dbus-daemon` on a socket in `dir`; killed on drop.
+struct PrivateBus {
+    child: std::process::Child,
+    address: String,
+}
+
+impl PrivateBus {
+    fn start(dir: &std::path::Path) -> PrivateBus {
+        let socket = dir.join("bus");
+        let config = dir.join("bus.conf");
+        std::fs::write(
+            &config,
+            format!(
+                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:path={}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"#,
+                socket.display()
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", config.display()))
+            .arg("--nofork")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("dbus-daemon must be installed for this test (apt-get install dbus-daemon)");
+        PrivateBus { child, address: format!("unix:path={}", socket.display()) }
+    }
+}
+
+impl Drop for PrivateBus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_bus_callers_are_identified_by_the_bus_and_forgotten_when_they_leave() {
+    let cloud = fake_cloud(Duration::from_secs(3600)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let bus = PrivateBus::start(dir.path());
+    let text = config_text(dir.path(), &cloud.url(), "");
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, &text).unwrap();
+    let config = att_tokend::config::load(&path).unwrap();
+    let engine = start_engine(&config);
+
+    let connect = || async {
+        eventually(LONG, "the private bus accepts connections", || async {
+            zbus::connection::Builder::address(bus.address.as_str()).build().await.ok()
+        })
+        .await
+    };
+    let service_connection = connect().await;
+    let credentials = std::sync::Arc::new(Credentials::bus());
+    att_tokend::dbus::Service::install(&service_connection, engine.clone(), credentials.clone()).await.unwrap();
+    tokio::spawn(credentials.clone().watch_bus(service_connection.clone()));
+    att_tokend::run::own_name(&service_connection).await.unwrap();
+
+    let client = connect().await;
+    let agent = att_tokend::client::TokenAgentProxy::new(&client).await.unwrap();
+    let (token, _) = agent.get_token("sensor-7").await.expect("the bus says who we are: a reader");
+    assert_eq!(token, DEVICE_TOKEN);
+    assert_eq!(credentials.cached_callers(), 1, "the caller's credentials are cached");
+    agent.get_token("sensor-7").await.unwrap();
+    assert_eq!(credentials.cached_callers(), 1, "one entry per connection");
+
+    // A second owner of the name is refused while the daemon holds it.
+    let rival = connect().await;
+    assert!(att_tokend::run::own_name(&rival).await.is_err(), "a second daemon cannot take the name");
+    assert!(rival.request_name(att_tokend::dbus::BUS_NAME).await.is_err(), "nor can anyone force it away");
+
+    drop(agent);
+    client.graceful_shutdown().await;
+    eventually(LONG, "the cache entry is dropped when the caller leaves the bus", || async {
+        (credentials.cached_callers() == 0).then_some(())
+    })
+    .await;
+    engine.shutdown().await;
 }

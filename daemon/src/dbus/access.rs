@@ -104,7 +104,8 @@ impl Credentials {
         Self::with_source(Source::Bus)
     }
 
-    /// Identities from the peer's socket credentials, for a peer-to-peer connection.
+    /// Identities from the peer's socket credentials, for one peer-to-peer connection (use one instance per
+    /// connection: the peer's identity is asked once and kept).
     pub fn peer() -> Self {
         Self::with_source(Source::Peer)
     }
@@ -128,8 +129,14 @@ impl Credentials {
         match &self.source {
             Source::Fixed(caller) => Ok(caller.clone()),
             Source::Peer => {
+                // One peer per connection: ask the socket once.
+                if let Some(caller) = self.cached("") {
+                    return Ok(caller);
+                }
                 let creds = connection.peer_creds().await.map_err(|e| CredentialsError::Bus(e.to_string()))?;
-                from_credentials(creds)
+                let caller = from_credentials(creds)?;
+                self.cache.write().unwrap_or_else(|e| e.into_inner()).insert("".into(), caller.clone());
+                Ok(caller)
             }
             Source::Bus => {
                 let sender = sender.ok_or(CredentialsError::NoSender)?;

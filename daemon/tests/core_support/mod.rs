@@ -123,7 +123,7 @@ impl Harness {
         let config = config::load(&path).expect("the test config is valid");
         config.check_files().expect("the test secret files are valid");
         let engine = start_engine(&config);
-        let (server, client) = pair(&engine, credentials).await;
+        let (server, client) = step("serving the interface on a socket pair", pair(&engine, credentials)).await;
         Harness { dir, config, engine, server, client }
     }
 
@@ -142,7 +142,7 @@ impl Harness {
 
     /// Stops the engine (as on SIGTERM) and closes both connections.
     pub async fn stop(self) -> tempfile::TempDir {
-        self.engine.shutdown().await;
+        step("stopping the engine", self.engine.shutdown()).await;
         drop(self.client);
         drop(self.server);
         self.dir
@@ -166,7 +166,9 @@ pub async fn pair(engine: &Engine, credentials: Credentials) -> (Connection, Con
     let (server, client) =
         tokio::join!(Builder::unix_stream(a).server(guid).p2p().build(), Builder::unix_stream(b).p2p().build());
     let (server, client) = (server.expect("server end"), client.expect("client end"));
-    Service::install(&server, engine.clone(), Arc::new(credentials)).await.expect("serve the interface");
+    step("installing the service", Service::install(&server, engine.clone(), Arc::new(credentials)))
+        .await
+        .expect("serve the interface");
     (server, client)
 }
 
@@ -208,4 +210,12 @@ pub async fn login(harness: &Harness, cloud: &FakeCloud) -> i64 {
     let agent = harness.agent().await;
     let code = cloud.control().current_totp(USER).expect("the user has MFA");
     agent.login("main", USER, PASSWORD, &code).await.expect("login with MFA")
+}
+
+/// Awaits `future`, failing the test with `what` if it takes more than a minute.
+pub async fn step<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(60), future).await {
+        Ok(value) => value,
+        Err(_) => panic!("timed out: {what}"),
+    }
 }
