@@ -1,16 +1,16 @@
 //! Durable user sessions in the state directory (`/var/lib/att-tokend`, mode 0700).
 //!
-//! One JSON file per user token, `<name>.json`, mode 0600, holding the refresh and access tokens with their
-//! wall-clock deadlines and what is needed to carry on after a restart, even after `kill -9`:
+//! One JSON file per user token, `<name>.json`, mode 0600, holding the refresh and access tokens and the
+//! planner's durable facts ([`PersistedSession`]: wall-clock deadlines, rotation, warnings given, clock trust),
+//! which is all a restart needs to carry on, even after `kill -9`:
 //! - writes are atomic: a new temp file (`O_EXCL`, 0600) in the same directory, write, fsync, rename over the old
 //!   file, fsync the directory. A crash leaves either the old or the new file, never a mix; a leftover temp file
 //!   is removed when the directory is opened;
-//! - a refresh that was started but whose result was not recorded is marked (`refresh_started_at`), so a restart
-//!   knows the stored refresh token may already have been used up by the cloud;
 //! - a file that cannot be parsed is set aside as `<name>.json.corrupt-<unix seconds>` with its bytes intact,
 //!   never overwritten silently.
 //!
-//! Records are plain data: the daemon maps them to and from its runtime sessions.
+//! The planner's part is stored whole, exactly as `token_model` hands it out, so nothing it needs after a
+//! restart is lost in translation.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -20,29 +20,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 use token_model::ids::{ClientId, TokenName};
+use token_model::plan::PersistedSession;
 use token_model::secret::{AccessToken, RefreshToken};
 use zeroize::Zeroizing;
 
 /// The format version written by this build. Files with a higher version are left alone.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Marker in the names of temp files; such files are removed when the directory is opened.
 const TEMP_MARKER: &str = ".tmp-";
 
-/// Whether the cloud was seen to rotate refresh tokens on refresh.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum RotationMode {
-    /// No refresh seen yet.
-    #[default]
-    Unknown,
-    /// A refresh returned a new refresh token with a new deadline (sliding window).
-    Rotating,
-    /// A refresh kept the old refresh token (fixed window: a new login is needed by its deadline).
-    Fixed,
-}
-
-/// One user session as stored on disk. All times are Unix seconds (wall clock).
+/// One user session as stored on disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionRecord {
     /// Format version ([`FORMAT_VERSION`] when written by this build).
@@ -56,29 +44,11 @@ pub struct SessionRecord {
     /// The newest refresh token.
     #[serde(with = "token_model::secret::persist")]
     pub refresh_token: RefreshToken,
-    /// When the refresh token lapses.
-    pub refresh_token_expires_at: i64,
     /// The newest access token.
     #[serde(with = "token_model::secret::persist")]
     pub access_token: AccessToken,
-    /// When the access token lapses.
-    pub access_token_expires_at: i64,
-    /// When the session began (the password login).
-    pub logged_in_at: i64,
-    /// When the tokens above were obtained (login or last refresh).
-    pub obtained_at: i64,
-    /// The rotation behaviour observed so far.
-    pub rotation: RotationMode,
-    /// The newest wall-clock time known to be good (at the last write, checked against the server when
-    /// possible). A clock found earlier than this at start has jumped backwards.
-    pub last_good_wall_clock: i64,
-    /// Estimated server clock minus local clock, in seconds, if known.
-    #[serde(default)]
-    pub server_clock_offset: Option<i64>,
-    /// Set just before a refresh request is sent with `refresh_token`, cleared when its result is stored. Found
-    /// set at start, it means the daemon died mid-refresh and the stored refresh token may already be used up.
-    #[serde(default)]
-    pub refresh_started_at: Option<i64>,
+    /// The planner's durable facts, stored whole: deadlines, rotation, warnings given, clock trust.
+    pub session: PersistedSession,
 }
 
 /// What loading one session file found.
@@ -320,7 +290,9 @@ impl StateDir {
 
 #[cfg(test)]
 mod tests {
+    use token_model::plan::Rotation;
     use token_model::secret::ExposeSecret;
+    use token_model::time::WallTime;
 
     use super::*;
 
@@ -331,15 +303,19 @@ mod tests {
             username: "alice@example.com".into(),
             client_id: ClientId::default(),
             refresh_token: RefreshToken::new("rt-1"),
-            refresh_token_expires_at: 1_800_000_000,
             access_token: AccessToken::new("at-1"),
-            access_token_expires_at: 1_700_003_599,
-            logged_in_at: 1_700_000_000,
-            obtained_at: 1_700_000_000,
-            rotation: RotationMode::Unknown,
-            last_good_wall_clock: 1_700_000_000,
-            server_clock_offset: None,
-            refresh_started_at: None,
+            session: PersistedSession {
+                known_good: Some(WallTime::from_unix_seconds(1_700_000_000)),
+                access_obtained: Some(WallTime::from_unix_seconds(1_700_000_000)),
+                access_expires: Some(WallTime::from_unix_seconds(1_700_003_599)),
+                refresh_expires: Some(WallTime::from_unix_seconds(1_800_000_000)),
+                refresh_expires_server: None,
+                rotation: Rotation::Unknown,
+                refresh_rejected: false,
+                relogin_rejected: false,
+                lapse_warned_secs: None,
+                clock_offset: None,
+            },
         }
     }
 

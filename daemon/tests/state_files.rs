@@ -4,9 +4,11 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use att_tokend::state::{FORMAT_VERSION, LoadOutcome, RotationMode, SessionRecord, StateDir};
+use att_tokend::state::{FORMAT_VERSION, LoadOutcome, SessionRecord, StateDir};
 use token_model::ids::{ClientId, TokenName};
+use token_model::plan::{PersistedSession, Rotation};
 use token_model::secret::{AccessToken, ExposeSecret, RefreshToken};
+use token_model::time::{ClockOffset, WallTime};
 
 fn name(text: &str) -> TokenName {
     TokenName::new(text).unwrap()
@@ -19,15 +21,19 @@ fn record(token: &str, refresh: &str) -> SessionRecord {
         username: "alice@example.com".into(),
         client_id: ClientId::new("mobile").unwrap(),
         refresh_token: RefreshToken::new(refresh),
-        refresh_token_expires_at: 1_805_184_000,
         access_token: AccessToken::new("at-secret-1"),
-        access_token_expires_at: 1_800_003_599,
-        logged_in_at: 1_799_000_000,
-        obtained_at: 1_800_000_000,
-        rotation: RotationMode::Rotating,
-        last_good_wall_clock: 1_800_000_100,
-        server_clock_offset: Some(-3),
-        refresh_started_at: Some(1_800_000_050),
+        session: PersistedSession {
+            known_good: Some(WallTime::from_unix_seconds(1_800_000_100)),
+            access_obtained: Some(WallTime::from_unix_seconds(1_800_000_000)),
+            access_expires: Some(WallTime::from_unix_seconds(1_800_003_599)),
+            refresh_expires: Some(WallTime::from_unix_seconds(1_805_184_000)),
+            refresh_expires_server: Some(WallTime::from_unix_seconds(1_805_183_997)),
+            rotation: Rotation::Fixed,
+            refresh_rejected: false,
+            relogin_rejected: false,
+            lapse_warned_secs: Some(604_800),
+            clock_offset: Some(ClockOffset::from_millis(-3_000)),
+        },
     }
 }
 
@@ -59,7 +65,9 @@ fn round_trip_with_private_modes() {
     assert_eq!(back, saved);
     assert_eq!(back.refresh_token.expose_secret(), "rt-secret-1");
     assert_eq!(back.client_id.as_str(), "mobile");
-    assert_eq!(back.refresh_started_at, Some(1_800_000_050));
+    // The planner's facts come back whole: the warning already given and the server's view of the window.
+    assert_eq!(back.session.lapse_warned_secs, Some(604_800));
+    assert_eq!(back.session.refresh_expires_server, saved.session.refresh_expires_server);
 
     // Debug of a record never shows a token.
     let debug = format!("{back:?}");

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use token_model::ids::TokenName;
 use token_model::plan::{
-    self, Action, Attempt, Grant, Outcome, PersistedSession, Policy, RefreshTokenChange, Rotation, TokenState,
+    self, Action, Attempt, Grant, Outcome, PersistedSession, Policy, RefreshTokenChange, TokenState,
 };
 use token_model::secret::{AccessToken, MfaCode, Password, RefreshToken, TotpSeed};
 use token_model::time::{self, ClockPair, MonoTime, WallTime};
@@ -45,33 +45,23 @@ impl fmt::Debug for Unattended {
     }
 }
 
-/// A saved user session, as the store keeps it. Times are wall-clock.
+/// A saved user session, as the store keeps it: the tokens, and the planner's durable facts whole.
 pub struct SavedSession {
     /// The account the session belongs to.
     pub username: String,
     /// The refresh token.
     pub refresh_token: RefreshToken,
-    /// When it lapses, if known.
-    pub refresh_expires: Option<SystemTime>,
     /// The last access token.
     pub access_token: AccessToken,
-    /// When that access token arrived.
-    pub access_obtained: SystemTime,
-    /// When that access token expires.
-    pub access_expires: SystemTime,
-    /// Whether the server rotates refresh tokens, as seen so far.
-    pub rotation: Rotation,
-    /// The latest wall time known to have passed (a clock reading earlier than this is not trusted).
-    pub known_good: Option<SystemTime>,
+    /// Deadlines (wall clock), rotation, warnings given and clock trust, exactly as the planner persisted them.
+    pub session: PersistedSession,
 }
 
 impl fmt::Debug for SavedSession {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SavedSession")
             .field("username", &self.username)
-            .field("refresh_expires", &self.refresh_expires)
-            .field("access_expires", &self.access_expires)
-            .field("rotation", &self.rotation)
+            .field("session", &self.session)
             .finish_non_exhaustive()
     }
 }
@@ -289,34 +279,18 @@ impl Session {
         match store.load(&self.name) {
             Ok(Some(saved)) => {
                 let pair = clock_pair();
-                let known_good = saved.known_good.map(WallTime::from_system_time);
-                let persisted = PersistedSession {
-                    known_good,
-                    access_obtained: Some(WallTime::from_system_time(saved.access_obtained)),
-                    access_expires: Some(WallTime::from_system_time(saved.access_expires)),
-                    refresh_expires: saved.refresh_expires.map(WallTime::from_system_time),
-                    refresh_expires_server: None,
-                    rotation: saved.rotation,
-                    refresh_rejected: false,
-                    relogin_rejected: false,
-                    lapse_warned_secs: None,
-                    clock_offset: None,
-                };
-                let trust = time::check_wall_clock(known_good, pair.wall);
+                let trust = time::check_wall_clock(saved.session.known_good, pair.wall);
                 if !trust.is_trusted() {
                     tracing::warn!(token = %self.name, "the wall clock is behind the last known good time; the saved access token is not trusted and will be refreshed");
                 }
-                let restored = persisted.restore(pair, trust, self.unattended.is_some(), Self::jitter());
-                if restored.refresh_deadline().is_some_and(|d| d.mono() <= pair.mono) {
-                    self.last_error = "the saved refresh token has lapsed".to_owned();
-                    tracing::warn!(token = %self.name, "the saved session has lapsed; a login is needed");
-                } else {
-                    self.access = restored.access_deadline().map(|_| Arc::new(saved.access_token));
-                    self.refresh = Some(saved.refresh_token);
-                    self.username = saved.username;
-                    self.plan = Some(restored);
-                    tracing::info!(token = %self.name, "restored the saved session");
-                }
+                // The plan decides what the restored session needs; a refresh-token deadline that seems past
+                // by the local clock is not a verdict (only the cloud's answer is).
+                let restored = saved.session.restore(pair, trust, self.unattended.is_some(), Self::jitter());
+                self.access = restored.access_deadline().map(|_| Arc::new(saved.access_token));
+                self.refresh = Some(saved.refresh_token);
+                self.username = saved.username;
+                self.plan = Some(restored);
+                tracing::info!(token = %self.name, "restored the saved session");
             }
             Ok(None) => {}
             Err(e) => {
@@ -579,16 +553,11 @@ impl Session {
     /// Takes new tokens whose facts the plan has already applied: save first, then publish.
     fn take(&mut self, access: AccessToken, refresh: RefreshToken, pair: ClockPair) {
         if let (Some(store), Some(plan)) = (&self.settings.store, &self.plan) {
-            let persisted = plan.to_persisted(pair);
             let saved = SavedSession {
                 username: self.username.clone(),
                 refresh_token: refresh.clone(),
-                refresh_expires: persisted.refresh_expires.map(WallTime::to_system_time),
                 access_token: access.clone(),
-                access_obtained: persisted.access_obtained.unwrap_or(pair.wall).to_system_time(),
-                access_expires: persisted.access_expires.unwrap_or(pair.wall).to_system_time(),
-                rotation: persisted.rotation,
-                known_good: persisted.known_good.map(WallTime::to_system_time),
+                session: plan.to_persisted(pair),
             };
             if let Err(e) = store.save(&self.name, &saved) {
                 let reason = format!(
