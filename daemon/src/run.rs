@@ -104,12 +104,12 @@ pub async fn connect(bus: &Bus) -> anyhow::Result<Connection> {
 /// Requests the bus name exclusively: no queueing, not taking it from a running daemon, and not letting
 /// another one take it away.
 pub async fn own_name(connection: &Connection) -> zbus::Result<()> {
-    connection.request_name_with_flags(BUS_NAME, zbus::fdo::RequestNameFlags::DO_NOT_QUEUE.into()).await.and_then(
-        |reply| match reply {
+    connection.request_name_with_flags(BUS_NAME, zbus::fdo::RequestNameFlags::DO_NOT_QUEUE).await.and_then(|reply| {
+        match reply {
             zbus::fdo::RequestNameReply::PrimaryOwner | zbus::fdo::RequestNameReply::AlreadyOwner => Ok(()),
             _ => Err(zbus::Error::NameTaken),
-        },
-    )
+        }
+    })
 }
 
 fn notify(states: &[sd_notify::NotifyState<'_>]) {

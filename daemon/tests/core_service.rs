@@ -14,8 +14,15 @@ use futures_util::StreamExt;
 
 const LONG: Duration = Duration::from_secs(60);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn static_tokens_are_served_to_readers_and_denied_to_others() {
+#[test]
+fn static_tokens_are_served_to_readers_and_denied_to_others() {
+    in_own_process(
+        "static_tokens_are_served_to_readers_and_denied_to_others",
+        static_tokens_are_served_to_readers_and_denied_to_others_body,
+    );
+}
+
+async fn static_tokens_are_served_to_readers_and_denied_to_others_body() {
     let cloud = fake_cloud(Duration::from_secs(3600)).await;
     let dir = tempfile::tempdir().unwrap();
     let text = config_text(dir.path(), &cloud.url(), "");
@@ -74,8 +81,15 @@ async fn agent_on(client: &zbus::Connection) -> att_tokend::client::TokenAgentPr
     core_support::agent(client).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn login_with_mfa_then_tokens_survive_refresh_cycles() {
+#[test]
+fn login_with_mfa_then_tokens_survive_refresh_cycles() {
+    in_own_process(
+        "login_with_mfa_then_tokens_survive_refresh_cycles",
+        login_with_mfa_then_tokens_survive_refresh_cycles_body,
+    );
+}
+
+async fn login_with_mfa_then_tokens_survive_refresh_cycles_body() {
     let cloud = fake_cloud(Duration::from_secs(5)).await;
     let dir = tempfile::tempdir().unwrap();
     let text = config_text(dir.path(), &cloud.url(), "");
@@ -135,8 +149,12 @@ async fn login_with_mfa_then_tokens_survive_refresh_cycles() {
     harness.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_valid_for_calls_share_one_refresh() {
+#[test]
+fn concurrent_valid_for_calls_share_one_refresh() {
+    in_own_process("concurrent_valid_for_calls_share_one_refresh", concurrent_valid_for_calls_share_one_refresh_body);
+}
+
+async fn concurrent_valid_for_calls_share_one_refresh_body() {
     let cloud = fake_cloud(Duration::from_secs(12)).await;
     let dir = tempfile::tempdir().unwrap();
     let text = config_text(dir.path(), &cloud.url(), "");
@@ -165,8 +183,15 @@ async fn concurrent_valid_for_calls_share_one_refresh() {
     harness.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn outage_serves_last_good_token_then_unavailable_then_recovers() {
+#[test]
+fn outage_serves_last_good_token_then_unavailable_then_recovers() {
+    in_own_process(
+        "outage_serves_last_good_token_then_unavailable_then_recovers",
+        outage_serves_last_good_token_then_unavailable_then_recovers_body,
+    );
+}
+
+async fn outage_serves_last_good_token_then_unavailable_then_recovers_body() {
     let cloud = fake_cloud(Duration::from_secs(8)).await;
     let dir = tempfile::tempdir().unwrap();
     let text = config_text(dir.path(), &cloud.url(), "");
@@ -247,8 +272,15 @@ async fn outage_serves_last_good_token_then_unavailable_then_recovers() {
     harness.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rejected_refresh_token_needs_login_and_raises_attention() {
+#[test]
+fn rejected_refresh_token_needs_login_and_raises_attention() {
+    in_own_process(
+        "rejected_refresh_token_needs_login_and_raises_attention",
+        rejected_refresh_token_needs_login_and_raises_attention_body,
+    );
+}
+
+async fn rejected_refresh_token_needs_login_and_raises_attention_body() {
     let cloud = fake_cloud(Duration::from_secs(3600)).await;
     let dir = tempfile::tempdir().unwrap();
     let text = config_text(dir.path(), &cloud.url(), "");
@@ -293,8 +325,15 @@ async fn rejected_refresh_token_needs_login_and_raises_attention() {
     harness.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn revoked_device_token_becomes_revoked_and_grounds_are_learned() {
+#[test]
+fn revoked_device_token_becomes_revoked_and_grounds_are_learned() {
+    in_own_process(
+        "revoked_device_token_becomes_revoked_and_grounds_are_learned",
+        revoked_device_token_becomes_revoked_and_grounds_are_learned_body,
+    );
+}
+
+async fn revoked_device_token_becomes_revoked_and_grounds_are_learned_body() {
     let cloud = fake_cloud(Duration::from_secs(3600)).await;
     let dir = tempfile::tempdir().unwrap();
     let text = config_text(dir.path(), &cloud.url(), "");
@@ -330,8 +369,15 @@ async fn revoked_device_token_becomes_revoked_and_grounds_are_learned() {
     harness.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restart_resumes_from_state_dir_without_a_new_login() {
+#[test]
+fn restart_resumes_from_state_dir_without_a_new_login() {
+    in_own_process(
+        "restart_resumes_from_state_dir_without_a_new_login",
+        restart_resumes_from_state_dir_without_a_new_login_body,
+    );
+}
+
+async fn restart_resumes_from_state_dir_without_a_new_login_body() {
     let cloud = fake_cloud(Duration::from_secs(6)).await;
     let dir = tempfile::tempdir().unwrap();
     let text = config_text(dir.path(), &cloud.url(), "");
@@ -361,8 +407,12 @@ async fn restart_resumes_from_state_dir_without_a_new_login() {
     harness.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unattended_login_with_totp_needs_nobody() {
+#[test]
+fn unattended_login_with_totp_needs_nobody() {
+    in_own_process("unattended_login_with_totp_needs_nobody", unattended_login_with_totp_needs_nobody_body);
+}
+
+async fn unattended_login_with_totp_needs_nobody_body() {
     let cloud = fake_cloud(Duration::from_secs(3600)).await;
     let dir = tempfile::tempdir().unwrap();
     let password = secret_file(dir.path(), "password", PASSWORD);
@@ -397,16 +447,23 @@ async fn served_interfaces(harness: &Harness) -> String {
     let introspect = |path: String| {
         let client = harness.client.clone();
         async move {
-            let reply = client
-                .call_method(
+            // An Introspect call over the peer-to-peer pair now and then gets no reply (seen about once in
+            // twenty runs, in zbus' own Introspectable handler); ask again rather than wait forever.
+            let mut reply = None;
+            for _ in 0..5 {
+                let call = client.call_method(
                     Some(att_tokend::dbus::BUS_NAME),
                     path.as_str(),
                     Some("org.freedesktop.DBus.Introspectable"),
                     "Introspect",
                     &(),
-                )
-                .await
-                .expect("introspection data");
+                );
+                if let Ok(answer) = tokio::time::timeout(Duration::from_secs(5), call).await {
+                    reply = Some(answer.expect("introspection data"));
+                    break;
+                }
+            }
+            let reply = reply.expect("an answer to one of five Introspect calls");
             reply.body().deserialize::<String>().expect("introspection XML")
         }
     };
@@ -427,8 +484,12 @@ async fn served_interfaces(harness: &Harness) -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn introspection_matches_the_committed_xml() {
+#[test]
+fn introspection_matches_the_committed_xml() {
+    in_own_process("introspection_matches_the_committed_xml", introspection_matches_the_committed_xml_body);
+}
+
+async fn introspection_matches_the_committed_xml_body() {
     let cloud = fake_cloud(Duration::from_secs(3600)).await;
     let dir = tempfile::tempdir().unwrap();
     let text = config_text(dir.path(), &cloud.url(), "");
@@ -492,8 +553,12 @@ impl std::io::Write for Sink {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_secret_is_logged_even_at_trace() {
+#[test]
+fn no_secret_is_logged_even_at_trace() {
+    in_own_process("no_secret_is_logged_even_at_trace", no_secret_is_logged_even_at_trace_body);
+}
+
+async fn no_secret_is_logged_even_at_trace_body() {
     let logs = captured_logs();
     let cloud = fake_cloud(Duration::from_secs(3600)).await;
     let dir = tempfile::tempdir().unwrap();
@@ -576,8 +641,15 @@ impl Drop for PrivateBus {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_a_bus_callers_are_identified_by_the_bus_and_forgotten_when_they_leave() {
+#[test]
+fn on_a_bus_callers_are_identified_by_the_bus_and_forgotten_when_they_leave() {
+    in_own_process(
+        "on_a_bus_callers_are_identified_by_the_bus_and_forgotten_when_they_leave",
+        on_a_bus_callers_are_identified_by_the_bus_and_forgotten_when_they_leave_body,
+    );
+}
+
+async fn on_a_bus_callers_are_identified_by_the_bus_and_forgotten_when_they_leave_body() {
     let cloud = fake_cloud(Duration::from_secs(3600)).await;
     let dir = tempfile::tempdir().unwrap();
     let bus = PrivateBus::start(dir.path());

@@ -219,3 +219,55 @@ pub async fn step<T>(what: &str, future: impl std::future::Future<Output = T>) -
         Err(_) => panic!("timed out: {what}"),
     }
 }
+
+/// Runs one test in a process of its own (this test binary, re-run for that test alone), one at a time,
+/// and fails it if it takes longer than five minutes. Each test drives a daemon with second-scale deadlines
+/// on its own runtime; a process each keeps them from sharing anything, and one at a time keeps their timing
+/// meaningful on a loaded two-core machine.
+pub fn in_own_process<F, Fut>(name: &str, body: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    const CHILD: &str = "ATT_TOKEND_CORE_TEST";
+    if std::env::var(CHILD).is_ok_and(|v| v == name) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        runtime.block_on(body());
+        return;
+    }
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let exe = std::env::current_exe().expect("the test binary");
+    let dir = tempfile::tempdir().expect("a directory for the output");
+    let out = dir.path().join("output");
+    let file = std::fs::File::create(&out).expect("an output file");
+    let mut child = std::process::Command::new(exe)
+        .args(["--exact", name, "--test-threads=1", "--nocapture"])
+        .env(CHILD, name)
+        .stdout(file.try_clone().expect("a second handle"))
+        .stderr(file)
+        .spawn()
+        .expect("run the test in its own process");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("the test process") {
+            break Some(status);
+        }
+        if started.elapsed() > Duration::from_secs(300) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let output = std::fs::read_to_string(&out).unwrap_or_default();
+    match status {
+        Some(status) if status.success() && output.contains("1 passed") => {}
+        Some(status) => panic!("{name} failed ({status}):\n{output}"),
+        None => panic!("{name} did not finish in five minutes:\n{output}"),
+    }
+}
