@@ -297,9 +297,9 @@ async fn rejected_refresh_token_needs_login_and_raises_attention_body() {
     login(&harness, &cloud).await;
     assert!(cloud.control().revoke_user_sessions(USER) > 0);
 
-    let refused = agent.refresh("main").await;
+    let refused = step("Refresh with a rejected refresh token", agent.refresh("main")).await;
     assert_eq!(error_name(&refused), "io.allthingstalk.TokenAgent1.Error.NeedsLogin");
-    let signal = attention.next().await.expect("AttentionNeeded");
+    let signal = step("AttentionNeeded after the verdict", attention.next()).await.expect("AttentionNeeded");
     let args = signal.args().unwrap();
     assert_eq!(args.name, "main");
     assert!(args.reason.contains("att-token login main"), "the reason says what to do: {}", args.reason);
