@@ -472,6 +472,10 @@ impl Session {
                 if let Some(plan) = &mut self.plan {
                     plan.record_warning(mono(now), &self.settings.policy);
                 }
+                // Keep the warning on disk, so a restart does not give it again.
+                if let (Some(access), Some(refresh)) = (&self.access, &self.refresh) {
+                    self.save(access, refresh, clock_pair());
+                }
                 self.engine.emit(Event::AttentionNeeded { name: self.name.clone(), reason });
                 self.publish(false);
             }
@@ -550,8 +554,9 @@ impl Session {
         }
     }
 
-    /// Takes new tokens whose facts the plan has already applied: save first, then publish.
-    fn take(&mut self, access: AccessToken, refresh: RefreshToken, pair: ClockPair) {
+    /// Writes the session (these tokens and the planner's durable facts) to the store; a failure is logged
+    /// and raised as `AttentionNeeded`, since the session would not survive a restart.
+    fn save(&self, access: &AccessToken, refresh: &RefreshToken, pair: ClockPair) {
         if let (Some(store), Some(plan)) = (&self.settings.store, &self.plan) {
             let saved = SavedSession {
                 username: self.username.clone(),
@@ -569,6 +574,11 @@ impl Session {
                 self.engine.emit(Event::AttentionNeeded { name: self.name.clone(), reason });
             }
         }
+    }
+
+    /// Takes new tokens whose facts the plan has already applied: save first, then publish.
+    fn take(&mut self, access: AccessToken, refresh: RefreshToken, pair: ClockPair) {
+        self.save(&access, &refresh, pair);
         self.refresh = Some(refresh);
         self.access = Some(Arc::new(access));
         self.last_error.clear();
