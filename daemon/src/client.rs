@@ -170,11 +170,13 @@ pub enum Exit {
     AccessDenied = 6,
     /// 7: the daemon or the bus cannot be reached.
     NoDaemon = 7,
+    /// 8: the cloud rejects this device or ground token (it was deleted or revoked).
+    Revoked = 8,
 }
 
 impl Exit {
     /// Every status with a one-line meaning, for `--help` and the man page.
-    pub const TABLE: [(Exit, &'static str); 8] = [
+    pub const TABLE: [(Exit, &'static str); 9] = [
         (Exit::Ok, "success"),
         (Exit::Other, "any other error"),
         (Exit::Usage, "wrong usage: unknown option, missing or invalid argument"),
@@ -183,6 +185,7 @@ impl Exit {
         (Exit::Unavailable, "no valid token right now for a transient reason (network, cloud); retry later"),
         (Exit::AccessDenied, "you may not read this token or run this command (ask an admin)"),
         (Exit::NoDaemon, "cannot reach att-tokend or the bus (is the service running?)"),
+        (Exit::Revoked, "the cloud rejects this device or ground token: create a new one and update its file"),
     ];
 
     /// The numeric status.
@@ -197,6 +200,7 @@ impl Exit {
                 "UnknownToken" | "NoTokenForDevice" => Exit::UnknownToken,
                 "NeedsLogin" | "LoginFailed" | "MfaRequired" | "MfaFailed" => Exit::NeedsLogin,
                 "Unavailable" => Exit::Unavailable,
+                "Revoked" => Exit::Revoked,
                 _ => Exit::Other,
             };
         }
@@ -297,7 +301,7 @@ mod tests {
         let io = zbus::Error::InputOutput(std::sync::Arc::new(std::io::Error::other("refused")));
         assert_eq!(Exit::for_zbus_error(&io), Exit::NoDaemon);
         let codes: std::collections::BTreeSet<u8> = Exit::TABLE.iter().map(|(e, _)| e.code()).collect();
-        assert_eq!(codes, (0..=7).collect());
+        assert_eq!(codes, (0..=8).collect());
     }
 
     proptest! {

@@ -142,12 +142,13 @@ fn exit_status_table_matches_the_error_names() {
         ("org.freedesktop.DBus.Error.ServiceUnknown", Exit::NoDaemon),
         ("org.freedesktop.DBus.Error.NoReply", Exit::NoDaemon),
         ("org.freedesktop.DBus.Error.Failed", Exit::Other),
+        ("io.allthingstalk.TokenAgent1.Error.Revoked", Exit::Revoked),
     ];
     for (name, exit) in table {
         assert_eq!(Exit::for_error_name(name), exit, "{name}");
     }
     let codes: Vec<u8> = Exit::TABLE.iter().map(|(exit, _)| exit.code()).collect();
-    assert_eq!(codes, [0, 1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(codes, [0, 1, 2, 3, 4, 5, 6, 7, 8]);
 }
 
 #[test]
