@@ -226,7 +226,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 /// Re-reads the config file and the token files and applies them. Settings that need a restart (bus, state
-/// directory, API) are reported.
+/// directory, API, refresh timings) are reported.
 async fn reload(current: &Config, engine: &Engine) -> anyhow::Result<Config> {
     let new = config::load(&current.path)?;
     new.check_files()?;
@@ -234,9 +234,11 @@ async fn reload(current: &Config, engine: &Engine) -> anyhow::Result<Config> {
     if new.daemon.bus != current.daemon.bus
         || new.daemon.state_dir != current.daemon.state_dir
         || new.api != current.api
+        || new.refresh != current.refresh
     {
         tracing::warn!(
-            "[daemon] bus, [daemon] state_dir and [api] changes take effect after a restart: systemctl restart att-tokend"
+            "[daemon] bus, [daemon] state_dir, [api] and [refresh] changes take effect after a restart: systemctl \
+             restart att-tokend"
         );
     }
     engine.apply(engine_config);
