@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+pub use login_flow::MfaFields;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 use token_model::ids::{ClientId, DeviceId, GroundId, TokenKind, TokenName};
@@ -61,32 +62,8 @@ pub struct ApiConfig {
     pub connect_timeout: Duration,
     /// Time allowed for a whole request, default 15 s (`request_timeout`).
     pub request_timeout: Duration,
-    /// `[api.mfa]`: names used by the MFA step.
-    pub mfa: MfaNames,
-}
-
-/// `[api.mfa]`: the names of the MFA completion request (see the protocol notes).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MfaNames {
-    /// Value of `grant_type`, default `mfa`.
-    pub grant_type: String,
-    /// Field carrying the challenge's `MfaUid`, default `mfa_uid`.
-    pub uid_field: String,
-    /// Field carrying the challenge's `UserId`, default `user_id`.
-    pub user_field: String,
-    /// Field carrying the six-digit code, default `code`.
-    pub code_field: String,
-}
-
-impl Default for MfaNames {
-    fn default() -> Self {
-        Self {
-            grant_type: "mfa".to_owned(),
-            uid_field: "mfa_uid".to_owned(),
-            user_field: "user_id".to_owned(),
-            code_field: "code".to_owned(),
-        }
-    }
+    /// `[api.mfa]`: names used by the MFA step (login-flow's own type, so no translation is needed).
+    pub mfa: MfaFields,
 }
 
 /// `[daemon]`.
@@ -831,7 +808,7 @@ impl RawApi {
                 }
             }
         };
-        let mfa = MfaNames {
+        let mfa = MfaFields {
             grant_type: non_empty(self.mfa.grant_type, "mfa", "grant_type", ctx)?,
             uid_field: non_empty(self.mfa.uid_field, "mfa_uid", "uid_field", ctx)?,
             user_field: non_empty(self.mfa.user_field, "user_id", "user_field", ctx)?,
@@ -1218,7 +1195,7 @@ mod tests {
         let config = parse_ok("");
         assert_eq!(config.api.url, "https://api.allthingstalk.io");
         assert_eq!(config.api.client_id.as_str(), "web");
-        assert_eq!(config.api.mfa, MfaNames::default());
+        assert_eq!(config.api.mfa, MfaFields::default());
         assert_eq!(config.api.mfa.uid_field, "mfa_uid");
         assert_eq!(config.daemon.bus, Bus::System);
         assert_eq!(config.daemon.state_dir, Path::new("/var/lib/att-tokend"));

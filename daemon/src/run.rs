@@ -37,12 +37,7 @@ pub fn cloud(api: &config::ApiConfig) -> anyhow::Result<Cloud> {
     login.client_id = api.client_id.clone();
     login.connect_timeout = api.connect_timeout;
     login.request_timeout = api.request_timeout;
-    login.mfa = login_flow::MfaFields {
-        grant_type: api.mfa.grant_type.clone(),
-        uid_field: api.mfa.uid_field.clone(),
-        user_field: api.mfa.user_field.clone(),
-        code_field: api.mfa.code_field.clone(),
-    };
+    login.mfa = api.mfa.clone();
     let client = login_flow::LoginClient::new(login).context("could not set up the HTTPS client for [api]")?;
     Ok(Cloud::new(client))
 }
