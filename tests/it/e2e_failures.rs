@@ -148,6 +148,9 @@ fn revoked_device_token_is_reported_by_the_health_probe() {
     let entry = world.wait_for_state("sensor-7", "revoked");
     assert_eq!(entry["attention_needed"], true, "a revoked token needs a human: {entry}");
     assert_eq!(world.listed("site-a")["state"], "valid", "the ground token is untouched");
+    let out = world.get("sensor-7").expect_err("a revoked token is not handed out");
+    assert_eq!(out.status.code(), Some(exit::REVOKED), "Revoked's exit status: {}", describe(&out));
+    assert!(out.stdout.is_empty(), "nothing on stdout: {}", describe(&out));
     // The token's own object says the same, with a reason and no secret.
     let path = token_object(&world, "sensor-7");
     assert_eq!(property(&world, &path, "State"), "s \"revoked\"");
