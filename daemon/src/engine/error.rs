@@ -17,7 +17,7 @@ pub enum EngineError {
     #[error("{0}")]
     AccessDenied(String),
     /// The user session has no usable refresh token: someone must log in.
-    #[error("token {name:?} needs a login ({why}); run `att-token login {name}` as an admin")]
+    #[error("token \"{name}\" needs a login ({why}); run `att-token login {name}` as an admin")]
     NeedsLogin {
         /// The token.
         name: TokenName,
@@ -25,7 +25,7 @@ pub enum EngineError {
         why: String,
     },
     /// No valid token right now, for a transient reason; the daemon keeps retrying.
-    #[error("token {name:?} is not available right now ({why}); the daemon keeps retrying, try again later")]
+    #[error("token \"{name}\" is not available right now ({why}); the daemon keeps retrying, try again later")]
     Unavailable {
         /// The token.
         name: TokenName,
@@ -34,12 +34,12 @@ pub enum EngineError {
     },
     /// A device or ground token the cloud rejects.
     #[error(
-        "token {0:?} was rejected by the cloud (revoked or deleted); create a new token in the AllThingsTalk web UI, \
+        "token \"{0}\" was rejected by the cloud (revoked or deleted); create a new token in the AllThingsTalk web UI, \
          put it in the token file and reload the daemon (`systemctl reload att-tokend`)"
     )]
     Revoked(TokenName),
     /// The cloud refused the username or password, or the login could not be completed.
-    #[error("login for {name:?} failed: {why}")]
+    #[error("login for \"{name}\" failed: {why}")]
     LoginFailed {
         /// The token.
         name: TokenName,
@@ -48,11 +48,11 @@ pub enum EngineError {
     },
     /// The account asks for an MFA code and none was given.
     #[error(
-        "the account for {0:?} asks for an MFA code; call Login again with the 6-digit code from the authenticator app"
+        "the account for \"{0}\" asks for an MFA code; call Login again with the 6-digit code from the authenticator app"
     )]
     MfaRequired(TokenName),
     /// The MFA code was refused.
-    #[error("the MFA code for {0:?} was refused (wrong or expired); log in again with a fresh code")]
+    #[error("the MFA code for \"{0}\" was refused (wrong or expired); log in again with a fresh code")]
     MfaFailed(TokenName),
     /// No token the caller may read may access the device.
     #[error(
@@ -61,7 +61,7 @@ pub enum EngineError {
     )]
     NoTokenForDevice(DeviceId),
     /// The operation applies to user tokens only.
-    #[error("token {name:?} is a {kind} token; {what} applies to user tokens only")]
+    #[error("token \"{name}\" is a {kind} token; {what} applies to user tokens only")]
     NotAUserToken {
         /// The token.
         name: TokenName,
@@ -70,4 +70,27 @@ pub enum EngineError {
         /// The operation asked for.
         what: &'static str,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_the_token_as_the_user_wrote_it() {
+        let name = TokenName::new("main").unwrap();
+        let messages = [
+            EngineError::NeedsLogin { name: name.clone(), why: "the refresh token was rejected".into() }.to_string(),
+            EngineError::Unavailable { name: name.clone(), why: "the cloud answered 503".into() }.to_string(),
+            EngineError::Revoked(name.clone()).to_string(),
+            EngineError::MfaRequired(name.clone()).to_string(),
+            EngineError::MfaFailed(name.clone()).to_string(),
+        ];
+        for message in messages {
+            assert!(message.contains("\"main\""), "{message}");
+            assert!(!message.contains("TokenName"), "{message}");
+        }
+        let needs_login = EngineError::NeedsLogin { name, why: "x".into() }.to_string();
+        assert!(needs_login.contains("att-token login main"), "{needs_login}");
+    }
 }

@@ -614,10 +614,8 @@ impl Session {
     fn login_error(&self, failure: LoginFailure) -> EngineError {
         let name = self.name.clone();
         match failure {
-            LoginFailure::BadCredentials(why) => EngineError::LoginFailed {
-                name,
-                why: format!("the cloud refused the username or password ({why}); check them and try again"),
-            },
+            // login-flow's message already says what was refused and what to do.
+            LoginFailure::BadCredentials(why) => EngineError::LoginFailed { name, why },
             LoginFailure::MfaRequired => EngineError::MfaRequired(name),
             LoginFailure::BadMfaCode => EngineError::MfaFailed(name),
             LoginFailure::Other(why) => EngineError::LoginFailed { name, why },
