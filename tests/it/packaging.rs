@@ -7,12 +7,10 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
+use crate::support::build::workspace_root;
+
 /// Highest `systemd-analyze security` exposure the unit may have (0 = locked down, 10 = exposed).
 const MAX_EXPOSURE: f64 = 2.0;
-
-fn workspace_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ lives one level below the workspace root")
-}
 
 fn data(name: &str) -> PathBuf {
     workspace_root().join("daemon/data").join(name)
@@ -310,29 +308,13 @@ fn the_conffile_parses_and_shows_the_real_defaults() {
     documented.daemon.admins.line = 0;
     assert_eq!(documented, defaults, "a documented default differs from the daemon's:\n{uncommented}");
 }
+
 #[test]
 fn gen_assets_writes_man_pages_and_completions() {
     let dir = tempfile::tempdir().unwrap();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut command = Command::new(cargo);
-    // The CARGO_* variables describing this test package must not reach the nested cargo: build
-    // scripts watching them would rebuild now and again on the next plain build.
-    for (key, _) in std::env::vars_os() {
-        let key = key.to_string_lossy();
-        let per_package =
-            ["CARGO_PKG_", "CARGO_BIN_EXE_", "CARGO_CFG_", "CARGO_MANIFEST_"].iter().any(|p| key.starts_with(p));
-        let per_target =
-            ["CARGO_CRATE_NAME", "CARGO_BIN_NAME", "CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR", "OUT_DIR"];
-        if per_package || per_target.contains(&key.as_ref()) {
-            command.env_remove(key.as_ref());
-        }
-    }
-    let out = output(
-        command
-            .current_dir(workspace_root())
-            .args(["run", "--quiet", "-p", "att-tokend", "--example", "gen-assets", "--"])
-            .arg(dir.path()),
-    );
+    let mut command = crate::support::build::cargo_command();
+    let out =
+        output(command.args(["run", "--quiet", "-p", "att-tokend", "--example", "gen-assets", "--"]).arg(dir.path()));
     assert!(out.status.success(), "gen-assets failed: {}", text(&out.stderr));
     let pages: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()

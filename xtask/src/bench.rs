@@ -54,7 +54,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
             file.display()
         ));
     }
-    let (_fake, url) = procs::start_fake(&bins, &scratch, &fake_args)?;
+    let (_fake, url) = procs::start_fake(&bins.fake, &scratch, &fake_args)?;
     let quiet = write_config(&scratch, &bus, &url, &tokens, false)?;
     let busy = write_config(&scratch, &bus, &url, &tokens, true)?;
 

@@ -43,7 +43,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         "--access-lifetime".to_owned(),
         "30s".to_owned(),
     ];
-    let (mut fake, url) = procs::start_fake(&bins, &scratch, &fake_args)?;
+    let (mut fake, url) = procs::start_fake(&bins.fake, &scratch, &fake_args)?;
     println!("demo: fake cloud at {url} (user {USERNAME} with MFA, access tokens live 30 s)");
 
     let config = write_config(&scratch, &bus, &url)?;

@@ -229,7 +229,13 @@ fn exercise(fake: &Path) -> anyhow::Result<()> {
 
     let bus = start_bus(&scratch)?;
     let address = bus.1.clone();
-    let (_fake, url) = start_fake(fake, &scratch)?;
+    let fake_args = [
+        "--device-token".to_owned(),
+        format!("{DEVICE_TOKEN}={DEVICE_ID}"),
+        "--user".to_owned(),
+        format!("{USERNAME}:{PASSWORD}:{TOTP_SEED}"),
+    ];
+    let (_fake, url) = crate::procs::start_fake(fake, &scratch, &fake_args)?;
 
     // The device token reaches the daemon as a systemd credential would: a file only att-tokend reads.
     let credentials = scratch.path().join("credentials");
@@ -686,22 +692,6 @@ fn bus_config(socket: &Path) -> String {
 "#,
         socket = socket.display()
     )
-}
-
-fn start_fake(fake: &Path, scratch: &Scratch) -> anyhow::Result<(Running, String)> {
-    let mut command = Command::new(fake);
-    command
-        .arg("--device-token")
-        .arg(format!("{DEVICE_TOKEN}={DEVICE_ID}"))
-        .arg("--user")
-        .arg(format!("{USERNAME}:{PASSWORD}:{TOTP_SEED}"));
-    let (running, line) = Running::spawn_first_line("att-fake-cloud", command, scratch)?;
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .with_context(|| format!("att-fake-cloud printed {line:?} instead of `listening on URL`"))?
-        .to_owned();
-    Ok((running, url))
 }
 
 /// Polls `att-token list` as root until the daemon answers.

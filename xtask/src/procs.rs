@@ -292,9 +292,9 @@ impl Bus {
     }
 }
 
-/// Starts the fake cloud with `args` and returns it with its base URL.
-pub(crate) fn start_fake(bins: &Bins, scratch: &Scratch, args: &[String]) -> anyhow::Result<(Running, String)> {
-    let mut command = Command::new(&bins.fake);
+/// Starts the fake cloud at `fake` with `args` and returns it with its base URL.
+pub(crate) fn start_fake(fake: &Path, scratch: &Scratch, args: &[String]) -> anyhow::Result<(Running, String)> {
+    let mut command = Command::new(fake);
     command.args(args);
     let (running, line) = Running::spawn_first_line("att-fake-cloud", command, scratch)?;
     let url = line

@@ -30,11 +30,11 @@ pub(crate) fn workspace_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ lives one level below the workspace root")
 }
 
-fn build() -> Result<Bins, String> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut command = Command::new(cargo);
-    // Cargo describes the test package to the test in CARGO_* variables; build scripts that watch such
-    // variables would otherwise rebuild on every run, and again on the next plain `cargo build`.
+/// A nested `cargo` in the workspace root, without the CARGO_* variables that describe this test package:
+/// build scripts that watch such variables would otherwise rebuild on every run, and again on the next
+/// plain `cargo build`.
+pub(crate) fn cargo_command() -> Command {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy();
         let per_package =
@@ -45,6 +45,12 @@ fn build() -> Result<Bins, String> {
             command.env_remove(key.as_ref());
         }
     }
+    command.current_dir(workspace_root());
+    command
+}
+
+fn build() -> Result<Bins, String> {
+    let mut command = cargo_command();
     command
         .current_dir(workspace_root())
         .args(["build", "-p", "att-tokend", "-p", "fake-cloud", "--bins"])
