@@ -241,13 +241,38 @@ where
     }
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one_at_a_time = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    // A known, not yet explained fault: under heavy load a call over the peer-to-peer pair can get no reply
+    // and the test hangs (see the open daemon issue). A hang is reported and the test run once more; an
+    // assertion failure, or a second hang, fails the test.
+    let first = run_child(name, CHILD);
+    let (status, output) = match first {
+        (None, output) => {
+            eprintln!(
+                "WARNING: {name} hung (no D-Bus reply within {LIMIT:?}); running it once more. Its output:\n{output}"
+            );
+            run_child(name, CHILD)
+        }
+        done => done,
+    };
+    match status {
+        Some(status) if status.success() && output.contains("1 passed") => {}
+        Some(status) => panic!("{name} failed ({status}):\n{output}"),
+        None => panic!("{name} hung twice (no reply within {LIMIT:?} each time):\n{output}"),
+    }
+}
+
+/// How long one core test may run; they take well under 60 s.
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// Runs test `name` alone in a child process; its exit status (`None` when it hung past [`LIMIT`]) and output.
+fn run_child(name: &str, marker: &str) -> (Option<std::process::ExitStatus>, String) {
     let exe = std::env::current_exe().expect("the test binary");
     let dir = tempfile::tempdir().expect("a directory for the output");
     let out = dir.path().join("output");
     let file = std::fs::File::create(&out).expect("an output file");
     let mut child = std::process::Command::new(exe)
         .args(["--exact", name, "--test-threads=1", "--nocapture"])
-        .env(CHILD, name)
+        .env(marker, name)
         .stdout(file.try_clone().expect("a second handle"))
         .stderr(file)
         .spawn()
@@ -257,17 +282,12 @@ where
         if let Some(status) = child.try_wait().expect("the test process") {
             break Some(status);
         }
-        if started.elapsed() > Duration::from_secs(300) {
+        if started.elapsed() > LIMIT {
             let _ = child.kill();
             let _ = child.wait();
             break None;
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let output = std::fs::read_to_string(&out).unwrap_or_default();
-    match status {
-        Some(status) if status.success() && output.contains("1 passed") => {}
-        Some(status) => panic!("{name} failed ({status}):\n{output}"),
-        None => panic!("{name} did not finish in five minutes:\n{output}"),
-    }
+    (status, std::fs::read_to_string(&out).unwrap_or_default())
 }
