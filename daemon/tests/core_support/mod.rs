@@ -221,7 +221,7 @@ pub async fn step<T>(what: &str, future: impl std::future::Future<Output = T>) -
 }
 
 /// Runs one test in a process of its own (this test binary, re-run for that test alone), one at a time,
-/// and fails it if it takes longer than five minutes. Each test drives a daemon with second-scale deadlines
+/// and fails it if it fails, or hangs past [`LIMIT`] twice. Each test drives a daemon with second-scale deadlines
 /// on its own runtime; a process each keeps them from sharing anything, and one at a time keeps their timing
 /// meaningful on a loaded two-core machine.
 pub fn in_own_process<F, Fut>(name: &str, body: F)
