@@ -82,14 +82,14 @@ pub fn engine_config(config: &Config) -> anyhow::Result<EngineConfig> {
     Ok(EngineConfig { admins: principals(&access.admins), tokens })
 }
 
-/// Connects to the configured bus (without requesting a name).
-pub async fn connect(bus: &Bus) -> anyhow::Result<Connection> {
+/// Connects to the configured bus with every object served (without requesting a name).
+pub async fn serve(bus: &Bus, engine: Engine, credentials: Arc<Credentials>) -> anyhow::Result<Service> {
     let builder = match bus {
         Bus::System => zbus::connection::Builder::system(),
         Bus::Session => zbus::connection::Builder::session(),
         Bus::Address(address) => zbus::connection::Builder::address(address.as_str()),
     };
-    builder.build().await.with_context(|| {
+    Service::serve(builder, engine, credentials).await.with_context(|| {
         format!(
             "could not connect to the {bus} D-Bus bus; check that the bus is running and [daemon] bus in the config"
         )
@@ -133,12 +133,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let settings = SessionSettings { cloud: Some(cloud.clone()), store: Some(store), policy: policy(&config.refresh) };
     let engine = Engine::start(engine_config, settings);
 
-    let connection = connect(&config.daemon.bus).await?;
     let credentials = Arc::new(Credentials::bus());
-    Service::install(&connection, engine.clone(), credentials.clone())
-        .await
-        .context("could not serve the D-Bus objects")?;
-    tokio::spawn(credentials.clone().watch_bus(connection.clone()));
+    let service = serve(&config.daemon.bus, engine.clone(), credentials.clone()).await?;
+    let connection = service.connection().clone();
+    let forget_leavers = credentials.clone().watch_bus(&connection).await.context(
+        "could not subscribe to NameOwnerChanged on the bus, needed to forget callers that leave; check the bus policy",
+    )?;
+    if let Some(task) = forget_leavers {
+        tokio::spawn(task);
+    }
     own_name(&connection).await.with_context(|| {
         format!(
             "could not own the bus name {BUS_NAME} on the {} bus: another att-tokend may be running, or the bus policy \

@@ -169,23 +169,29 @@ impl Credentials {
         self.cache.read().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    /// Watches `NameOwnerChanged` on the bus and forgets every unique name that leaves it. Runs until the
-    /// connection closes; returns at once for sources that keep no cache.
-    pub async fn watch_bus(self: Arc<Self>, connection: Connection) -> zbus::Result<()> {
+    /// Subscribes to `NameOwnerChanged` on the bus and returns the task, to be spawned, that forgets every
+    /// unique name that leaves it; the task ends with the connection. The subscription is in place when this
+    /// returns, so no caller leaves unnoticed. `None` for sources that keep no cache.
+    pub async fn watch_bus(
+        self: Arc<Self>,
+        connection: &Connection,
+    ) -> zbus::Result<Option<impl Future<Output = ()> + Send + 'static>> {
         if !matches!(self.source, Source::Bus) {
-            return Ok(());
+            return Ok(None);
         }
-        let proxy = DBusProxy::new(&connection).await?;
+        let proxy = DBusProxy::new(connection).await?;
         let mut changes = proxy.receive_name_owner_changed().await?;
-        while let Some(signal) = changes.next().await {
-            let Ok(args) = signal.args() else { continue };
-            if let BusName::Unique(name) = args.name()
-                && args.new_owner().is_none()
-            {
-                self.forget(name.as_str());
+        Ok(Some(async move {
+            while let Some(signal) = changes.next().await {
+                let Ok(args) = signal.args() else { continue };
+                if let BusName::Unique(name) = args.name()
+                    && args.new_owner().is_none()
+                {
+                    self.forget(name.as_str());
+                }
             }
-        }
-        Ok(())
+            drop(proxy);
+        }))
     }
 }
 

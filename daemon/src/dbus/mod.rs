@@ -1,8 +1,8 @@
 //! The D-Bus face of the daemon: `io.allthingstalk.TokenAgent1` at `/io/allthingstalk/TokenAgent1`, one
 //! `io.allthingstalk.TokenAgent1.Token` object per configured token, the errors, and who may ask.
 //!
-//! [`Service::install`] serves every object on a connection (a bus connection before the name is requested,
-//! or one end of a peer-to-peer pair) and starts the task that turns engine [`Event`]s into `TokenChanged`,
+//! [`Service::serve`] builds a connection with every object served on it (a bus connection before the name is
+//! requested, or one end of a peer-to-peer pair) and starts the task that turns engine [`Event`]s into `TokenChanged`,
 //! `AttentionNeeded` and `PropertiesChanged` signals. No signal and no property carries a secret.
 
 pub mod access;
@@ -16,6 +16,7 @@ use serde::{Serialize, Serializer};
 use token_model::ids::TokenName;
 use token_model::secret::{ExposeSecret, MfaCode, Password};
 use tokio::sync::broadcast;
+use zbus::connection::Builder;
 use zbus::message::Header;
 use zbus::names::InterfaceName;
 use zbus::object_server::SignalEmitter;
@@ -290,16 +291,25 @@ pub struct Service {
 }
 
 impl Service {
-    /// Serves the main object and one object per token on `connection`, and starts forwarding engine events
-    /// as signals. Call before requesting the bus name.
-    pub async fn install(connection: &Connection, engine: Engine, credentials: Arc<Credentials>) -> zbus::Result<Self> {
+    /// Builds the connection from `builder` with every object served on it, and starts forwarding engine
+    /// events as signals. Give a bus builder before the name is requested, or one end of a peer-to-peer pair.
+    ///
+    /// The main object goes into the builder rather than onto a built connection: then zbus starts its method
+    /// dispatcher before the connection reads its first message. An object added to a connection already
+    /// reading can miss a call that arrives before the dispatcher has started; that call never gets a reply.
+    pub async fn serve(builder: Builder<'_>, engine: Engine, credentials: Arc<Credentials>) -> zbus::Result<Self> {
         let events = engine.subscribe();
-        connection.object_server().at(OBJECT_PATH, Agent { engine: engine.clone(), credentials }).await?;
-        let service = Service { connection: connection.clone(), engine };
+        let connection = builder.serve_at(OBJECT_PATH, Agent { engine: engine.clone(), credentials }).build().await?;
+        let service = Service { connection, engine };
         let mut published = BTreeMap::new();
         service.sync_objects(&mut published).await?;
         tokio::spawn(service.clone().forward(events, published));
         Ok(service)
+    }
+
+    /// The connection the objects are served on.
+    pub fn connection(&self) -> &Connection {
+        &self.connection
     }
 
     /// Adds objects for new tokens, removes those of tokens no longer configured, and emits
@@ -364,7 +374,12 @@ impl Service {
     async fn forward(self, mut events: broadcast::Receiver<Event>, mut published: BTreeMap<TokenName, Status>) {
         let Ok(emitter) = SignalEmitter::new(&self.connection, OBJECT_PATH) else { return };
         loop {
-            let result = match events.recv().await {
+            // The task ends with the connection: a peer-to-peer client that hung up leaves nothing behind.
+            let event = tokio::select! {
+                event = events.recv() => event,
+                () = self.connection.closed() => break,
+            };
+            let result = match event {
                 Ok(Event::TokenChanged { name, expires_at }) => {
                     Agent::token_changed(&emitter, name.as_str(), expires_at).await
                 }
