@@ -182,6 +182,12 @@ async fn concurrent_valid_for_calls_share_one_refresh_body() {
     // A second call finds the fresh token without refreshing.
     agent.get_token_valid_for("main", 5).await.unwrap();
     assert_eq!(cloud.control().counters().refreshes, 1);
+    // More than a fresh token lives (12 s, served until 1 s before expiry) is refused without a refresh.
+    let too_long = agent.get_token_valid_for("main", 11).await;
+    assert_eq!(error_name(&too_long), "org.freedesktop.DBus.Error.InvalidArgs");
+    let message = att_tokend::client::error_message(&too_long.unwrap_err());
+    assert!(message.contains("access tokens live") && message.contains("ask for at most"), "{message}");
+    assert_eq!(cloud.control().counters().refreshes, 1, "no refresh is spent on a wish no token can meet");
     harness.stop().await;
 }
 

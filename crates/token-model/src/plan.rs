@@ -640,6 +640,12 @@ impl Session {
         self.access.map(|a| a.deadline)
     }
 
+    /// How long the latest access token was granted for, from its arrival; `None` before any. A fresh token
+    /// is valid for no longer: a caller who wants more than this, less the safety margin, waits in vain.
+    pub fn access_lifetime(&self) -> Option<Duration> {
+        self.access.map(|a| a.deadline.mono().saturating_since(a.obtained))
+    }
+
     /// The refresh token's assumed deadline; `None` when unknown.
     pub fn refresh_deadline(&self) -> Option<Deadline> {
         self.refresh_deadline

@@ -261,3 +261,16 @@ fn state_names_match_the_contract() {
         .collect();
     assert_eq!(names, ["valid", "retrying", "expired", "needs-login"]);
 }
+
+#[test]
+fn the_access_lifetime_is_the_latest_grant_s_and_bounds_what_a_fresh_token_can_give() {
+    let (mut s, policy) = logged_in(false);
+    assert_eq!(s.access_lifetime(), Some(Duration::from_secs(3599)));
+    let shorter = Grant::new(at(2700), Duration::from_secs(1800), RefreshTokenChange::Rotated);
+    s.apply(Attempt::Refresh, Outcome::Success(shorter), at(2700), &policy, 0.0);
+    assert_eq!(s.access_lifetime(), Some(Duration::from_secs(1800)), "the latest grant counts, not the first");
+    // Right after arrival a fresh token is valid for its lifetime less the margin, and no longer.
+    let margin = policy.safety_margin;
+    assert!(s.valid_for(mono(2700), Duration::from_secs(1800) - margin - Duration::from_secs(1), &policy));
+    assert!(!s.valid_for(mono(2700), Duration::from_secs(1800) - margin, &policy));
+}

@@ -410,6 +410,21 @@ impl Session {
         if let Some(served) = self.serving(wanted) {
             return Ok(served);
         }
+        // No refresh can give what a fresh token never has: say so rather than spend one.
+        let margin = self.policy().safety_margin;
+        if let Some(life) = self.plan.as_ref().and_then(plan::Session::access_lifetime)
+            && life <= wanted.saturating_add(margin)
+        {
+            let most = life.saturating_sub(margin).as_secs().saturating_sub(1);
+            return Err(EngineError::InvalidArgs(format!(
+                "{:?}'s access tokens live {} s and are served until {} s before they expire, so none is valid \
+                 for {} s; ask for at most {most} s",
+                self.name.as_str(),
+                life.as_secs(),
+                margin.as_secs(),
+                wanted.as_secs()
+            )));
+        }
         let now = Instant::now();
         match self.next(now).0 {
             Action::NeedsLogin { .. } => {
