@@ -123,6 +123,11 @@ fn status_line(engine: &Engine, bus: &Bus) -> String {
     }
 }
 
+/// How far ahead the daily lapse review looks: the earliest `[refresh] warn_before` lead.
+fn lapse_horizon(config: &Config) -> Duration {
+    config.refresh.warn_before.iter().max().copied().unwrap_or(Duration::from_secs(7 * 86_400))
+}
+
 /// Runs the daemon until `SIGTERM`/`SIGINT`.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut config = config;
@@ -153,8 +158,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let status = status_line(&engine, &config.daemon.bus);
     notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&status)]);
 
-    let horizon = config.refresh.warn_before.iter().max().copied().unwrap_or(Duration::from_secs(7 * 86_400));
-    let mut scheduler = maintenance::start(&engine, Some(&cloud), &config.maintenance, horizon).await?;
+    let mut scheduler = maintenance::start(&engine, Some(&cloud), &config.maintenance, lapse_horizon(&config)).await?;
     {
         // Learn the grounds' devices now rather than at the first scheduled sync.
         let (engine, cloud) = (engine.clone(), cloud.clone());
@@ -183,11 +187,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 notify(&[sd_notify::NotifyState::Reloading, sd_notify::NotifyState::monotonic_usec_now().unwrap_or(sd_notify::NotifyState::Custom(""))]);
                 match reload(&config, &engine).await {
                     Ok(new) => {
-                        if new.maintenance != config.maintenance {
+                        if new.maintenance != config.maintenance || lapse_horizon(&new) != lapse_horizon(&config) {
                             if let Some(mut old) = scheduler.take() {
                                 let _ = old.shutdown().await;
                             }
-                            scheduler = maintenance::start(&engine, Some(&cloud), &new.maintenance, horizon).await.unwrap_or_else(|e| {
+                            scheduler = maintenance::start(&engine, Some(&cloud), &new.maintenance, lapse_horizon(&new)).await.unwrap_or_else(|e| {
                                 tracing::error!("{e:#}");
                                 None
                             });
@@ -223,8 +227,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Re-reads the config file and the token files and applies them. Settings that need a restart (bus, state
-/// directory, API, refresh timings) are reported.
+/// Re-reads the config file and the token files and applies them, refresh timings included. Settings that
+/// need a restart (bus, state directory, API) are reported.
 async fn reload(current: &Config, engine: &Engine) -> anyhow::Result<Config> {
     let new = config::load(&current.path)?;
     new.check_files()?;
@@ -232,13 +236,16 @@ async fn reload(current: &Config, engine: &Engine) -> anyhow::Result<Config> {
     if new.daemon.bus != current.daemon.bus
         || new.daemon.state_dir != current.daemon.state_dir
         || new.api != current.api
-        || new.refresh != current.refresh
     {
         tracing::warn!(
-            "[daemon] bus, [daemon] state_dir, [api] and [refresh] changes take effect after a restart: systemctl \
-             restart att-tokend"
+            "[daemon] bus, [daemon] state_dir and [api] changes take effect after a restart: systemctl restart \
+             att-tokend"
         );
     }
     engine.apply(engine_config);
+    if new.refresh != current.refresh {
+        engine.set_policy(policy(&new.refresh));
+        tracing::info!("[refresh] timings applied; a new refresh_token_lifetime counts from each session's next grant");
+    }
     Ok(new)
 }

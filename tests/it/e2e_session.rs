@@ -53,10 +53,14 @@ fn refused_logins_min_valid_refresh_and_logout() {
     assert!(world.fake.is_access_token_valid(&fresh));
     assert_eq!(world.fake.counter("refreshes_ok"), refreshes + 1);
 
-    // More than any token lives: no token is printed rather than one that lapses too soon.
+    // More than any token lives: no token is printed rather than one that lapses too soon, and no refresh is
+    // spent finding that out.
+    let refreshes = world.fake.counter("refreshes");
     let out = world.att_token(&["get", "main", "--min-valid", "600"]);
-    assert!(!out.status.success(), "no 60 s token is valid for 600 s: {}", describe(&out));
+    assert_eq!(out.status.code(), Some(exit::USAGE), "no 60 s token is valid for 600 s: {}", describe(&out));
     assert!(out.stdout.is_empty(), "nothing on stdout: {}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ask for at most"), "{}", describe(&out));
+    assert_eq!(world.fake.counter("refreshes"), refreshes, "no refresh for a wish no token can meet");
 
     // `refresh` on demand.
     let before = world.fake.counter("refreshes_ok");

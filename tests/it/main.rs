@@ -26,3 +26,6 @@ mod e2e_session;
 
 /// End to end: unattended login from password and TOTP seed files, at start and after a rejected refresh.
 mod e2e_unattended;
+
+/// End to end: SIGHUP reloads token files, tokens and refresh timings; a broken config is reported and ignored.
+mod e2e_reload;

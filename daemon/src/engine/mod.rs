@@ -21,6 +21,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use token_model::ids::{DeviceId, GroundId, TokenKind, TokenName};
+use token_model::plan::Policy;
 use token_model::scope::{self, Scope};
 use token_model::secret::{AccessToken, ExposeSecret, StaticToken};
 use tokio::sync::broadcast;
@@ -265,7 +266,7 @@ struct Registry {
 struct Inner {
     registry: RwLock<Arc<Registry>>,
     events: broadcast::Sender<Event>,
-    sessions: SessionSettings,
+    sessions: RwLock<SessionSettings>,
 }
 
 /// The token engine. Cheap to clone: every clone is the same engine.
@@ -305,7 +306,7 @@ impl Engine {
             inner: Arc::new(Inner {
                 registry: RwLock::new(Arc::new(Registry { admins: Principals::default(), entries: HashMap::new() })),
                 events,
-                sessions,
+                sessions: RwLock::new(sessions),
             }),
         };
         engine.apply(config);
@@ -331,6 +332,15 @@ impl Engine {
         let mut names: Vec<TokenName> = self.registry().entries.values().map(|e| e.name.clone()).collect();
         names.sort();
         names
+    }
+
+    /// Applies new refresh timings (`[refresh]`) to every user session, running or started later. Each
+    /// session plans again at once; a refresh-token lifetime counts from the session's next grant.
+    pub fn set_policy(&self, policy: Policy) {
+        write(&self.inner.sessions).policy = policy.clone();
+        for (_, session) in self.user_sessions() {
+            session.set_policy(policy.clone());
+        }
     }
 
     /// Applies a (new) configuration: keeps the running session of every user token that is still configured
@@ -372,7 +382,10 @@ impl Engine {
                             handle.rebind(&entry);
                             entry
                         }
-                        None => session::spawn(self.clone(), &entry, unattended, &self.inner.sessions),
+                        None => {
+                            let settings = read(&self.inner.sessions).clone();
+                            session::spawn(self.clone(), &entry, unattended, &settings)
+                        }
                     }
                 }
                 TokenSource::Device { device, token } => {

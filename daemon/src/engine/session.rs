@@ -99,6 +99,7 @@ enum Command {
     Logout(oneshot::Sender<Result<(), EngineError>>),
     Probe(oneshot::Sender<()>),
     Reconfigure(Option<Unattended>),
+    Policy(Policy),
     Rebind(Weak<Entry>),
     Shutdown(oneshot::Sender<()>),
 }
@@ -167,6 +168,10 @@ impl SessionHandle {
 
     pub(crate) fn reconfigure(&self, unattended: Option<Unattended>) {
         let _ = self.tx.send(Command::Reconfigure(unattended));
+    }
+
+    pub(crate) fn set_policy(&self, policy: Policy) {
+        let _ = self.tx.send(Command::Policy(policy));
     }
 
     pub(crate) fn rebind(&self, entry: &Arc<Entry>) {
@@ -371,6 +376,10 @@ impl Session {
                 self.unattended = unattended;
                 self.login_failures = 0;
                 self.login_retry_at = None;
+            }
+            Command::Policy(policy) => {
+                self.settings.policy = policy;
+                self.publish(false);
             }
             Command::Rebind(entry) => {
                 self.entry = entry;

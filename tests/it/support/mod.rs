@@ -251,6 +251,8 @@ pub(crate) mod exit {
     pub(crate) const NEEDS_LOGIN: i32 = 4;
     /// No valid token now, for a transient reason (`Unavailable`).
     pub(crate) const UNAVAILABLE: i32 = 5;
+    /// A bad argument, also one the daemon refuses (`InvalidArgs`).
+    pub(crate) const USAGE: i32 = 2;
     /// The cloud rejects this device or ground token (`Revoked`).
     pub(crate) const REVOKED: i32 = 8;
 }

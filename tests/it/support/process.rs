@@ -106,6 +106,13 @@ impl Proc {
         self.reaped
     }
 
+    /// Sends `signal` to the running child.
+    pub(crate) fn signal(&mut self, signal: Signal) {
+        assert!(self.try_status().is_none(), "{} has exited; cannot send it {signal}", self.name);
+        let pid = Pid::from_raw(i32::try_from(self.child.id()).expect("pids fit in i32"));
+        kill(pid, signal).unwrap_or_else(|e| panic!("send {signal} to {}: {e}", self.name));
+    }
+
     /// Sends SIGKILL and reaps the child.
     pub(crate) fn kill9(&mut self) -> ExitStatus {
         if let Some(status) = self.try_status() {

@@ -52,6 +52,13 @@ impl World {
 
     /// Writes the config (`[api]` and `[daemon]` generated, then `rest`), starts the daemon and waits for it.
     pub(crate) fn start_daemon(&mut self, rest: &str, log: &str) {
+        self.write_config(rest);
+        self.log = log.to_owned();
+        self.restart_daemon();
+    }
+
+    /// Writes the config file: `[api]` and `[daemon]` generated, then `rest`.
+    pub(crate) fn write_config(&mut self, rest: &str) {
         let config = format!(
             "[api]\nurl = \"{}\"\n\n[daemon]\nbus = \"{}\"\nstate_dir = \"{}\"\n\n{rest}",
             self.fake.url,
@@ -59,8 +66,6 @@ impl World {
             self.state_dir().display()
         );
         self.config = Some(self.scratch.write("config.toml", &config, 0o600));
-        self.log = log.to_owned();
-        self.restart_daemon();
     }
 
     /// Starts the daemon again with the same config (after [`World::kill9_daemon`] or a stop).
@@ -74,6 +79,12 @@ impl World {
     pub(crate) fn stop_daemon(&mut self) -> std::process::ExitStatus {
         let mut daemon = self.daemon.take().expect("the daemon is running");
         daemon.proc.terminate()
+    }
+
+    /// Rewrites the config (`[api]` and `[daemon]` as before, then `rest`) and sends the daemon SIGHUP.
+    pub(crate) fn reload_daemon(&mut self, rest: &str) {
+        self.write_config(rest);
+        self.daemon.as_mut().expect("the daemon is running").proc.signal(nix::sys::signal::Signal::SIGHUP);
     }
 
     /// SIGKILLs the daemon (no chance to clean up) and reaps it.
