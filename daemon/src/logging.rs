@@ -6,8 +6,9 @@
 //!   the user's directives, and a directive for a target replaces an earlier one for the same target.
 //! - The daemon's own code never logs a secret at any level; secrets are types whose `Debug` is redacted.
 
-use tracing_subscriber::EnvFilter;
-use tracing_subscriber::filter::Directive;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// Targets capped at `info`, whatever `RUST_LOG` says: they could log bodies or headers at debug/trace.
 pub const CAPPED_TARGETS: &[&str] = &["zbus", "zbus_names", "reqwest", "hyper", "hyper_util", "h2", "rustls"];
@@ -15,13 +16,13 @@ pub const CAPPED_TARGETS: &[&str] = &["zbus", "zbus_names", "reqwest", "hyper", 
 /// Targets that are merely chatty at `info`: quieted to `warn` unless `RUST_LOG` names them.
 pub const QUIET_TARGETS: &[&str] = &["tokio_cron_scheduler"];
 
-/// The filter for `rust_log` (the value of `RUST_LOG`, or `None`): the user's directives, default `info`,
-/// with [`CAPPED_TARGETS`] capped at `info`.
+/// The filter for `rust_log` (the value of `RUST_LOG`, or `None`): the user's `target=level` directives, default
+/// `info`, with [`CAPPED_TARGETS`] capped at `info`.
 ///
 /// User directives that would open a capped target below `info` (`zbus=trace`, `zbus::connection=debug`) or
-/// that match spans of every target (`[span]=trace`) are dropped, and the returned warning says so; an
-/// unreadable `RUST_LOG` is reported there too and the default is used.
-pub fn filter(rust_log: Option<&str>) -> (EnvFilter, Option<String>) {
+/// that filter on spans (`[span]=trace`) are dropped, and the returned warning says so; an unreadable
+/// `RUST_LOG` is reported there too and the default is used.
+pub fn filter(rust_log: Option<&str>) -> (Targets, Option<String>) {
     let spec = rust_log.map(str::trim).unwrap_or_default();
     let mut dropped = Vec::new();
     let kept: Vec<&str> = spec
@@ -40,21 +41,21 @@ pub fn filter(rust_log: Option<&str>) -> (EnvFilter, Option<String>) {
     if !dropped.is_empty() {
         warnings.push(format!(
             "RUST_LOG directives {dropped:?} were ignored: dependencies that could print message or request bodies \
-             never log below info"
+             never log below info, and spans are not filtered on"
         ));
     }
-    let mut filter = if kept.is_empty() {
-        EnvFilter::new("info")
-    } else {
-        match EnvFilter::builder().with_default_directive(Directive::from(tracing::Level::INFO)).parse(kept.join(",")) {
-            Ok(filter) => filter,
-            Err(e) => {
-                warnings.push(format!(
-                    "RUST_LOG={spec:?} is not valid ({e}); using \"info\". Write directives like \"debug\" or \
-                     \"att_tokend=trace,info\""
-                ));
-                EnvFilter::new("info")
-            }
+    let default = Targets::new().with_default(LevelFilter::INFO);
+    let parsed = if kept.is_empty() { Ok(Targets::new()) } else { kept.join(",").parse::<Targets>() };
+    let mut filter = match parsed {
+        // Without a bare level among them, everything else stays at info.
+        Ok(user) if user.default_level().is_none() => default.with_targets(user),
+        Ok(user) => user,
+        Err(e) => {
+            warnings.push(format!(
+                "RUST_LOG={spec:?} is not valid ({e}); using \"info\". Write directives like \"debug\" or \
+                 \"att_tokend=trace,info\""
+            ));
+            default
         }
     };
     for target in CAPPED_TARGETS {
@@ -62,14 +63,14 @@ pub fn filter(rust_log: Option<&str>) -> (EnvFilter, Option<String>) {
         let stricter = kept.iter().any(|d| {
             d.split_once('=').is_some_and(|(t, level)| t == *target && matches!(level, "off" | "error" | "warn"))
         });
-        if !stricter && let Ok(directive) = format!("{target}=info").parse::<Directive>() {
-            filter = filter.add_directive(directive);
+        if !stricter {
+            filter = filter.with_target(*target, LevelFilter::INFO);
         }
     }
     for target in QUIET_TARGETS {
-        let named = kept.iter().any(|d| d.split(['=', '[']).next() == Some(*target));
-        if !named && let Ok(directive) = format!("{target}=warn").parse::<Directive>() {
-            filter = filter.add_directive(directive);
+        let named = kept.iter().any(|d| d.split('=').next() == Some(*target));
+        if !named {
+            filter = filter.with_target(*target, LevelFilter::WARN);
         }
     }
     (filter, (!warnings.is_empty()).then(|| warnings.join("; ")))
@@ -97,11 +98,11 @@ pub fn init() {
     let rust_log = std::env::var("RUST_LOG").ok();
     let (filter, warning) = filter(rust_log.as_deref());
     let journal = std::env::var_os("JOURNAL_STREAM").is_some();
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(true);
+    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(true);
     let result = if journal {
-        builder.with_ansi(false).without_time().try_init()
+        builder.with_ansi(false).without_time().finish().with(filter).try_init()
     } else {
-        builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).try_init()
+        builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).finish().with(filter).try_init()
     };
     if result.is_ok()
         && let Some(warning) = warning
@@ -142,6 +143,28 @@ mod tests {
         assert!(!text.contains("[request]"), "{text}");
         assert!(text.contains("att_tokend=trace"), "{text}");
         assert!(warning.expect("a warning").contains("zbus::connection=trace"));
+    }
+
+    #[test]
+    fn user_levels_apply_and_everything_else_stays_at_info() {
+        let (filter, warning) = filter(Some("att_tokend=trace"));
+        assert_eq!(warning, None);
+        assert!(filter.would_enable("att_tokend::engine", &tracing::Level::TRACE));
+        assert!(filter.would_enable("login_flow", &tracing::Level::INFO));
+        assert!(!filter.would_enable("login_flow", &tracing::Level::DEBUG));
+        let (filter, _) = filter_of("debug");
+        assert!(filter.would_enable("login_flow", &tracing::Level::DEBUG));
+        assert!(!filter.would_enable("zbus::connection", &tracing::Level::DEBUG), "capped");
+        assert!(!filter.would_enable("tokio_cron_scheduler", &tracing::Level::INFO), "quieted");
+        let (filter, _) = filter_of("att_tokend");
+        assert!(filter.would_enable("att_tokend", &tracing::Level::TRACE), "a bare target means all its levels");
+        let (filter, _) = super::filter(None);
+        assert!(filter.would_enable("att_tokend", &tracing::Level::INFO));
+        assert!(!filter.would_enable("att_tokend", &tracing::Level::DEBUG));
+    }
+
+    fn filter_of(spec: &str) -> (Targets, Option<String>) {
+        filter(Some(spec))
     }
 
     #[test]

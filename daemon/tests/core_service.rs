@@ -544,10 +544,13 @@ fn captured_logs() -> &'static std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
         let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = logs.clone();
         let (filter, _) = att_tokend::logging::filter(Some("trace"));
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::util::SubscriberInitExt as _;
         tracing_subscriber::fmt()
-            .with_env_filter(filter)
             .with_ansi(false)
             .with_writer(move || Sink(sink.clone()))
+            .finish()
+            .with(filter)
             .try_init()
             .expect("the only subscriber of this test binary");
         logs

@@ -10,6 +10,8 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use fake_cloud::{DeviceToken, FakeCloud, FakeConfig, FakeUser, GroundToken, MfaFields, MfaShape, Rotation};
 use serde::Deserialize;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 const AFTER_HELP: &str = r#"Example:
   att-fake-cloud --user alice@example.com:s3cret:JBSWY3DPEHPK3PXP \
@@ -309,14 +311,17 @@ async fn run(args: Args) -> Result<()> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // `RUST_LOG` as `target=level` directives (default info).
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|spec| spec.parse::<tracing_subscriber::filter::Targets>().ok())
+        .unwrap_or_else(|| tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO));
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .finish()
+        .with(filter)
         .init();
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
