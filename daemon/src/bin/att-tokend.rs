@@ -53,7 +53,10 @@ fn check_config(path: &Path) -> anyhow::Result<String> {
 fn serve(path: &Path) -> anyhow::Result<()> {
     let config = config::load(path)?;
     config.check_files()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // One runtime thread: the daemon mostly waits, and each call it serves is short. File writes with fsync and
+    // DNS lookups run on tokio's blocking pool, whose threads exit when idle. (The multi-threaded scheduler would
+    // add a worker per core, and link libm for its statistics: about half a MiB more resident memory.)
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .thread_name("att-tokend")
         .build()

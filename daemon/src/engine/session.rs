@@ -191,6 +191,16 @@ impl SessionHandle {
     }
 }
 
+/// Runs a store operation on tokio's blocking pool (file writes with fsync must not hold up a runtime thread).
+async fn on_blocking_pool<F>(store: Arc<dyn SessionStore>, name: TokenName, operation: F) -> Result<(), String>
+where
+    F: FnOnce(&dyn SessionStore, &TokenName) -> Result<(), String> + Send + 'static,
+{
+    tokio::task::spawn_blocking(move || operation(store.as_ref(), &name))
+        .await
+        .unwrap_or_else(|e| Err(format!("the state writer stopped: {e}")))
+}
+
 /// The process's monotonic origin: `MonoTime` zero.
 fn origin() -> Instant {
     static ORIGIN: OnceLock<Instant> = OnceLock::new();
@@ -362,7 +372,7 @@ impl Session {
                 let _ = reply.send(result);
             }
             Command::Logout(reply) => {
-                let result = self.logout();
+                let result = self.logout().await;
                 let _ = reply.send(result);
             }
             Command::Probe(reply) => {
@@ -498,7 +508,7 @@ impl Session {
                 }
                 // Keep the warning on disk, so a restart does not give it again.
                 if let (Some(access), Some(refresh)) = (&self.access, &self.refresh) {
-                    self.save(access, refresh, clock_pair());
+                    self.save(access, refresh, clock_pair()).await;
                 }
                 self.engine.emit(Event::AttentionNeeded { name: self.name.clone(), reason });
                 self.publish(false);
@@ -532,7 +542,7 @@ impl Session {
                     plan.apply(Attempt::Refresh, Outcome::Success(facts), pair, &policy, Self::jitter());
                 }
                 let refresh = grant.refresh.unwrap_or(sent);
-                self.take(grant.access, refresh, pair);
+                self.take(grant.access, refresh, pair).await;
                 tracing::info!(token = %self.name, expires_in_s = grant.expires_in.as_secs(), "refreshed the access token");
                 Ok(())
             }
@@ -552,7 +562,7 @@ impl Session {
                 self.refresh = None;
                 self.last_error = format!("the cloud refused the refresh token: {why}");
                 tracing::warn!(token = %self.name, "{}", self.last_error);
-                self.forget_saved();
+                self.forget_saved().await;
                 if self.login_unattended().await {
                     return Ok(());
                 }
@@ -570,25 +580,27 @@ impl Session {
         self.engine.emit(Event::AttentionNeeded { name: self.name.clone(), reason });
     }
 
-    fn forget_saved(&self) {
-        if let Some(store) = &self.settings.store
-            && let Err(e) = store.remove(&self.name)
+    async fn forget_saved(&self) {
+        if let Some(store) = self.settings.store.clone()
+            && let Err(e) = on_blocking_pool(store, self.name.clone(), |store, name| store.remove(name)).await
         {
             tracing::error!(token = %self.name, "could not remove the saved session: {e}");
         }
     }
 
     /// Writes the session (these tokens and the planner's durable facts) to the store; a failure is logged
-    /// and raised as `AttentionNeeded`, since the session would not survive a restart.
-    fn save(&self, access: &AccessToken, refresh: &RefreshToken, pair: ClockPair) {
-        if let (Some(store), Some(plan)) = (&self.settings.store, &self.plan) {
+    /// and raised as `AttentionNeeded`, since the session would not survive a restart. The write (with its
+    /// fsyncs) runs on the blocking pool; the session waits for it, the rest of the daemon does not.
+    async fn save(&self, access: &AccessToken, refresh: &RefreshToken, pair: ClockPair) {
+        if let (Some(store), Some(plan)) = (self.settings.store.clone(), &self.plan) {
             let saved = SavedSession {
                 username: self.username.clone(),
                 refresh_token: refresh.clone(),
                 access_token: access.clone(),
                 session: plan.to_persisted(pair),
             };
-            if let Err(e) = store.save(&self.name, &saved) {
+            let result = on_blocking_pool(store, self.name.clone(), move |store, name| store.save(name, &saved)).await;
+            if let Err(e) = result {
                 let reason = format!(
                     "the session of {:?} could not be saved ({e}); it will not survive a restart: check the state \
                      directory's permissions and free space",
@@ -601,8 +613,8 @@ impl Session {
     }
 
     /// Takes new tokens whose facts the plan has already applied: save first, then publish.
-    fn take(&mut self, access: AccessToken, refresh: RefreshToken, pair: ClockPair) {
-        self.save(&access, &refresh, pair);
+    async fn take(&mut self, access: AccessToken, refresh: RefreshToken, pair: ClockPair) {
+        self.save(&access, &refresh, pair).await;
         self.refresh = Some(refresh);
         self.access = Some(Arc::new(access));
         self.last_error.clear();
@@ -623,7 +635,7 @@ impl Session {
         match result {
             Ok(grant) => {
                 self.username = username;
-                self.start_session(grant);
+                self.start_session(grant).await;
                 tracing::info!(token = %self.name, "logged in");
                 Ok(self.expires_at())
             }
@@ -648,7 +660,7 @@ impl Session {
     }
 
     /// A fresh session from a login grant.
-    fn start_session(&mut self, grant: super::cloud::Grant) {
+    async fn start_session(&mut self, grant: super::cloud::Grant) {
         let pair = clock_pair();
         let change = if grant.refresh.is_some() { RefreshTokenChange::Rotated } else { RefreshTokenChange::Omitted };
         let facts = Grant::new(pair, grant.expires_in, change).with_server_times(grant.server_date, grant.issued);
@@ -656,7 +668,7 @@ impl Session {
         self.login_failures = 0;
         self.login_retry_at = None;
         match grant.refresh {
-            Some(refresh) => self.take(grant.access, refresh, pair),
+            Some(refresh) => self.take(grant.access, refresh, pair).await,
             None => {
                 // No refresh token: this access token is the whole session.
                 self.access = Some(Arc::new(grant.access));
@@ -683,7 +695,7 @@ impl Session {
                 tracing::info!(token = %self.name, "logged in with the configured credentials");
                 self.username = unattended.username;
                 let had_session = self.plan.is_some();
-                self.start_session(grant);
+                self.start_session(grant).await;
                 if had_session {
                     self.publish(false);
                 }
@@ -728,18 +740,21 @@ impl Session {
         }
     }
 
-    fn logout(&mut self) -> Result<(), EngineError> {
+    async fn logout(&mut self) -> Result<(), EngineError> {
         self.plan = None;
         self.access = None;
         self.refresh = None;
         self.last_error = "logged out".to_owned();
-        let result = match &self.settings.store {
-            Some(store) => store.remove(&self.name).map_err(|why| EngineError::Unavailable {
-                name: self.name.clone(),
-                why: format!("the saved session could not be removed: {why}"),
-            }),
-            None => Ok(()),
-        };
+        let result =
+            match self.settings.store.clone() {
+                Some(store) => on_blocking_pool(store, self.name.clone(), |store, name| store.remove(name))
+                    .await
+                    .map_err(|why| EngineError::Unavailable {
+                        name: self.name.clone(),
+                        why: format!("the saved session could not be removed: {why}"),
+                    }),
+                None => Ok(()),
+            };
         tracing::info!(token = %self.name, "logged out");
         self.publish(true);
         result
