@@ -2,7 +2,7 @@
 //!
 //! One JSON file per user token, `<name>.json`, mode 0600, holding the refresh and access tokens and the
 //! planner's durable facts ([`PersistedSession`]: wall-clock deadlines, rotation, warnings given, clock trust),
-//! which is all a restart needs to carry on, even after `kill -9`:
+//! and whether a refresh was on its way, which is all a restart needs to carry on, even after `kill -9`:
 //! - writes are atomic: a new temp file (`O_EXCL`, 0600) in the same directory, write, fsync, rename over the old
 //!   file, fsync the directory. A crash leaves either the old or the new file, never a mix; a leftover temp file
 //!   is removed when the directory is opened;
@@ -49,6 +49,11 @@ pub struct SessionRecord {
     pub access_token: AccessToken,
     /// The planner's durable facts, stored whole: deadlines, rotation, warnings given, clock trust.
     pub session: PersistedSession,
+    /// Unix seconds when a refresh with `refresh_token` was sent whose answer is not saved yet. Written before
+    /// the refresh is sent and gone once its answer is saved, so after a crash it tells that the cloud may have
+    /// replaced the refresh token already. Absent in files that never had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_sent_at: Option<i64>,
 }
 
 /// What loading one session file found.
@@ -58,7 +63,7 @@ pub enum LoadOutcome {
     /// No file: the token has no stored session.
     Missing,
     /// The stored session.
-    Loaded(SessionRecord),
+    Loaded(Box<SessionRecord>),
     /// The file could not be parsed (or belongs to another name) and was renamed to `moved_to`.
     SetAside {
         /// Why it was set aside (never contains a secret).
@@ -258,7 +263,7 @@ impl StateDir {
         let reason = match serde_json::from_slice::<Version>(&bytes) {
             Ok(Version { version }) if version > FORMAT_VERSION => return LoadOutcome::TooNew { version },
             _ => match serde_json::from_slice::<SessionRecord>(&bytes) {
-                Ok(record) if record.name == *name => return LoadOutcome::Loaded(record),
+                Ok(record) if record.name == *name => return LoadOutcome::Loaded(Box::new(record)),
                 Ok(record) => format!("it holds the session of {:?}, not {:?}", record.name.as_str(), name.as_str()),
                 // serde_json's message names a line, column and expected type, never the content.
                 Err(error) => format!("it is not a valid session file ({error})"),
@@ -316,6 +321,7 @@ mod tests {
                 lapse_warned_secs: None,
                 clock_offset: None,
             },
+            refresh_sent_at: None,
         }
     }
 

@@ -745,3 +745,39 @@ async fn the_first_call_on_a_freshly_served_connection_is_answered_body() {
     }
     harness.stop().await;
 }
+
+#[test]
+fn a_refresh_whose_reply_is_lost_is_explained_when_the_cloud_then_refuses_the_token() {
+    in_own_process(
+        "a_refresh_whose_reply_is_lost_is_explained_when_the_cloud_then_refuses_the_token",
+        a_refresh_whose_reply_is_lost_is_explained_when_the_cloud_then_refuses_the_token_body,
+    );
+}
+
+async fn a_refresh_whose_reply_is_lost_is_explained_when_the_cloud_then_refuses_the_token_body() {
+    let cloud = fake_cloud(Duration::from_secs(3600)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(dir.path(), &cloud.url(), "").replace("[api]\n", "[api]\nrequest_timeout = \"2s\"\n");
+    let harness = Harness::start(dir, &text, Credentials::peer()).await;
+    let agent = harness.agent().await;
+    login(&harness, &cloud).await;
+    let state_file = harness.dir.path().join("state").join("main.json");
+
+    // The cloud carries the refresh out, but its reply never arrives: to the daemon, a timeout.
+    cloud.control().inject_fault(Fault::new(FaultKind::LostReply).on_path("/login"));
+    let lost = step("a refresh whose reply is lost", agent.refresh("main")).await;
+    assert_eq!(error_name(&lost), "io.allthingstalk.TokenAgent1.Error.Unavailable", "a timeout is transient");
+    assert_eq!(cloud.control().counters().refreshes_ok, 1, "the cloud did rotate the refresh token");
+    let on_disk = std::fs::read_to_string(&state_file).unwrap();
+    assert!(on_disk.contains("refresh_sent_at"), "the unanswered refresh is on record");
+
+    // The next attempt presents the rotated-away token: refused, and the daemon says why.
+    let refused = step("the refresh after the lost reply", agent.refresh("main")).await;
+    assert_eq!(error_name(&refused), "io.allthingstalk.TokenAgent1.Error.NeedsLogin");
+    let main = harness.token("main").await;
+    assert_eq!(main.state().await.unwrap(), "needs-login");
+    let last_error = main.last_error().await.unwrap();
+    assert!(last_error.contains("Most likely cause") && last_error.contains("lost on the way"), "{last_error}");
+    assert_eq!(cloud.control().counters().refresh_reuses, 1);
+    harness.stop().await;
+}

@@ -34,6 +34,7 @@ fn record(token: &str, refresh: &str) -> SessionRecord {
             lapse_warned_secs: Some(604_800),
             clock_offset: Some(ClockOffset::from_millis(-3_000)),
         },
+        refresh_sent_at: None,
     }
 }
 
@@ -62,7 +63,7 @@ fn round_trip_with_private_modes() {
     assert_eq!(entries(&path), ["main.json"]);
 
     let LoadOutcome::Loaded(back) = dir.load(&name("main"), 1_800_000_200) else { panic!("expected a session") };
-    assert_eq!(back, saved);
+    assert_eq!(*back, saved);
     assert_eq!(back.refresh_token.expose_secret(), "rt-secret-1");
     assert_eq!(back.client_id.as_str(), "mobile");
     // The planner's facts come back whole: the warning already given and the server's view of the window.
@@ -172,4 +173,23 @@ fn a_newer_format_is_left_alone() {
     let LoadOutcome::TooNew { version } = dir.load(&name("main"), 0) else { panic!("expected TooNew") };
     assert_eq!(version, FORMAT_VERSION + 1);
     assert_eq!(fs::read_to_string(tmp.path().join("main.json")).unwrap(), text);
+}
+
+#[test]
+fn a_refresh_on_its_way_is_recorded_and_files_without_the_mark_still_load() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = StateDir::open(tmp.path()).unwrap();
+    let mut marked = record("main", "rt-secret-1");
+    marked.refresh_sent_at = Some(1_800_000_300);
+    dir.save(&marked).unwrap();
+    let LoadOutcome::Loaded(back) = dir.load(&name("main"), 1_800_000_400) else { panic!("expected a session") };
+    assert_eq!(back.refresh_sent_at, Some(1_800_000_300));
+
+    // Once the answer is saved the mark is gone, also from the file's text.
+    dir.save(&record("main", "rt-secret-2")).unwrap();
+    let text = fs::read_to_string(tmp.path().join("main.json")).unwrap();
+    assert!(!text.contains("refresh_sent_at"), "{text}");
+    let LoadOutcome::Loaded(back) = dir.load(&name("main"), 1_800_000_400) else { panic!("expected a session") };
+    assert_eq!(back.refresh_sent_at, None);
+    assert_eq!(back.refresh_token.expose_secret(), "rt-secret-2");
 }

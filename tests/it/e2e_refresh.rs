@@ -204,3 +204,72 @@ fn a_cloud_clock_two_hours_ahead_changes_nothing() {
         "ExpiresAt is in the local clock ({expires_at}, now {now}), not the cloud's"
     );
 }
+
+/// Long-lived tokens: nothing refreshes by itself; the test sends each refresh.
+const STILL_ARGS: &[&str] = &["--access-lifetime", "3600s"];
+const STILL_CONFIG: &str = "[refresh]\nretry_initial = \"1s\"\nretry_max = \"2s\"\n\n\
+                            [[token]]\nname = \"main\"\nkind = \"user\"\n";
+
+/// Starts `att-token refresh main` without waiting for it.
+fn refresh_in_background(world: &World) -> std::process::Child {
+    crate::support::cli(&world.bus.address)
+        .args(["refresh", "main"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start att-token refresh")
+}
+
+fn state_file_text(world: &World) -> String {
+    std::fs::read_to_string(world.state_dir().join("main.json")).expect("the session file")
+}
+
+#[test]
+fn kill_9_while_a_refresh_is_on_its_way() {
+    let mut world = World::new("kill9-in-flight", STILL_ARGS);
+    world.start_daemon(STILL_CONFIG, "debug");
+    world.login_ok("main");
+
+    // The refresh has not reached the cloud when the daemon dies: the session carries on after a restart.
+    world.fake.inject_fault(serde_json::json!({"kind": "hang", "times": 1, "path": "/login"}));
+    let mut waiting = refresh_in_background(&world);
+    wait_until("the refresh to reach the cloud's front door", PATIENCE, || {
+        let applied = world.fake.counter("faults_applied");
+        if applied == 1 { Ok(()) } else { Err(format!("{applied} faults applied")) }
+    });
+    assert!(state_file_text(&world).contains("refresh_sent_at"), "the refresh was marked on disk before it was sent");
+    world.kill9_daemon();
+    let _ = waiting.wait();
+    world.restart_daemon();
+    assert!(world.daemon_logs().contains("stopped while a refresh sent at"), "the restart says what it found");
+    let out = world.att_token(&["refresh", "main"]);
+    assert!(out.status.success(), "the session survived: {}", describe(&out));
+    assert!(!state_file_text(&world).contains("refresh_sent_at"), "the mark is gone once the answer is saved");
+    assert!(world.fake.is_access_token_valid(&world.get("main").expect("a token")));
+    assert_eq!(world.fake.counter("password_grants"), 1, "no new login");
+
+    // The cloud carried the refresh out and its answer was lost with the daemon: the refresh token it held is
+    // gone. The protocol allows no recovery; the daemon says exactly what happened and what to do.
+    world.fake.inject_fault(serde_json::json!({"kind": "lost_reply", "times": 1, "path": "/login"}));
+    let refreshed = world.fake.counter("refreshes_ok");
+    let mut waiting = refresh_in_background(&world);
+    wait_until("the cloud to carry out the refresh", PATIENCE, || {
+        let ok = world.fake.counter("refreshes_ok");
+        if ok > refreshed { Ok(()) } else { Err(format!("{ok} refreshes done")) }
+    });
+    world.kill9_daemon();
+    let _ = waiting.wait();
+    world.restart_daemon();
+    let out = world.att_token(&["refresh", "main"]);
+    assert_eq!(out.status.code(), Some(crate::support::exit::NEEDS_LOGIN), "{}", describe(&out));
+    let listed = world.listed("main");
+    assert_eq!(listed["state"], "needs-login");
+    assert_eq!(listed["attention_needed"], true);
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        said.contains("was carried out by the cloud") && said.contains("att-tokend was stopped"),
+        "the reason names the lost answer: {said}"
+    );
+    assert!(said.contains("att-token login"), "and what to do: {said}");
+    assert_eq!(world.fake.counter("refresh_reuses"), 1, "the old refresh token was presented once, and refused");
+}

@@ -26,6 +26,9 @@ pub enum FaultKind {
     Hang,
     /// The connection is reset (closed with RST) without a reply.
     Reset,
+    /// The request is carried out (a refresh rotates the refresh token) and its reply never sent: the server
+    /// did its part and the client never learns the outcome (it times out, or is stopped while waiting).
+    LostReply,
     /// The request waits this long, then is answered normally.
     Slow {
         /// The delay in milliseconds.

@@ -206,6 +206,12 @@ async fn cloud_front(shared: &Arc<Shared>, path: &str, request: Request, next: N
         Some(FaultKind::Slow { delay_ms }) => {
             tokio::time::sleep(Duration::from_millis(delay_ms)).await;
         }
+        Some(FaultKind::LostReply) => {
+            let reply = next.run(request).await;
+            tracing::info!("fault: carried out a request to {path} ({}); its reply never leaves", reply.status());
+            // The connection task drops this future when the client gives up or the fake shuts down.
+            return std::future::pending().await;
+        }
     }
     next.run(request).await
 }

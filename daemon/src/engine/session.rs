@@ -55,6 +55,9 @@ pub struct SavedSession {
     pub access_token: AccessToken,
     /// Deadlines (wall clock), rotation, warnings given and clock trust, exactly as the planner persisted them.
     pub session: PersistedSession,
+    /// Unix seconds when a refresh with `refresh_token` was sent whose answer was not saved (see
+    /// [`crate::state::SessionRecord::refresh_sent_at`]).
+    pub refresh_sent_at: Option<i64>,
 }
 
 impl fmt::Debug for SavedSession {
@@ -62,6 +65,7 @@ impl fmt::Debug for SavedSession {
         f.debug_struct("SavedSession")
             .field("username", &self.username)
             .field("session", &self.session)
+            .field("refresh_sent_at", &self.refresh_sent_at)
             .finish_non_exhaustive()
     }
 }
@@ -248,6 +252,8 @@ pub(crate) fn spawn(
         plan: None,
         access: None,
         refresh: None,
+        saved_access: None,
+        refresh_sent_at: None,
         busy: false,
         login_failures: 0,
         login_retry_at: None,
@@ -269,6 +275,10 @@ struct Session {
     plan: Option<plan::Session>,
     access: Option<Arc<AccessToken>>,
     refresh: Option<RefreshToken>,
+    /// The access token in the saved session (kept after it stops being served, to write the session again).
+    saved_access: Option<Arc<AccessToken>>,
+    /// Unix seconds when a refresh with `refresh` was sent whose answer is not saved yet (also on disk).
+    refresh_sent_at: Option<i64>,
     /// A refresh or login is under way (state `refreshing`).
     busy: bool,
     /// Unattended logins attempted without a session (first start), and when to try again.
@@ -301,7 +311,17 @@ impl Session {
                 // The plan decides what the restored session needs; a refresh-token deadline that seems past
                 // by the local clock is not a verdict (only the cloud's answer is).
                 let restored = saved.session.restore(pair, trust, self.unattended.is_some(), Self::jitter());
-                self.access = restored.access_deadline().map(|_| Arc::new(saved.access_token));
+                let access = Arc::new(saved.access_token);
+                self.access = restored.access_deadline().map(|_| access.clone());
+                self.saved_access = Some(access);
+                self.refresh_sent_at = saved.refresh_sent_at;
+                if let Some(at) = saved.refresh_sent_at {
+                    tracing::warn!(
+                        token = %self.name,
+                        "att-tokend stopped while a refresh sent at Unix time {at} was unanswered; the next refresh \
+                         shows whether the cloud had already replaced the refresh token"
+                    );
+                }
                 self.refresh = Some(saved.refresh_token);
                 self.username = saved.username;
                 self.plan = Some(restored);
@@ -529,6 +549,14 @@ impl Session {
         let Some(sent) = self.refresh.clone() else { return Err(self.needs_login_error()) };
         self.busy = true;
         self.publish(false);
+        // On disk before it is sent: should the answer never be saved (a crash, a lost reply), a refused refresh
+        // token can then be explained.
+        if self.refresh_sent_at.is_none()
+            && let Some(access) = self.saved_access.clone()
+        {
+            self.refresh_sent_at = Some(super::unix_seconds(SystemTime::now()));
+            self.save(&access, &sent, clock_pair()).await;
+        }
         let outcome = cloud.refresh(&sent).await;
         self.busy = false;
         let pair = clock_pair();
@@ -560,7 +588,15 @@ impl Session {
                     plan.apply(Attempt::Refresh, Outcome::Verdict, pair, &policy, Self::jitter());
                 }
                 self.refresh = None;
-                self.last_error = format!("the cloud refused the refresh token: {why}");
+                self.saved_access = None;
+                self.last_error = match self.refresh_sent_at.take() {
+                    Some(at) => format!(
+                        "the cloud refused the refresh token: {why}. Most likely cause: a refresh sent at Unix time \
+                         {at} was carried out by the cloud, which then replaced this refresh token, but its answer \
+                         was never saved (att-tokend was stopped, or the reply was lost on the way)"
+                    ),
+                    None => format!("the cloud refused the refresh token: {why}"),
+                };
                 tracing::warn!(token = %self.name, "{}", self.last_error);
                 self.forget_saved().await;
                 if self.login_unattended().await {
@@ -598,6 +634,7 @@ impl Session {
                 refresh_token: refresh.clone(),
                 access_token: access.clone(),
                 session: plan.to_persisted(pair),
+                refresh_sent_at: self.refresh_sent_at,
             };
             let result = on_blocking_pool(store, self.name.clone(), move |store, name| store.save(name, &saved)).await;
             if let Err(e) = result {
@@ -614,9 +651,12 @@ impl Session {
 
     /// Takes new tokens whose facts the plan has already applied: save first, then publish.
     async fn take(&mut self, access: AccessToken, refresh: RefreshToken, pair: ClockPair) {
+        self.refresh_sent_at = None;
         self.save(&access, &refresh, pair).await;
+        let access = Arc::new(access);
         self.refresh = Some(refresh);
-        self.access = Some(Arc::new(access));
+        self.saved_access = Some(access.clone());
+        self.access = Some(access);
         self.last_error.clear();
         self.publish(true);
     }
@@ -744,6 +784,8 @@ impl Session {
         self.plan = None;
         self.access = None;
         self.refresh = None;
+        self.saved_access = None;
+        self.refresh_sent_at = None;
         self.last_error = "logged out".to_owned();
         let result =
             match self.settings.store.clone() {

@@ -30,6 +30,7 @@ impl SessionStore for StateStore {
                 refresh_token: record.refresh_token.clone(),
                 access_token: record.access_token.clone(),
                 session: record.session.clone(),
+                refresh_sent_at: record.refresh_sent_at,
             })),
             LoadOutcome::SetAside { reason, moved_to } => Err(format!(
                 "the saved session was unreadable ({reason}) and was moved to {}; log in again",
@@ -51,6 +52,7 @@ impl SessionStore for StateStore {
             refresh_token: saved.refresh_token.clone(),
             access_token: saved.access_token.clone(),
             session: saved.session.clone(),
+            refresh_sent_at: saved.refresh_sent_at,
         };
         self.dir.save(&record).map_err(|e| e.to_string())
     }
