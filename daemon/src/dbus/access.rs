@@ -134,7 +134,7 @@ impl Credentials {
                     return Ok(caller);
                 }
                 let creds = connection.peer_creds().await.map_err(|e| CredentialsError::Bus(e.to_string()))?;
-                let caller = from_credentials(creds)?;
+                let caller = from_credentials(creds).await?;
                 self.cache.write().unwrap_or_else(|e| e.into_inner()).insert("".into(), caller.clone());
                 Ok(caller)
             }
@@ -148,7 +148,7 @@ impl Credentials {
                     .get_connection_credentials(BusName::Unique(sender.clone()))
                     .await
                     .map_err(|e| CredentialsError::Bus(e.to_string()))?;
-                let caller = from_credentials(&creds)?;
+                let caller = from_credentials(&creds).await?;
                 self.cache.write().unwrap_or_else(|e| e.into_inner()).insert(sender.as_str().into(), caller.clone());
                 Ok(caller)
             }
@@ -196,11 +196,12 @@ impl Credentials {
 }
 
 /// A caller from the credentials a bus or socket reported; groups from the system database when absent.
-fn from_credentials(creds: &ConnectionCredentials) -> Result<Caller, CredentialsError> {
+async fn from_credentials(creds: &ConnectionCredentials) -> Result<Caller, CredentialsError> {
     let uid = creds.unix_user_id().ok_or(CredentialsError::NoUid)?;
     let groups = match creds.unix_group_ids() {
         Some(groups) => groups.to_vec(),
-        None => groups_of(uid),
+        // The user database may sit behind the network (LDAP, SSSD): ask it on the blocking pool.
+        None => tokio::task::spawn_blocking(move || groups_of(uid)).await.unwrap_or_default(),
     };
     Ok(Caller::new(uid, groups))
 }
