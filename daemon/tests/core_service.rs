@@ -14,19 +14,13 @@ use futures_util::StreamExt;
 
 const LONG: Duration = Duration::from_secs(60);
 
-#[test]
-fn static_tokens_are_served_to_readers_and_denied_to_others() {
-    in_own_process(
-        "static_tokens_are_served_to_readers_and_denied_to_others",
-        static_tokens_are_served_to_readers_and_denied_to_others_body,
-    );
-}
+core_test!(
+    static_tokens_are_served_to_readers_and_denied_to_others,
+    static_tokens_are_served_to_readers_and_denied_to_others_body
+);
 
 async fn static_tokens_are_served_to_readers_and_denied_to_others_body() {
-    let cloud = fake_cloud(Duration::from_secs(3600)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let text = config_text(dir.path(), &cloud.url(), "");
-    let harness = Harness::start(dir, &text, Credentials::peer()).await;
+    let (_cloud, harness) = started(Duration::from_secs(3600)).await;
     let agent = harness.agent().await;
 
     let (token, expires_at) = agent.get_token("sensor-7").await.expect("a reader gets the device token");
@@ -81,21 +75,12 @@ async fn agent_on(client: &zbus::Connection) -> att_tokend::client::TokenAgentPr
     core_support::agent(client).await
 }
 
-#[test]
-fn login_with_mfa_then_tokens_survive_refresh_cycles() {
-    in_own_process(
-        "login_with_mfa_then_tokens_survive_refresh_cycles",
-        login_with_mfa_then_tokens_survive_refresh_cycles_body,
-    );
-}
+core_test!(login_with_mfa_then_tokens_survive_refresh_cycles, login_with_mfa_then_tokens_survive_refresh_cycles_body);
 
 async fn login_with_mfa_then_tokens_survive_refresh_cycles_body() {
     // 12 s tokens: refreshed at 75-80 % of their life, with about 1.5 s before the 1 s margin, which a refresh
     // (HTTP round trip and an fsync'd state file) needs on a loaded machine.
-    let cloud = fake_cloud(Duration::from_secs(12)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let text = config_text(dir.path(), &cloud.url(), "");
-    let harness = Harness::start(dir, &text, Credentials::peer()).await;
+    let (cloud, harness) = started(Duration::from_secs(12)).await;
     let agent = harness.agent().await;
     let mut changes = agent.receive_token_changed().await.unwrap();
     let main = harness.token("main").await;
@@ -151,16 +136,10 @@ async fn login_with_mfa_then_tokens_survive_refresh_cycles_body() {
     harness.stop().await;
 }
 
-#[test]
-fn concurrent_valid_for_calls_share_one_refresh() {
-    in_own_process("concurrent_valid_for_calls_share_one_refresh", concurrent_valid_for_calls_share_one_refresh_body);
-}
+core_test!(concurrent_valid_for_calls_share_one_refresh, concurrent_valid_for_calls_share_one_refresh_body);
 
 async fn concurrent_valid_for_calls_share_one_refresh_body() {
-    let cloud = fake_cloud(Duration::from_secs(12)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let text = config_text(dir.path(), &cloud.url(), "");
-    let harness = Harness::start(dir, &text, Credentials::peer()).await;
+    let (cloud, harness) = started(Duration::from_secs(12)).await;
     let agent = harness.agent().await;
     login(&harness, &cloud).await;
     let (first, _) = agent.get_token("main").await.unwrap();
@@ -191,19 +170,13 @@ async fn concurrent_valid_for_calls_share_one_refresh_body() {
     harness.stop().await;
 }
 
-#[test]
-fn outage_serves_last_good_token_then_unavailable_then_recovers() {
-    in_own_process(
-        "outage_serves_last_good_token_then_unavailable_then_recovers",
-        outage_serves_last_good_token_then_unavailable_then_recovers_body,
-    );
-}
+core_test!(
+    outage_serves_last_good_token_then_unavailable_then_recovers,
+    outage_serves_last_good_token_then_unavailable_then_recovers_body
+);
 
 async fn outage_serves_last_good_token_then_unavailable_then_recovers_body() {
-    let cloud = fake_cloud(Duration::from_secs(8)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let text = config_text(dir.path(), &cloud.url(), "");
-    let harness = Harness::start(dir, &text, Credentials::peer()).await;
+    let (cloud, harness) = started(Duration::from_secs(8)).await;
     let agent = harness.agent().await;
     let main = harness.token("main").await;
     // Every State the object announces, in order (PropertiesChanged, so no state is missed by polling).
@@ -285,19 +258,13 @@ async fn outage_serves_last_good_token_then_unavailable_then_recovers_body() {
     harness.stop().await;
 }
 
-#[test]
-fn rejected_refresh_token_needs_login_and_raises_attention() {
-    in_own_process(
-        "rejected_refresh_token_needs_login_and_raises_attention",
-        rejected_refresh_token_needs_login_and_raises_attention_body,
-    );
-}
+core_test!(
+    rejected_refresh_token_needs_login_and_raises_attention,
+    rejected_refresh_token_needs_login_and_raises_attention_body
+);
 
 async fn rejected_refresh_token_needs_login_and_raises_attention_body() {
-    let cloud = fake_cloud(Duration::from_secs(3600)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let text = config_text(dir.path(), &cloud.url(), "");
-    let harness = Harness::start(dir, &text, Credentials::peer()).await;
+    let (cloud, harness) = started(Duration::from_secs(3600)).await;
     let agent = harness.agent().await;
     let main = harness.token("main").await;
     let mut attention = agent.receive_attention_needed().await.unwrap();
@@ -338,19 +305,13 @@ async fn rejected_refresh_token_needs_login_and_raises_attention_body() {
     harness.stop().await;
 }
 
-#[test]
-fn revoked_device_token_becomes_revoked_and_grounds_are_learned() {
-    in_own_process(
-        "revoked_device_token_becomes_revoked_and_grounds_are_learned",
-        revoked_device_token_becomes_revoked_and_grounds_are_learned_body,
-    );
-}
+core_test!(
+    revoked_device_token_becomes_revoked_and_grounds_are_learned,
+    revoked_device_token_becomes_revoked_and_grounds_are_learned_body
+);
 
 async fn revoked_device_token_becomes_revoked_and_grounds_are_learned_body() {
-    let cloud = fake_cloud(Duration::from_secs(3600)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let text = config_text(dir.path(), &cloud.url(), "");
-    let harness = Harness::start(dir, &text, Credentials::peer()).await;
+    let (cloud, harness) = started(Duration::from_secs(3600)).await;
     let agent = harness.agent().await;
     let api = run::cloud(&harness.config.api).unwrap();
 
@@ -382,13 +343,7 @@ async fn revoked_device_token_becomes_revoked_and_grounds_are_learned_body() {
     harness.stop().await;
 }
 
-#[test]
-fn restart_resumes_from_state_dir_without_a_new_login() {
-    in_own_process(
-        "restart_resumes_from_state_dir_without_a_new_login",
-        restart_resumes_from_state_dir_without_a_new_login_body,
-    );
-}
+core_test!(restart_resumes_from_state_dir_without_a_new_login, restart_resumes_from_state_dir_without_a_new_login_body);
 
 async fn restart_resumes_from_state_dir_without_a_new_login_body() {
     let cloud = fake_cloud(Duration::from_secs(6)).await;
@@ -420,10 +375,7 @@ async fn restart_resumes_from_state_dir_without_a_new_login_body() {
     harness.stop().await;
 }
 
-#[test]
-fn unattended_login_with_totp_needs_nobody() {
-    in_own_process("unattended_login_with_totp_needs_nobody", unattended_login_with_totp_needs_nobody_body);
-}
+core_test!(unattended_login_with_totp_needs_nobody, unattended_login_with_totp_needs_nobody_body);
 
 async fn unattended_login_with_totp_needs_nobody_body() {
     let cloud = fake_cloud(Duration::from_secs(3600)).await;
@@ -497,16 +449,10 @@ async fn served_interfaces(harness: &Harness) -> String {
     )
 }
 
-#[test]
-fn introspection_matches_the_committed_xml() {
-    in_own_process("introspection_matches_the_committed_xml", introspection_matches_the_committed_xml_body);
-}
+core_test!(introspection_matches_the_committed_xml, introspection_matches_the_committed_xml_body);
 
 async fn introspection_matches_the_committed_xml_body() {
-    let cloud = fake_cloud(Duration::from_secs(3600)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let text = config_text(dir.path(), &cloud.url(), "");
-    let harness = Harness::start(dir, &text, Credentials::peer()).await;
+    let (_cloud, harness) = started(Duration::from_secs(3600)).await;
     let served = step("introspecting", served_interfaces(&harness)).await;
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/io.allthingstalk.TokenAgent1.xml");
     if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
@@ -569,17 +515,11 @@ impl std::io::Write for Sink {
     }
 }
 
-#[test]
-fn no_secret_is_logged_even_at_trace() {
-    in_own_process("no_secret_is_logged_even_at_trace", no_secret_is_logged_even_at_trace_body);
-}
+core_test!(no_secret_is_logged_even_at_trace, no_secret_is_logged_even_at_trace_body);
 
 async fn no_secret_is_logged_even_at_trace_body() {
     let logs = captured_logs();
-    let cloud = fake_cloud(Duration::from_secs(3600)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let text = config_text(dir.path(), &cloud.url(), "");
-    let harness = Harness::start(dir, &text, Credentials::peer()).await;
+    let (cloud, harness) = started(Duration::from_secs(3600)).await;
     let agent = harness.agent().await;
     let code = cloud.control().current_totp(USER).unwrap();
     agent.login("main", USER, PASSWORD, &code).await.unwrap();
@@ -657,13 +597,10 @@ impl Drop for PrivateBus {
     }
 }
 
-#[test]
-fn on_a_bus_callers_are_identified_by_the_bus_and_forgotten_when_they_leave() {
-    in_own_process(
-        "on_a_bus_callers_are_identified_by_the_bus_and_forgotten_when_they_leave",
-        on_a_bus_callers_are_identified_by_the_bus_and_forgotten_when_they_leave_body,
-    );
-}
+core_test!(
+    on_a_bus_callers_are_identified_by_the_bus_and_forgotten_when_they_leave,
+    on_a_bus_callers_are_identified_by_the_bus_and_forgotten_when_they_leave_body
+);
 
 async fn on_a_bus_callers_are_identified_by_the_bus_and_forgotten_when_they_leave_body() {
     let cloud = fake_cloud(Duration::from_secs(3600)).await;
@@ -716,13 +653,10 @@ async fn on_a_bus_callers_are_identified_by_the_bus_and_forgotten_when_they_leav
     engine.shutdown().await;
 }
 
-#[test]
-fn the_first_call_on_a_freshly_served_connection_is_answered() {
-    in_own_process(
-        "the_first_call_on_a_freshly_served_connection_is_answered",
-        the_first_call_on_a_freshly_served_connection_is_answered_body,
-    );
-}
+core_test!(
+    the_first_call_on_a_freshly_served_connection_is_answered,
+    the_first_call_on_a_freshly_served_connection_is_answered_body
+);
 
 /// zbus dispatches method calls from a task of its own. Objects added to a connection that is already reading
 /// could miss a call that arrived before that task had started, and such a call never got a reply (about one
@@ -730,10 +664,7 @@ fn the_first_call_on_a_freshly_served_connection_is_answered() {
 /// which starts the dispatcher before the first read.
 async fn the_first_call_on_a_freshly_served_connection_is_answered_body() {
     const PAIRS: usize = 300;
-    let cloud = fake_cloud(Duration::from_secs(3600)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let text = config_text(dir.path(), &cloud.url(), "");
-    let harness = Harness::start(dir, &text, Credentials::peer()).await;
+    let (_cloud, harness) = started(Duration::from_secs(3600)).await;
     for n in 1..=PAIRS {
         let (server, client) = pair(&harness.engine, Credentials::peer()).await;
         let agent = agent_on(&client).await;
@@ -746,13 +677,10 @@ async fn the_first_call_on_a_freshly_served_connection_is_answered_body() {
     harness.stop().await;
 }
 
-#[test]
-fn a_refresh_whose_reply_is_lost_is_explained_when_the_cloud_then_refuses_the_token() {
-    in_own_process(
-        "a_refresh_whose_reply_is_lost_is_explained_when_the_cloud_then_refuses_the_token",
-        a_refresh_whose_reply_is_lost_is_explained_when_the_cloud_then_refuses_the_token_body,
-    );
-}
+core_test!(
+    a_refresh_whose_reply_is_lost_is_explained_when_the_cloud_then_refuses_the_token,
+    a_refresh_whose_reply_is_lost_is_explained_when_the_cloud_then_refuses_the_token_body
+);
 
 async fn a_refresh_whose_reply_is_lost_is_explained_when_the_cloud_then_refuses_the_token_body() {
     let cloud = fake_cloud(Duration::from_secs(3600)).await;

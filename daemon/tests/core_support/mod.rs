@@ -41,6 +41,16 @@ pub async fn fake_cloud(access_lifetime: Duration) -> FakeCloud {
     .await
 }
 
+/// The usual set-up: a fake cloud whose access tokens live `access_lifetime`, the test config, and the daemon
+/// core serving it to this process over a socket pair.
+pub async fn started(access_lifetime: Duration) -> (FakeCloud, Harness) {
+    let cloud = fake_cloud(access_lifetime).await;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let text = config_text(dir.path(), &cloud.url(), "");
+    let harness = Harness::start(dir, &text, Credentials::peer()).await;
+    (cloud, harness)
+}
+
 /// The uid running the tests (readers and admins include it, so the tests also pass when not run as root).
 pub fn my_uid() -> u32 {
     nix::unistd::getuid().as_raw()
@@ -217,6 +227,17 @@ pub async fn step<T>(what: &str, future: impl std::future::Future<Output = T>) -
         Ok(value) => value,
         Err(_) => panic!("timed out: {what}"),
     }
+}
+
+/// Declares the test `$name`, which runs the async fn `$body` with [`in_own_process`].
+#[macro_export]
+macro_rules! core_test {
+    ($name:ident, $body:ident) => {
+        #[test]
+        fn $name() {
+            $crate::core_support::in_own_process(stringify!($name), $body);
+        }
+    };
 }
 
 /// Runs one test in a process of its own (this test binary, re-run for that test alone), one at a time,
