@@ -2,8 +2,8 @@
 //! `io.allthingstalk.TokenAgent1.Token` object per configured token, the errors, and who may ask.
 //!
 //! [`Service::serve`] builds a connection with every object served on it (a bus connection before the name is
-//! requested, or one end of a peer-to-peer pair) and starts the task that turns engine [`Event`]s into `TokenChanged`,
-//! `AttentionNeeded` and `PropertiesChanged` signals. No signal and no property carries a secret.
+//! requested, or one end of a peer-to-peer pair) and starts the task that turns engine [`Event`]s into
+//! `TokenChanged`, `AttentionNeeded` and `PropertiesChanged` signals. No signal and no property carries a secret.
 
 pub mod access;
 pub mod error;

@@ -527,8 +527,8 @@ impl Session {
                     plan.record_warning(mono(now), &self.settings.policy);
                 }
                 // Keep the warning on disk, so a restart does not give it again.
-                if let (Some(access), Some(refresh)) = (&self.access, &self.refresh) {
-                    self.save(access, refresh, clock_pair()).await;
+                if let (Some(access), Some(refresh)) = (self.saved_access.clone(), self.refresh.clone()) {
+                    self.save(&access, &refresh, clock_pair()).await;
                 }
                 self.engine.emit(Event::AttentionNeeded { name: self.name.clone(), reason });
                 self.publish(false);
