@@ -69,7 +69,8 @@ pub struct TokenArgs {
 pub enum TokenCommand {
     /// Print the token called NAME, alone on stdout.
     #[command(long_about = "Print the token called NAME, alone on one line on stdout, for \
-`$(att-token get NAME)`. With --min-valid, the daemon refreshes first if the token would lapse sooner.")]
+`$(att-token get NAME)`. With --min-valid, the daemon refreshes first if the token would lapse sooner; asking \
+for more than a fresh token lives is refused (exit 2) and the message says the most you may ask for.")]
     Get(GetArgs),
 
     /// Print the least-privileged token that may access a device.
