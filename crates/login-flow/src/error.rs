@@ -34,8 +34,7 @@ impl Step {
 pub enum LoginError {
     /// The server rejected the username or password (`invalid_grant` on the password step).
     #[error(
-        "AllThingsTalk rejected the username or password{}: check them (they are case-sensitive) and log in again \
-         with `att-token login <name>`",
+        "AllThingsTalk rejected the username or password{}: check them (they are case-sensitive) and log in again",
         describe(.description)
     )]
     BadCredentials {
@@ -44,9 +43,9 @@ pub enum LoginError {
     },
     /// The server rejected the MFA code or the challenge (`invalid_grant` on the MFA step).
     #[error(
-        "AllThingsTalk rejected the MFA code: it was wrong or expired, or the login took too long; log in again with \
-         `att-token login <name>` and enter the code your authenticator app shows right now (check the gateway's \
-         clock if a TOTP seed is configured){}",
+        "AllThingsTalk rejected the MFA code: it was wrong or expired, or the login took too long; log in again and \
+         enter the code your authenticator app shows right now (check the gateway's clock if a TOTP seed is \
+         configured){}",
         describe(.description)
     )]
     BadMfaCode {
@@ -55,21 +54,18 @@ pub enum LoginError {
     },
     /// The account asks for an MFA code and none was given.
     #[error(
-        "this AllThingsTalk account uses multi-factor authentication and no code was given: log in again with \
-         `att-token login <name> --code <6 digits from your authenticator app>`"
+        "this AllThingsTalk account uses multi-factor authentication and no code was given: log in again with the \
+         6-digit code from your authenticator app"
     )]
     MfaRequired,
     /// The server rejected the refresh token (`invalid_grant` on refresh): unknown, used, revoked or expired.
-    #[error(
-        "the refresh token was rejected (it expired, was revoked or was already used): log in again with \
-         `att-token login <name>`"
-    )]
+    #[error("the refresh token was rejected (it expired, was revoked or was already used): log in again")]
     RefreshRejected,
     /// The server rejected the client id (`invalid_clientId` / `invalid_client`).
     #[error(
         "AllThingsTalk rejected the client id during the {}{}: set api.client_id to one your instance accepts \
          (\"web\", \"mobile\" or \"postman\"); a refresh must use the client id of its login, so after changing it \
-         log in again with `att-token login <name>`",
+         log in again",
         .step.as_str(),
         describe(.description)
     )]
@@ -92,7 +88,7 @@ pub enum LoginError {
     /// The server refused the request with another OAuth2 error (HTTP 400).
     #[error(
         "AllThingsTalk refused the {} with error {code:?}{}: check the configuration ([api] and [api.mfa]) and log \
-         in again with `att-token login <name>`",
+         in again",
         .step.as_str(),
         describe(.description)
     )]
@@ -199,12 +195,12 @@ fn retry_hint(retry_after: &Option<Duration>) -> String {
 
 fn revoked_message(kind: TokenKind) -> String {
     match kind {
-        TokenKind::User => "the access token was rejected (HTTP 401): it expired or the session was revoked; the \
-                            daemon will refresh it, and if that fails log in again with `att-token login <name>`"
+        TokenKind::User => "the access token was rejected (HTTP 401): it expired or the session was revoked; refresh \
+                            it, and if that fails, log in again"
             .to_owned(),
         TokenKind::Device | TokenKind::Ground => format!(
             "the {kind} token was rejected (HTTP 401): it was deleted or revoked in the AllThingsTalk web UI; create \
-             a new {kind} token there, put it in the token_file (or credential) and restart att-tokend"
+             a new {kind} token there and use it instead"
         ),
     }
 }
@@ -280,7 +276,9 @@ mod tests {
         for error in &verdicts {
             assert!(!error.is_transient(), "{error:?}");
             assert!(error.needs_login(), "{error:?}");
-            assert!(error.to_string().contains("att-token login") || error.to_string().contains("api."), "{error}");
+            let message = error.to_string();
+            assert!(message.contains("log in again") || message.contains("api."), "{error}");
+            assert!(!message.contains("att-token"), "the protocol crate names no program: {message}");
         }
         for error in [
             LoginError::TokenRevoked { kind: TokenKind::Device },
@@ -297,7 +295,7 @@ mod tests {
     #[test]
     fn messages_say_what_to_do() {
         let refresh = LoginError::RefreshRejected.to_string();
-        assert!(refresh.contains("log in again with `att-token login <name>`"), "{refresh}");
+        assert!(refresh.ends_with("log in again"), "{refresh}");
         let device = LoginError::TokenRevoked { kind: TokenKind::Device }.to_string();
         assert!(device.contains("device token") && device.contains("web UI"), "{device}");
         let user = LoginError::TokenRevoked { kind: TokenKind::User }.to_string();
@@ -307,6 +305,6 @@ mod tests {
         let bad = LoginError::BadCredentials { description: Some("The user name or password is incorrect.".into()) };
         assert!(bad.to_string().contains("server said"), "{bad}");
         let mfa = LoginError::MfaRequired.to_string();
-        assert!(mfa.contains("--code"), "{mfa}");
+        assert!(mfa.contains("6-digit code"), "{mfa}");
     }
 }

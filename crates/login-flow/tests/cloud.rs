@@ -162,7 +162,7 @@ async fn mfa_account_without_a_code() {
     let cloud = cloud().await;
     let error = client(&cloud).login_with_code(&mfa_user(), None).await.unwrap_err();
     assert_eq!(error, LoginError::MfaRequired);
-    assert!(!error.is_transient() && error.to_string().contains("--code"));
+    assert!(!error.is_transient() && error.to_string().contains("6-digit code"));
 }
 
 #[tokio::test]
@@ -220,7 +220,7 @@ async fn refresh_rotates_and_reuse_is_rejected() {
 
     let error = client.refresh(&first).await.unwrap_err();
     assert_eq!(error, LoginError::RefreshRejected);
-    assert!(!error.is_transient() && error.to_string().contains("att-token login"));
+    assert!(!error.is_transient() && error.to_string().contains("log in again"));
     assert_eq!(cloud.control().counters().refresh_reuses, 1);
 
     client.refresh(&second).await.expect("the rotated token works");
