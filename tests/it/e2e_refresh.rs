@@ -1,6 +1,6 @@
 //! End to end, as separate processes: an MFA login through `att-token`, tokens kept valid across many refreshes,
-//! no secret in a trace-level log or a signal, private state files, a session that survives `kill -9` (also at random moments and mid-refresh), and a cloud
-//! clock far ahead that changes nothing.
+//! no secret in a trace-level log or a signal, private state files, a session that survives `kill -9` (right
+//! after a refresh, while one is on its way, at random moments), and a cloud clock far ahead that changes nothing.
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
