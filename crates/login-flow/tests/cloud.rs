@@ -371,15 +371,7 @@ async fn endless_server(head: &'static str, chunked: bool) -> (String, Arc<Atomi
     let done = Arc::new(AtomicBool::new(false));
     let (counter, finished) = (written.clone(), done.clone());
     tokio::spawn(async move {
-        let Ok((mut socket, _)) = listener.accept().await else { return };
-        let mut request = Vec::new();
-        let mut buffer = [0u8; 4096];
-        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-            match socket.read(&mut buffer).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => request.extend_from_slice(&buffer[..n]),
-            }
-        }
+        let Some(mut socket) = accept_one_request(&listener).await else { return };
         if socket.write_all(head.as_bytes()).await.is_err() {
             return;
         }
@@ -433,20 +425,26 @@ async fn an_endless_reply_is_refused_at_the_cap() {
     }
 }
 
+/// Accepts one connection and reads the request head; `None` when the peer went away first.
+async fn accept_one_request(listener: &TcpListener) -> Option<tokio::net::TcpStream> {
+    let (mut socket, _) = listener.accept().await.ok()?;
+    let mut request = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+        match socket.read(&mut buffer).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => request.extend_from_slice(&buffer[..n]),
+        }
+    }
+    Some(socket)
+}
+
 /// Serves one connection with a raw, arbitrary reply, then closes it.
 async fn raw_server(reply: Vec<u8>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
     let url = format!("http://{}", listener.local_addr().expect("address"));
     tokio::spawn(async move {
-        let Ok((mut socket, _)) = listener.accept().await else { return };
-        let mut request = Vec::new();
-        let mut buffer = [0u8; 4096];
-        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-            match socket.read(&mut buffer).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => request.extend_from_slice(&buffer[..n]),
-            }
-        }
+        let Some(mut socket) = accept_one_request(&listener).await else { return };
         let _ = socket.write_all(&reply).await;
         let _ = socket.shutdown().await;
     });
