@@ -20,36 +20,63 @@
 //! re-login or [`Action::NeedsLogin`]. (A wall clock that jumped makes a restored deadline look passed; the
 //! next reply's `Date` header puts a fixed window's deadline right again.)
 //!
-//! The serving rule is [`Session::valid_for`]: a token is handed out only while it has more than
-//! [`Policy::safety_margin`] left (plus whatever the caller asked for). Static device and ground tokens have
-//! no expiry: [`valid_for`] with `None`.
+//! Requests are spaced: no two requests (refresh or login) of a session are planned closer together than
+//! [`Policy::refresh_floor`] ([`Session::last_request`] is when the last one's outcome was applied), and a
+//! grant whose access token lives less than that ([`Policy::too_short`]) is not served: it counts as a
+//! transient failure, though its refresh token is taken.
+//!
+//! The serving rule is [`Session::valid_for`]: a token is handed out only while it has more than its margin
+//! left (plus whatever the caller asked for); [`Session::serve_until`] says until when. The margin is
+//! [`Policy::margin_for`] the access token's life: [`Policy::safety_margin`], or a fifth of the life when
+//! that is smaller, so a token that lives no longer than the safety margin is still served. A caller who
+//! wants more than the token in hand has asks [`Session::for_caller`], which decides whether that caller
+//! may make the session refresh. Static device and ground tokens have no expiry: [`valid_for`] with `None`.
 //!
 //! ```
 //! use std::time::Duration;
-//! use token_model::plan::{Action, Attempt, Grant, Outcome, Policy, RefreshTokenChange, Session};
+//! use token_model::plan::{Action, Attempt, CallerAction, Grant, Outcome, Policy, RefreshTokenChange, Session};
 //! use token_model::time::{ClockPair, MonoTime, WallTime};
 //!
 //! let policy = Policy::default();
 //! let at = |s: u64| ClockPair::new(MonoTime::from_origin(Duration::from_secs(s)), WallTime::from_unix_seconds(1_700_000_000 + s as i64));
+//! let mono = |s: u64| MonoTime::from_origin(Duration::from_secs(s));
 //!
 //! // A login reply arrived at t = 0 s with a one-hour access token.
 //! let grant = Grant::new(at(0), Duration::from_secs(3599), RefreshTokenChange::Rotated);
 //! let mut session = Session::logged_in(&grant, &policy, false, 0.5);
-//! assert!(session.valid_for(at(10).mono, Duration::from_secs(600), &policy));
+//! assert!(session.valid_for(mono(10), Duration::from_secs(600), &policy));
+//! // Served until 60 s (the safety margin) before it lapses.
+//! assert_eq!(session.serve_until(&policy), Some(mono(3599 - 60)));
 //!
 //! // The plan: refresh at 75–80 % of the access token's life (here 77.5 %, from the jitter 0.5).
-//! let Action::Refresh { at: when, .. } = session.plan(&policy, at(10).mono) else { unreachable!() };
-//! assert!(when > MonoTime::from_origin(Duration::from_secs(2690)) && when < MonoTime::from_origin(Duration::from_secs(2880)));
+//! let Action::Refresh { at: when, .. } = session.plan(&policy, mono(10)) else { unreachable!() };
+//! assert!(when > mono(2690) && when < mono(2880));
 //!
-//! // The refresh failed for a transient reason: retry after a short backoff.
+//! // A caller who wants more than the token has left cannot make it refresh before half its life.
+//! let want = Duration::from_secs(3599 - 60 - 100);
+//! assert_eq!(
+//!     session.for_caller(mono(200), want, &policy),
+//!     CallerAction::Refuse { valid_for: Duration::from_secs(3599 - 200 - 61), until: Some(mono(1799) + Duration::from_millis(500)) },
+//! );
+//!
+//! // The refresh failed for a transient reason: retry after a short backoff, never before the floor (5 s).
 //! session.apply(Attempt::Refresh, Outcome::Transient { retry_after: None }, at(2800), &policy, 0.3);
-//! assert!(matches!(session.plan(&policy, at(2800).mono), Action::Retry { failures: 1, .. }));
+//! let Action::Retry { at: retry, failures: 1, .. } = session.plan(&policy, mono(2800)) else { unreachable!() };
+//! assert_eq!(retry, mono(2805));
 //!
 //! // It worked the second time, with a new refresh token: the server rotates (a sliding window).
-//! let reply = Grant::new(at(2801), Duration::from_secs(3599), RefreshTokenChange::Rotated);
-//! session.apply(Attempt::Refresh, Outcome::Success(reply), at(2801), &policy, 0.9);
+//! let reply = Grant::new(at(2805), Duration::from_secs(3599), RefreshTokenChange::Rotated);
+//! session.apply(Attempt::Refresh, Outcome::Success(reply), at(2805), &policy, 0.9);
 //! assert_eq!(session.failures(), 0);
-//! ```
+//! assert_eq!(session.last_request(), Some(mono(2805)));
+//!
+//! // A cloud that grants 20 s access tokens: the margin shrinks to 4 s, the refresh comes at 15–16 s.
+//! let short = Grant::new(at(4000), Duration::from_secs(20), RefreshTokenChange::Rotated);
+//! session.apply(Attempt::Refresh, Outcome::Success(short), at(4000), &policy, 0.0);
+//! assert_eq!(policy.margin_for(Duration::from_secs(20)), Duration::from_secs(4));
+//! assert_eq!(session.serve_until(&policy), Some(mono(4016)));
+//! assert_eq!(session.plan(&policy, mono(4000)).at(), Some(mono(4015)));
+//! //! ```
 
 use std::time::{Duration, SystemTime};
 
@@ -69,8 +96,15 @@ pub struct Policy {
     /// The session's jitter chooses within `refresh_from..refresh_until`.
     pub refresh_until: f64,
     /// A token is never handed out with less than this left, and every refresh is planned at least this
-    /// long before the deadline it protects (default 60 s).
+    /// long before the deadline it protects (default 60 s). For an access token whose life is short the
+    /// margin shrinks to a fifth of that life: see [`Policy::margin_for`].
     pub safety_margin: Duration,
+    /// No two requests (refresh or login) of one session are planned closer together than this (default
+    /// 5 s). An access token that lives less than this is too short to serve ([`Policy::too_short`]).
+    pub refresh_floor: Duration,
+    /// While transient failures are pending, a caller may trigger one early refresh at most this often
+    /// (default 10 s; never more often than [`Policy::refresh_floor`]). See [`Session::for_caller`].
+    pub caller_retry_gap: Duration,
     /// The first retry delay after a transient failure (default 1 s); it doubles with each failure.
     pub backoff_initial: Duration,
     /// The longest retry delay of the backoff (default 5 min).
@@ -93,6 +127,8 @@ impl Default for Policy {
             refresh_from: 0.75,
             refresh_until: 0.80,
             safety_margin: Duration::from_secs(60),
+            refresh_floor: Duration::from_secs(5),
+            caller_retry_gap: Duration::from_secs(10),
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(300),
             retry_after_max: Duration::from_secs(3600),
@@ -104,6 +140,19 @@ impl Default for Policy {
 }
 
 impl Policy {
+    /// The serving margin of an access token granted for `life`: the smaller of
+    /// [`Policy::safety_margin`] and a fifth of `life`, so a token whose life is no longer than the safety
+    /// margin is still served for most of it.
+    pub fn margin_for(&self, life: Duration) -> Duration {
+        self.safety_margin.min(life / 5)
+    }
+
+    /// Whether an access token granted for `life` is too short to serve: it lapses before the next request
+    /// may even be sent (`life` < [`Policy::refresh_floor`]). Such a grant counts as a transient failure.
+    pub fn too_short(&self, life: Duration) -> bool {
+        life < self.refresh_floor
+    }
+
     /// The refresh point within a token's life chosen by `jitter`, kept within `[0, 1]`.
     fn fraction(&self, jitter: f64) -> f64 {
         let lo = clamp_unit(self.refresh_from.min(self.refresh_until));
@@ -339,6 +388,31 @@ impl TokenState {
     }
 }
 
+/// What a caller asking for a token valid for `want` more may make the session do at `now`
+/// ([`Session::for_caller`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallerAction {
+    /// Serve the access token in hand.
+    Serve,
+    /// Refresh now (the caller waits for it).
+    RefreshNow,
+    /// No token a refresh could give lives that long: `most` is the longest validity a fresh token gives.
+    TooLong {
+        /// The longest validity a fresh token gives (its life less its margin and a second).
+        most: Duration,
+    },
+    /// Not now.
+    Refuse {
+        /// The longest validity that can be served right now, to the second (zero if none).
+        valid_for: Duration,
+        /// When a caller's request may next make a difference (`None`: only a login helps).
+        until: Option<MonoTime>,
+    },
+    /// A login is needed (the plan is [`Action::NeedsLogin`]): the daemon answers NeedsLogin; it never
+    /// logs in for a caller.
+    NeedsLogin,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct AccessWindow {
     obtained: MonoTime,
@@ -368,6 +442,8 @@ pub struct Session {
     lapse_warned: Option<Duration>,
     offset: Option<ClockOffset>,
     known_good: Option<WallTime>,
+    /// When the outcome of the last request (refresh or login) was applied; `None` before any in this run.
+    last_request: Option<MonoTime>,
     jitter: f64,
 }
 
@@ -387,17 +463,32 @@ impl Session {
             lapse_warned: None,
             offset: None,
             known_good: None,
+            last_request: Some(grant.arrived.mono),
             jitter: clamp_jitter(jitter),
         };
         s.take_login(grant, policy);
         s
     }
 
-    fn take_access(&mut self, grant: &Grant) {
+    /// Takes the access token of `grant`, or, when it is too short to serve ([`Policy::too_short`]), keeps
+    /// the access token in hand and counts the grant as a transient failure (retried as a refresh).
+    fn take_access(&mut self, grant: &Grant, policy: &Policy) {
+        if policy.too_short(grant.expires_in) {
+            self.failures = self.failures.saturating_add(1);
+            let delay = self.retry_delay(policy, grant.arrived.mono, None);
+            self.retry = Some(PendingRetry { attempt: Attempt::Refresh, at: grant.arrived.mono + delay });
+            return;
+        }
         self.access = Some(AccessWindow {
             obtained: grant.arrived.mono,
             deadline: Deadline::after(grant.arrived, grant.expires_in),
         });
+        self.failures = 0;
+        self.retry = None;
+    }
+
+    /// The clock facts of a reply: the server's offset and a wall time known to have passed.
+    fn take_clock(&mut self, grant: &Grant) {
         let off = grant.offset();
         if off.is_some() {
             self.offset = off;
@@ -407,8 +498,6 @@ impl Session {
         let local = grant.arrived.wall;
         let seen = off.map_or(local, |o| o.server_time(local).min(local));
         self.known_good = Some(self.known_good.map_or(seen, |k| k.max(seen)));
-        self.failures = 0;
-        self.retry = None;
     }
 
     fn new_refresh_window(&mut self, grant: &Grant, policy: &Policy) {
@@ -420,12 +509,16 @@ impl Session {
     }
 
     fn take_login(&mut self, grant: &Grant, policy: &Policy) {
-        self.take_access(grant);
+        self.take_clock(grant);
         self.relogin_rejected = false;
         self.new_refresh_window(grant, policy);
+        self.take_access(grant, policy);
         if grant.refresh_token == RefreshTokenChange::Omitted {
-            // Nothing to refresh with: the session ends with this access token.
+            // Nothing to refresh with: the session ends with this access token (or the one in hand, when
+            // this one is too short), and there is no refresh to retry.
             self.refresh_rejected = true;
+            self.failures = 0;
+            self.retry = None;
         }
     }
 
@@ -433,9 +526,15 @@ impl Session {
     ///
     /// `jitter` in `[0, 1)` is fresh randomness; it chooses the next refresh point and the backoff.
     /// A human's failed login is not applied (the session stays as it was); a successful one is applied as
-    /// `(Attempt::Login, Outcome::Success(..))`.
+    /// `(Attempt::Login, Outcome::Success(..))`. `at` becomes [`Session::last_request`].
+    ///
+    /// A grant whose access token is too short to serve ([`Policy::too_short`]) still gives its refresh-token
+    /// facts (rotation, a new window; the daemon saves the new refresh token), but its access token is not
+    /// taken: the one in hand (if any) stays, and the grant counts as a transient failure retried as a
+    /// refresh. A login grant without a refresh token leaves nothing to refresh with, as usual.
     pub fn apply(&mut self, attempt: Attempt, outcome: Outcome, at: ClockPair, policy: &Policy, jitter: f64) {
         self.jitter = clamp_jitter(jitter);
+        self.last_request = Some(at.mono);
         match (attempt, outcome) {
             (Attempt::Login, Outcome::Success(grant)) => self.take_login(&grant, policy),
             (Attempt::Refresh, Outcome::Success(grant)) => self.take_refresh(&grant, policy),
@@ -458,7 +557,7 @@ impl Session {
     }
 
     fn take_refresh(&mut self, grant: &Grant, policy: &Policy) {
-        self.take_access(grant);
+        self.take_clock(grant);
         self.refresh_rejected = false;
         match grant.refresh_token {
             RefreshTokenChange::Rotated => {
@@ -479,17 +578,18 @@ impl Session {
                 }
             }
         }
+        self.take_access(grant, policy);
     }
 
-    /// The backoff delay, never beyond the remaining (servable) lifetime.
+    /// The backoff delay, never beyond the remaining (servable) lifetime. (The plan never retries before
+    /// [`Policy::refresh_floor`] either; that is applied when planning.)
     fn retry_delay(&self, policy: &Policy, now: MonoTime, retry_after: Option<Duration>) -> Duration {
         let mut delay = policy.backoff(self.failures, self.jitter);
         if let Some(ra) = retry_after {
             delay = delay.max(ra.min(policy.retry_after_max));
         }
-        let margin = policy.safety_margin;
-        let access_left = self.access.map(|a| a.deadline.remaining(now).saturating_sub(margin));
-        let refresh_left = self.refresh_deadline.map(|d| d.remaining(now).saturating_sub(margin));
+        let access_left = self.access.map(|a| a.deadline.remaining(now).saturating_sub(self.margin(policy)));
+        let refresh_left = self.refresh_deadline.map(|d| d.remaining(now).saturating_sub(policy.safety_margin));
         let limit = [access_left, refresh_left].into_iter().flatten().find(|d| !d.is_zero());
         match limit {
             Some(l) => delay.min(l),
@@ -501,7 +601,7 @@ impl Session {
     pub fn record_warning(&mut self, now: MonoTime, policy: &Policy) {
         let Some(deadline) = self.refresh_deadline else { return };
         let left = deadline.remaining(now);
-        let margin = policy.safety_margin;
+        let margin = self.margin(policy);
         let leads = policy.warnings_desc();
         // The warning that was planned, and every smaller lead already reached: one warning covers them.
         let planned = leads.iter().copied().find(|&l| self.lapse_warned.is_none_or(|w| l < w));
@@ -517,16 +617,37 @@ impl Session {
     }
 
     /// The next action and its time. Pure and stable: the same session, policy and `now` give the same plan.
+    ///
+    /// A request ([`Action::Refresh`], [`Action::Retry`], [`Action::ReLogin`]) is never planned before
+    /// [`Session::last_request`] plus [`Policy::refresh_floor`].
     pub fn plan(&self, policy: &Policy, now: MonoTime) -> Action {
+        if let Some(reason) = self.needs_login() {
+            return Action::NeedsLogin { reason };
+        }
+        let renewal = self.renewal(policy, now);
+        // A warning comes first only when it is due strictly earlier: renewing wins a tie.
+        match self.warning_at(policy, now) {
+            Some(warning) if warning.at() < renewal.at() => warning,
+            _ => renewal,
+        }
+    }
+
+    fn needs_login(&self) -> Option<NeedsLoginReason> {
         if self.refresh_rejected && (!self.unattended_relogin || self.relogin_rejected) {
-            let reason = if self.relogin_rejected {
+            Some(if self.relogin_rejected {
                 NeedsLoginReason::ReLoginRejected
             } else {
                 NeedsLoginReason::RefreshRejected
-            };
-            return Action::NeedsLogin { reason };
+            })
+        } else {
+            None
         }
-        // Candidates in priority order for equal times: renewing first, warning last.
+    }
+
+    /// The next request (refresh, retry or re-login), no earlier than the floor after the last one. Only
+    /// meaningful when no login is needed.
+    fn renewal(&self, policy: &Policy, now: MonoTime) -> Action {
+        // Candidates in priority order for equal times.
         let mut best: Option<Action> = None;
         let mut offer = |a: Action| {
             if best.is_none_or(|b| a.at() < b.at()) {
@@ -545,26 +666,42 @@ impl Session {
                 offer(Action::ReLogin { at });
             }
         }
-        if let Some(a) = self.warning_at(policy, now) {
-            offer(a);
+        let floor = self.floor(policy);
+        match best.unwrap_or(Action::Refresh { at: now, reason: RefreshReason::AccessToken }) {
+            Action::Refresh { at, reason } => Action::Refresh { at: at.max(floor), reason },
+            Action::Retry { at, attempt, failures } => Action::Retry { at: at.max(floor), attempt, failures },
+            Action::ReLogin { at } => Action::ReLogin { at: at.max(floor) },
+            other => other,
         }
-        best.unwrap_or(Action::Refresh { at: now, reason: RefreshReason::AccessToken })
     }
 
-    /// 75–80 % into the access token's life (as the jitter chooses), never inside the margin, never before
+    /// The earliest time the next request may be sent: [`Policy::refresh_floor`] after the last one.
+    fn floor(&self, policy: &Policy) -> MonoTime {
+        self.last_request.map_or(MonoTime::ORIGIN, |l| l + policy.refresh_floor)
+    }
+
+    /// The serving margin of the access token in hand ([`Policy::margin_for`] its life); the full safety
+    /// margin without one.
+    fn margin(&self, policy: &Policy) -> Duration {
+        self.access_lifetime().map_or(policy.safety_margin, |life| policy.margin_for(life))
+    }
+
+    /// 75–80 % into the access token's life (as the jitter chooses), never inside its margin, never before
     /// `now`; `now` without a usable access token.
     fn access_refresh_at(&self, policy: &Policy, now: MonoTime) -> MonoTime {
         match self.access {
             Some(a) => {
                 let life = a.deadline.mono().saturating_since(a.obtained);
                 let planned = a.obtained + life.mul_f64(policy.fraction(self.jitter));
-                planned.min(a.deadline.mono().saturating_sub(policy.safety_margin)).max(now)
+                planned.min(a.deadline.mono().saturating_sub(policy.margin_for(life))).max(now)
             }
             None => now,
         }
     }
 
-    /// The refresh: when the access token needs it, or earlier when the refresh token does.
+    /// The refresh: when the access token needs it, or earlier when the refresh token does. The refresh
+    /// token keeps the full safety margin (its deadline counts from a reply's arrival, whatever the access
+    /// token's life).
     fn refresh_at(&self, policy: &Policy, now: MonoTime) -> Action {
         let margin = policy.safety_margin;
         let f = policy.fraction(self.jitter);
@@ -607,14 +744,85 @@ impl Session {
         }
         let lead = policy.warnings_desc().into_iter().find(|&l| self.lapse_warned.is_none_or(|w| l < w))?;
         // The margin keeps the warning at least `lead` ahead even though the deadline counts from arrival.
-        let at = rt.mono().saturating_sub(lead.saturating_add(policy.safety_margin)).max(now);
+        let at = rt.mono().saturating_sub(lead.saturating_add(self.margin(policy))).max(now);
         Some(Action::WarnLapse { at, lapses_at: rt })
     }
 
-    /// The serving rule: the access token may be handed out for at least `want` more, beyond the safety
-    /// margin. If not, the daemon refreshes first (D-Bus `GetTokenValidFor`); `GetToken` uses zero.
+    /// The serving rule: the access token may be handed out for at least `want` more, beyond its margin
+    /// ([`Policy::margin_for`] its life). `GetToken` uses zero; for `GetTokenValidFor` see
+    /// [`Session::for_caller`].
     pub fn valid_for(&self, now: MonoTime, want: Duration, policy: &Policy) -> bool {
-        self.access.is_some_and(|a| valid_for(Some(a.deadline.mono()), now, want, policy.safety_margin))
+        self.access.is_some_and(|a| valid_for(Some(a.deadline.mono()), now, want, self.margin(policy)))
+    }
+
+    /// Until when the access token in hand is served: its deadline less its margin ([`Policy::margin_for`]
+    /// its life). `None` without a usable access token. [`Session::valid_for`] with zero is `now` before this.
+    pub fn serve_until(&self, policy: &Policy) -> Option<MonoTime> {
+        self.access.map(|a| a.deadline.mono().saturating_sub(self.margin(policy)))
+    }
+
+    /// When the outcome of the session's last request (refresh or login) was applied: the `at` of the last
+    /// [`Session::apply`], or the grant's arrival for [`Session::logged_in`]. `None` for a restored session
+    /// that has sent nothing since.
+    pub fn last_request(&self) -> Option<MonoTime> {
+        self.last_request
+    }
+
+    /// What a caller asking at `now` for the access token valid for `want` more (D-Bus `GetTokenValidFor`)
+    /// may make the session do. The first rule that applies decides:
+    ///
+    /// 1. [`CallerAction::Serve`] when [`Session::valid_for`] holds;
+    /// 2. [`CallerAction::NeedsLogin`] when the plan is [`Action::NeedsLogin`];
+    /// 3. [`CallerAction::TooLong`] when the access token's life is no more than `want` plus its margin:
+    ///    no refresh can help;
+    /// 4. a pending re-login refuses: a caller never triggers a login. `until` is `None` while it is not
+    ///    due, and its time once due (the daemon's own timer performs it);
+    /// 5. before half of the access token's life has passed, refuse until then: callers cannot use up the
+    ///    session by refreshing early;
+    /// 6. while a retry after transient failures is pending, a caller may trigger one early attempt per
+    ///    [`Policy::caller_retry_gap`] since the last request;
+    /// 7. otherwise refresh now, once [`Policy::refresh_floor`] has passed since the last request.
+    ///
+    /// [`CallerAction::RefreshNow`] is never returned before [`Session::last_request`] plus the floor. The
+    /// daemon performs it and applies its outcome, which moves `last_request` on: between two applied
+    /// outcomes at most one caller gets it.
+    pub fn for_caller(&self, now: MonoTime, want: Duration, policy: &Policy) -> CallerAction {
+        if self.valid_for(now, want, policy) {
+            return CallerAction::Serve;
+        }
+        if self.needs_login().is_some() {
+            return CallerAction::NeedsLogin;
+        }
+        let margin = self.margin(policy);
+        if let Some(life) = self.access_lifetime()
+            && life <= want.saturating_add(margin)
+        {
+            let most = life.saturating_sub(margin).saturating_sub(Duration::from_secs(1));
+            return CallerAction::TooLong { most };
+        }
+        // What can be served now: to the second, so that asking for exactly this much is served.
+        let valid_for = self.access.map_or(Duration::ZERO, |a| {
+            a.deadline.remaining(now).saturating_sub(margin.saturating_add(Duration::from_secs(1)))
+        });
+        let refuse = |until: Option<MonoTime>| CallerAction::Refuse { valid_for, until };
+        let renewal = self.renewal(policy, now);
+        if let Action::ReLogin { at } | Action::Retry { at, attempt: Attempt::Login, .. } = renewal {
+            return refuse((at <= now).then_some(at));
+        }
+        if let Some(a) = self.access {
+            let half = a.obtained + a.deadline.mono().saturating_since(a.obtained) / 2;
+            if now < half {
+                return refuse(Some(half));
+            }
+        }
+        let mut gap = policy.refresh_floor;
+        if self.failures > 0 && renewal.at().is_some_and(|at| at > now) {
+            gap = gap.max(policy.caller_retry_gap);
+        }
+        match self.last_request.map(|l| l + gap) {
+            Some(next) if now < next => refuse(Some(next)),
+            _ => CallerAction::RefreshNow,
+        }
     }
 
     /// The D-Bus `State` at `now`.
@@ -758,6 +966,7 @@ impl PersistedSession {
             lapse_warned: self.lapse_warned_secs.map(Duration::from_secs),
             offset: self.clock_offset,
             known_good: self.known_good,
+            last_request: None,
             jitter: clamp_jitter(jitter),
         }
     }

@@ -98,19 +98,14 @@ fn verdict_without_unattended_login_needs_a_human_but_keeps_serving() {
 fn verdict_with_unattended_login_logs_in_again_and_a_rejected_login_needs_a_human() {
     let (mut s, policy) = logged_in(true);
     s.apply(Attempt::Refresh, Outcome::Verdict, at(2700), &policy, 0.0);
-    assert_eq!(s.plan(&policy, mono(2700)), Action::ReLogin { at: mono(2700) });
-    s.apply(Attempt::Login, Outcome::Transient { retry_after: None }, at(2700), &policy, 0.0);
-    assert_eq!(
-        s.plan(&policy, mono(2700)),
-        Action::Retry {
-            at: MonoTime::from_origin(Duration::from_millis(2_700_500)),
-            attempt: Attempt::Login,
-            failures: 1
-        }
-    );
-    assert_eq!(s.state(mono(2700), &policy), TokenState::Retrying);
-    s.apply(Attempt::Login, Outcome::Verdict, at(2701), &policy, 0.0);
-    assert_eq!(s.plan(&policy, mono(2701)), Action::NeedsLogin { reason: NeedsLoginReason::ReLoginRejected });
+    // At once, but not before the refresh floor (5 s) after the rejected refresh.
+    assert_eq!(s.plan(&policy, mono(2700)), Action::ReLogin { at: mono(2705) });
+    s.apply(Attempt::Login, Outcome::Transient { retry_after: None }, at(2705), &policy, 0.0);
+    // The backoff says 0.5 s; the floor says 5 s.
+    assert_eq!(s.plan(&policy, mono(2705)), Action::Retry { at: mono(2710), attempt: Attempt::Login, failures: 1 });
+    assert_eq!(s.state(mono(2705), &policy), TokenState::Retrying);
+    s.apply(Attempt::Login, Outcome::Verdict, at(2710), &policy, 0.0);
+    assert_eq!(s.plan(&policy, mono(2710)), Action::NeedsLogin { reason: NeedsLoginReason::ReLoginRejected });
 }
 
 #[test]

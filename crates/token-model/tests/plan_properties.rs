@@ -20,7 +20,8 @@ fn mono_ms(ms: u64) -> MonoTime {
     MonoTime::from_origin(Duration::from_millis(ms))
 }
 
-/// A session built the way the daemon builds one: a login, then maybe a refresh of some kind.
+/// A session built the way the daemon builds one: a login, then maybe a refresh of some kind. Every grant
+/// here is servable (at least the 5 s refresh floor); grants too short to serve have their own properties.
 #[derive(Debug, Clone)]
 struct Case {
     session: Session,
@@ -31,7 +32,7 @@ struct Case {
 fn arb_case() -> impl Strategy<Value = Case> {
     (
         0u64..1_000_000_000,                                 // login at (ms)
-        prop_oneof![1u64..300, Just(3599), 1u64..200 * DAY], // expires_in (s): short, usual, up to 200 days
+        prop_oneof![5u64..300, Just(3599), 5u64..200 * DAY], // expires_in (s): short, usual, up to 200 days
         0u8..3,                                              // 0 login only, 1 rotated refresh, 2 fixed refresh
         0u64..3_600_000,                                     // refresh delay after login (ms)
         any::<bool>(),                                       // unattended re-login configured
@@ -62,7 +63,8 @@ fn later() -> impl Strategy<Value = u64> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2_000))]
 
-    /// The planned refresh falls before both deadlines (by the safety margin) while time remains, and never
+    /// The planned refresh falls before both deadlines (the access token's by its margin, the refresh
+    /// token's by the safety margin) while time remains, unless the refresh floor holds it back, and never
     /// before `now`.
     #[test]
     fn refresh_is_planned_before_both_deadlines(case in arb_case(), later in later()) {
@@ -70,12 +72,15 @@ proptest! {
         let margin = policy.safety_margin;
         let now = mono_ms(case.last + later);
         let access = case.session.access_deadline().unwrap();
+        let access_margin = policy.margin_for(case.session.access_lifetime().unwrap());
+        let floor = mono_ms(case.last) + policy.refresh_floor;
         let rt = case.session.refresh_deadline().unwrap();
         match case.session.plan(&policy, now) {
             Action::Refresh { at, .. } => {
-                prop_assert!(at >= now);
-                if access.mono().saturating_sub(margin) > now {
-                    prop_assert!(at <= access.mono().saturating_sub(margin), "after the access deadline: {at:?} {access:?}");
+                prop_assert!(at >= now && at >= floor);
+                let cap = access.mono().saturating_sub(access_margin);
+                if cap > now {
+                    prop_assert!(at <= cap.max(floor), "after the access deadline: {at:?} {access:?}");
                 }
                 // The refresh token is protected too, as long as the access token in hand predates its cap.
                 let rt_cap = rt.mono().saturating_sub(margin);
@@ -131,25 +136,27 @@ proptest! {
         }
     }
 
-    /// Jitter chooses within the 75–80 % band and never moves the refresh inside the safety margin.
+    /// Jitter chooses within the 75–80 % band and never moves the refresh inside the token's margin, unless
+    /// the refresh floor after the login holds it back (a token living less than 6.25 s).
     #[test]
     fn jitter_stays_in_the_band_and_outside_the_margin(
-        t0 in 0u64..1_000_000_000, life in prop_oneof![1u64..300, 1u64..7 * DAY], jitter in 0.0f64..1.0,
+        t0 in 0u64..1_000_000_000, life in prop_oneof![5u64..300, 5u64..7 * DAY], jitter in 0.0f64..1.0,
     ) {
         let policy = Policy::default();
         let life = Duration::from_secs(life);
         let s = Session::logged_in(&Grant::new(at_ms(t0), life, RefreshTokenChange::Rotated), &policy, false, jitter);
         let deadline = s.access_deadline().unwrap().mono();
         let Action::Refresh { at, .. } = s.plan(&policy, mono_ms(t0)) else { panic!("a fresh session refreshes next") };
-        let cap = deadline.saturating_sub(policy.safety_margin).max(mono_ms(t0));
-        prop_assert!(at <= cap);
+        let floor = mono_ms(t0) + policy.refresh_floor;
+        let cap = deadline.saturating_sub(policy.margin_for(life)).max(mono_ms(t0));
+        prop_assert!(at <= cap.max(floor));
         let lo = mono_ms(t0) + life.mul_f64(0.75);
         let hi = mono_ms(t0) + life.mul_f64(0.80);
-        prop_assert!(at >= lo.min(cap) && at <= hi + Duration::from_millis(1));
+        prop_assert!(at >= lo.min(cap) && at <= hi.max(floor) + Duration::from_millis(1));
     }
 
     /// Backoff: bounded by 5 minutes (without Retry-After), by the honoured Retry-After otherwise, and never
-    /// beyond the remaining (servable) lifetime.
+    /// beyond the remaining (servable) lifetime; never inside the refresh floor either.
     #[test]
     fn backoff_is_bounded(
         case in arb_case(), later in later(), failures in 1usize..40,
@@ -171,17 +178,22 @@ proptest! {
             prop_assert_eq!(n as usize, i + 1);
             prop_assert_eq!(attempt, Attempt::Refresh);
             let delay = at.saturating_since(mono_ms(now));
-            let bound = ra.map_or(policy.backoff_max, |ra| policy.backoff_max.max(ra.min(policy.retry_after_max)));
+            let bound = ra.map_or(policy.backoff_max, |ra| policy.backoff_max.max(ra.min(policy.retry_after_max)))
+                .max(policy.refresh_floor);
             prop_assert!(delay <= bound, "delay {delay:?} over {bound:?}");
-            let access_left = s.access_deadline().unwrap().remaining(mono_ms(now)).saturating_sub(policy.safety_margin);
+            let access_margin = policy.margin_for(s.access_lifetime().unwrap());
+            let access_left = s.access_deadline().unwrap().remaining(mono_ms(now)).saturating_sub(access_margin);
             if !access_left.is_zero() {
-                prop_assert!(delay <= access_left, "delay {delay:?} beyond the token's life {access_left:?}");
+                // The refresh floor may hold a retry back further.
+                let limit = access_left.max(policy.refresh_floor);
+                prop_assert!(delay <= limit, "delay {delay:?} beyond the token's life {access_left:?}");
             }
+            prop_assert!(delay >= policy.refresh_floor, "a retry {delay:?} after the failure, inside the floor");
             now = at.since_origin().as_millis() as u64;
         }
     }
 
-    /// The serving rule never hands out a token past its deadline or inside the margin.
+    /// The serving rule never hands out a token past its deadline or inside its margin.
     #[test]
     fn serving_rule_respects_deadline_and_margin(
         case in arb_case(), later in later(), want in 0u64..100_000,
@@ -190,10 +202,11 @@ proptest! {
         let now = mono_ms(case.last + later);
         let want = Duration::from_secs(want);
         let deadline = case.session.access_deadline().unwrap().mono();
+        let margin = policy.margin_for(case.session.access_lifetime().unwrap());
         if case.session.valid_for(now, want, &policy) {
-            prop_assert!(deadline > now + policy.safety_margin + want);
+            prop_assert!(deadline > now + margin + want);
         } else {
-            prop_assert!(deadline <= now + policy.safety_margin + want + Duration::from_millis(1));
+            prop_assert!(deadline <= now + margin + want + Duration::from_millis(1));
         }
         prop_assert!(valid_for(None, now, want, policy.safety_margin), "static tokens never expire");
     }
