@@ -1,11 +1,11 @@
 //! Named cases of the refresh planner: verdicts, re-login, fixed windows, Retry-After, restore after a wall
-//! clock jump, and the D-Bus state names.
+//! clock jump, the D-Bus state names, short grants, and what a caller's request may make the session do.
 
 use std::time::Duration;
 
 use token_model::plan::{
-    Action, Attempt, Grant, NeedsLoginReason, Outcome, Policy, RefreshReason, RefreshTokenChange, Rotation, Session,
-    TokenState, plan,
+    Action, Attempt, CallerAction, Grant, NeedsLoginReason, Outcome, Policy, RefreshReason, RefreshTokenChange,
+    Rotation, Session, TokenState, plan,
 };
 use token_model::secret::RefreshToken;
 use token_model::time::{ClockPair, MonoTime, WallTime, check_wall_clock, expires_at};
@@ -268,4 +268,157 @@ fn the_access_lifetime_is_the_latest_grant_s_and_bounds_what_a_fresh_token_can_g
     let margin = policy.safety_margin;
     assert!(s.valid_for(mono(2700), Duration::from_secs(1800) - margin - Duration::from_secs(1), &policy));
     assert!(!s.valid_for(mono(2700), Duration::from_secs(1800) - margin, &policy));
+}
+
+fn ms(ms: u64) -> MonoTime {
+    MonoTime::from_origin(Duration::from_millis(ms))
+}
+
+fn grant_for(s: u64, life: u64, change: RefreshTokenChange) -> Grant {
+    Grant::new(at(s), Duration::from_secs(life), change)
+}
+
+#[test]
+fn a_20_s_grant_against_the_60_s_margin_is_served_and_refreshed_at_15_to_16_s() {
+    let policy = Policy::default();
+    let life = Duration::from_secs(20);
+    assert_eq!(policy.margin_for(life), Duration::from_secs(4), "a fifth of 20 s, under the 60 s margin");
+    assert!(!policy.too_short(life));
+    for (jitter, refresh_ms) in [(0.0, 15_000), (0.5, 15_500), (0.999_999, 15_999)] {
+        let s = Session::logged_in(&grant_for(100, 20, RefreshTokenChange::Rotated), &policy, false, jitter);
+        assert!(s.valid_for(mono(100), Duration::ZERO, &policy), "served at once");
+        assert!(s.valid_for(mono(115), Duration::ZERO, &policy), "still served at 15 s");
+        assert!(!s.valid_for(mono(116), Duration::ZERO, &policy), "not inside the last 4 s");
+        assert_eq!(s.serve_until(&policy), Some(mono(116)));
+        assert_eq!(s.state(mono(110), &policy), TokenState::Valid);
+        let Action::Refresh { at, reason: RefreshReason::AccessToken } = s.plan(&policy, mono(100)) else {
+            panic!("a refresh is planned")
+        };
+        assert_eq!(at.saturating_since(mono(100)).as_millis(), refresh_ms, "jitter {jitter}");
+    }
+}
+
+#[test]
+fn a_2_s_grant_is_not_served_and_counts_as_a_transient_failure() {
+    let (mut s, policy) = logged_in(false);
+    assert!(policy.too_short(Duration::from_secs(2)));
+    let before = s.access_deadline();
+    // At 2700 s the refresh brings a new refresh token but an access token of 2 s.
+    s.apply(
+        Attempt::Refresh,
+        Outcome::Success(grant_for(2700, 2, RefreshTokenChange::Rotated)),
+        at(2700),
+        &policy,
+        0.0,
+    );
+    assert_eq!(s.access_deadline(), before, "the access token in hand stays");
+    assert_eq!(s.access_lifetime(), Some(Duration::from_secs(3599)));
+    assert_eq!(s.refresh_deadline().unwrap().mono(), mono(2700 + 60 * DAY), "the new refresh token is taken");
+    assert_eq!(s.rotation(), Rotation::Sliding);
+    assert_eq!(s.failures(), 1);
+    assert_eq!(s.last_request(), Some(mono(2700)));
+    // The backoff says 0.5 s; the floor says 5 s.
+    assert_eq!(s.plan(&policy, mono(2700)), Action::Retry { at: mono(2705), attempt: Attempt::Refresh, failures: 1 });
+    assert_eq!(s.state(mono(2700), &policy), TokenState::Retrying);
+    assert!(!s.valid_for(mono(2701), Duration::from_secs(1000), &policy), "the 2 s token is never what is served");
+
+    // A login whose only access token is 2 s long: nothing to serve, a refresh retried after the floor.
+    let s = Session::logged_in(&grant_for(0, 2, RefreshTokenChange::Rotated), &policy, false, 0.0);
+    assert_eq!(s.access_deadline(), None);
+    assert_eq!(s.serve_until(&policy), None);
+    assert_eq!(s.state(mono(0), &policy), TokenState::Expired);
+    assert_eq!(s.plan(&policy, mono(0)), Action::Retry { at: mono(5), attempt: Attempt::Refresh, failures: 1 });
+
+    // The same without a refresh token: nothing to refresh with, as after any login without one.
+    let s = Session::logged_in(&grant_for(0, 2, RefreshTokenChange::Omitted), &policy, false, 0.0);
+    assert_eq!(s.plan(&policy, mono(0)), Action::NeedsLogin { reason: NeedsLoginReason::RefreshRejected });
+    assert_eq!(s.failures(), 0);
+    let s = Session::logged_in(&grant_for(0, 2, RefreshTokenChange::Omitted), &policy, true, 0.0);
+    assert_eq!(s.plan(&policy, mono(0)), Action::ReLogin { at: mono(5) });
+}
+
+#[test]
+fn a_caller_cannot_make_the_session_refresh_before_half_the_token_s_life() {
+    let (s, policy) = logged_in(false);
+    // 3599 s, margin 60 s: at 100 s a token valid for 3500 s more is not in hand (3599 - 100 - 60 < 3500),
+    // though a fresh one would be.
+    let want = Duration::from_secs(3500);
+    assert_eq!(
+        s.for_caller(mono(100), want, &policy),
+        CallerAction::Refuse { valid_for: Duration::from_secs(3599 - 100 - 61), until: Some(ms(1_799_500)) }
+    );
+    assert_eq!(s.for_caller(mono(100), Duration::from_secs(3000 - 500), &policy), CallerAction::Serve);
+    // At half the life the caller may have its refresh, once.
+    assert_eq!(s.for_caller(ms(1_799_500), want, &policy), CallerAction::RefreshNow);
+    let mut s = s;
+    s.apply(Attempt::Refresh, Outcome::Success(reply(1800, 0, RefreshTokenChange::Rotated)), at(1800), &policy, 0.0);
+    assert_eq!(s.for_caller(mono(1800), want, &policy), CallerAction::Serve);
+}
+
+#[test]
+fn a_caller_asking_beyond_a_fresh_token_or_for_a_login_spends_nothing() {
+    let (mut s, policy) = logged_in(true);
+    let most = Duration::from_secs(3599 - 60 - 1);
+    assert_eq!(s.for_caller(mono(10), Duration::from_secs(3599 - 60), &policy), CallerAction::TooLong { most });
+    assert_eq!(s.for_caller(mono(0), most, &policy), CallerAction::Serve, "a fresh token gives `most`");
+
+    // A rejected refresh token with unattended re-login: the caller never triggers the login.
+    s.apply(Attempt::Refresh, Outcome::Verdict, at(3000), &policy, 0.0);
+    let want = Duration::from_secs(1000);
+    let valid_for = Duration::from_secs(3599 - 3001 - 61);
+    assert_eq!(s.for_caller(mono(3001), want, &policy), CallerAction::Refuse { valid_for, until: None });
+    let valid_for = Duration::from_secs(3599 - 3005 - 61);
+    assert_eq!(
+        s.for_caller(mono(3005), want, &policy),
+        CallerAction::Refuse { valid_for, until: Some(mono(3005)) },
+        "a due re-login is the daemon's own timer's"
+    );
+    // Without unattended re-login: NeedsLogin.
+    s.set_unattended_relogin(false);
+    assert_eq!(s.for_caller(mono(3001), want, &policy), CallerAction::NeedsLogin);
+    assert!(s.valid_for(mono(3001), Duration::ZERO, &policy), "the token in hand is still served");
+}
+
+#[test]
+fn a_caller_triggers_at_most_one_early_retry_per_gap_and_never_inside_the_floor() {
+    let (mut s, policy) = logged_in(false);
+    let want = Duration::from_secs(600);
+    // Late in the token's life a refresh fails with a 2-minute Retry-After.
+    s.apply(
+        Attempt::Refresh,
+        Outcome::Transient { retry_after: Some(Duration::from_secs(120)) },
+        at(2900),
+        &policy,
+        0.0,
+    );
+    assert_eq!(s.plan(&policy, mono(2900)).at(), Some(mono(3020)));
+    // The token has 2900 → 3539 s to serve: 639 s, so a caller wanting 600 s is served until 2939 s.
+    assert_eq!(s.for_caller(mono(2901), want, &policy), CallerAction::Serve);
+    // A caller wanting 700 s may trigger one early attempt 10 s (the caller gap) after the failure.
+    let longer = Duration::from_secs(700);
+    let refused = CallerAction::Refuse { valid_for: Duration::from_secs(3599 - 2905 - 61), until: Some(mono(2910)) };
+    assert_eq!(s.for_caller(mono(2905), longer, &policy), refused, "within the caller gap");
+    assert_eq!(s.for_caller(mono(2910), longer, &policy), CallerAction::RefreshNow);
+    assert_eq!(s.for_caller(mono(2940), want, &policy), CallerAction::RefreshNow);
+    // The daemon performs it at 2940 s; it fails again.
+    s.apply(Attempt::Refresh, Outcome::Transient { retry_after: None }, at(2940), &policy, 0.0);
+    // The daemon's own retry (backoff 1 s, floor 5 s) is at 2945 s; a caller's next early one at 2950 s.
+    assert_eq!(s.plan(&policy, mono(2940)).at(), Some(mono(2945)));
+    assert_eq!(
+        s.for_caller(mono(2944), want, &policy),
+        CallerAction::Refuse { valid_for: Duration::from_secs(3599 - 2944 - 61), until: Some(mono(2950)) }
+    );
+    // Once the daemon's retry is due, a caller may have it (the floor has passed).
+    assert_eq!(s.for_caller(mono(2945), want, &policy), CallerAction::RefreshNow);
+}
+
+#[test]
+fn a_restored_session_without_a_token_refreshes_for_the_first_caller() {
+    let (s, policy) = logged_in(false);
+    let saved = s.to_persisted(at(100));
+    let boot = ClockPair::new(mono(0), WallTime::from_unix_seconds(30));
+    let r = saved.restore(boot, check_wall_clock(saved.known_good, boot.wall), false, 0.0);
+    assert_eq!(r.last_request(), None);
+    assert_eq!(r.for_caller(mono(0), Duration::ZERO, &policy), CallerAction::RefreshNow);
+    assert_eq!(r.plan(&policy, mono(0)), Action::Refresh { at: mono(0), reason: RefreshReason::AccessToken });
 }
