@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use token_model::plan::{
-    Action, Attempt, Grant, Outcome, PersistedSession, Policy, RefreshReason, RefreshTokenChange, Rotation, Session,
-    valid_for,
+    Action, Attempt, CallerAction, Grant, Outcome, PersistedSession, Policy, RefreshReason, RefreshTokenChange,
+    Rotation, Session, valid_for,
 };
 use token_model::time::{ClockPair, Deadline, MonoTime, UntrustedReason, WallClockTrust, WallTime};
 
@@ -305,5 +305,305 @@ proptest! {
         prop_assert!(restored.refresh_deadline().is_none());
         prop_assert!(!restored.valid_for(mono_ms(5), Duration::ZERO, &policy));
         prop_assert_eq!(restored.plan(&policy, mono_ms(5)), Action::Refresh { at: mono_ms(5), reason: RefreshReason::AccessToken });
+    }
+}
+
+/// A policy with the defaults or other margins, floors and caller gaps (the floor is at least a second).
+fn arb_policy() -> impl Strategy<Value = Policy> {
+    (prop_oneof![Just(60u64), 1u64..300], prop_oneof![Just(5u64), 1u64..30], prop_oneof![Just(10u64), 1u64..60])
+        .prop_map(|(margin, floor, gap)| Policy {
+            safety_margin: Duration::from_secs(margin),
+            refresh_floor: Duration::from_secs(floor),
+            caller_retry_gap: Duration::from_secs(gap),
+            ..Policy::default()
+        })
+}
+
+/// An access token's life (ms): under a second to 2 hours, many shorter than a refresh floor.
+fn arb_life() -> impl Strategy<Value = u64> {
+    prop_oneof![100u64..10_000, 10_000u64..600_000, 1_000u64..7_200_000, Just(3_599_000)]
+}
+
+/// One step of a run: maybe a caller asks (after `after` ms, for `want` ms), then the next request's outcome.
+#[derive(Debug, Clone)]
+struct Step {
+    caller: Option<(u64, u64)>,
+    outcome: Out,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Out {
+    Success { life_ms: u64, change: u8 },
+    Transient { retry_after_s: Option<u64> },
+    Verdict,
+}
+
+fn arb_steps() -> impl Strategy<Value = Vec<Step>> {
+    let out = prop_oneof![
+        4 => (arb_life(), 0u8..3).prop_map(|(life_ms, change)| Out::Success { life_ms, change }),
+        3 => proptest::option::of(0u64..600).prop_map(|retry_after_s| Out::Transient { retry_after_s }),
+        1 => Just(Out::Verdict),
+    ];
+    let caller = proptest::option::of((0u64..7_200_000, prop_oneof![0u64..600_000, 0u64..7_200_000]));
+    proptest::collection::vec((caller, out).prop_map(|(caller, outcome)| Step { caller, outcome }), 1..40)
+}
+
+fn change_of(c: u8) -> RefreshTokenChange {
+    [RefreshTokenChange::Rotated, RefreshTokenChange::Repeated, RefreshTokenChange::Omitted][c as usize % 3]
+}
+
+/// The serving relation at `now` (property b): the margin is the smaller of the safety margin and a fifth of
+/// the life, and a served token has more than that margin (plus what was asked for) left.
+fn check_serving(s: &Session, policy: &Policy, now: MonoTime, want: Duration) -> Result<(), TestCaseError> {
+    let Some(life) = s.access_lifetime() else {
+        prop_assert!(!s.valid_for(now, Duration::ZERO, policy) && s.serve_until(policy).is_none());
+        return Ok(());
+    };
+    let margin = policy.margin_for(life);
+    prop_assert!(margin <= policy.safety_margin && margin <= life / 5);
+    prop_assert!(margin == policy.safety_margin || margin == life / 5);
+    let deadline = s.access_deadline().unwrap().mono();
+    if s.valid_for(now, want, policy) {
+        prop_assert!(deadline.saturating_since(now) > margin + want, "served inside the margin {margin:?}");
+    }
+    prop_assert_eq!(s.serve_until(policy), Some(deadline.saturating_sub(margin)));
+    prop_assert_eq!(s.valid_for(now, Duration::ZERO, policy), now < deadline.saturating_sub(margin));
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1_000))]
+
+    /// (a) and (b): whatever the grant lives and whatever the outcomes (successes of any life, too-short
+    /// grants, transient failures, verdicts) and whichever callers ask in between, every request the plan
+    /// schedules, and every refresh a caller may trigger, is at least `refresh_floor` after the last applied
+    /// outcome; `last_request` is that outcome's time; and no token is ever served inside its margin.
+    #[test]
+    fn requests_keep_the_floor_and_tokens_their_margin(
+        policy in arb_policy(), first_life in arb_life(), first_change in 0u8..2, unattended in any::<bool>(),
+        steps in arb_steps(), jitter in 0.0f64..1.0,
+    ) {
+        let t0 = 1_000u64;
+        let g = Grant::new(at_ms(t0), Duration::from_millis(first_life), change_of(first_change));
+        let mut s = Session::logged_in(&g, &policy, unattended, jitter);
+        let mut last = mono_ms(t0);
+        prop_assert_eq!(s.last_request(), Some(last));
+        let mut now = last;
+        for step in steps {
+            let mut plan = s.plan(&policy, now);
+            while let Action::WarnLapse { at, .. } = plan {
+                now = at.max(now);
+                s.record_warning(now, &policy);
+                plan = s.plan(&policy, now);
+            }
+            let (attempt, mut at) = match plan {
+                Action::Refresh { at, .. } => (Attempt::Refresh, at),
+                Action::Retry { at, attempt, .. } => (attempt, at),
+                Action::ReLogin { at } => (Attempt::Login, at),
+                Action::NeedsLogin { .. } => {
+                    // A human logs in an hour later (not a planned request, so the floor does not bind it).
+                    now = now + Duration::from_secs(3600);
+                    let g = Grant::new(at_ms(now.since_origin().as_millis() as u64), Duration::from_secs(3599), RefreshTokenChange::Rotated);
+                    s.apply(Attempt::Login, Outcome::Success(g), g.arrived, &policy, jitter);
+                    last = now;
+                    continue;
+                }
+                Action::WarnLapse { .. } => unreachable!(),
+            };
+            prop_assert!(at >= now, "{plan:?} planned in the past of {now:?}");
+            prop_assert!(at >= last + policy.refresh_floor, "{plan:?} within the floor after {last:?}");
+            let mut attempt = attempt;
+            if let Some((after, want)) = step.caller {
+                let t = now + Duration::from_millis(after);
+                let want = Duration::from_millis(want);
+                check_serving(&s, &policy, t, want)?;
+                if t < at {
+                    let asked = s.for_caller(t, want, &policy);
+                    if asked == CallerAction::RefreshNow {
+                        prop_assert!(t >= last + policy.refresh_floor, "a caller's refresh at {t:?} after {last:?}");
+                        attempt = Attempt::Refresh;
+                        at = t;
+                    }
+                }
+            }
+            check_serving(&s, &policy, at, Duration::ZERO)?;
+            let outcome = match step.outcome {
+                Out::Success { life_ms, change } => {
+                    Outcome::Success(Grant::new(at_ms(at.since_origin().as_millis() as u64), Duration::from_millis(life_ms), change_of(change)))
+                }
+                Out::Transient { retry_after_s } => Outcome::Transient { retry_after: retry_after_s.map(Duration::from_secs) },
+                Out::Verdict => Outcome::Verdict,
+            };
+            let pair = at_ms(at.since_origin().as_millis() as u64);
+            s.apply(attempt, outcome, pair, &policy, jitter);
+            last = pair.mono;
+            now = pair.mono;
+            prop_assert_eq!(s.last_request(), Some(last));
+            // Right after an outcome no caller may trigger another request.
+            for want in [Duration::ZERO, Duration::from_secs(1), Duration::from_secs(3000)] {
+                prop_assert_ne!(s.for_caller(now, want, &policy), CallerAction::RefreshNow);
+            }
+        }
+    }
+
+    /// (c): a servable grant's planned refresh lies at 75–80 % of its life, unless the floor after its
+    /// arrival pushes it later (then it is exactly at the floor).
+    #[test]
+    fn a_servable_grant_is_refreshed_at_75_to_80_percent_or_at_the_floor(
+        policy in arb_policy(), life in arb_life(), jitter in 0.0f64..1.0, by_login in any::<bool>(), t0 in 0u64..1_000_000_000,
+    ) {
+        let life = Duration::from_millis(life);
+        prop_assume!(!policy.too_short(life));
+        let g = Grant::new(at_ms(t0), life, RefreshTokenChange::Rotated);
+        let s = if by_login {
+            Session::logged_in(&g, &policy, false, jitter)
+        } else {
+            let mut s = Session::logged_in(&Grant::new(at_ms(0), Duration::from_secs(3599), RefreshTokenChange::Rotated), &policy, false, 0.5);
+            s.apply(Attempt::Refresh, Outcome::Success(g), at_ms(t0), &policy, jitter);
+            s
+        };
+        let obtained = mono_ms(t0);
+        let Action::Refresh { at, reason: RefreshReason::AccessToken } = s.plan(&policy, obtained) else {
+            panic!("a refresh for the access token is planned")
+        };
+        let floor = obtained + policy.refresh_floor;
+        let lo = obtained + life.mul_f64(0.75);
+        let hi = obtained + life.mul_f64(0.80);
+        if at == floor && floor > hi {
+            // The floor pushed it.
+        } else {
+            prop_assert!(at >= lo && at <= hi, "{at:?} outside {lo:?}..{hi:?}");
+        }
+        prop_assert!(at >= floor);
+    }
+
+    /// (d): a grant too short to serve is never served and counts as a transient failure; its refresh
+    /// token is still taken, and a login without one leaves nothing to refresh with.
+    #[test]
+    fn a_too_short_grant_is_never_served_and_counts_as_a_failure(
+        policy in arb_policy(), first_life in arb_life(), short in 0.0f64..1.0, change in 0u8..3,
+        by_login in any::<bool>(), after in 0u64..10_000_000, unattended in any::<bool>(), jitter in 0.0f64..1.0,
+    ) {
+        // Anything shorter than the floor.
+        let short = policy.refresh_floor.mul_f64(short);
+        prop_assert!(policy.too_short(short));
+        let first = Grant::new(at_ms(0), Duration::from_millis(first_life), RefreshTokenChange::Rotated);
+        let mut s = Session::logged_in(&first, &policy, unattended, 0.5);
+        let before = s.clone();
+        let t = 1 + after;
+        let g = Grant::new(at_ms(t), short, change_of(change));
+        let attempt = if by_login { Attempt::Login } else { Attempt::Refresh };
+        s.apply(attempt, Outcome::Success(g), at_ms(t), &policy, jitter);
+        prop_assert_eq!(s.access_deadline(), before.access_deadline(), "the short token is not taken");
+        prop_assert_eq!(s.access_lifetime(), before.access_lifetime());
+        // Never served beyond what the token in hand gave before.
+        for probe in [t, t + short.as_millis() as u64 / 2, t + 1] {
+            prop_assert_eq!(s.valid_for(mono_ms(probe), Duration::ZERO, &policy), before.valid_for(mono_ms(probe), Duration::ZERO, &policy));
+        }
+        // The refresh-token facts are taken.
+        let rotated = change_of(change) == RefreshTokenChange::Rotated;
+        if rotated || by_login {
+            prop_assert_eq!(s.refresh_deadline().map(|d| d.mono()), Some(mono_ms(t) + policy.refresh_token_lifetime));
+        }
+        if !by_login {
+            prop_assert_eq!(s.rotation(), if rotated { Rotation::Sliding } else { Rotation::Fixed });
+        }
+        let floor = mono_ms(t) + policy.refresh_floor;
+        if by_login && change_of(change) == RefreshTokenChange::Omitted {
+            prop_assert_eq!(s.failures(), 0, "nothing to retry");
+            match s.plan(&policy, mono_ms(t)) {
+                Action::ReLogin { at } => prop_assert!(unattended && at >= floor),
+                Action::NeedsLogin { .. } => prop_assert!(!unattended),
+                other => prop_assert!(false, "unexpected plan {other:?}"),
+            }
+        } else {
+            prop_assert_eq!(s.failures(), before.failures() + 1);
+            let mut plan = s.plan(&policy, mono_ms(t));
+            while let Action::WarnLapse { at, .. } = plan {
+                s.record_warning(at, &policy);
+                plan = s.plan(&policy, mono_ms(t));
+            }
+            let Action::Retry { at, attempt: Attempt::Refresh, failures } = plan else {
+                panic!("a retry of the refresh: {plan:?}")
+            };
+            prop_assert_eq!(failures, before.failures() + 1);
+            prop_assert!(at >= floor);
+        }
+    }
+
+    /// (e): callers can spend at most one request per applied outcome, and a crowd of callers asking for
+    /// as much as a fresh token gives (its life less its margin and a second) causes at most two requests
+    /// in any span of one access token's life; each `RefreshNow` is performed (a success) at once.
+    #[test]
+    fn a_crowd_of_callers_causes_at_most_two_requests_per_token_life(
+        policy in arb_policy(), life in arb_life(), callers in proptest::collection::vec(0u64..1_000_000, 1_000),
+        lives in 2u64..6, jitter in 0.0f64..1.0,
+    ) {
+        let life = Duration::from_millis(life);
+        prop_assume!(!policy.too_short(life));
+        let margin = policy.margin_for(life);
+        let want = life.saturating_sub(margin).saturating_sub(Duration::from_secs(1));
+        let span = life.as_millis() as u64 * lives;
+        let mut times: Vec<u64> = callers.iter().map(|c| c * span / 1_000_000).collect();
+        times.sort_unstable();
+        let g = Grant::new(at_ms(0), life, RefreshTokenChange::Rotated);
+        let mut s = Session::logged_in(&g, &policy, false, jitter);
+        let mut requests = vec![0u64];
+        let mut by_callers = 0;
+        let succeed = |s: &mut Session, t: u64| {
+            s.apply(Attempt::Refresh, Outcome::Success(Grant::new(at_ms(t), life, RefreshTokenChange::Rotated)), at_ms(t), &policy, jitter);
+        };
+        for &t in &times {
+            // The daemon's own timer first.
+            while let Some(at) = s.plan(&policy, mono_ms(t)).at().filter(|&at| at <= mono_ms(t)) {
+                let at_ms_ = at.since_origin().as_millis() as u64;
+                requests.push(at_ms_);
+                succeed(&mut s, at_ms_);
+            }
+            let asked = s.for_caller(mono_ms(t), want, &policy);
+            prop_assert!(!matches!(asked, CallerAction::TooLong { .. } | CallerAction::NeedsLogin), "{asked:?}");
+            if asked == CallerAction::RefreshNow {
+                by_callers += 1;
+                requests.push(t);
+                succeed(&mut s, t);
+                prop_assert_eq!(s.for_caller(mono_ms(t), want, &policy), CallerAction::Serve, "the fresh token gives `want`");
+            }
+        }
+        requests.dedup();
+        let l = life.as_millis() as u64;
+        for (i, &r) in requests.iter().enumerate() {
+            let within = requests[i..].iter().take_while(|&&q| q < r + l).count();
+            prop_assert!(within <= 2, "{within} requests within {l} ms from {r}: {requests:?} ({by_callers} by callers)");
+        }
+    }
+
+    /// (e) under failures: while transient failures are pending, callers trigger at most one early attempt
+    /// per `caller_retry_gap` (and never within the floor), however many ask.
+    #[test]
+    fn callers_retry_early_at_most_once_per_gap(
+        policy in arb_policy(), life in arb_life(), callers in proptest::collection::vec(0u64..600_000, 1..300),
+        want in 0u64..7_200_000, jitter in 0.0f64..1.0, fail_at in 0u64..7_200_000,
+    ) {
+        let life = Duration::from_millis(life);
+        let g = Grant::new(at_ms(0), life, RefreshTokenChange::Rotated);
+        let mut s = Session::logged_in(&g, &policy, false, jitter);
+        let fail_at = fail_at.max(policy.refresh_floor.as_millis() as u64);
+        s.apply(Attempt::Refresh, Outcome::Transient { retry_after: Some(Duration::from_secs(3600)) }, at_ms(fail_at), &policy, jitter);
+        let mut times: Vec<u64> = callers.iter().map(|c| fail_at + c).collect();
+        times.sort_unstable();
+        let want = Duration::from_millis(want);
+        let gap = policy.caller_retry_gap.max(policy.refresh_floor).as_millis() as u64;
+        let mut last = fail_at;
+        for &t in &times {
+            let retry_pending = s.plan(&policy, mono_ms(t)).at().is_some_and(|at| at > mono_ms(t));
+            if s.for_caller(mono_ms(t), want, &policy) == CallerAction::RefreshNow {
+                prop_assert!(t >= last + policy.refresh_floor.as_millis() as u64);
+                if retry_pending {
+                    prop_assert!(t >= last + gap, "an early attempt at {t} ms, {} ms after the last", t - last);
+                }
+                s.apply(Attempt::Refresh, Outcome::Transient { retry_after: None }, at_ms(t), &policy, jitter);
+                last = t;
+            }
+        }
     }
 }
