@@ -75,6 +75,10 @@ pub struct DaemonConfig {
     pub state_dir: PathBuf,
     /// Who may log in, refresh and log out (root always may).
     pub admins: Principals,
+    /// Whether the kernel's "clock synchronised" flag (set by an NTP client) confirms the wall clock, so that a
+    /// restored access token may be served at once (default true). Without it, a restored token is refreshed
+    /// before it is served.
+    pub trust_kernel_time_sync: bool,
 }
 
 /// A D-Bus bus: `"system"`, `"session"` or an address such as `unix:path=/run/x/bus`.
@@ -573,6 +577,7 @@ struct RawDaemon {
     bus: Option<BusValue>,
     state_dir: Option<Spanned<PathBuf>>,
     admins: Option<Spanned<RawPrincipals>>,
+    trust_kernel_time_sync: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -755,6 +760,7 @@ impl RawConfig {
                 None => PathBuf::from(DEFAULT_STATE_DIR),
             },
             admins: principals(self.daemon.admins, ctx),
+            trust_kernel_time_sync: self.daemon.trust_kernel_time_sync.unwrap_or(true),
         };
         let refresh = self.refresh.validate(ctx)?;
         let defaults = MaintenanceConfig::default();
@@ -1090,6 +1096,25 @@ pub fn resolve_principals(config: &Config) -> Result<ResolvedAccess, ConfigError
 }
 
 impl Config {
+    /// Settings that work but that an operator should change, each with what to change; the daemon logs them at
+    /// start and on reload, and `--check-config` prints them.
+    pub fn advice(&self) -> Vec<String> {
+        let mut advice = Vec::new();
+        let attempt = self.api.connect_timeout.saturating_add(self.api.request_timeout);
+        if self.refresh.safety_margin < attempt {
+            advice.push(format!(
+                "{}: [refresh] safety_margin ({} s) is shorter than one request may take ([api] connect_timeout + \
+                 request_timeout = {} s): a refresh sent as late as the margin allows may still be waiting on a slow \
+                 cloud when the token lapses; set safety_margin to at least \"{}s\" or lower the timeouts",
+                self.path.display(),
+                self.refresh.safety_margin.as_secs(),
+                attempt.as_secs(),
+                attempt.as_secs()
+            ));
+        }
+        advice
+    }
+
     /// Checks every secret file the config names: it exists, is a regular file, is readable, is neither group- nor
     /// world-readable, and holds one valid line. Credentials are looked up in `$CREDENTIALS_DIRECTORY`.
     pub fn check_files(&self) -> Result<(), ConfigError> {
@@ -1479,5 +1504,17 @@ devices = ["{DEV}"]
         let message = source.resolve_in(None).unwrap_err();
         assert!(message.contains("LoadCredential=site-a") && message.contains("token_file"), "{message}");
         assert_eq!(source.resolve_in(Some(Path::new("/run/c"))).unwrap(), Path::new("/run/c/site-a"));
+    }
+
+    #[test]
+    fn a_margin_shorter_than_one_request_is_advised_against() {
+        assert!(parse_ok("").advice().is_empty(), "the defaults need no advice");
+        assert!(parse_ok("[daemon]\ntrust_kernel_time_sync = false\n").advice().is_empty());
+        let advice = parse_ok("[refresh]\nsafety_margin = \"10s\"\n").advice();
+        assert_eq!(advice.len(), 1, "{advice:?}");
+        assert!(advice[0].contains("safety_margin (10 s)") && advice[0].contains("\"20s\""), "{advice:?}");
+        let fitted =
+            parse_ok("[api]\nconnect_timeout = \"2s\"\nrequest_timeout = \"5s\"\n[refresh]\nsafety_margin = \"10s\"\n");
+        assert!(fitted.advice().is_empty(), "shorter timeouts fit the margin");
     }
 }

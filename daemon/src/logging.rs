@@ -98,7 +98,10 @@ pub fn init() {
     let rust_log = std::env::var("RUST_LOG").ok();
     let (filter, warning) = filter(rust_log.as_deref());
     let journal = std::env::var_os("JOURNAL_STREAM").is_some();
-    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(true);
+    // The builder's own level filter (info unless told) would drop what `filter` lets through: let `filter`
+    // alone decide.
+    let builder =
+        tracing_subscriber::fmt().with_max_level(LevelFilter::TRACE).with_writer(std::io::stderr).with_target(true);
     let result = if journal {
         builder.with_ansi(false).without_time().finish().with(filter).try_init()
     } else {

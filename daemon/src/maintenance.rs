@@ -82,10 +82,10 @@ pub fn review_lapses(engine: &Engine, within: Duration) {
             Some(format!("token {:?} still needs a login; run `att-token login {}`", name.as_str(), name.as_str()))
         } else if status.refresh_token_expires_at != 0 && status.refresh_token_expires_at <= horizon {
             Some(format!(
-                "the session of {:?} lapses at Unix time {} and cannot be renewed without a login; run `att-token \
-                 login {}` before then",
+                "the session of {:?} lapses at {} and cannot be renewed without a login; run `att-token login {}` \
+                 before then",
                 name.as_str(),
-                status.refresh_token_expires_at,
+                crate::engine::rfc3339(status.refresh_token_expires_at),
                 name.as_str()
             ))
         } else {

@@ -131,11 +131,19 @@ fn lapse_horizon(config: &Config) -> Duration {
 /// Runs the daemon until `SIGTERM`/`SIGINT`.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut config = config;
+    for advice in config.advice() {
+        tracing::warn!("{advice}");
+    }
     let engine_config = engine_config(&config)?;
     let cloud = cloud(&config.api)?;
     let dir = state::StateDir::open(&config.daemon.state_dir)?;
     let store = Arc::new(StateStore::new(dir, config.api.client_id.clone()));
-    let settings = SessionSettings { cloud: Some(cloud.clone()), store: Some(store), policy: policy(&config.refresh) };
+    let settings = SessionSettings {
+        cloud: Some(cloud.clone()),
+        store: Some(store),
+        policy: policy(&config.refresh),
+        clock: crate::clock::ClockPolicy::new(config.daemon.trust_kernel_time_sync),
+    };
     let engine = Engine::start(engine_config, settings);
 
     let credentials = Arc::new(Credentials::bus());
@@ -232,6 +240,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 async fn reload(current: &Config, engine: &Engine) -> anyhow::Result<Config> {
     let new = config::load(&current.path)?;
     new.check_files()?;
+    for advice in new.advice() {
+        tracing::warn!("{advice}");
+    }
     let engine_config = engine_config(&new)?;
     if new.daemon.bus != current.daemon.bus
         || new.daemon.state_dir != current.daemon.state_dir

@@ -143,13 +143,13 @@ async fn concurrent_valid_for_calls_share_one_refresh_body() {
     let agent = harness.agent().await;
     login(&harness, &cloud).await;
     let (first, _) = agent.get_token("main").await.unwrap();
-    // Let some of the token's life pass so that 8 more seconds cannot be had without a refresh (the planned
-    // refresh is at 75-80 % of 12 s, later than this).
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Let over half of the token's 11 s pass (a caller may make it refresh early only then) so that 5 more
+    // seconds cannot be had without a refresh (the planned refresh is at 75-80 % of the life, later than this).
+    tokio::time::sleep(Duration::from_secs(6)).await;
     cloud.control().reset_counters();
     let calls = (0..8).map(|_| {
         let agent = agent.clone();
-        async move { agent.get_token_valid_for("main", 8).await }
+        async move { agent.get_token_valid_for("main", 5).await }
     });
     let results = futures_util::future::join_all(calls).await;
     let tokens: Vec<String> = results.into_iter().map(|r| r.expect("a fresh token").0).collect();

@@ -39,12 +39,19 @@ fn refused_logins_min_valid_refresh_and_logout() {
     let first = world.get("main").expect("a token after login");
     let refreshes = world.fake.counter("refreshes_ok");
 
-    // Once the token has 50 s or less left, asking for that long (plus the 2 s margin) makes the daemon refresh
-    // first; a fresh token (59 s) covers it.
-    let left = wait_until("the login's token to age to 50 s left", PATIENCE, || {
+    // Before half its life has passed, a token is not refreshed early for a caller: the answer says what it can
+    // give now, and no refresh is spent.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let out = world.att_token(&["get", "main", "--min-valid", "56"]);
+    assert_eq!(out.status.code(), Some(exit::UNAVAILABLE), "a young token is not refreshed early: {}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ask for at most"), "{}", describe(&out));
+    assert_eq!(world.fake.counter("refreshes"), 0, "no refresh for a caller before half the token's life");
+    // Once the token is past half its life (28 s or less left), asking for that long (plus the 2 s margin) makes
+    // the daemon refresh first; a fresh token (59 s) covers it.
+    let left = wait_until("the login's token to age to 28 s left", PATIENCE + PATIENCE, || {
         let expires_at = world.listed("main")["expires_at"].as_i64().expect("expires_at is a number");
         let left = expires_at - unix_now();
-        if left <= 50 { Ok(left) } else { Err(format!("{left} s left")) }
+        if left <= 28 { Ok(left) } else { Err(format!("{left} s left")) }
     });
     let out = world.att_token(&["get", "main", "--min-valid", &left.to_string()]);
     assert!(out.status.success(), "get --min-valid {left}: {}", describe(&out));

@@ -29,3 +29,6 @@ mod e2e_unattended;
 
 /// End to end: SIGHUP reloads token files, tokens and refresh timings; a broken config is reported and ignored.
 mod e2e_reload;
+
+/// End to end: short grants, hammering readers, refused credentials, outages, verdicts, logout, clocks, reloads.
+mod e2e_pressure;

@@ -129,7 +129,7 @@ fn from_transport(error: TransportError) -> LoginError {
     match error {
         TransportError::Timeout(after) => LoginError::Timeout { after },
         TransportError::Connect(detail) => LoginError::Network { detail: format!("could not connect: {detail}") },
-        TransportError::Io(detail) => LoginError::Network { detail },
+        TransportError::Io(detail) => LoginError::ConnectionLost { detail },
         TransportError::TooLarge(limit) => LoginError::ReplyTooLarge { limit },
         TransportError::InvalidRequest(problem) => LoginError::BadConfig {
             problem: format!("{problem}: check the token file holds only the token (no quotes or line breaks inside)"),
@@ -229,7 +229,10 @@ mod tests {
     async fn transport_failures_become_transient_errors() {
         let client = client(&[]);
         let error = client.refresh(&RefreshToken::new("rt")).await.unwrap_err();
-        assert!(matches!(error, LoginError::Network { .. }) && error.is_transient(), "{error:?}");
+        assert!(matches!(error, LoginError::ConnectionLost { .. }) && error.is_transient(), "{error:?}");
+        assert!(error.outcome_unknown(), "a connection lost after the request may have carried it out");
+        let refused = from_transport(TransportError::Connect("refused".to_owned()));
+        assert!(refused.is_transient() && !refused.outcome_unknown(), "no connection, no request: {refused:?}");
         assert_eq!(
             from_transport(TransportError::Timeout(Duration::from_secs(3))),
             LoginError::Timeout { after: Duration::from_secs(3) }

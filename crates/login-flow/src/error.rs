@@ -126,6 +126,15 @@ pub enum LoginError {
         /// What failed, without secrets.
         detail: String,
     },
+    /// The connection failed after the request may have been sent (reset, closed before the reply).
+    #[error(
+        "the connection to AllThingsTalk failed before its answer arrived ({detail}); it will be retried; check \
+         the gateway's network if this repeats"
+    )]
+    ConnectionLost {
+        /// What failed, without secrets.
+        detail: String,
+    },
     /// The request did not complete in time.
     #[error(
         "AllThingsTalk did not answer within {} s; it will be retried; check the gateway's network if this repeats",
@@ -217,10 +226,18 @@ impl LoginError {
             LoginError::RateLimited { .. }
                 | LoginError::ServerError { .. }
                 | LoginError::Network { .. }
+                | LoginError::ConnectionLost { .. }
                 | LoginError::Timeout { .. }
                 | LoginError::ReplyTooLarge { .. }
                 | LoginError::Malformed(_)
         )
+    }
+
+    /// Whether the request may have reached the server and been carried out although no answer was read: a
+    /// timeout, or a connection that failed after it was made. A refresh that fails this way may have rotated
+    /// the refresh token at the cloud; every other failure is known not to have (or is a verdict).
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, LoginError::Timeout { .. } | LoginError::ConnectionLost { .. })
     }
 
     /// How long the server asked to wait before retrying (HTTP 429 with `Retry-After`).

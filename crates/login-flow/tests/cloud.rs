@@ -254,7 +254,7 @@ async fn injected_faults_are_transient() {
             *e == LoginError::RateLimited { retry_after: Some(Duration::from_secs(7)) }
         }),
         (FaultKind::NotJson, |e| matches!(e, LoginError::Malformed(ReplyError::NotJson { status: 200, .. }))),
-        (FaultKind::Reset, |e| matches!(e, LoginError::Network { .. })),
+        (FaultKind::Reset, |e| matches!(e, LoginError::ConnectionLost { .. }) && e.outcome_unknown()),
     ];
     for (kind, expected) in cases {
         cloud.control().inject_fault(Fault::new(kind).on_path("/login"));

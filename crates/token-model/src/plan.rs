@@ -884,6 +884,12 @@ impl Session {
         self.unattended_relogin = on;
     }
 
+    /// New credentials for unattended re-login were configured: a re-login the cloud refused with the old ones
+    /// may be tried again.
+    pub fn credentials_changed(&mut self) {
+        self.relogin_rejected = false;
+    }
+
     /// The persistable form: deadlines as wall-clock times, mirrored through `pair` (a reading taken now).
     pub fn to_persisted(&self, pair: ClockPair) -> PersistedSession {
         PersistedSession {

@@ -322,6 +322,10 @@ pub enum UntrustedReason {
         /// How far the server's clock is ahead of ours.
         offset: ClockOffset,
     },
+    /// Nothing confirms the reading yet: no time synchronisation has set the clock since boot, and no reply from
+    /// the server has told its time (a gateway without a real-time clock boots with its last saved time, which
+    /// is plausible and wrong).
+    Unconfirmed,
 }
 
 impl fmt::Display for UntrustedReason {
@@ -331,6 +335,10 @@ impl fmt::Display for UntrustedReason {
                 f,
                 "the wall clock reads {now}, earlier than {last_known_good} which has already passed; \
                  check the time synchronisation (NTP, systemd-timesyncd) of this gateway"
+            ),
+            UntrustedReason::Unconfirmed => f.write_str(
+                "nothing confirms the wall clock yet (the kernel does not report it synchronised); check the time \
+                 synchronisation (NTP, systemd-timesyncd) of this gateway",
             ),
             UntrustedReason::FarFromServer { offset } => {
                 let secs = offset.millis() / 1000;

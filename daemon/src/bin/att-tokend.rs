@@ -41,6 +41,9 @@ fn check_config(path: &Path) -> anyhow::Result<String> {
     config.check_files()?;
     run::engine_config(&config)?;
     run::cloud(&config.api)?;
+    for advice in config.advice() {
+        eprintln!("att-tokend: warning: {advice}");
+    }
     Ok(format!(
         "{}: the configuration is valid ({} tokens, bus {}, state in {})",
         path.display(),

@@ -72,7 +72,9 @@ impl Agent {
 
     async fn admin(&self, connection: &Connection, header: &Header<'_>, what: &str) -> Result<(), ServiceError> {
         let caller = self.caller(connection, header).await?;
-        Ok(self.engine.require_admin(&caller, what)?)
+        self.engine.require_admin(&caller, what)?;
+        tracing::debug!(uid = caller.uid, "an admin asked to {what}");
+        Ok(())
     }
 }
 

@@ -11,8 +11,10 @@ use token_model::secret::{AccessToken, MfaCode, Password, RefreshToken, StaticTo
 /// A failed refresh or token check.
 #[derive(Debug, Clone)]
 pub(crate) enum Failure {
-    /// Retry later (network, 5xx, 429, unreadable reply); `retry_after` when the server said.
-    Transient { why: String, retry_after: Option<Duration> },
+    /// Retry later (network, 5xx, 429, unreadable reply); `retry_after` when the server said. `in_doubt`: the
+    /// request may have been carried out although no answer was read (a timeout, a connection lost after it
+    /// was made), so a refresh may have rotated the refresh token at the cloud.
+    Transient { why: String, retry_after: Option<Duration>, in_doubt: bool },
     /// The cloud said no: retrying the same request cannot help.
     Verdict { why: String },
 }
@@ -28,7 +30,7 @@ impl Failure {
 impl From<LoginError> for Failure {
     fn from(e: LoginError) -> Self {
         if e.is_transient() {
-            Failure::Transient { why: e.to_string(), retry_after: e.retry_after() }
+            Failure::Transient { why: e.to_string(), retry_after: e.retry_after(), in_doubt: e.outcome_unknown() }
         } else {
             Failure::Verdict { why: e.to_string() }
         }

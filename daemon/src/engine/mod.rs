@@ -267,6 +267,8 @@ struct Inner {
     registry: RwLock<Arc<Registry>>,
     events: broadcast::Sender<Event>,
     sessions: RwLock<SessionSettings>,
+    /// Per user token, the lock its session task holds for its whole life (see [`Engine::session_owner`]).
+    owners: std::sync::Mutex<HashMap<TokenName, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// The token engine. Cheap to clone: every clone is the same engine.
@@ -294,6 +296,14 @@ pub(crate) fn unix_seconds(time: SystemTime) -> i64 {
     time.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
+/// A Unix time as an RFC 3339 date in UTC (`2026-11-29T16:40:00Z`), as messages write times.
+pub(crate) fn rfc3339(unix_seconds: i64) -> String {
+    match chrono::DateTime::from_timestamp(unix_seconds, 0) {
+        Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        None => format!("{unix_seconds} s after 1970"),
+    }
+}
+
 /// The largest `seconds` accepted by `GetTokenValidFor`: a user's access token lives about an hour.
 pub const MAX_VALID_FOR: u32 = 24 * 3600;
 
@@ -307,10 +317,19 @@ impl Engine {
                 registry: RwLock::new(Arc::new(Registry { admins: Principals::default(), entries: HashMap::new() })),
                 events,
                 sessions: RwLock::new(sessions),
+                owners: std::sync::Mutex::new(HashMap::new()),
             }),
         };
         engine.apply(config);
         engine
+    }
+
+    /// The lock a session task of `name` holds while it runs: a new task for the same name waits for the old one
+    /// to end (and save), so two tasks never hold the same refresh token. Locks no task holds are dropped.
+    pub(crate) fn session_owner(&self, name: &TokenName) -> Arc<tokio::sync::Mutex<()>> {
+        let mut owners = self.inner.owners.lock().unwrap_or_else(|e| e.into_inner());
+        owners.retain(|_, lock| Arc::strong_count(lock) > 1);
+        owners.entry(name.clone()).or_default().clone()
     }
 
     /// Receives every [`Event`] from now on.
@@ -475,7 +494,13 @@ impl Engine {
     /// The token `name` as it may be served now. No I/O, no waiting.
     pub fn get_token(&self, name: &str, caller: &Caller) -> Result<Served, EngineError> {
         let entry = self.readable(name, caller)?;
-        entry.serve(Instant::now(), Duration::ZERO).ok_or_else(|| entry.unservable())
+        entry.serve(Instant::now(), Duration::ZERO).ok_or_else(|| {
+            // A retrying session may make one early attempt for a reader (it decides; this does not wait).
+            if let Some(session) = &entry.session {
+                session.nudge(caller.uid);
+            }
+            entry.unservable()
+        })
     }
 
     /// The token `name`, valid for at least `seconds` from now; for a user token, refreshes first if needed
@@ -493,7 +518,7 @@ impl Engine {
             return Ok(served);
         }
         match &entry.session {
-            Some(session) => session.ensure_valid_for(wanted).await,
+            Some(session) => session.ensure_valid_for(wanted, caller.uid).await,
             None => Err(entry.unservable()),
         }
     }

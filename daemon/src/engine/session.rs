@@ -18,9 +18,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use token_model::ids::TokenName;
 use token_model::plan::{
-    self, Action, Attempt, Grant, Outcome, PersistedSession, Policy, RefreshTokenChange, TokenState,
+    self, Action, Attempt, CallerAction, Grant, Outcome, PersistedSession, Policy, RefreshTokenChange, TokenState,
 };
-use token_model::secret::{AccessToken, MfaCode, Password, RefreshToken, TotpSeed};
+use token_model::secret::{AccessToken, ExposeSecret, MfaCode, Password, RefreshToken, TotpSeed};
 use token_model::time::{self, ClockPair, MonoTime, WallTime};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::sleep_until;
@@ -89,10 +89,20 @@ pub struct SessionSettings {
     pub store: Option<Arc<dyn SessionStore>>,
     /// The refresh plan's knobs.
     pub policy: Policy,
+    /// What confirms the wall clock at restore (`[daemon] trust_kernel_time_sync`).
+    pub clock: crate::clock::ClockPolicy,
 }
 
 enum Command {
-    EnsureValidFor(Duration, oneshot::Sender<Result<Served, EngineError>>),
+    EnsureValidFor {
+        wanted: Duration,
+        uid: u32,
+        reply: oneshot::Sender<Result<Served, EngineError>>,
+    },
+    /// A reader found no token to serve: the session may make one early attempt (see `Session::for_caller`).
+    Nudge {
+        uid: u32,
+    },
     Login {
         username: String,
         password: Password,
@@ -113,6 +123,8 @@ enum Command {
 pub struct SessionHandle {
     name: TokenName,
     tx: mpsc::UnboundedSender<Command>,
+    /// A nudge is queued and not handled yet: readers' nudges are coalesced into one.
+    nudged: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl fmt::Debug for SessionHandle {
@@ -141,8 +153,17 @@ impl SessionHandle {
         rx.await.map_err(|_| self.gone())?
     }
 
-    pub(crate) async fn ensure_valid_for(&self, wanted: Duration) -> Result<Served, EngineError> {
-        self.ask(|reply| Command::EnsureValidFor(wanted, reply)).await
+    pub(crate) async fn ensure_valid_for(&self, wanted: Duration, uid: u32) -> Result<Served, EngineError> {
+        self.ask(|reply| Command::EnsureValidFor { wanted, uid, reply }).await
+    }
+
+    /// Tells the session a reader found no token to serve (without waiting): while it is retrying with a long
+    /// backoff, this may bring one early attempt. Nudges are coalesced, so any number of readers queue one.
+    pub(crate) fn nudge(&self, uid: u32) {
+        use std::sync::atomic::Ordering;
+        if !self.nudged.swap(true, Ordering::AcqRel) && self.tx.send(Command::Nudge { uid }).is_err() {
+            self.nudged.store(false, Ordering::Release);
+        }
     }
 
     pub(crate) async fn login(
@@ -233,6 +254,8 @@ pub(crate) fn spawn(
     settings: &SessionSettings,
 ) -> Arc<Entry> {
     let (tx, rx) = mpsc::unbounded_channel();
+    let nudged = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let owner = engine.session_owner(&template.name);
     let entry = Arc::new(Entry {
         name: template.name.clone(),
         kind: template.kind,
@@ -240,7 +263,7 @@ pub(crate) fn spawn(
         scope: std::sync::RwLock::new(template.scope()),
         devices_configured: false,
         live: std::sync::RwLock::new(Live { token: None, serve_until: None, status: template.status() }),
-        session: Some(SessionHandle { name: template.name.clone(), tx }),
+        session: Some(SessionHandle { name: template.name.clone(), tx, nudged: nudged.clone() }),
     });
     let mut session = Session {
         name: entry.name.clone(),
@@ -254,13 +277,31 @@ pub(crate) fn spawn(
         refresh: None,
         saved_access: None,
         refresh_sent_at: None,
+        in_doubt_since: None,
         busy: false,
         login_failures: 0,
         login_retry_at: None,
         last_error: String::new(),
+        nudged,
+        unattended_suspended: false,
+        short_grant_warned: false,
     };
-    session.restore();
-    tokio::spawn(session.run(rx));
+    // One task at a time owns a token's session: a token removed and added again by quick reloads gets its new
+    // task only once the old one has finished its refresh and saved it, so two tasks never hold one refresh token.
+    match owner.clone().try_lock_owned() {
+        Ok(guard) => {
+            session.restore();
+            tokio::spawn(session.run(rx, guard));
+        }
+        Err(_) => {
+            tracing::debug!(token = %entry.name, "waiting for the previous task of this token to save and stop");
+            tokio::spawn(async move {
+                let guard = owner.lock_owned().await;
+                session.restore();
+                session.run(rx, guard).await;
+            });
+        }
+    }
     entry
 }
 
@@ -279,12 +320,22 @@ struct Session {
     saved_access: Option<Arc<AccessToken>>,
     /// Unix seconds when a refresh with `refresh` was sent whose answer is not saved yet (also on disk).
     refresh_sent_at: Option<i64>,
+    /// Unix seconds when an *earlier* refresh with `refresh` was sent whose outcome is in doubt: found unanswered
+    /// at restore, or it timed out or lost its connection after it was sent. Only then does a refused refresh
+    /// token blame a lost answer.
+    in_doubt_since: Option<i64>,
     /// A refresh or login is under way (state `refreshing`).
     busy: bool,
     /// Unattended logins attempted without a session (first start), and when to try again.
     login_failures: u32,
     login_retry_at: Option<Instant>,
     last_error: String,
+    /// Shared with the handle: a nudge is queued.
+    nudged: Arc<std::sync::atomic::AtomicBool>,
+    /// `Logout` suspended unattended login until the next `Login` or a reload with other credentials.
+    unattended_suspended: bool,
+    /// A grant too short to serve was logged at warn level; later ones go to debug until a normal grant.
+    short_grant_warned: bool,
 }
 
 impl Session {
@@ -304,9 +355,13 @@ impl Session {
         match store.load(&self.name) {
             Ok(Some(saved)) => {
                 let pair = clock_pair();
-                let trust = time::check_wall_clock(saved.session.known_good, pair.wall);
+                let mut trust = time::check_wall_clock(saved.session.known_good, pair.wall);
                 if !trust.is_trusted() {
                     tracing::warn!(token = %self.name, "the wall clock is behind the last known good time; the saved access token is not trusted and will be refreshed");
+                } else if !self.settings.clock.confirmed() {
+                    // Plausible is not confirmed: without a real-time clock the time at boot is the last saved one.
+                    trust = time::WallClockTrust::Untrusted(time::UntrustedReason::Unconfirmed);
+                    tracing::info!(token = %self.name, "the wall clock is not confirmed yet (the kernel does not report it synchronised); the saved access token is refreshed before it is served");
                 }
                 // The plan decides what the restored session needs; a refresh-token deadline that seems past
                 // by the local clock is not a verdict (only the cloud's answer is).
@@ -315,11 +370,14 @@ impl Session {
                 self.access = restored.access_deadline().map(|_| access.clone());
                 self.saved_access = Some(access);
                 self.refresh_sent_at = saved.refresh_sent_at;
+                // A refresh whose answer was never saved: its outcome is in doubt.
+                self.in_doubt_since = saved.refresh_sent_at;
                 if let Some(at) = saved.refresh_sent_at {
                     tracing::warn!(
                         token = %self.name,
-                        "att-tokend stopped while a refresh sent at Unix time {at} was unanswered; the next refresh \
-                         shows whether the cloud had already replaced the refresh token"
+                        "att-tokend stopped while a refresh sent at {} was unanswered; the next refresh shows whether \
+                         the cloud had already replaced the refresh token",
+                        super::rfc3339(at)
                     );
                 }
                 self.refresh = Some(saved.refresh_token);
@@ -340,7 +398,7 @@ impl Session {
     fn next(&self, now: Instant) -> (Action, Option<Instant>) {
         let action = plan::plan(self.plan.as_ref(), self.policy(), mono(now));
         let mut wake = action.at().map(instant);
-        if self.plan.is_none() && self.unattended.is_some() {
+        if self.plan.is_none() && self.unattended.is_some() && !self.unattended_suspended {
             wake = Some(self.login_retry_at.unwrap_or(now));
         }
         if let Some(end) = self.serve_until().filter(|end| *end > now) {
@@ -352,13 +410,20 @@ impl Session {
     /// The instant the served token stops being served (its expiry less the safety margin).
     fn serve_until(&self) -> Option<Instant> {
         self.access.as_ref()?;
-        let deadline = self.plan.as_ref()?.access_deadline()?;
-        Some(instant(deadline.mono()).checked_sub(self.policy().safety_margin).unwrap_or_else(origin))
+        Some(instant(self.plan.as_ref()?.serve_until(self.policy())?))
     }
 
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
+    /// The task's loop. `_owner` is this token's ownership, released when the task ends (after its last save).
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>, _owner: tokio::sync::OwnedMutexGuard<()>) {
+        let mut told: Option<Action> = None;
         loop {
-            let (_, wake) = self.next(Instant::now());
+            let now = Instant::now();
+            let (action, wake) = self.next(now);
+            // Each new decision of the plan is in the journal at debug level (never a secret).
+            if told != Some(action) {
+                tracing::debug!(token = %self.name, "plan: {}", self.describe(action, now));
+                told = Some(action);
+            }
             tokio::select! {
                 command = rx.recv() => match command {
                     None => break,
@@ -374,11 +439,39 @@ impl Session {
         tracing::debug!(token = %self.name, "session task stopped");
     }
 
+    /// One plan decision in words, with its time as a date.
+    fn describe(&self, action: Action, now: Instant) -> String {
+        let pair = clock_pair();
+        let date = |at: MonoTime| {
+            let in_s = instant(at).saturating_duration_since(now).as_secs();
+            format!("{} (in {in_s} s)", super::rfc3339(pair.wall_at(at).unix_seconds()))
+        };
+        match action {
+            Action::Refresh { at, reason } => format!("next refresh at {} ({reason:?})", date(at)),
+            Action::Retry { at, attempt, failures } => format!(
+                "{attempt:?} retry at {} after {failures} transient failure(s) in a row (backoff, with jitter, \
+                 never before the refresh floor)",
+                date(at)
+            ),
+            Action::ReLogin { at } => format!("unattended login at {}", date(at)),
+            Action::WarnLapse { at, lapses_at } => format!(
+                "lapse warning at {}; the refresh token lapses at {}",
+                date(at),
+                super::rfc3339(lapses_at.expires_at())
+            ),
+            Action::NeedsLogin { reason } => format!("nothing until a login ({reason:?})"),
+        }
+    }
+
     async fn handle(&mut self, command: Command) {
         match command {
-            Command::EnsureValidFor(wanted, reply) => {
-                let result = self.ensure_valid_for(wanted).await;
+            Command::EnsureValidFor { wanted, uid, reply } => {
+                let result = self.ensure_valid_for(wanted, uid).await;
                 let _ = reply.send(result);
+            }
+            Command::Nudge { uid } => {
+                self.nudged.store(false, std::sync::atomic::Ordering::Release);
+                self.nudge(uid).await;
             }
             Command::Login { username, password, code, reply } => {
                 let result = self.human_login(username, password, code).await;
@@ -403,9 +496,20 @@ impl Session {
                 if let Some(plan) = &mut self.plan {
                     plan.set_unattended_relogin(unattended.is_some());
                 }
+                // Only new credentials are a new chance: a reload that changes nothing does not retry credentials
+                // the cloud refused, nor end a logout's suspension.
+                if !same_credentials(self.unattended.as_ref(), unattended.as_ref()) {
+                    if unattended.is_some() {
+                        tracing::debug!(token = %self.name, "new credentials for unattended login");
+                    }
+                    self.login_failures = 0;
+                    self.login_retry_at = None;
+                    self.unattended_suspended = false;
+                    if let Some(plan) = &mut self.plan {
+                        plan.credentials_changed();
+                    }
+                }
                 self.unattended = unattended;
-                self.login_failures = 0;
-                self.login_retry_at = None;
             }
             Command::Policy(policy) => {
                 self.settings.policy = policy;
@@ -445,39 +549,59 @@ impl Session {
             .then(|| Served { token: TokenValue::Access(token.clone()), expires_at: self.expires_at() })
     }
 
-    async fn ensure_valid_for(&mut self, wanted: Duration) -> Result<Served, EngineError> {
+    /// `GetTokenValidFor`: serves the token in hand when it is valid long enough; otherwise does only what the
+    /// plan allows a caller to cause ([`plan::Session::for_caller`]): a refresh when the token is past half its
+    /// life, or one early attempt per `caller_retry_gap` while retrying. A caller never causes a login.
+    async fn ensure_valid_for(&mut self, wanted: Duration, uid: u32) -> Result<Served, EngineError> {
         if let Some(served) = self.serving(wanted) {
             return Ok(served);
         }
-        // No refresh can give what a fresh token never has: say so rather than spend one.
-        let margin = self.policy().safety_margin;
-        if let Some(life) = self.plan.as_ref().and_then(plan::Session::access_lifetime)
-            && life <= wanted.saturating_add(margin)
-        {
-            let most = life.saturating_sub(margin).as_secs().saturating_sub(1);
-            return Err(EngineError::InvalidArgs(format!(
-                "{:?}'s access tokens live {} s and are served until {} s before they expire, so none is valid \
-                 for {} s; ask for at most {most} s",
-                self.name.as_str(),
-                life.as_secs(),
-                margin.as_secs(),
-                wanted.as_secs()
-            )));
-        }
         let now = Instant::now();
-        match self.next(now).0 {
-            Action::NeedsLogin { .. } => {
-                if !self.login_unattended().await {
-                    return Err(self.needs_login_error());
-                }
+        let Some(plan) = self.plan.as_ref() else {
+            tracing::debug!(token = %self.name, uid, "GetTokenValidFor: no session, and a caller never logs in");
+            return Err(self.needs_login_error());
+        };
+        let policy = self.policy().clone();
+        let decision = plan.for_caller(mono(now), wanted, &policy);
+        tracing::debug!(token = %self.name, uid, wanted_s = wanted.as_secs(), ?decision, "GetTokenValidFor");
+        match decision {
+            CallerAction::Serve => {}
+            CallerAction::NeedsLogin => return Err(self.needs_login_error()),
+            CallerAction::TooLong { most } => {
+                let life = plan.access_lifetime().unwrap_or_default();
+                return Err(EngineError::InvalidArgs(format!(
+                    "{:?}'s access tokens live {} s and are served until {} s before they expire, so none is valid \
+                     for {} s; ask for at most {} s",
+                    self.name.as_str(),
+                    life.as_secs(),
+                    policy.margin_for(life).as_secs(),
+                    wanted.as_secs(),
+                    most.as_secs()
+                )));
             }
-            Action::Retry { at, .. } if instant(at) > now => return Err(self.unavailable()),
-            Action::ReLogin { .. } => {
-                if !self.login_unattended().await {
-                    return Err(self.unavailable());
-                }
+            CallerAction::Refuse { valid_for, until } => {
+                let when = until.map(|at| super::rfc3339(clock_pair().wall_at(at).unix_seconds()));
+                let why = match (valid_for.is_zero(), when) {
+                    (true, _) if !self.last_error.is_empty() => self.last_error.clone(),
+                    (true, Some(when)) => format!("no valid token yet; the next attempt is due at {when}"),
+                    (true, None) => "no valid token yet".to_owned(),
+                    (false, Some(when)) => format!(
+                        "the token in hand is valid for {} s more, not {} s, and is not refreshed early for a \
+                         caller; ask for at most {} s, or again after {when}",
+                        valid_for.as_secs(),
+                        wanted.as_secs(),
+                        valid_for.as_secs()
+                    ),
+                    (false, None) => format!(
+                        "the token in hand is valid for {} s more, not {} s; ask for at most {} s",
+                        valid_for.as_secs(),
+                        wanted.as_secs(),
+                        valid_for.as_secs()
+                    ),
+                };
+                return Err(EngineError::Unavailable { name: self.name.clone(), why });
             }
-            _ => self.refresh_now().await?,
+            CallerAction::RefreshNow => self.refresh_now().await?,
         }
         self.serving(wanted).ok_or_else(|| EngineError::Unavailable {
             name: self.name.clone(),
@@ -486,6 +610,18 @@ impl Session {
                 wanted.as_secs()
             ),
         })
+    }
+
+    /// A reader found nothing to serve: the one early attempt the plan allows a caller, if any.
+    async fn nudge(&mut self, uid: u32) {
+        let Some(plan) = self.plan.as_ref() else { return };
+        if self.serving(Duration::ZERO).is_some() {
+            return;
+        }
+        if plan.for_caller(mono(Instant::now()), Duration::ZERO, self.policy()) == CallerAction::RefreshNow {
+            tracing::debug!(token = %self.name, uid, "a reader found no token: one early attempt");
+            let _ = self.refresh_now().await;
+        }
     }
 
     fn cloud(&self) -> Result<Cloud, EngineError> {
@@ -500,7 +636,8 @@ impl Session {
         let now = Instant::now();
         let (action, _) = self.next(now);
         if self.plan.is_none() {
-            if self.unattended.is_some() && self.login_retry_at.is_none_or(|at| at <= now) {
+            if self.unattended.is_some() && !self.unattended_suspended && self.login_retry_at.is_none_or(|at| at <= now)
+            {
                 self.login_unattended().await;
             }
             return;
@@ -515,11 +652,11 @@ impl Session {
             Action::WarnLapse { at, lapses_at } if instant(at) <= now => {
                 let left = lapses_at.remaining(mono(now));
                 let reason = format!(
-                    "the session of {:?} lapses in {} (at Unix time {}) and cannot be renewed without a login; run \
+                    "the session of {:?} lapses in {} (at {}) and cannot be renewed without a login; run \
                      `att-token login {}` before then",
                     self.name.as_str(),
                     human(left),
-                    lapses_at.expires_at(),
+                    super::rfc3339(lapses_at.expires_at()),
                     self.name.as_str()
                 );
                 tracing::warn!(token = %self.name, "{reason}");
@@ -547,6 +684,14 @@ impl Session {
     async fn refresh_now(&mut self) -> Result<(), EngineError> {
         let cloud = self.cloud()?;
         let Some(sent) = self.refresh.clone() else { return Err(self.needs_login_error()) };
+        // The floor between two requests holds whoever asks (an admin's Refresh included): wait it out.
+        if let Some(last) = self.plan.as_ref().and_then(plan::Session::last_request) {
+            let earliest = instant(last) + self.policy().refresh_floor;
+            if earliest > Instant::now() {
+                tracing::debug!(token = %self.name, "waiting for the refresh floor before the next request");
+                tokio::time::sleep_until(earliest.into()).await;
+            }
+        }
         self.busy = true;
         self.publish(false);
         // On disk before it is sent: should the answer never be saved (a crash, a lost reply), a refused refresh
@@ -557,6 +702,7 @@ impl Session {
             self.refresh_sent_at = Some(super::unix_seconds(SystemTime::now()));
             self.save(&access, &sent, clock_pair()).await;
         }
+        let sent_at = self.refresh_sent_at.unwrap_or_else(|| super::unix_seconds(SystemTime::now()));
         let outcome = cloud.refresh(&sent).await;
         self.busy = false;
         let pair = clock_pair();
@@ -570,11 +716,18 @@ impl Session {
                     plan.apply(Attempt::Refresh, Outcome::Success(facts), pair, &policy, Self::jitter());
                 }
                 let refresh = grant.refresh.unwrap_or(sent);
+                if policy.too_short(grant.expires_in) {
+                    self.too_short(grant.access, refresh, grant.expires_in, pair).await;
+                    return Err(self.unavailable());
+                }
                 self.take(grant.access, refresh, pair).await;
                 tracing::info!(token = %self.name, expires_in_s = grant.expires_in.as_secs(), "refreshed the access token");
                 Ok(())
             }
-            Err(Failure::Transient { why, retry_after }) => {
+            Err(Failure::Transient { why, retry_after, in_doubt }) => {
+                if in_doubt {
+                    self.in_doubt_since = Some(self.in_doubt_since.unwrap_or(sent_at));
+                }
                 if let Some(plan) = &mut self.plan {
                     plan.apply(Attempt::Refresh, Outcome::Transient { retry_after }, pair, &policy, Self::jitter());
                 }
@@ -589,11 +742,13 @@ impl Session {
                 }
                 self.refresh = None;
                 self.saved_access = None;
-                self.last_error = match self.refresh_sent_at.take() {
+                self.refresh_sent_at = None;
+                self.last_error = match self.in_doubt_since.take() {
                     Some(at) => format!(
-                        "the cloud refused the refresh token: {why}. Most likely cause: a refresh sent at Unix time \
-                         {at} was carried out by the cloud, which then replaced this refresh token, but its answer \
-                         was never saved (att-tokend was stopped, or the reply was lost on the way)"
+                        "the cloud refused the refresh token: {why}. Most likely cause: a refresh sent at {} was \
+                         carried out by the cloud, which then replaced this refresh token, but its answer was never \
+                         saved (att-tokend was stopped, or the reply was lost on the way)",
+                        super::rfc3339(at)
                     ),
                     None => format!("the cloud refused the refresh token: {why}"),
                 };
@@ -649,9 +804,35 @@ impl Session {
         }
     }
 
+    /// A grant whose access token lives too short to be served (the plan counted it as a transient failure): the
+    /// refresh token is kept and saved (the cloud may have rotated it), the access token is not served.
+    async fn too_short(&mut self, access: AccessToken, refresh: RefreshToken, life: Duration, pair: ClockPair) {
+        self.refresh_sent_at = None;
+        self.in_doubt_since = None;
+        let saved = self.saved_access.clone().unwrap_or_else(|| Arc::new(access));
+        self.save(&saved, &refresh, pair).await;
+        self.saved_access = Some(saved);
+        self.refresh = Some(refresh);
+        self.last_error = format!(
+            "the cloud granted an access token that lives {} ms, too short to be served (less than {} s); the \
+             daemon retries with backoff; if this goes on, check the AllThingsTalk instance's token settings",
+            life.as_millis(),
+            self.policy().refresh_floor.as_secs()
+        );
+        if self.short_grant_warned {
+            tracing::debug!(token = %self.name, "{}", self.last_error);
+        } else {
+            tracing::warn!(token = %self.name, "{}", self.last_error);
+            self.short_grant_warned = true;
+        }
+        self.publish(false);
+    }
+
     /// Takes new tokens whose facts the plan has already applied: save first, then publish.
     async fn take(&mut self, access: AccessToken, refresh: RefreshToken, pair: ClockPair) {
         self.refresh_sent_at = None;
+        self.in_doubt_since = None;
+        self.short_grant_warned = false;
         self.save(&access, &refresh, pair).await;
         let access = Arc::new(access);
         self.refresh = Some(refresh);
@@ -675,6 +856,7 @@ impl Session {
         match result {
             Ok(grant) => {
                 self.username = username;
+                self.unattended_suspended = false;
                 self.start_session(grant).await;
                 tracing::info!(token = %self.name, "logged in");
                 Ok(self.expires_at())
@@ -708,6 +890,10 @@ impl Session {
         self.login_failures = 0;
         self.login_retry_at = None;
         match grant.refresh {
+            Some(refresh) if self.policy().too_short(grant.expires_in) => {
+                self.access = None;
+                self.too_short(grant.access, refresh, grant.expires_in, pair).await;
+            }
             Some(refresh) => self.take(grant.access, refresh, pair).await,
             None => {
                 // No refresh token: this access token is the whole session.
@@ -721,6 +907,10 @@ impl Session {
 
     /// Logs in again with the configured credentials, if any. True when a session was established.
     async fn login_unattended(&mut self) -> bool {
+        if self.unattended_suspended {
+            tracing::debug!(token = %self.name, "unattended login is suspended since the logout; waiting for a Login");
+            return false;
+        }
         let Some(unattended) = self.unattended.clone() else { return false };
         let Ok(cloud) = self.cloud() else { return false };
         self.busy = true;
@@ -786,7 +976,14 @@ impl Session {
         self.refresh = None;
         self.saved_access = None;
         self.refresh_sent_at = None;
+        self.in_doubt_since = None;
         self.last_error = "logged out".to_owned();
+        if self.unattended.is_some() {
+            self.unattended_suspended = true;
+            self.last_error = "logged out; unattended login is suspended until `att-token login` or a reload with \
+                               other credentials"
+                .to_owned();
+        }
         let result =
             match self.settings.store.clone() {
                 Some(store) => on_blocking_pool(store, self.name.clone(), |store, name| store.remove(name))
@@ -865,6 +1062,20 @@ impl Session {
         if token_changed {
             self.engine.emit(Event::TokenChanged { name: self.name.clone(), expires_at });
         }
+    }
+}
+
+/// Whether two sets of unattended credentials are the same (compared without copying or printing them).
+fn same_credentials(a: Option<&Unattended>, b: Option<&Unattended>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => {
+            a.username == b.username
+                && a.password.expose_secret() == b.password.expose_secret()
+                && a.totp_seed.as_ref().map(ExposeSecret::expose_secret)
+                    == b.totp_seed.as_ref().map(ExposeSecret::expose_secret)
+        }
+        _ => false,
     }
 }
 
