@@ -29,3 +29,6 @@ mod e2e_unattended;
 
 /// End to end: SIGHUP reloads token files, tokens and refresh timings; a broken config is reported and ignored.
 mod e2e_reload;
+
+/// End to end: one daemon per state directory; a session is only sent to the instance and client it was made with.
+mod e2e_ownership;
