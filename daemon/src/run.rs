@@ -258,3 +258,25 @@ async fn reload(current: &Config, engine: &Engine) -> anyhow::Result<Config> {
     }
     Ok(new)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn origin_of(url: &str) -> state::Origin {
+        let config = config::parse(&format!("[api]\nurl = \"{url}\"\nclient_id = \"mobile\"\n"), Path::new("t.toml"))
+            .expect("a valid config");
+        origin(&config.api).expect("a valid url")
+    }
+
+    #[test]
+    fn the_origin_is_the_url_as_requests_are_sent_so_spellings_of_one_instance_match() {
+        let plain = origin_of("https://api.allthingstalk.io");
+        assert_eq!(plain.api_url, "https://api.allthingstalk.io");
+        assert_eq!(plain.client_id.as_str(), "mobile");
+        assert_eq!(origin_of("https://API.AllThingsTalk.io:443/"), plain);
+        assert_ne!(origin_of("https://also.allthingstalk.io"), plain);
+    }
+}

@@ -29,7 +29,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
-
 use serde::{Deserialize, Serialize};
 use token_model::ids::{ClientId, TokenName};
 use token_model::plan::PersistedSession;
@@ -48,8 +47,9 @@ pub const LOCK_FILE: &str = ".lock";
 /// The cloud instance and OAuth2 client sessions are made with: a session is only sent to the same.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
-    /// The `[api] url` as requests are sent to it (scheme and host lower case, default port and trailing `/`
-    /// dropped), e.g. `https://api.allthingstalk.io`.
+    /// The base URL requests are sent to, without a trailing `/`, e.g. `https://api.allthingstalk.io`. The
+    /// daemon takes it from `[api] url` parsed as the HTTP client does ([`crate::run::origin`]: scheme and host in
+    /// lower case, a default port dropped), so spelling differences in the config do not count as another instance.
     pub api_url: String,
     /// The `[api] client_id`.
     pub client_id: ClientId,
