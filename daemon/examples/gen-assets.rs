@@ -24,7 +24,7 @@ const TOKEND_SECTIONS: Sections = &[
         "FILES",
         &[
             "/etc/att-tokend/config.toml: the configuration (TOML). Check it with att-tokend --check-config.",
-            "/var/lib/att-tokend/: state (sessions and refresh tokens), mode 0700, files 0600, owned by the att-tokend user.",
+            "/var/lib/att-tokend/: state (sessions and refresh tokens), mode 0700, files 0600, owned by the att-tokend user. The running daemon holds a lock on .lock there (the file holds its pid), so a second att-tokend on the same directory exits at start. Set-aside session files (NAME.json.corrupt-SECONDS, NAME.json.other-instance-SECONDS) are kept until removed by hand.",
             "$CREDENTIALS_DIRECTORY/NAME: a secret passed by systemd (LoadCredential= or LoadCredentialEncrypted=), named by credential = \"NAME\" in the configuration.",
             "/usr/share/dbus-1/system.d/io.allthingstalk.TokenAgent1.conf: who may own and call the bus name; local additions go in /etc/dbus-1/system.d/.",
         ],

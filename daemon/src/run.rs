@@ -1,8 +1,9 @@
 //! The daemon's life: build the engine from the config, serve D-Bus, then one visible event loop for
 //! signals, the watchdog and shutdown.
 //!
-//! Order at start: engine (sessions restored from the state directory) → objects served on the bus →
-//! bus name requested → `READY=1`. `SIGHUP` re-reads the config and the token files; `SIGTERM` and `SIGINT`
+//! Order at start: the state directory's lock (a second daemon on the same state stops here, before it reads a
+//! session or calls the cloud) → engine (sessions restored from the state directory) → objects served on the
+//! bus → bus name requested → `READY=1`. `SIGHUP` re-reads the config and the token files; `SIGTERM` and `SIGINT`
 //! save every session and exit cleanly.
 
 use std::sync::Arc;
@@ -40,6 +41,13 @@ pub fn cloud(api: &config::ApiConfig) -> anyhow::Result<Cloud> {
     login.mfa = api.mfa.clone();
     let client = login_flow::LoginClient::new(login).context("could not set up the HTTPS client for [api]")?;
     Ok(Cloud::new(client))
+}
+
+/// The cloud instance and client sessions are made with: `[api] url` exactly as requests are sent to it, and
+/// `[api] client_id`.
+pub fn origin(api: &config::ApiConfig) -> anyhow::Result<state::Origin> {
+    let login = login_flow::ApiConfig::new(&api.url).context("[api] url in the config")?;
+    Ok(state::Origin::new(login.base_url().as_str(), api.client_id.clone()))
 }
 
 fn principals(resolved: &config::ResolvedPrincipals) -> Principals {
@@ -134,10 +142,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     for advice in config.advice() {
         tracing::warn!("{advice}");
     }
+    // First the lock: nothing below may read a session or reach the cloud while another daemon owns the state.
+    let dir = state::StateDir::open(&config.daemon.state_dir)?;
     let engine_config = engine_config(&config)?;
     let cloud = cloud(&config.api)?;
-    let dir = state::StateDir::open(&config.daemon.state_dir)?;
-    let store = Arc::new(StateStore::new(dir, config.api.client_id.clone()));
+    let store = Arc::new(StateStore::new(dir, origin(&config.api)?));
     let settings = SessionSettings {
         cloud: Some(cloud.clone()),
         store: Some(store),
@@ -259,4 +268,26 @@ async fn reload(current: &Config, engine: &Engine) -> anyhow::Result<Config> {
         tracing::info!("[refresh] timings applied; a new refresh_token_lifetime counts from each session's next grant");
     }
     Ok(new)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn origin_of(url: &str) -> state::Origin {
+        let config = config::parse(&format!("[api]\nurl = \"{url}\"\nclient_id = \"mobile\"\n"), Path::new("t.toml"))
+            .expect("a valid config");
+        origin(&config.api).expect("a valid url")
+    }
+
+    #[test]
+    fn the_origin_is_the_url_as_requests_are_sent_so_spellings_of_one_instance_match() {
+        let plain = origin_of("https://api.allthingstalk.io");
+        assert_eq!(plain.api_url, "https://api.allthingstalk.io");
+        assert_eq!(plain.client_id.as_str(), "mobile");
+        assert_eq!(origin_of("https://API.AllThingsTalk.io:443/"), plain);
+        assert_ne!(origin_of("https://also.allthingstalk.io"), plain);
+    }
 }

@@ -9,15 +9,26 @@
 //! - a file that cannot be parsed is set aside as `<name>.json.corrupt-<unix seconds>` with its bytes intact,
 //!   never overwritten silently.
 //!
+//! One process owns the directory: [`StateDir::open`] takes an exclusive `flock` on `.lock` (0600, holding the
+//! owner's pid for the message a second daemon prints) before it touches any other file, and holds it for as long
+//! as the [`StateDir`] (or a clone) lives. The file is never removed: the lock, not the file, is what counts, so a
+//! crashed owner never blocks a restart.
+//!
+//! A session is only handed out for the cloud instance and `client_id` it was made with ([`Origin`]): a file
+//! written for another one is set aside as `<name>.json.other-instance-<unix seconds>`, bytes intact.
+//!
 //! The planner's part is stored whole, exactly as `token_model` hands it out, so nothing it needs after a
 //! restart is lost in translation.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use token_model::ids::{ClientId, TokenName};
 use token_model::plan::PersistedSession;
@@ -30,6 +41,27 @@ pub const FORMAT_VERSION: u32 = 2;
 /// Marker in the names of temp files; such files are removed when the directory is opened.
 const TEMP_MARKER: &str = ".tmp-";
 
+/// The lock file in the state directory. Its `flock` says who owns the directory; its text is the owner's pid.
+pub const LOCK_FILE: &str = ".lock";
+
+/// The cloud instance and OAuth2 client sessions are made with: a session is only sent to the same.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The base URL requests are sent to, without a trailing `/`, e.g. `https://api.allthingstalk.io`. The
+    /// daemon takes it from `[api] url` parsed as the HTTP client does ([`crate::run::origin`]: scheme and host in
+    /// lower case, a default port dropped), so spelling differences in the config do not count as another instance.
+    pub api_url: String,
+    /// The `[api] client_id`.
+    pub client_id: ClientId,
+}
+
+impl Origin {
+    /// An origin from the base URL requests are sent to (its trailing `/` dropped) and a client id.
+    pub fn new(api_url: &str, client_id: ClientId) -> Self {
+        Self { api_url: api_url.trim_end_matches('/').to_owned(), client_id }
+    }
+}
+
 /// One user session as stored on disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionRecord {
@@ -41,6 +73,10 @@ pub struct SessionRecord {
     pub username: String,
     /// The client id used at login; refreshes must use the same.
     pub client_id: ClientId,
+    /// The `[api] url` (as [`Origin::api_url`]) the session was made with; refreshes go to the same instance.
+    /// Absent in files written before it was recorded, which are taken to match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_url: Option<String>,
     /// The newest refresh token.
     #[serde(with = "token_model::secret::persist")]
     pub refresh_token: RefreshToken,
@@ -68,6 +104,16 @@ pub enum LoadOutcome {
     SetAside {
         /// Why it was set aside (never contains a secret).
         reason: String,
+        /// Where its bytes are now.
+        moved_to: PathBuf,
+    },
+    /// The session was made with another cloud instance or `client_id` than the configured [`Origin`]; it was
+    /// not used, and the file was renamed to `moved_to` with its bytes intact.
+    OtherOrigin {
+        /// The instance the session was made with (`None` in files written before it was recorded).
+        saved_url: Option<String>,
+        /// The client id the session was made with.
+        saved_client_id: ClientId,
         /// Where its bytes are now.
         moved_to: PathBuf,
     },
@@ -102,6 +148,23 @@ pub enum StateError {
         /// What is wrong and how to fix it.
         problem: String,
     },
+    /// Another process holds the state directory's lock.
+    #[error(
+        "state directory {} is in use by {}, which holds its lock {}: only one att-tokend may use a state \
+         directory; stop {} first, or give this one another [daemon] state_dir",
+        path.display(), describe_holder(*holder_pid, holder_command.as_deref()), lock_file.display(),
+        how_to_stop(*holder_pid, lock_file)
+    )]
+    InUse {
+        /// The directory.
+        path: PathBuf,
+        /// The lock file.
+        lock_file: PathBuf,
+        /// The holder's pid, as it wrote it into the lock file (`None` when unreadable).
+        holder_pid: Option<i32>,
+        /// The holder's command name from `/proc/PID/comm`, when readable.
+        holder_command: Option<String>,
+    },
     /// A record could not be encoded.
     #[error("cannot encode the session of {name}: {error}; this is a bug, please report it")]
     Encode {
@@ -116,17 +179,35 @@ fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) 
     move |error| StateError::Io { action, path: path.to_owned(), error }
 }
 
-/// The state directory, opened (created 0700 if missing, permissions tightened, leftovers cleaned).
+fn describe_holder(pid: Option<i32>, command: Option<&str>) -> String {
+    match (pid, command) {
+        (Some(pid), Some(command)) => format!("{command} (pid {pid})"),
+        (Some(pid), None) => format!("pid {pid}"),
+        (None, _) => "another process (its pid is not in the lock file)".to_owned(),
+    }
+}
+
+fn how_to_stop(pid: Option<i32>, lock_file: &Path) -> String {
+    match pid {
+        Some(pid) => format!("that process (systemctl stop att-tokend if it is the service, else kill {pid})"),
+        None => format!("the process that holds it (fuser -v {} shows it)", lock_file.display()),
+    }
+}
+
+/// The state directory, opened (created 0700 if missing, permissions tightened, locked, leftovers cleaned).
+/// Clones share the lock, which is released when the last one is dropped.
 #[derive(Debug, Clone)]
 pub struct StateDir {
     path: PathBuf,
+    _lock: Arc<Flock<File>>,
 }
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl StateDir {
     /// Opens `path`: creates it with mode 0700 if missing, tightens looser permissions to 0700 (logging a
-    /// warning), refuses a directory owned by another user, and removes temp files left by an interrupted write.
+    /// warning), refuses a directory owned by another user, takes the directory's lock ([`StateError::InUse`]
+    /// when another process holds it), and only then removes temp files left by an interrupted write.
     pub fn open(path: &Path) -> Result<Self, StateError> {
         match fs::symlink_metadata(path) {
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
@@ -161,9 +242,42 @@ impl StateDir {
                 }
             }
         }
-        let dir = Self { path: path.to_owned() };
+        let lock = Self::lock(path)?;
+        let dir = Self { path: path.to_owned(), _lock: Arc::new(lock) };
         dir.remove_leftover_temp_files()?;
         Ok(dir)
+    }
+
+    /// Takes the exclusive lock on `<path>/.lock` without waiting, then writes this process's pid into it.
+    fn lock(path: &Path) -> Result<Flock<File>, StateError> {
+        let lock_file = path.join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+            .open(&lock_file)
+            .map_err(io_error("open", &lock_file))?;
+        let file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(locked) => locked,
+            Err((mut file, Errno::EWOULDBLOCK)) => {
+                let holder_pid = read_holder_pid(&mut file);
+                let holder_command = holder_pid.and_then(|pid| {
+                    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+                    Some(comm.trim_end().to_owned()).filter(|c| !c.is_empty())
+                });
+                return Err(StateError::InUse { path: path.to_owned(), lock_file, holder_pid, holder_command });
+            }
+            Err((_, errno)) => return Err(io_error("lock", &lock_file)(io::Error::from(errno))),
+        };
+        if file.metadata().is_ok_and(|meta| meta.mode() & 0o077 != 0) {
+            file.set_permissions(fs::Permissions::from_mode(0o600)).map_err(io_error("chmod", &lock_file))?;
+        }
+        file.set_len(0).map_err(io_error("write", &lock_file))?;
+        file.write_all_at(format!("{}\n", std::process::id()).as_bytes(), 0).map_err(io_error("write", &lock_file))?;
+        Ok(file)
     }
 
     /// The directory.
@@ -176,6 +290,8 @@ impl StateDir {
         self.path.join(format!("{}.json", name.as_str()))
     }
 
+    /// Removes temp files left by an interrupted write; only called with the lock held, so none of them is
+    /// another daemon's write in progress.
     fn remove_leftover_temp_files(&self) -> Result<(), StateError> {
         for entry in fs::read_dir(&self.path).map_err(io_error("list", &self.path))? {
             let entry = entry.map_err(io_error("list", &self.path))?;
@@ -237,9 +353,10 @@ impl StateDir {
         File::open(&self.path).and_then(|dir| dir.sync_all()).map_err(io_error("fsync", &self.path))
     }
 
-    /// Loads the session of `name`. A file that cannot be parsed is set aside; see [`LoadOutcome`].
-    /// `now` (Unix seconds) names the set-aside file.
-    pub fn load(&self, name: &TokenName, now: i64) -> LoadOutcome {
+    /// Loads the session of `name` for `origin`. A file that cannot be parsed, or that was made with another
+    /// instance or client than `origin`, is set aside; see [`LoadOutcome`]. A file without a recorded instance
+    /// (written before it was recorded) matches any. `now` (Unix seconds) names the set-aside file.
+    pub fn load(&self, name: &TokenName, origin: &Origin, now: i64) -> LoadOutcome {
         let file = self.file_of(name);
         let bytes = match fs::read(&file) {
             Ok(bytes) => Zeroizing::new(bytes),
@@ -263,20 +380,57 @@ impl StateDir {
         let reason = match serde_json::from_slice::<Version>(&bytes) {
             Ok(Version { version }) if version > FORMAT_VERSION => return LoadOutcome::TooNew { version },
             _ => match serde_json::from_slice::<SessionRecord>(&bytes) {
-                Ok(record) if record.name == *name => return LoadOutcome::Loaded(Box::new(record)),
+                Ok(record) if record.name == *name => {
+                    let same_url = record.api_url.as_ref().is_none_or(|url| *url == origin.api_url);
+                    if same_url && record.client_id == origin.client_id {
+                        return LoadOutcome::Loaded(Box::new(record));
+                    }
+                    return match self.set_aside(&file, name, "other-instance", now) {
+                        Ok(moved_to) => {
+                            tracing::warn!(
+                                file = %file.display(),
+                                moved_to = %moved_to.display(),
+                                saved_url = record.api_url.as_deref().unwrap_or("(not recorded)"),
+                                saved_client_id = record.client_id.as_str(),
+                                url = origin.api_url,
+                                client_id = origin.client_id.as_str(),
+                                "set aside a session made with another [api] url or client_id; it was not used"
+                            );
+                            LoadOutcome::OtherOrigin {
+                                saved_url: record.api_url.clone(),
+                                saved_client_id: record.client_id.clone(),
+                                moved_to,
+                            }
+                        }
+                        Err(error) => LoadOutcome::Failed(error),
+                    };
+                }
                 Ok(record) => format!("it holds the session of {:?}, not {:?}", record.name.as_str(), name.as_str()),
                 // serde_json's message names a line, column and expected type, never the content.
                 Err(error) => format!("it is not a valid session file ({error})"),
             },
         };
-        let moved_to = self.path.join(format!("{}.json.corrupt-{now}", name.as_str()));
-        match fs::rename(&file, &moved_to).map_err(io_error("set aside", &file)).and_then(|()| self.sync_dir()) {
-            Ok(()) => {
+        match self.set_aside(&file, name, "corrupt", now) {
+            Ok(moved_to) => {
                 tracing::warn!(file = %file.display(), moved_to = %moved_to.display(), %reason, "set aside an unusable session file; log in again");
                 LoadOutcome::SetAside { reason, moved_to }
             }
             Err(error) => LoadOutcome::Failed(error),
         }
+    }
+
+    /// Renames `file` to `<name>.json.<label>-<now>` (with `-2`, `-3`, ... when that name is taken, so an earlier
+    /// set-aside file is never replaced) and returns the new path.
+    fn set_aside(&self, file: &Path, name: &TokenName, label: &str, now: i64) -> Result<PathBuf, StateError> {
+        let base = format!("{}.json.{label}-{now}", name.as_str());
+        // The directory's lock keeps other daemons out, so a name found free stays free until the rename.
+        let moved_to = std::iter::once(self.path.join(&base))
+            .chain((2..).map(|n| self.path.join(format!("{base}-{n}"))))
+            .find(|candidate| fs::symlink_metadata(candidate).is_err())
+            .expect("some free name");
+        fs::rename(file, &moved_to).map_err(io_error("set aside", file))?;
+        self.sync_dir()?;
+        Ok(moved_to)
     }
 
     /// Forgets the session of `name` (logout). Returns whether a file was there.
@@ -293,6 +447,23 @@ impl StateDir {
     }
 }
 
+/// The pid the lock's holder wrote, reading again briefly when it has locked but not yet written.
+fn read_holder_pid(file: &mut File) -> Option<i32> {
+    for attempt in 0..5 {
+        let mut text = String::new();
+        if file.rewind().is_ok()
+            && file.read_to_string(&mut text).is_ok()
+            && let Ok(pid) = text.trim().parse::<i32>()
+        {
+            return Some(pid);
+        }
+        if attempt < 4 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use token_model::plan::Rotation;
@@ -301,12 +472,26 @@ mod tests {
 
     use super::*;
 
+    const URL: &str = "https://api.allthingstalk.io";
+
+    fn origin() -> Origin {
+        Origin::new(URL, ClientId::default())
+    }
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> =
+            fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        names
+    }
+
     fn record(name: &str) -> SessionRecord {
         SessionRecord {
             version: FORMAT_VERSION,
             name: TokenName::new(name).unwrap(),
             username: "alice@example.com".into(),
             client_id: ClientId::default(),
+            api_url: Some(URL.to_owned()),
             refresh_token: RefreshToken::new("rt-1"),
             access_token: AccessToken::new("at-1"),
             session: PersistedSession {
@@ -344,8 +529,93 @@ mod tests {
         assert!(error.to_string().contains("disk full"), "{error}");
         assert!(!seen_temp.unwrap().exists());
         assert_eq!(fs::read(&target).unwrap(), before);
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
-        let LoadOutcome::Loaded(back) = dir.load(&old.name, 0) else { panic!("old record expected") };
+        assert_eq!(names_in(dir.path()), [LOCK_FILE, "main.json"]);
+        let LoadOutcome::Loaded(back) = dir.load(&old.name, &origin(), 0) else { panic!("old record expected") };
         assert_eq!(back.refresh_token.expose_secret(), "rt-1");
+    }
+
+    #[test]
+    fn a_second_open_is_refused_naming_the_holder_and_touches_no_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("state");
+        let first = StateDir::open(&path).unwrap();
+        let lock_file = path.join(LOCK_FILE);
+        assert_eq!(fs::metadata(&lock_file).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(fs::read_to_string(&lock_file).unwrap(), format!("{}\n", std::process::id()));
+        // The first owner's write in progress.
+        let temp = path.join(".main.json.tmp-1-0");
+        fs::write(&temp, b"{\"half").unwrap();
+
+        let error = StateDir::open(&path).unwrap_err();
+        let StateError::InUse { holder_pid, ref holder_command, .. } = error else { panic!("InUse expected: {error}") };
+        assert_eq!(holder_pid, Some(i32::try_from(std::process::id()).unwrap()));
+        let comm = fs::read_to_string("/proc/self/comm").unwrap();
+        assert_eq!(holder_command.as_deref(), Some(comm.trim_end()));
+        let message = error.to_string();
+        for part in [&format!("pid {}", std::process::id()), &path.display().to_string(), "[daemon] state_dir"] {
+            assert!(message.contains(part), "the message names {part:?}: {message}");
+        }
+        assert!(temp.exists(), "the second open left the owner's temp file alone");
+
+        // A clone shares the lock; the lock goes with the last one, the file stays.
+        let clone = first.clone();
+        drop(first);
+        assert!(matches!(StateDir::open(&path), Err(StateError::InUse { .. })));
+        drop(clone);
+        let again = StateDir::open(&path).unwrap();
+        assert!(!temp.exists(), "leftovers are removed once the lock is held");
+        assert_eq!(names_in(again.path()), [LOCK_FILE]);
+    }
+
+    #[test]
+    fn a_session_for_another_client_or_instance_is_set_aside_with_its_bytes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir::open(&tmp.path().join("state")).unwrap();
+        let name = TokenName::new("main").unwrap();
+        let others = [
+            Origin::new(URL, ClientId::new("mobile").unwrap()),
+            Origin::new("https://also.allthingstalk.io", ClientId::default()),
+        ];
+        for (i, other) in others.iter().enumerate() {
+            dir.save(&record("main")).unwrap();
+            let bytes = fs::read(dir.file_of(&name)).unwrap();
+            let LoadOutcome::OtherOrigin { saved_url, saved_client_id, moved_to } = dir.load(&name, other, 100) else {
+                panic!("a session made for {URL} with client web is not loaded for {other:?}")
+            };
+            assert_eq!(saved_url.as_deref(), Some(URL));
+            assert_eq!(saved_client_id, ClientId::default());
+            let suffix = if i == 0 { String::new() } else { format!("-{}", i + 1) };
+            assert_eq!(moved_to, dir.path().join(format!("main.json.other-instance-100{suffix}")));
+            assert_eq!(fs::read(&moved_to).unwrap(), bytes, "bytes intact, an earlier set-aside file kept");
+            assert!(matches!(dir.load(&name, other, 100), LoadOutcome::Missing));
+        }
+        assert_eq!(names_in(dir.path()).len(), 3);
+        // The configured instance still loads its own.
+        dir.save(&record("main")).unwrap();
+        assert!(matches!(dir.load(&name, &origin(), 100), LoadOutcome::Loaded(_)));
+    }
+
+    #[test]
+    fn a_file_without_an_instance_loads_for_any_instance_but_not_another_client() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir::open(&tmp.path().join("state")).unwrap();
+        let name = TokenName::new("main").unwrap();
+        let mut old = record("main");
+        old.api_url = None;
+        dir.save(&old).unwrap();
+        let text = fs::read_to_string(dir.file_of(&name)).unwrap();
+        assert!(text.contains("\"version\": 2") && !text.contains("api_url"), "a version 2 file as before: {text}");
+
+        let elsewhere = Origin::new("https://also.allthingstalk.io", ClientId::default());
+        let LoadOutcome::Loaded(back) = dir.load(&name, &elsewhere, 0) else { panic!("an old file matches any url") };
+        assert_eq!(back.api_url, None);
+        assert_eq!(back.refresh_token.expose_secret(), "rt-1");
+
+        // Its client id still counts.
+        let other_client = Origin::new(URL, ClientId::new("mobile").unwrap());
+        let LoadOutcome::OtherOrigin { saved_url, .. } = dir.load(&name, &other_client, 0) else {
+            panic!("an old file for client web is not loaded for client mobile")
+        };
+        assert_eq!(saved_url, None);
     }
 }

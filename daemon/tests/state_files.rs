@@ -4,7 +4,7 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use att_tokend::state::{FORMAT_VERSION, LoadOutcome, SessionRecord, StateDir};
+use att_tokend::state::{FORMAT_VERSION, LOCK_FILE, LoadOutcome, Origin, SessionRecord, StateDir};
 use token_model::ids::{ClientId, TokenName};
 use token_model::plan::{PersistedSession, Rotation};
 use token_model::secret::{AccessToken, ExposeSecret, RefreshToken};
@@ -14,12 +14,20 @@ fn name(text: &str) -> TokenName {
     TokenName::new(text).unwrap()
 }
 
+const URL: &str = "https://api.allthingstalk.io";
+
+/// The instance and client the records below were made with.
+fn origin() -> Origin {
+    Origin::new(URL, ClientId::new("mobile").unwrap())
+}
+
 fn record(token: &str, refresh: &str) -> SessionRecord {
     SessionRecord {
         version: FORMAT_VERSION,
         name: name(token),
         username: "alice@example.com".into(),
         client_id: ClientId::new("mobile").unwrap(),
+        api_url: Some(URL.to_owned()),
         refresh_token: RefreshToken::new(refresh),
         access_token: AccessToken::new("at-secret-1"),
         session: PersistedSession {
@@ -42,9 +50,13 @@ fn mode(path: &Path) -> u32 {
     fs::metadata(path).unwrap().mode() & 0o7777
 }
 
+/// The directory's files, but for the lock file every opened directory has.
 fn entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> =
-        fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != LOCK_FILE)
+        .collect();
     names.sort();
     names
 }
@@ -55,6 +67,7 @@ fn round_trip_with_private_modes() {
     let path = tmp.path().join("nested/state");
     let dir = StateDir::open(&path).unwrap();
     assert_eq!(mode(&path), 0o700);
+    assert_eq!(mode(&path.join(LOCK_FILE)), 0o600);
 
     let saved = record("main", "rt-secret-1");
     dir.save(&saved).unwrap();
@@ -62,7 +75,9 @@ fn round_trip_with_private_modes() {
     assert_eq!(mode(&file), 0o600);
     assert_eq!(entries(&path), ["main.json"]);
 
-    let LoadOutcome::Loaded(back) = dir.load(&name("main"), 1_800_000_200) else { panic!("expected a session") };
+    let LoadOutcome::Loaded(back) = dir.load(&name("main"), &origin(), 1_800_000_200) else {
+        panic!("expected a session")
+    };
     assert_eq!(*back, saved);
     assert_eq!(back.refresh_token.expose_secret(), "rt-secret-1");
     assert_eq!(back.client_id.as_str(), "mobile");
@@ -83,7 +98,7 @@ fn replacing_keeps_one_file_and_the_newest_content() {
         dir.save(&record("main", &format!("rt-{i}"))).unwrap();
     }
     assert_eq!(entries(tmp.path()), ["main.json"]);
-    let LoadOutcome::Loaded(back) = dir.load(&name("main"), 0) else { panic!("expected a session") };
+    let LoadOutcome::Loaded(back) = dir.load(&name("main"), &origin(), 0) else { panic!("expected a session") };
     assert_eq!(back.refresh_token.expose_secret(), "rt-19");
     assert_eq!(mode(&tmp.path().join("main.json")), 0o600);
 }
@@ -95,7 +110,7 @@ fn a_loose_session_file_is_tightened_on_load() {
     dir.save(&record("main", "rt")).unwrap();
     let file = tmp.path().join("main.json");
     fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
-    assert!(matches!(dir.load(&name("main"), 0), LoadOutcome::Loaded(_)));
+    assert!(matches!(dir.load(&name("main"), &origin(), 0), LoadOutcome::Loaded(_)));
     assert_eq!(mode(&file), 0o600);
 }
 
@@ -103,12 +118,12 @@ fn a_loose_session_file_is_tightened_on_load() {
 fn missing_session_and_logout() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = StateDir::open(tmp.path()).unwrap();
-    assert!(matches!(dir.load(&name("main"), 0), LoadOutcome::Missing));
+    assert!(matches!(dir.load(&name("main"), &origin(), 0), LoadOutcome::Missing));
     dir.save(&record("main", "rt")).unwrap();
     dir.save(&record("other", "rt")).unwrap();
     assert!(dir.remove(&name("main")).unwrap());
     assert!(!dir.remove(&name("main")).unwrap());
-    assert!(matches!(dir.load(&name("main"), 0), LoadOutcome::Missing));
+    assert!(matches!(dir.load(&name("main"), &origin(), 0), LoadOutcome::Missing));
     assert_eq!(entries(tmp.path()), ["other.json"]);
 }
 
@@ -142,16 +157,16 @@ fn corrupt_file_is_set_aside_with_its_bytes() {
     let dir = StateDir::open(tmp.path()).unwrap();
     let garbage = b"{\"version\":1,\"name\":\"main\",\"refresh_token\":\"rt-secret-9\"".to_vec();
     fs::write(tmp.path().join("main.json"), &garbage).unwrap();
-    let LoadOutcome::SetAside { reason, moved_to } = dir.load(&name("main"), 1_800_000_000) else {
+    let LoadOutcome::SetAside { reason, moved_to } = dir.load(&name("main"), &origin(), 1_800_000_000) else {
         panic!("expected the file to be set aside")
     };
     assert_eq!(moved_to, tmp.path().join("main.json.corrupt-1800000000"));
     assert_eq!(fs::read(&moved_to).unwrap(), garbage);
     assert!(!reason.contains("rt-secret-9"), "{reason}");
-    assert!(matches!(dir.load(&name("main"), 1_800_000_001), LoadOutcome::Missing));
+    assert!(matches!(dir.load(&name("main"), &origin(), 1_800_000_001), LoadOutcome::Missing));
     // A new login can be stored next to the set-aside file.
     dir.save(&record("main", "rt")).unwrap();
-    assert!(matches!(dir.load(&name("main"), 0), LoadOutcome::Loaded(_)));
+    assert!(matches!(dir.load(&name("main"), &origin(), 0), LoadOutcome::Loaded(_)));
 }
 
 #[test]
@@ -160,7 +175,9 @@ fn a_file_for_another_name_is_set_aside() {
     let dir = StateDir::open(tmp.path()).unwrap();
     dir.save(&record("other", "rt")).unwrap();
     fs::rename(tmp.path().join("other.json"), tmp.path().join("main.json")).unwrap();
-    let LoadOutcome::SetAside { reason, .. } = dir.load(&name("main"), 7) else { panic!("expected set aside") };
+    let LoadOutcome::SetAside { reason, .. } = dir.load(&name("main"), &origin(), 7) else {
+        panic!("expected set aside")
+    };
     assert!(reason.contains("\"other\""), "{reason}");
 }
 
@@ -170,7 +187,7 @@ fn a_newer_format_is_left_alone() {
     let dir = StateDir::open(tmp.path()).unwrap();
     let text = format!("{{\"version\": {}, \"future\": true}}", FORMAT_VERSION + 1);
     fs::write(tmp.path().join("main.json"), &text).unwrap();
-    let LoadOutcome::TooNew { version } = dir.load(&name("main"), 0) else { panic!("expected TooNew") };
+    let LoadOutcome::TooNew { version } = dir.load(&name("main"), &origin(), 0) else { panic!("expected TooNew") };
     assert_eq!(version, FORMAT_VERSION + 1);
     assert_eq!(fs::read_to_string(tmp.path().join("main.json")).unwrap(), text);
 }
@@ -182,14 +199,18 @@ fn a_refresh_on_its_way_is_recorded_and_files_without_the_mark_still_load() {
     let mut marked = record("main", "rt-secret-1");
     marked.refresh_sent_at = Some(1_800_000_300);
     dir.save(&marked).unwrap();
-    let LoadOutcome::Loaded(back) = dir.load(&name("main"), 1_800_000_400) else { panic!("expected a session") };
+    let LoadOutcome::Loaded(back) = dir.load(&name("main"), &origin(), 1_800_000_400) else {
+        panic!("expected a session")
+    };
     assert_eq!(back.refresh_sent_at, Some(1_800_000_300));
 
     // Once the answer is saved the mark is gone, also from the file's text.
     dir.save(&record("main", "rt-secret-2")).unwrap();
     let text = fs::read_to_string(tmp.path().join("main.json")).unwrap();
     assert!(!text.contains("refresh_sent_at"), "{text}");
-    let LoadOutcome::Loaded(back) = dir.load(&name("main"), 1_800_000_400) else { panic!("expected a session") };
+    let LoadOutcome::Loaded(back) = dir.load(&name("main"), &origin(), 1_800_000_400) else {
+        panic!("expected a session")
+    };
     assert_eq!(back.refresh_sent_at, None);
     assert_eq!(back.refresh_token.expose_secret(), "rt-secret-2");
 }

@@ -89,8 +89,14 @@ fn refused_logins_min_valid_refresh_and_logout() {
     world.restart_daemon();
     assert_eq!(world.listed("main")["state"], "needs-login", "the session stays forgotten across a restart");
 
-    // A second daemon on the same bus refuses to start, with a message, and the first one goes on serving.
+    // A second daemon on the same bus refuses to start, with a message, and the first one goes on serving. It has
+    // its own state directory, so the bus name is what stops it (e2e_ownership covers a shared state directory).
     let config = world.config.clone().expect("a config was written");
+    let text = std::fs::read_to_string(&config).expect("read the config");
+    let own_state = world.scratch.path().join("second-state");
+    let text = text.replace(&world.state_dir().display().to_string(), &own_state.display().to_string());
+    assert!(text.contains("second-state"), "the second config names its own state directory: {text}");
+    let config = world.scratch.write("second.toml", &text, 0o600);
     let mut command = std::process::Command::new(&crate::support::bins().tokend);
     command.arg("--config").arg(&config).env_remove("NOTIFY_SOCKET");
     let mut second = Proc::spawn("second-att-tokend", command, world.scratch.path());

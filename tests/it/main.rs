@@ -32,3 +32,6 @@ mod e2e_reload;
 
 /// End to end: short grants, hammering readers, refused credentials, outages, verdicts, logout, clocks, reloads.
 mod e2e_pressure;
+
+/// End to end: one daemon per state directory; a session is only sent to the instance and client it was made with.
+mod e2e_ownership;

@@ -160,13 +160,13 @@ async fn list_tokens(connection: &zbus::Connection, agent: &TokenAgentProxy<'_>,
     let now = now_unix();
     let mut rows = Vec::with_capacity(tokens.len());
     for (name, kind, expires_at, state, attention) in tokens {
-        let next = next_refresh_at(connection, &name).await;
-        rows.push((name, kind, expires_at, state, attention, next));
+        let (next, last_error) = token_details(connection, &name).await;
+        rows.push((name, kind, expires_at, state, attention, next, last_error));
     }
     if args.json {
         let list: Vec<serde_json::Value> = rows
             .iter()
-            .map(|(name, kind, expires_at, state, attention, next)| {
+            .map(|(name, kind, expires_at, state, attention, next, last_error)| {
                 serde_json::json!({
                     "name": name,
                     "kind": kind,
@@ -174,6 +174,7 @@ async fn list_tokens(connection: &zbus::Connection, agent: &TokenAgentProxy<'_>,
                     "expires_at": expires_at,
                     "next_refresh_at": next,
                     "attention_needed": attention,
+                    "last_error": last_error,
                 })
             })
             .collect();
@@ -188,7 +189,7 @@ async fn list_tokens(connection: &zbus::Connection, agent: &TokenAgentProxy<'_>,
     }
     let table: Vec<[String; 6]> = rows
         .iter()
-        .map(|(name, kind, expires_at, state, attention, next)| {
+        .map(|(name, kind, expires_at, state, attention, next, _)| {
             [
                 name.clone(),
                 kind.clone(),
@@ -215,9 +216,12 @@ async fn list_tokens(connection: &zbus::Connection, agent: &TokenAgentProxy<'_>,
 }
 
 /// `NextRefreshAt` of a token's object, if it can be read.
-async fn next_refresh_at(connection: &zbus::Connection, name: &str) -> Option<i64> {
-    let proxy = TokenProxy::builder(connection).path(client::token_object_path(name)).build().await.ok()?;
-    proxy.next_refresh_at().await.ok()
+/// A token object's `NextRefreshAt` and `LastError` (`None` when the object or property cannot be read).
+async fn token_details(connection: &zbus::Connection, name: &str) -> (Option<i64>, Option<String>) {
+    let Ok(proxy) = TokenProxy::builder(connection).path(client::token_object_path(name)).build().await else {
+        return (None, None);
+    };
+    (proxy.next_refresh_at().await.ok(), proxy.last_error().await.ok())
 }
 
 fn read_stdin_line(what: &str) -> anyhow::Result<Zeroizing<String>> {

@@ -2,28 +2,37 @@
 
 use std::time::SystemTime;
 
-use token_model::ids::{ClientId, TokenName};
+use token_model::ids::TokenName;
 
 use super::session::{SavedSession, SessionStore};
-use crate::state::{FORMAT_VERSION, LoadOutcome, SessionRecord, StateDir};
+use crate::state::{FORMAT_VERSION, LoadOutcome, Origin, SessionRecord, StateDir};
 
-/// The state directory as a session store.
+/// The state directory as a session store, for one cloud instance and client.
 #[derive(Debug)]
 pub struct StateStore {
     dir: StateDir,
-    client_id: ClientId,
+    origin: Origin,
 }
 
 impl StateStore {
-    /// Wraps an opened state directory; `client_id` is recorded with every session.
-    pub fn new(dir: StateDir, client_id: ClientId) -> Self {
-        Self { dir, client_id }
+    /// Wraps an opened state directory; `origin` (the configured `[api] url` and `client_id`) is recorded with
+    /// every session, and a saved session made with another one is set aside rather than loaded.
+    pub fn new(dir: StateDir, origin: Origin) -> Self {
+        Self { dir, origin }
+    }
+}
+
+/// `"client_id \"web\" at https://api.allthingstalk.io"`, or without the instance when it is not recorded.
+fn describe_origin(url: Option<&str>, client_id: &str) -> String {
+    match url {
+        Some(url) => format!("client_id {client_id:?} at {url}"),
+        None => format!("client_id {client_id:?}"),
     }
 }
 
 impl SessionStore for StateStore {
     fn load(&self, name: &TokenName) -> Result<Option<SavedSession>, String> {
-        match self.dir.load(name, super::unix_seconds(SystemTime::now())) {
+        match self.dir.load(name, &self.origin, super::unix_seconds(SystemTime::now())) {
             LoadOutcome::Missing => Ok(None),
             LoadOutcome::Loaded(record) => Ok(Some(SavedSession {
                 username: record.username.clone(),
@@ -36,6 +45,26 @@ impl SessionStore for StateStore {
                 "the saved session was unreadable ({reason}) and was moved to {}; log in again",
                 moved_to.display()
             )),
+            LoadOutcome::OtherOrigin { saved_url, saved_client_id, moved_to } => {
+                let saved = describe_origin(saved_url.as_deref(), saved_client_id.as_str());
+                let configured = describe_origin(Some(&self.origin.api_url), self.origin.client_id.as_str());
+                let other_url = saved_url.as_ref().is_some_and(|url| *url != self.origin.api_url);
+                let other_client = saved_client_id != self.origin.client_id;
+                let saved_url = saved_url.unwrap_or_default();
+                let saved_client = saved_client_id.as_str();
+                let setting = match (other_url, other_client) {
+                    (true, true) => format!("[api] url back to {saved_url:?} and client_id back to {saved_client:?}"),
+                    (true, false) => format!("[api] url back to {saved_url:?}"),
+                    (false, _) => format!("[api] client_id back to {saved_client:?}"),
+                };
+                Err(format!(
+                    "the saved session was made with {saved}, but the config now names {configured}, so it was not \
+                     sent there; it was moved to {}. Log in again with att-token login {name}, or set {setting}, \
+                     move the file back to {} and restart att-tokend",
+                    moved_to.display(),
+                    self.dir.file_of(name).display()
+                ))
+            }
             LoadOutcome::TooNew { version } => Err(format!(
                 "the saved session was written by a newer att-tokend (format {version}); upgrade att-tokend or log in again"
             )),
@@ -48,7 +77,8 @@ impl SessionStore for StateStore {
             version: FORMAT_VERSION,
             name: name.clone(),
             username: saved.username.clone(),
-            client_id: self.client_id.clone(),
+            client_id: self.origin.client_id.clone(),
+            api_url: Some(self.origin.api_url.clone()),
             refresh_token: saved.refresh_token.clone(),
             access_token: saved.access_token.clone(),
             session: saved.session.clone(),

@@ -164,7 +164,7 @@ pub fn start_engine(config: &config::Config) -> Engine {
     let engine_config = run::engine_config(config).expect("the engine config");
     let cloud = run::cloud(&config.api).expect("a cloud client");
     let dir = att_tokend::state::StateDir::open(&config.daemon.state_dir).expect("the state directory");
-    let store = Arc::new(StateStore::new(dir, config.api.client_id.clone()));
+    let store = Arc::new(StateStore::new(dir, run::origin(&config.api).expect("the [api] origin")));
     let settings = SessionSettings {
         cloud: Some(cloud),
         store: Some(store),
