@@ -69,8 +69,10 @@ pub struct TokenArgs {
 pub enum TokenCommand {
     /// Print the token called NAME, alone on stdout.
     #[command(long_about = "Print the token called NAME, alone on one line on stdout, for \
-`$(att-token get NAME)`. With --min-valid, the daemon refreshes first if the token would lapse sooner; asking \
-for more than a fresh token lives is refused (exit 2) and the message says the most you may ask for.")]
+`$(att-token get NAME)`. With --min-valid, the daemon refreshes first if the token would lapse sooner and has \
+lived half its life; a younger token is not refreshed early for one caller (exit 5, and the message says how long \
+it is valid now). Asking for more than a fresh token lives is refused (exit 2) and the message says the most you \
+may ask for.")]
     Get(GetArgs),
 
     /// Print the least-privileged token that may access a device.
@@ -104,7 +106,8 @@ give --code to skip the prompt. Needs admin rights (root or [daemon] admins).")]
 pub struct GetArgs {
     /// The token's name, as in the daemon's configuration.
     pub name: String,
-    /// Make sure the token stays valid for at least this many seconds (the daemon refreshes first if needed).
+    /// Make sure the token stays valid for at least this many seconds (the daemon refreshes first if needed and
+    /// the token has lived half its life).
     #[arg(long, value_name = "SECONDS")]
     pub min_valid: Option<u32>,
 }

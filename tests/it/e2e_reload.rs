@@ -36,23 +36,23 @@ fn sighup_reloads_token_files_tokens_and_refresh_timings_and_keeps_the_session()
     let out = world.att_token(&["get", "main", "--min-valid", "50"]);
     assert!(out.status.success(), "{}", describe(&out));
 
-    // A new token file value, a new token, and a 20 s margin.
+    // A new token file value, a new token, and a 10 s margin.
     world.secret_file("sensor-7.token", NEW_TOKEN);
     let sensor_8 = world.secret_file("sensor-8.token", OTHER_TOKEN);
     let extra = format!(
         "\n[[token]]\nname = \"sensor-8\"\nkind = \"device\"\ndevice_id = \"{OTHER_DEVICE}\"\ntoken_file = \"{}\"\n",
         sensor_8.display()
     );
-    world.reload_daemon(&config("20s", &sensor, &extra));
+    world.reload_daemon(&config("10s", &sensor, &extra));
     wait_until("the new token file to be served after SIGHUP", PATIENCE, || match world.get("sensor-7") {
         Ok(token) if token == NEW_TOKEN => Ok(()),
         other => Err(format!("{other:?}")),
     });
     assert_eq!(world.get("sensor-8").expect("the token added to the config"), OTHER_TOKEN);
-    // The new margin is in force: 50 s more is now more than a fresh token gives (59 s less 20 s).
+    // The new margin is in force: 50 s more is now more than a fresh token gives (59 s less 10 s).
     let out = world.att_token(&["get", "main", "--min-valid", "50"]);
     assert_eq!(out.status.code(), Some(exit::USAGE), "{}", describe(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("20 s before they expire"), "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("10 s before they expire"), "{}", describe(&out));
     // The user session went on: the same session, no new login.
     let now = world.get("main").expect("the session survives a reload");
     assert!(world.fake.is_access_token_valid(&now), "the session's token is still one the cloud accepts");
