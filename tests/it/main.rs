@@ -29,3 +29,6 @@ mod e2e_unattended;
 
 /// End to end: SIGHUP reloads token files, tokens and refresh timings; a broken config is reported and ignored.
 mod e2e_reload;
+
+/// End to end: a probe or ground sync under way during a SIGHUP reload never applies to the new token or ground.
+mod e2e_probe;
