@@ -27,7 +27,7 @@ pub async fn check_token_health(engine: &Engine, cloud: &Cloud) {
             Scope::Ground { ground, .. } => match cloud.ground_devices(&token, ground).await {
                 Ok(Ok(devices)) => {
                     if !devices_configured {
-                        engine.set_ground_devices(&name, devices);
+                        engine.set_ground_devices(&name, ground, devices);
                     }
                     Ok(None)
                 }
@@ -36,9 +36,11 @@ pub async fn check_token_health(engine: &Engine, cloud: &Cloud) {
             },
             _ => continue,
         };
+        // A reload may have replaced the token (or its ground) while it was probed: the engine applies the
+        // verdict only to the value that was probed.
         match result {
-            Ok(None) => engine.set_static_health(&name, Ok(())),
-            Ok(Some(why)) => engine.set_static_health(&name, Err(why)),
+            Ok(None) => engine.set_static_health(&name, &token, Ok(())),
+            Ok(Some(why)) => engine.set_static_health(&name, &token, Err(why)),
             Err(failure) => {
                 tracing::info!(token = %name, "health check skipped, the cloud is not reachable: {}", failure.why())
             }
@@ -59,10 +61,10 @@ pub async fn sync_grounds(engine: &Engine, cloud: &Cloud) {
         match cloud.ground_devices(&token, ground).await {
             Ok(Ok(devices)) => {
                 tracing::debug!(token = %name, devices = devices.len(), "ground devices synchronised");
-                engine.set_ground_devices(&name, devices);
-                engine.set_static_health(&name, Ok(()));
+                engine.set_ground_devices(&name, ground, devices);
+                engine.set_static_health(&name, &token, Ok(()));
             }
-            Ok(Err(why)) => engine.set_static_health(&name, Err(why)),
+            Ok(Err(why)) => engine.set_static_health(&name, &token, Err(why)),
             Err(failure) => {
                 tracing::info!(token = %name, "ground sync skipped, the cloud is not reachable: {}", failure.why())
             }

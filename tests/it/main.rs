@@ -35,3 +35,6 @@ mod e2e_pressure;
 
 /// End to end: one daemon per state directory; a session is only sent to the instance and client it was made with.
 mod e2e_ownership;
+
+/// End to end: a probe or ground sync under way during a SIGHUP reload never applies to the new token or ground.
+mod e2e_probe;

@@ -87,7 +87,8 @@ impl Control {
     }
 
     /// Sets how many seconds the server's clock runs ahead (negative: behind) of this machine's. It shifts
-    /// `Date`, `.issued`, `.expires` and the fake's notion of expiry (TOTP codes still follow the real clock).
+    /// `Date`, `.issued`, `.expires`, the fake's notion of expiry and the time TOTP codes are checked against
+    /// (and [`Control::current_totp`] computed at).
     pub fn set_clock_offset_secs(&self, offset: i64) {
         self.shared.lock().settings.clock_offset_secs = offset;
     }
@@ -181,8 +182,8 @@ impl Control {
         });
     }
 
-    /// The 6-digit code the user's authenticator app shows right now, or `None` for an unknown user or one
-    /// without MFA.
+    /// The 6-digit code the user's authenticator app shows right now (at the server's clock), or `None` for an
+    /// unknown user or one without MFA.
     pub fn current_totp(&self, username: &str) -> Option<String> {
         self.shared.lock().current_totp(username)
     }

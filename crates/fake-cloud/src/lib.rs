@@ -49,7 +49,8 @@
 //! - A user token may read every device and every ground the fake knows (from its ground tokens).
 //! - A wrong MFA code leaves the challenge usable until it expires; a successful step uses it up.
 //! - After a sliding rotation the previous access token stays valid until it expires.
-//! - TOTP codes follow this machine's real clock, not the shifted server clock.
+//! - TOTP codes are checked against the shifted server clock, and `current_totp` gives the code of that time:
+//!   the user's authenticator app agrees with the cloud, as a phone with network time would.
 //! - `client_id` is checked before `grant_type`.
 
 mod config;

@@ -236,10 +236,11 @@ impl State {
         self.users.iter().find(|u| u.username.eq_ignore_ascii_case(username))
     }
 
-    /// The TOTP code a user's authenticator shows right now (this machine's clock), if the user has MFA.
+    /// The TOTP code a user's authenticator shows right now, if the user has MFA. The app agrees with the
+    /// server's clock (shifted by the offset), as a phone with network time agrees with the real cloud.
     pub(crate) fn current_totp(&self, username: &str) -> Option<String> {
         let totp = self.user(username)?.totp.as_ref()?;
-        Some(totp.generate(unix_secs(SystemTime::now())).to_string())
+        Some(totp.generate(unix_secs(self.server_now())).to_string())
     }
 
     /// Answers a `POST /login` form.
@@ -354,9 +355,13 @@ impl State {
             );
         }
         let username = challenge.username.clone();
-        let real_now = unix_secs(SystemTime::now());
-        let code_ok =
-            self.user(&username).and_then(|u| u.totp.as_ref()).is_some_and(|totp| totp.check(code, real_now).is_some());
+        // Codes are checked against the server's own clock, as a real cloud whose time differs from the
+        // client's would.
+        let server_secs = unix_secs(now);
+        let code_ok = self
+            .user(&username)
+            .and_then(|u| u.totp.as_ref())
+            .is_some_and(|totp| totp.check(code, server_secs).is_some());
         if !code_ok {
             return LoginOutcome::error(
                 "invalid_grant",

@@ -10,7 +10,7 @@ use crate::config::ApiConfig;
 use crate::error::LoginError;
 use crate::http::HttpTransport;
 use crate::steps::{Credentials, MfaPending, PasswordOutcome};
-use crate::totp::TotpGenerator;
+use crate::totp::{self, TotpGenerator};
 use crate::transport::{Request, Response, Transport, TransportError};
 use crate::wire;
 
@@ -41,10 +41,15 @@ impl<T: Transport> LoginClient<T> {
         &self.config
     }
 
-    /// Step 1: the password grant. Gives tokens, or a pending login that needs an MFA code.
+    /// Step 1: the password grant. Gives tokens, or a pending login that needs an MFA code (carrying the
+    /// reply's `Date` and the monotonic instant it arrived).
     pub async fn password_grant(&self, credentials: &Credentials) -> Result<PasswordOutcome, LoginError> {
         let response = self.exchange(wire::password_grant_request(&self.config.client_id, credentials)).await?;
-        wire::read_password_reply(&response)
+        let received = Instant::now();
+        Ok(match wire::read_password_reply(&response)? {
+            PasswordOutcome::MfaRequired(pending) => PasswordOutcome::MfaRequired(pending.with_received(received)),
+            granted => granted,
+        })
     }
 
     /// Step 2: completes a pending login with a code. The challenge is used up whatever the outcome.
@@ -71,15 +76,23 @@ impl<T: Transport> LoginClient<T> {
         }
     }
 
-    /// An unattended login: the password grant, then (if asked) the MFA step with the TOTP code current when
-    /// the challenge arrives. The seed is checked before anything is sent.
+    /// An unattended login: the password grant, then (if asked) the MFA step with a TOTP code. The seed is
+    /// checked before anything is sent.
+    ///
+    /// The code is computed at the cloud's time when the challenge's reply carried a `Date` (that date plus the
+    /// time elapsed since, on the monotonic clock), so a gateway whose wall clock is off still logs in; without
+    /// a `Date` it falls back to the local clock. A refused code says which clock it came from
+    /// ([`LoginError::code_clock`]).
     pub async fn login_with_totp(&self, credentials: &Credentials, seed: &TotpSeed) -> Result<TokenGrant, LoginError> {
         let generator = TotpGenerator::from_seed(seed)?;
         match self.password_grant(credentials).await? {
             PasswordOutcome::Granted(grant) => Ok(grant),
             PasswordOutcome::MfaRequired(pending) => {
-                let code = generator.code_at(SystemTime::now());
-                self.complete_mfa(pending, &code).await
+                let (at, clock) =
+                    totp::code_time(pending.server_date(), pending.since_received(Instant::now()), SystemTime::now());
+                tracing::debug!(clock = clock.as_str(), "MFA code computed from the TOTP seed");
+                let code = generator.code_at(at);
+                self.complete_mfa(pending, &code).await.map_err(|error| error.with_code_clock(clock))
             }
         }
     }
@@ -150,11 +163,17 @@ mod tests {
     struct Scripted {
         replies: Mutex<Vec<(u16, &'static str)>>,
         sent: Mutex<Vec<(String, String)>>,
+        /// The `Date` header of every reply.
+        date: Option<String>,
     }
 
     impl Scripted {
         fn new(replies: &[(u16, &'static str)]) -> Self {
-            Self { replies: Mutex::new(replies.iter().rev().copied().collect()), sent: Mutex::new(Vec::new()) }
+            Self {
+                replies: Mutex::new(replies.iter().rev().copied().collect()),
+                sent: Mutex::new(Vec::new()),
+                date: None,
+            }
         }
 
         fn sent(&self) -> Vec<(String, String)> {
@@ -171,7 +190,7 @@ mod tests {
             };
             Ok(Response {
                 status,
-                date: None,
+                date: self.date.clone(),
                 retry_after: None,
                 body: body.as_bytes().to_vec(),
                 received_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
@@ -215,6 +234,50 @@ mod tests {
         let client = client(&[(400, CHALLENGE)]);
         assert_eq!(client.login_with_code(&credentials(), None).await.unwrap_err(), LoginError::MfaRequired);
         assert_eq!(client.transport.sent().len(), 1);
+    }
+
+    /// The code the unattended login sent, and the clock its refusal names.
+    async fn refused_totp_login(date: Option<SystemTime>) -> (String, Option<crate::totp::CodeClock>) {
+        let mut transport = Scripted::new(&[(200, CHALLENGE), (400, r#"{"error":"invalid_grant"}"#)]);
+        transport.date = date.map(|date| token_model::reply::format_http_date(date).expect("a recent date"));
+        let client = LoginClient::with_transport(ApiConfig::default(), transport).expect("valid config");
+        let error = client.login_with_totp(&credentials(), &TotpSeed::new(SEED)).await.unwrap_err();
+        assert!(matches!(error, LoginError::BadMfaCode { .. }), "{error:?}");
+        let sent = client.transport.sent();
+        let code = sent[1].1.rsplit_once("code=").expect("a code was sent").1.to_owned();
+        (code, error.code_clock())
+    }
+
+    const SEED: &str = "JBSWY3DPEHPK3PXP";
+
+    /// The codes of the 30-second step holding `at` and of the next one (the test may cross a boundary).
+    fn codes_around(at: SystemTime) -> [String; 2] {
+        let generator = TotpGenerator::from_seed(&TotpSeed::new(SEED)).expect("a valid seed");
+        [at, at + Duration::from_secs(30)].map(|t| generator.code_at(t).expose_secret().to_owned())
+    }
+
+    #[tokio::test]
+    async fn the_unattended_code_is_computed_at_the_clouds_date() {
+        use crate::totp::CodeClock;
+        // The cloud is ten minutes ahead (then behind) of this machine.
+        for shift in [600, -600i64] {
+            let now = SystemTime::now();
+            let cloud_now = if shift > 0 {
+                now + Duration::from_secs(shift.unsigned_abs())
+            } else {
+                now - Duration::from_secs(shift.unsigned_abs())
+            };
+            let (code, clock) = refused_totp_login(Some(cloud_now)).await;
+            assert_eq!(clock, Some(CodeClock::Cloud));
+            // The Date drops sub-seconds: the code is that of the cloud's step (or the next one).
+            assert!(codes_around(cloud_now - Duration::from_secs(1)).contains(&code), "shift {shift}");
+            assert!(!codes_around(now - Duration::from_secs(1)).contains(&code), "not the local clock's code");
+        }
+        // No Date: the local clock, and the refusal says so.
+        let now = SystemTime::now();
+        let (code, clock) = refused_totp_login(None).await;
+        assert_eq!(clock, Some(CodeClock::Local));
+        assert!(codes_around(now - Duration::from_secs(1)).contains(&code));
     }
 
     #[tokio::test]

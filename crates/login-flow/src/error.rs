@@ -6,6 +6,8 @@ use std::time::Duration;
 use token_model::ids::TokenKind;
 use token_model::reply::ReplyError;
 
+use crate::totp::CodeClock;
+
 /// Which `/login` step a reply answers; decides what an `invalid_grant` means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
@@ -44,13 +46,16 @@ pub enum LoginError {
     /// The server rejected the MFA code or the challenge (`invalid_grant` on the MFA step).
     #[error(
         "AllThingsTalk rejected the MFA code: it was wrong or expired, or the login took too long; log in again and \
-         enter the code your authenticator app shows right now (check the gateway's clock if a TOTP seed is \
-         configured){}",
+         enter the code your authenticator app shows right now{}{}",
+        clock_hint(*.code_clock),
         describe(.description)
     )]
     BadMfaCode {
         /// The server's `error_description`, if any.
         description: Option<String>,
+        /// For a code computed from a TOTP seed ([`crate::LoginClient::login_with_totp`]), the clock it was
+        /// computed from; `None` for a code the caller gave.
+        code_clock: Option<CodeClock>,
     },
     /// The account asks for an MFA code and none was given.
     #[error(
@@ -195,6 +200,20 @@ fn describe(description: &Option<String>) -> String {
     }
 }
 
+fn clock_hint(code_clock: Option<CodeClock>) -> &'static str {
+    match code_clock {
+        None => " (check the gateway's clock if a TOTP seed is configured)",
+        Some(CodeClock::Cloud) => {
+            "; the code was computed from the configured TOTP seed at the cloud's own time, so check that the \
+             totp_secret_file holds this account's seed"
+        }
+        Some(CodeClock::Local) => {
+            "; the code was computed from the configured TOTP seed at this gateway's clock, which the cloud did not \
+             confirm (its reply had no Date): check the gateway's clock"
+        }
+    }
+}
+
 fn retry_hint(retry_after: &Option<Duration>) -> String {
     match retry_after {
         Some(wait) => format!(", asking to wait {} s", wait.as_secs()),
@@ -248,6 +267,26 @@ impl LoginError {
         }
     }
 
+    /// For a refused MFA code computed from a TOTP seed, the clock it was computed from: [`CodeClock::Local`]
+    /// means this machine's wall clock, which nothing confirmed, so the refusal may be the clock's fault
+    /// rather than a verdict on the seed. `None` for every other error and for codes the caller gave.
+    pub fn code_clock(&self) -> Option<CodeClock> {
+        match self {
+            LoginError::BadMfaCode { code_clock, .. } => *code_clock,
+            _ => None,
+        }
+    }
+
+    /// The same error, marked (if it is a refused MFA code) as computed from a TOTP seed at `clock`.
+    pub fn with_code_clock(self, clock: CodeClock) -> Self {
+        match self {
+            LoginError::BadMfaCode { description, .. } => {
+                LoginError::BadMfaCode { description, code_clock: Some(clock) }
+            }
+            other => other,
+        }
+    }
+
     /// Whether the only way forward is a new interactive login (the session is lost or was never made).
     pub fn needs_login(&self) -> bool {
         matches!(
@@ -283,7 +322,9 @@ mod tests {
         }
         let verdicts = [
             LoginError::BadCredentials { description: None },
-            LoginError::BadMfaCode { description: None },
+            LoginError::BadMfaCode { description: None, code_clock: None },
+            LoginError::BadMfaCode { description: None, code_clock: Some(CodeClock::Cloud) },
+            LoginError::BadMfaCode { description: None, code_clock: Some(CodeClock::Local) },
             LoginError::MfaRequired,
             LoginError::RefreshRejected,
             LoginError::ClientRejected { step: Step::Refresh, description: None },
@@ -321,6 +362,22 @@ mod tests {
         assert!(limited.contains("30 s") && limited.contains("retried"), "{limited}");
         let bad = LoginError::BadCredentials { description: Some("The user name or password is incorrect.".into()) };
         assert!(bad.to_string().contains("server said"), "{bad}");
+        let typed = LoginError::BadMfaCode { description: None, code_clock: None };
+        let cloud = typed.clone().with_code_clock(CodeClock::Cloud);
+        let local = typed.clone().with_code_clock(CodeClock::Local);
+        let cases = [
+            (&typed, None, "check the gateway's clock if a TOTP seed"),
+            (&cloud, Some(CodeClock::Cloud), "cloud's own time"),
+            (&local, Some(CodeClock::Local), "check the gateway's clock"),
+        ];
+        for (error, clock, hint) in cases {
+            assert_eq!(error.code_clock(), clock, "{error:?}");
+            assert!(error.to_string().contains(hint), "{error}");
+            assert!(error.needs_login() && !error.is_transient(), "{error:?}");
+        }
+        assert!(!cloud.to_string().contains("gateway's clock"), "{cloud}");
+        let other = LoginError::RefreshRejected.with_code_clock(CodeClock::Local);
+        assert_eq!((other.code_clock(), other), (None, LoginError::RefreshRejected));
         let mfa = LoginError::MfaRequired.to_string();
         assert!(mfa.contains("6-digit code"), "{mfa}");
     }

@@ -1,7 +1,7 @@
 //! MFA codes from a TOTP seed (RFC 6238: HMAC-SHA1, 30-second steps, 6 digits), for unattended re-login.
 
 use std::fmt;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use token_model::secret::{ExposeSecret, MfaCode, TotpSeed};
 use totp_rs::{Algorithm, Secret, Totp};
@@ -65,6 +65,43 @@ impl fmt::Debug for TotpGenerator {
     }
 }
 
+/// Which clock an unattended MFA code was computed from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CodeClock {
+    /// The cloud's: the `Date` header of the reply that carried the challenge, plus the time elapsed on this
+    /// machine's monotonic clock since that reply arrived. This machine's wall clock played no part.
+    Cloud,
+    /// This machine's wall clock, which nothing confirmed: the reply carried no readable `Date`.
+    Local,
+}
+
+impl CodeClock {
+    /// A short name for messages and logs: `cloud` or `local`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CodeClock::Cloud => "cloud",
+            CodeClock::Local => "local",
+        }
+    }
+}
+
+/// When to compute an unattended code, and from which clock: the cloud's time when the challenge's reply
+/// carried a `Date` (`server_date` plus `since_reply`, the time elapsed locally since it arrived, measured on
+/// the monotonic clock), else `local_now`. Pure: every clock reading comes in as a parameter.
+///
+/// The `Date` has a one-second resolution; the server accepts the neighbouring 30-second step, so that is
+/// precise enough.
+pub fn code_time(
+    server_date: Option<SystemTime>,
+    since_reply: Duration,
+    local_now: SystemTime,
+) -> (SystemTime, CodeClock) {
+    match server_date.and_then(|date| date.checked_add(since_reply)) {
+        Some(cloud_now) => (cloud_now, CodeClock::Cloud),
+        None => (local_now, CodeClock::Local),
+    }
+}
+
 /// The MFA code for `seed` at time `at`.
 pub fn totp_code(seed: &TotpSeed, at: SystemTime) -> Result<MfaCode, LoginError> {
     Ok(TotpGenerator::from_seed(seed)?.code_at(at))
@@ -112,6 +149,35 @@ mod tests {
         assert_eq!(generator.code_at(SystemTime::UNIX_EPOCH + Duration::from_secs(30)).expose_secret(), "287082");
         assert_ne!(generator.code_at(SystemTime::UNIX_EPOCH + Duration::from_secs(60)).expose_secret(), "287082");
         assert!(!format!("{generator:?}").contains("GEZD"));
+    }
+
+    #[test]
+    fn code_time_prefers_the_clouds_date() {
+        let at = |seconds: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(seconds);
+        let local = at(1_700_000_000);
+        let cases = [
+            // (Date of the challenge's reply, elapsed since it arrived, expected time, expected clock)
+            (Some(at(1_700_000_600)), Duration::ZERO, at(1_700_000_600), CodeClock::Cloud),
+            (Some(at(1_700_000_600)), Duration::from_secs(7), at(1_700_000_607), CodeClock::Cloud),
+            (
+                Some(at(1_699_999_400)),
+                Duration::from_millis(1_500),
+                at(1_699_999_401) + Duration::from_millis(500),
+                CodeClock::Cloud,
+            ),
+            (Some(local), Duration::ZERO, local, CodeClock::Cloud),
+            (Some(SystemTime::UNIX_EPOCH), Duration::from_secs(59), at(59), CodeClock::Cloud),
+            (None, Duration::ZERO, local, CodeClock::Local),
+            (None, Duration::from_secs(30), local, CodeClock::Local),
+        ];
+        for (date, since, expected, clock) in cases {
+            assert_eq!(code_time(date, since, local), (expected, clock), "{date:?} + {since:?}");
+        }
+        // A Date ten minutes ahead gives the code of that time, not of the local one.
+        let generator = TotpGenerator::from_seed(&TotpSeed::new(RFC_SEED)).unwrap();
+        let (when, _) = code_time(Some(at(1_111_111_109)), Duration::from_secs(2), at(1_111_110_509));
+        assert_eq!(generator.code_at(when).expose_secret(), "050471");
+        assert_eq!((CodeClock::Cloud.as_str(), CodeClock::Local.as_str()), ("cloud", "local"));
     }
 
     #[test]

@@ -3,8 +3,8 @@
 
 use token_model::ids::{ClientId, DeviceId, GroundId, TokenKind};
 use token_model::reply::{
-    LoginReply, MfaChallenge, OAuthErrorCode, ReplyError, TokenGrant, excerpt, parse_retry_after, read_ground_devices,
-    read_login_reply,
+    LoginReply, MfaChallenge, OAuthErrorCode, ReplyError, TokenGrant, excerpt, parse_http_date, parse_retry_after,
+    read_ground_devices, read_login_reply,
 };
 use token_model::secret::{AccessToken, ExposeSecret, MfaCode, RefreshToken, StaticToken};
 use url::form_urlencoded;
@@ -89,7 +89,9 @@ pub fn read_login_step(step: Step, response: &Response) -> Result<LoginReply, Lo
             (OAuthErrorCode::InvalidGrant, Step::Password) => {
                 LoginError::BadCredentials { description: error.description }
             }
-            (OAuthErrorCode::InvalidGrant, Step::Mfa) => LoginError::BadMfaCode { description: error.description },
+            (OAuthErrorCode::InvalidGrant, Step::Mfa) => {
+                LoginError::BadMfaCode { description: error.description, code_clock: None }
+            }
             (OAuthErrorCode::InvalidGrant, Step::Refresh) => LoginError::RefreshRejected,
             (OAuthErrorCode::InvalidClient, step) => {
                 LoginError::ClientRejected { step, description: error.description }
@@ -102,11 +104,15 @@ pub fn read_login_step(step: Step, response: &Response) -> Result<LoginReply, Lo
     }
 }
 
-/// Reads the password grant's reply: tokens, or a pending MFA login.
+/// Reads the password grant's reply: tokens, or a pending MFA login that keeps the reply's `Date` (the
+/// cloud's clock, for computing a TOTP code at the cloud's time).
 pub fn read_password_reply(response: &Response) -> Result<PasswordOutcome, LoginError> {
     match read_login_step(Step::Password, response)? {
         LoginReply::Granted(grant) => Ok(PasswordOutcome::Granted(grant)),
-        LoginReply::MfaRequired(challenge) => Ok(PasswordOutcome::MfaRequired(MfaPending::new(challenge))),
+        LoginReply::MfaRequired(challenge) => {
+            let server_date = response.date.as_deref().and_then(parse_http_date);
+            Ok(PasswordOutcome::MfaRequired(MfaPending::new(challenge).with_server_date(server_date)))
+        }
         LoginReply::Rejected(_) => Err(unexpected(response, "a rejection that was not classified")),
     }
 }
@@ -309,6 +315,35 @@ mod tests {
     }
 
     #[test]
+    fn a_challenge_keeps_the_replys_date() {
+        let sent = SystemTime::UNIX_EPOCH + Duration::from_secs(1_408_546_540);
+        let cases = [
+            (Some("Wed, 20 Aug 2014 14:55:40 GMT"), Some(sent)),
+            (Some(" Wed, 20 Aug 2014 14:55:40 GMT "), Some(sent)),
+            (Some("Wednesday, 20-Aug-14 14:55:40 GMT"), Some(sent)),
+            (Some("Wed Aug 20 14:55:40 2014"), Some(sent)),
+            (Some("yesterday"), None),
+            (Some(""), None),
+            (None, None),
+        ];
+        for body in [
+            r#"{"MfaUid":"m","UserId":"u"}"#,
+            r#"{"error":"mfa_required","error_description":"{\"MfaUid\":\"m\",\"UserId\":\"u\"}"}"#,
+        ] {
+            for (header, expected) in cases {
+                let mut response = reply(400, body);
+                response.date = header.map(str::to_owned);
+                match read_password_reply(&response).unwrap() {
+                    PasswordOutcome::MfaRequired(pending) => {
+                        assert_eq!(pending.server_date(), expected, "{header:?} {body}");
+                    }
+                    other => panic!("{body}: {other:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
     fn error_replies_per_step() {
         let cases: [(Step, u16, &str, LoginError); 12] = [
             (
@@ -317,7 +352,12 @@ mod tests {
                 r#"{"error":"invalid_grant","error_description":"wrong"}"#,
                 LoginError::BadCredentials { description: Some("wrong".into()) },
             ),
-            (Step::Mfa, 400, r#"{"error":"invalid_grant"}"#, LoginError::BadMfaCode { description: None }),
+            (
+                Step::Mfa,
+                400,
+                r#"{"error":"invalid_grant"}"#,
+                LoginError::BadMfaCode { description: None, code_clock: None },
+            ),
             (Step::Refresh, 400, r#"{"error":"invalid_grant"}"#, LoginError::RefreshRejected),
             (
                 Step::Refresh,

@@ -136,6 +136,23 @@ async fn unattended_login_with_a_totp_seed() {
 }
 
 #[tokio::test]
+async fn unattended_login_follows_the_clouds_clock() {
+    // The gateway's clock is ten minutes behind the cloud's (or the cloud's ahead): a code computed from the
+    // local clock is refused, one computed from the reply's Date is accepted.
+    for offset in [10 * 60, -10 * 60] {
+        let cloud = cloud().await;
+        cloud.control().set_clock_offset_secs(offset);
+        let client = client(&cloud);
+        let grant = client
+            .login_with_totp(&mfa_user(), &TotpSeed::new(SEED))
+            .await
+            .unwrap_or_else(|error| panic!("offset {offset} s: {error:?}"));
+        assert!(cloud.control().is_access_token_valid(grant.access_token.expose_secret()), "offset {offset} s");
+        assert_eq!(cloud.control().counters().mfa_steps_ok, 1, "offset {offset} s");
+    }
+}
+
+#[tokio::test]
 async fn configured_mfa_names_are_used() {
     let names = MfaFields {
         grant_type: "otp".into(),

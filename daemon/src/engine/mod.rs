@@ -587,28 +587,45 @@ impl Engine {
         self.session(name, "Logout")?.logout().await
     }
 
-    /// Sets the state of a static token after a health probe: `Ok(())` valid, `Err(reason)` revoked.
-    pub fn set_static_health(&self, name: &TokenName, verdict: Result<(), String>) {
+    /// Sets the state of a static token after a health probe of `probed`, the value the probe sent: `Ok(())`
+    /// valid, `Err(reason)` revoked. The verdict applies only while the entry still holds that value; when a
+    /// reload replaced it during the probe, the verdict is about a value no longer served and is dropped.
+    pub fn set_static_health(&self, name: &TokenName, probed: &StaticToken, verdict: Result<(), String>) {
         let Ok(entry) = self.entry(name.as_str()) else { return };
         if entry.kind == TokenKind::User {
             return;
         }
         let newly_revoked = {
             let mut live = write(&entry.live);
-            let was = live.status.state;
-            match &verdict {
-                Ok(()) => {
-                    live.status.state = State::Valid;
-                    live.status.attention_needed = false;
-                    live.status.last_error.clear();
+            let holds_probed = matches!(
+                &live.token,
+                Some(TokenValue::Static(current)) if current.expose_secret() == probed.expose_secret()
+            );
+            if holds_probed {
+                let was = live.status.state;
+                match &verdict {
+                    Ok(()) => {
+                        live.status.state = State::Valid;
+                        live.status.attention_needed = false;
+                        live.status.last_error.clear();
+                    }
+                    Err(reason) => {
+                        live.status.state = State::Revoked;
+                        live.status.attention_needed = true;
+                        live.status.last_error.clone_from(reason);
+                    }
                 }
-                Err(reason) => {
-                    live.status.state = State::Revoked;
-                    live.status.attention_needed = true;
-                    live.status.last_error.clone_from(reason);
-                }
+                Some(was != State::Revoked && verdict.is_err())
+            } else {
+                None
             }
-            was != State::Revoked && verdict.is_err()
+        };
+        let Some(newly_revoked) = newly_revoked else {
+            tracing::debug!(
+                token = %name,
+                "health verdict dropped: the token's value changed (reload) while it was being probed"
+            );
+            return;
         };
         self.emit(Event::StatusChanged(name.clone()));
         if newly_revoked {
@@ -618,12 +635,27 @@ impl Engine {
         }
     }
 
-    /// Replaces the known devices of a ground token (learned from the cloud).
-    pub fn set_ground_devices(&self, name: &TokenName, devices: Vec<DeviceId>) {
+    /// Replaces the known devices of a ground token with those the cloud listed for `probed`, the ground the
+    /// probe asked about. They apply only while the entry is still that ground and its devices are not
+    /// configured; when a reload changed either during the probe, the list is dropped.
+    pub fn set_ground_devices(&self, name: &TokenName, probed: &GroundId, devices: Vec<DeviceId>) {
         let Ok(entry) = self.entry(name.as_str()) else { return };
-        let mut scope = write(&entry.scope);
-        if let Scope::Ground { ground, .. } = &*scope {
-            *scope = Scope::ground(ground.clone(), devices);
+        let applied = {
+            let mut scope = write(&entry.scope);
+            match &*scope {
+                Scope::Ground { ground, .. } if ground == probed && !entry.devices_configured => {
+                    *scope = Scope::ground(ground.clone(), devices);
+                    true
+                }
+                _ => false,
+            }
+        };
+        if !applied {
+            tracing::debug!(
+                token = %name,
+                ground = %probed,
+                "ground devices dropped: the token's ground changed (reload) while it was being synchronised"
+            );
         }
     }
 

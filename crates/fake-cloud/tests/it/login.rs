@@ -168,6 +168,36 @@ async fn wrong_code_is_invalid_grant_and_the_challenge_stays_usable() {
     assert_eq!(cloud.control().counters().mfa_steps, 4);
 }
 
+/// Bob's code at Unix second `at`.
+fn code_at(at: u64) -> String {
+    let secret = totp_rs::Secret::try_from_base32(BOB_SEED).expect("the test seed is base32");
+    totp_rs::Builder::new().with_secret(secret).build().expect("a 160-bit seed").generate(at).to_string()
+}
+
+#[tokio::test]
+async fn codes_follow_the_servers_clock() {
+    // A cloud whose time differs from this machine's checks codes against its own time, as a real one would;
+    // the user's authenticator app agrees with the cloud.
+    let cloud = start().await;
+    let client = client();
+    cloud.control().set_clock_offset_secs(10 * 60);
+    let local_now = SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_secs();
+    let server_now = cloud.control().server_now().duration_since(UNIX_EPOCH).expect("after 1970").as_secs();
+    assert!((server_now - local_now).abs_diff(600) <= 5, "the offset shifts the server's clock");
+    assert_eq!(cloud.control().current_totp(BOB), Some(code_at(server_now)), "the app shows the server's code");
+
+    let challenge = password_login(&client, &cloud, BOB, BOB_PASSWORD).await;
+    let (uid, user_id) = (challenge.str("MfaUid").to_owned(), challenge.str("UserId").to_owned());
+    let local_code = code_at(local_now);
+    let server_codes: Vec<String> = (0..=2).map(|step| code_at(server_now - 30 + step * 30)).collect();
+    if !server_codes.contains(&local_code) {
+        let reply = mfa_step(&client, &cloud, &uid, &user_id, &local_code).await;
+        reply.assert_error("invalid_grant");
+    }
+    let reply = mfa_step(&client, &cloud, &uid, &user_id, &code_at(server_now)).await;
+    assert_eq!(reply.status, StatusCode::OK, "the code of the server's time is accepted: {}", reply.body);
+}
+
 #[tokio::test]
 async fn a_used_or_unknown_challenge_is_invalid_grant() {
     let cloud = start().await;
@@ -187,7 +217,7 @@ async fn an_expired_challenge_is_invalid_grant() {
     let cloud = start().await;
     let client = client();
     let challenge = password_login(&client, &cloud, BOB, BOB_PASSWORD).await;
-    // Five minutes on the server's clock; TOTP codes still follow the real clock.
+    // Five minutes on the server's clock (TOTP codes follow it too).
     cloud.control().advance_clock(Duration::from_secs(5 * 60 + 1));
     let code = cloud.control().current_totp(BOB).expect("Bob has MFA");
     let reply = mfa_step(&client, &cloud, challenge.str("MfaUid"), challenge.str("UserId"), &code).await;
