@@ -44,8 +44,8 @@ pub(crate) enum LoginFailure {
     BadCredentials(String),
     /// The account asks for an MFA code and none was given.
     MfaRequired,
-    /// The MFA code was refused.
-    BadMfaCode,
+    /// The MFA code was refused; for a code computed from the TOTP seed, which clock it came from.
+    BadMfaCode(Option<login_flow::totp::CodeClock>),
     /// Another verdict (client id, grant type, TOTP seed, configuration).
     Other(String),
     /// Retry later.
@@ -57,7 +57,7 @@ impl From<LoginError> for LoginFailure {
         match e {
             LoginError::BadCredentials { .. } => LoginFailure::BadCredentials(e.to_string()),
             LoginError::MfaRequired => LoginFailure::MfaRequired,
-            LoginError::BadMfaCode { .. } => LoginFailure::BadMfaCode,
+            LoginError::BadMfaCode { .. } => LoginFailure::BadMfaCode(e.code_clock()),
             e if e.is_transient() => LoginFailure::Transient { why: e.to_string(), retry_after: e.retry_after() },
             e => LoginFailure::Other(e.to_string()),
         }

@@ -16,6 +16,7 @@ use std::fmt;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
+use login_flow::totp::CodeClock;
 use token_model::ids::TokenName;
 use token_model::plan::{
     self, Action, Attempt, CallerAction, Grant, Outcome, PersistedSession, Policy, RefreshTokenChange, TokenState,
@@ -875,7 +876,7 @@ impl Session {
             // login-flow's message already says what was refused and what to do.
             LoginFailure::BadCredentials(why) => EngineError::LoginFailed { name, why },
             LoginFailure::MfaRequired => EngineError::MfaRequired(name),
-            LoginFailure::BadMfaCode => EngineError::MfaFailed(name),
+            LoginFailure::BadMfaCode(_) => EngineError::MfaFailed(name),
             LoginFailure::Other(why) => EngineError::LoginFailed { name, why },
             LoginFailure::Transient { why, .. } => EngineError::Unavailable { name, why },
         }
@@ -932,7 +933,11 @@ impl Session {
                 true
             }
             Err(failure) => {
-                let transient = matches!(failure, LoginFailure::Transient { .. });
+                // A code computed from a local clock that nothing confirms says nothing about the credentials: it
+                // is retried (the next reply may carry the cloud's time), never taken as a verdict.
+                let unconfirmed_code = matches!(failure, LoginFailure::BadMfaCode(Some(CodeClock::Local)))
+                    && !self.settings.clock.confirmed();
+                let transient = unconfirmed_code || matches!(failure, LoginFailure::Transient { .. });
                 let retry_after = match &failure {
                     LoginFailure::Transient { retry_after, .. } => *retry_after,
                     _ => None,
