@@ -1,10 +1,136 @@
-//! What the daemon knows about the wall clock: whether something confirms it.
+//! The daemon's clocks: the boot-time clock that deadlines live on, timers on it, and whether anything confirms
+//! the wall clock.
+//!
+//! Deadlines are measured on `CLOCK_BOOTTIME`, the monotonic clock that keeps counting while the machine is
+//! suspended (a paused VM, a laptop-class gateway that sleeps). `CLOCK_MONOTONIC`, which tokio's timers use,
+//! stops during a suspend: a token checked against it could be served after its life has passed in real elapsed
+//! time. Every serving decision reads [`boot_now`], and the session tasks sleep with [`sleep_until`], a
+//! `timerfd` on the boot-time clock that fires as soon as the machine resumes when its deadline passed meanwhile,
+//! so an overdue refresh happens at once after a resume.
 //!
 //! On a gateway without a real-time clock, the wall clock at boot is the last time saved to disk: plausible and
 //! wrong. A restored access token is served only once the time is confirmed: the kernel says an NTP client has
 //! synchronised the clock (the adjtimex status that `timedatectl` shows as "System clock synchronized"), unless
 //! `[daemon] trust_kernel_time_sync = false`. Otherwise the restored token is refreshed first, and the cloud's
 //! reply (with its `Date`) gives a fresh one.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+use nix::time::{ClockId as PosixClock, clock_gettime};
+use token_model::time::MonoTime;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::Notify;
+
+/// Time added to the boot-time clock by [`simulate_suspend`] (nanoseconds); zero outside tests.
+static SUSPENDED_NANOS: AtomicU64 = AtomicU64::new(0);
+/// Wakes every [`sleep_until`] when [`simulate_suspend`] moves the clock.
+static RESUMED: Notify = Notify::const_new();
+
+/// The boot-time clock as read by the kernel, without any simulated suspend.
+fn kernel_boot_time() -> Duration {
+    // CLOCK_BOOTTIME exists on every Linux the daemon supports; reading it cannot fail with a valid id.
+    clock_gettime(PosixClock::CLOCK_BOOTTIME).map_or(Duration::ZERO, Duration::from)
+}
+
+/// Now, on the boot-time clock: time since boot, including time spent suspended.
+pub fn boot_now() -> MonoTime {
+    MonoTime::from_origin(kernel_boot_time() + Duration::from_nanos(SUSPENDED_NANOS.load(Ordering::Acquire)))
+}
+
+/// Moves the daemon's boot-time clock forward by `slept`, as if the machine had been suspended that long, and
+/// wakes every sleeper so it can look at the new time. For tests of the daemon's core, which cannot suspend
+/// the machine; the daemon itself never calls it.
+#[doc(hidden)]
+pub fn simulate_suspend(slept: Duration) {
+    let nanos = u64::try_from(slept.as_nanos()).unwrap_or(u64::MAX);
+    SUSPENDED_NANOS.fetch_add(nanos, Ordering::AcqRel);
+    RESUMED.notify_waiters();
+}
+
+/// Sleeps until `at` on the boot-time clock ([`boot_now`]). Returns at once when `at` has passed. A suspend
+/// that carries the clock past `at` ends the sleep as soon as the machine resumes.
+pub async fn sleep_until(at: MonoTime) {
+    let mut timer = match BootTimer::new() {
+        Ok(timer) => Some(timer),
+        Err(e) => {
+            tracing::debug!("no boot-time timer ({e}); sleeping on the monotonic clock");
+            None
+        }
+    };
+    loop {
+        let resumed = RESUMED.notified();
+        tokio::pin!(resumed);
+        resumed.as_mut().enable();
+        let now = boot_now();
+        if now >= at {
+            return;
+        }
+        let left = at.saturating_since(now);
+        match timer.as_mut() {
+            Some(timer) => tokio::select! {
+                () = timer.fire_after(left) => {}
+                () = &mut resumed => {}
+            },
+            None => tokio::select! {
+                () = tokio::time::sleep(left) => {}
+                () = &mut resumed => {}
+            },
+        }
+    }
+}
+
+/// A `timerfd` on `CLOCK_BOOTTIME`, read through tokio's reactor.
+struct BootTimer {
+    fd: AsyncFd<Timer>,
+}
+
+/// The timer as tokio's reactor wants it (a raw descriptor).
+struct Timer(TimerFd);
+
+impl std::os::fd::AsRawFd for Timer {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsFd as _;
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
+impl BootTimer {
+    #[allow(unsafe_code)]
+    fn new() -> std::io::Result<Self> {
+        let timer = TimerFd::new(ClockId::CLOCK_BOOTTIME, TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC)?;
+        // SAFETY: `Timer` owns the descriptor (an `OwnedFd` inside `TimerFd`): it stays open, and `as_raw_fd`
+        // returns the same one, for as long as the `AsyncFd` that owns the `Timer` lives.
+        let fd = unsafe { AsyncFd::register(Timer(timer)) }?;
+        Ok(BootTimer { fd })
+    }
+
+    /// Waits until `left` has passed on the boot-time clock (suspended time counts).
+    async fn fire_after(&mut self, left: Duration) {
+        // At least a microsecond: a zero expiry would disarm the timer.
+        let left = left.max(Duration::from_micros(1));
+        let target = TimeSpec::from_duration(kernel_boot_time() + left);
+        if let Err(e) = self.fd.get_ref().0.set(Expiration::OneShot(target), TimerSetTimeFlags::TFD_TIMER_ABSTIME) {
+            tracing::debug!("could not arm the boot-time timer ({e}); sleeping on the monotonic clock");
+            tokio::time::sleep(left).await;
+            return;
+        }
+        loop {
+            let Ok(mut guard) = self.fd.readable().await else {
+                tokio::time::sleep(left).await;
+                return;
+            };
+            let mut expirations = [0u8; 8];
+            match nix::unistd::read(&self.fd.get_ref().0, &mut expirations) {
+                Ok(_) => return,
+                Err(nix::errno::Errno::EAGAIN) => guard.clear_ready(),
+                Err(_) => return,
+            }
+        }
+    }
+}
 
 /// Whether the kernel reports the system clock synchronised (by NTP, PTP, ...).
 ///
@@ -55,6 +181,17 @@ impl ClockPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_boot_time_sleep_ends_at_its_deadline_and_at_once_for_a_past_one() {
+        let start = boot_now();
+        sleep_until(start + Duration::from_millis(150)).await;
+        let slept = boot_now().saturating_since(start);
+        assert!(slept >= Duration::from_millis(150) && slept < Duration::from_secs(5), "{slept:?}");
+        let before = boot_now();
+        sleep_until(start).await;
+        assert!(boot_now().saturating_since(before) < Duration::from_millis(100), "a past deadline returns at once");
+    }
 
     #[test]
     fn distrusting_the_kernel_never_confirms() {

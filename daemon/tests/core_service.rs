@@ -687,3 +687,38 @@ async fn a_refresh_whose_reply_is_lost_is_explained_when_the_cloud_then_refuses_
     assert_eq!(cloud.control().counters().refresh_reuses, 1);
     harness.stop().await;
 }
+
+core_test!(
+    a_suspend_past_the_tokens_life_is_noticed_at_the_resume,
+    a_suspend_past_the_tokens_life_is_noticed_at_the_resume_body
+);
+
+/// The monotonic clock (tokio's timers) stops while the machine sleeps; the boot-time clock does not. After a
+/// suspend longer than the token's life, the old token is never served, and the overdue refresh is done at once,
+/// not an hour later when a monotonic timer would have fired.
+async fn a_suspend_past_the_tokens_life_is_noticed_at_the_resume_body() {
+    let (cloud, harness) = started(Duration::from_secs(3600)).await;
+    let agent = harness.agent().await;
+    login(&harness, &cloud).await;
+    let (before, _) = agent.get_token("main").await.unwrap();
+    let refreshed = cloud.control().counters().refreshes_ok;
+    // Two hours asleep: the access token's life (an hour) has passed in real elapsed time.
+    att_tokend::clock::simulate_suspend(Duration::from_secs(7200));
+    match agent.get_token("main").await {
+        Ok((token, _)) => assert_ne!(token, before, "a token whose life passed during the suspend is never served"),
+        Err(e) => assert_eq!(
+            att_tokend::client::error_name(&e).as_deref(),
+            Some("io.allthingstalk.TokenAgent1.Error.Unavailable"),
+            "{e}"
+        ),
+    }
+    let after = eventually(Duration::from_secs(10), "a refresh right after the resume", || {
+        let agent = agent.clone();
+        let before = before.clone();
+        async move { agent.get_token("main").await.ok().map(|(t, _)| t).filter(|t| *t != before) }
+    })
+    .await;
+    assert!(cloud.control().is_access_token_valid(&after));
+    assert_eq!(cloud.control().counters().refreshes_ok, refreshed + 1, "one refresh at the resume");
+    harness.stop().await;
+}

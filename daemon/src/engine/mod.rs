@@ -18,12 +18,13 @@ pub use self::cloud::Cloud;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use token_model::ids::{DeviceId, GroundId, TokenKind, TokenName};
 use token_model::plan::Policy;
 use token_model::scope::{self, Scope};
 use token_model::secret::{AccessToken, ExposeSecret, StaticToken};
+use token_model::time::MonoTime;
 use tokio::sync::broadcast;
 
 pub use self::error::EngineError;
@@ -203,8 +204,9 @@ pub struct EngineConfig {
 #[derive(Debug)]
 pub(crate) struct Live {
     pub(crate) token: Option<TokenValue>,
-    /// The last instant at which the token may be handed out (its expiry less the safety margin).
-    pub(crate) serve_until: Option<Instant>,
+    /// The last instant, on the boot-time clock, at which the token may be handed out (its expiry less the serving
+    /// margin).
+    pub(crate) serve_until: Option<MonoTime>,
     pub(crate) status: Status,
 }
 
@@ -231,7 +233,7 @@ impl Entry {
     }
 
     /// The token if it may be served now and stays valid `for_at_least` from now.
-    fn serve(&self, now: Instant, for_at_least: Duration) -> Option<Served> {
+    fn serve(&self, now: MonoTime, for_at_least: Duration) -> Option<Served> {
         let live = read(&self.live);
         let token = live.token.as_ref()?;
         if live.status.state == State::Revoked {
@@ -494,7 +496,7 @@ impl Engine {
     /// The token `name` as it may be served now. No I/O, no waiting.
     pub fn get_token(&self, name: &str, caller: &Caller) -> Result<Served, EngineError> {
         let entry = self.readable(name, caller)?;
-        entry.serve(Instant::now(), Duration::ZERO).ok_or_else(|| {
+        entry.serve(crate::clock::boot_now(), Duration::ZERO).ok_or_else(|| {
             // A retrying session may make one early attempt for a reader (it decides; this does not wait).
             if let Some(session) = &entry.session {
                 session.nudge(caller.uid);
@@ -514,7 +516,7 @@ impl Engine {
         }
         let entry = self.readable(name, caller)?;
         let wanted = Duration::from_secs(seconds.into());
-        if let Some(served) = entry.serve(Instant::now(), wanted) {
+        if let Some(served) = entry.serve(crate::clock::boot_now(), wanted) {
             return Ok(served);
         }
         match &entry.session {
@@ -527,7 +529,7 @@ impl Engine {
     pub fn get_token_for_device(&self, device_id: &str, caller: &Caller) -> Result<(TokenName, Served), EngineError> {
         let device = DeviceId::new(device_id).map_err(|e| EngineError::InvalidArgs(e.to_string()))?;
         let registry = self.registry();
-        let now = Instant::now();
+        let now = crate::clock::boot_now();
         let candidates: BTreeMap<&TokenName, (Scope, &Arc<Entry>)> = registry
             .entries
             .values()

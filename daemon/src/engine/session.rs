@@ -1,20 +1,22 @@
 //! A user session: one task per user token that owns the refresh token and executes the refresh plan of
 //! [`token_model::plan`].
 //!
-//! The task sleeps on the monotonic clock (`tokio::time::sleep_until`) until the plan's next action is due
-//! (a refresh, a retry, an unattended re-login, a lapse warning) or the served token reaches its safety
-//! margin, or until a command arrives; it never polls. Commands are handled one at a time, so there is never
-//! more than one refresh in flight for a session, and callers that asked for a fresher token while a refresh
-//! ran find the new token when their turn comes: they share its result.
+//! The task sleeps on the boot-time clock ([`crate::clock::sleep_until`], which counts time suspended) until the
+//! plan's next action is due (a refresh, a retry, an unattended re-login, a lapse warning) or the served token
+//! reaches its serving margin, or until a command arrives; it never polls. Commands are handled one at a time, so
+//! there is never more than one refresh in flight for a session, and callers that asked for a fresher token
+//! while a refresh ran find the new token when their turn comes: they share its result. What a caller may make
+//! the session do is the plan's decision ([`token_model::plan::Session::for_caller`]).
 //!
 //! Invariants:
 //! - a rotated refresh token is saved (when a store is configured) before the new access token is published;
-//! - a token is published only with the instant its serving window ends (its expiry less the safety margin),
-//!   and [`super::Entry`] never hands it out after that instant.
+//! - a token is published only with the instant its serving window ends (its expiry less the serving margin, on
+//!   the boot-time clock), and [`super::Entry`] never hands it out after that instant;
+//! - one task at a time owns a token's session: a new task for the same name waits for the old one to end.
 
 use std::fmt;
-use std::sync::{Arc, OnceLock, Weak};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
 
 use login_flow::totp::CodeClock;
 use token_model::ids::TokenName;
@@ -24,7 +26,6 @@ use token_model::plan::{
 use token_model::secret::{AccessToken, ExposeSecret, MfaCode, Password, RefreshToken, TotpSeed};
 use token_model::time::{self, ClockPair, MonoTime, WallTime};
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::sleep_until;
 
 use super::cloud::{Cloud, Failure, LoginFailure};
 use super::{Engine, EngineError, Entry, Event, Live, Served, State, TokenValue, write};
@@ -227,24 +228,14 @@ where
         .unwrap_or_else(|e| Err(format!("the state writer stopped: {e}")))
 }
 
-/// The process's monotonic origin: `MonoTime` zero.
-fn origin() -> Instant {
-    static ORIGIN: OnceLock<Instant> = OnceLock::new();
-    *ORIGIN.get_or_init(Instant::now)
-}
-
-fn mono(at: Instant) -> MonoTime {
-    MonoTime::from_origin(at.saturating_duration_since(origin()))
-}
-
-fn instant(at: MonoTime) -> Instant {
-    origin() + at.since_origin()
+/// Now on the boot-time clock, which keeps counting while the machine is suspended (see [`crate::clock`]).
+fn now() -> MonoTime {
+    crate::clock::boot_now()
 }
 
 /// Both clocks read together.
 fn clock_pair() -> ClockPair {
-    let now = Instant::now();
-    ClockPair::new(mono(now), WallTime::from_system_time(SystemTime::now()))
+    ClockPair::new(now(), WallTime::from_system_time(SystemTime::now()))
 }
 
 /// Starts the session task of a user token, restoring its saved session; returns the entry holding the handle.
@@ -329,7 +320,7 @@ struct Session {
     busy: bool,
     /// Unattended logins attempted without a session (first start), and when to try again.
     login_failures: u32,
-    login_retry_at: Option<Instant>,
+    login_retry_at: Option<MonoTime>,
     last_error: String,
     /// Shared with the handle: a nudge is queued.
     nudged: Arc<std::sync::atomic::AtomicBool>,
@@ -396,9 +387,9 @@ impl Session {
     }
 
     /// The plan's next action, and when to wake for it or for the end of the serving window.
-    fn next(&self, now: Instant) -> (Action, Option<Instant>) {
-        let action = plan::plan(self.plan.as_ref(), self.policy(), mono(now));
-        let mut wake = action.at().map(instant);
+    fn next(&self, now: MonoTime) -> (Action, Option<MonoTime>) {
+        let action = plan::plan(self.plan.as_ref(), self.policy(), now);
+        let mut wake = action.at();
         if self.plan.is_none() && self.unattended.is_some() && !self.unattended_suspended {
             wake = Some(self.login_retry_at.unwrap_or(now));
         }
@@ -409,16 +400,16 @@ impl Session {
     }
 
     /// The instant the served token stops being served (its expiry less the safety margin).
-    fn serve_until(&self) -> Option<Instant> {
+    fn serve_until(&self) -> Option<MonoTime> {
         self.access.as_ref()?;
-        Some(instant(self.plan.as_ref()?.serve_until(self.policy())?))
+        self.plan.as_ref()?.serve_until(self.policy())
     }
 
     /// The task's loop. `_owner` is this token's ownership, released when the task ends (after its last save).
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>, _owner: tokio::sync::OwnedMutexGuard<()>) {
         let mut told: Option<Action> = None;
         loop {
-            let now = Instant::now();
+            let now = now();
             let (action, wake) = self.next(now);
             // Each new decision of the plan is in the journal at debug level (never a secret).
             if told != Some(action) {
@@ -434,17 +425,18 @@ impl Session {
                     }
                     Some(command) => self.handle(command).await,
                 },
-                () = sleep_until(wake.unwrap_or_else(Instant::now).into()), if wake.is_some() => self.on_due().await,
+                // A boot-time timer: a suspend that carries the clock past `wake` ends the sleep at the resume.
+                () = crate::clock::sleep_until(wake.unwrap_or(now)), if wake.is_some() => self.on_due().await,
             }
         }
         tracing::debug!(token = %self.name, "session task stopped");
     }
 
     /// One plan decision in words, with its time as a date.
-    fn describe(&self, action: Action, now: Instant) -> String {
+    fn describe(&self, action: Action, now: MonoTime) -> String {
         let pair = clock_pair();
         let date = |at: MonoTime| {
-            let in_s = instant(at).saturating_duration_since(now).as_secs();
+            let in_s = at.saturating_since(now).as_secs();
             format!("{} (in {in_s} s)", super::rfc3339(pair.wall_at(at).unix_seconds()))
         };
         match action {
@@ -546,7 +538,7 @@ impl Session {
     fn serving(&self, wanted: Duration) -> Option<Served> {
         let token = self.access.as_ref()?;
         let plan = self.plan.as_ref()?;
-        plan.valid_for(mono(Instant::now()), wanted, self.policy())
+        plan.valid_for(now(), wanted, self.policy())
             .then(|| Served { token: TokenValue::Access(token.clone()), expires_at: self.expires_at() })
     }
 
@@ -557,13 +549,13 @@ impl Session {
         if let Some(served) = self.serving(wanted) {
             return Ok(served);
         }
-        let now = Instant::now();
+        let now = now();
         let Some(plan) = self.plan.as_ref() else {
             tracing::debug!(token = %self.name, uid, "GetTokenValidFor: no session, and a caller never logs in");
             return Err(self.needs_login_error());
         };
         let policy = self.policy().clone();
-        let decision = plan.for_caller(mono(now), wanted, &policy);
+        let decision = plan.for_caller(now, wanted, &policy);
         tracing::debug!(token = %self.name, uid, wanted_s = wanted.as_secs(), ?decision, "GetTokenValidFor");
         match decision {
             CallerAction::Serve => {}
@@ -619,7 +611,7 @@ impl Session {
         if self.serving(Duration::ZERO).is_some() {
             return;
         }
-        if plan.for_caller(mono(Instant::now()), Duration::ZERO, self.policy()) == CallerAction::RefreshNow {
+        if plan.for_caller(now(), Duration::ZERO, self.policy()) == CallerAction::RefreshNow {
             tracing::debug!(token = %self.name, uid, "a reader found no token: one early attempt");
             let _ = self.refresh_now().await;
         }
@@ -634,7 +626,7 @@ impl Session {
 
     /// Does what the plan says is due now.
     async fn on_due(&mut self) {
-        let now = Instant::now();
+        let now = now();
         let (action, _) = self.next(now);
         if self.plan.is_none() {
             if self.unattended.is_some() && !self.unattended_suspended && self.login_retry_at.is_none_or(|at| at <= now)
@@ -644,14 +636,14 @@ impl Session {
             return;
         }
         match action {
-            Action::Refresh { at, .. } | Action::Retry { at, attempt: Attempt::Refresh, .. } if instant(at) <= now => {
+            Action::Refresh { at, .. } | Action::Retry { at, attempt: Attempt::Refresh, .. } if at <= now => {
                 let _ = self.refresh_now().await;
             }
-            Action::Retry { at, attempt: Attempt::Login, .. } | Action::ReLogin { at } if instant(at) <= now => {
+            Action::Retry { at, attempt: Attempt::Login, .. } | Action::ReLogin { at } if at <= now => {
                 self.login_unattended().await;
             }
-            Action::WarnLapse { at, lapses_at } if instant(at) <= now => {
-                let left = lapses_at.remaining(mono(now));
+            Action::WarnLapse { at, lapses_at } if at <= now => {
+                let left = lapses_at.remaining(now);
                 let reason = format!(
                     "the session of {:?} lapses in {} (at {}) and cannot be renewed without a login; run \
                      `att-token login {}` before then",
@@ -662,7 +654,7 @@ impl Session {
                 );
                 tracing::warn!(token = %self.name, "{reason}");
                 if let Some(plan) = &mut self.plan {
-                    plan.record_warning(mono(now), &self.settings.policy);
+                    plan.record_warning(now, &self.settings.policy);
                 }
                 // Keep the warning on disk, so a restart does not give it again.
                 if let (Some(access), Some(refresh)) = (self.saved_access.clone(), self.refresh.clone()) {
@@ -687,10 +679,10 @@ impl Session {
         let Some(sent) = self.refresh.clone() else { return Err(self.needs_login_error()) };
         // The floor between two requests holds whoever asks (an admin's Refresh included): wait it out.
         if let Some(last) = self.plan.as_ref().and_then(plan::Session::last_request) {
-            let earliest = instant(last) + self.policy().refresh_floor;
-            if earliest > Instant::now() {
+            let earliest = last + self.policy().refresh_floor;
+            if earliest > now() {
                 tracing::debug!(token = %self.name, "waiting for the refresh floor before the next request");
-                tokio::time::sleep_until(earliest.into()).await;
+                crate::clock::sleep_until(earliest).await;
             }
         }
         self.busy = true;
@@ -957,7 +949,7 @@ impl Session {
                             // A verdict: the configured credentials are wrong; try again rarely.
                             policy.backoff_max
                         };
-                        self.login_retry_at = Some(Instant::now() + delay);
+                        self.login_retry_at = Some(now() + delay);
                     }
                 }
                 if !transient {
@@ -1027,25 +1019,25 @@ impl Session {
     /// Copies the session's view into the entry and tells the world. `token_changed`: the served token changed.
     fn publish(&mut self, token_changed: bool) {
         let Some(entry) = self.entry.upgrade() else { return };
-        let now = Instant::now();
+        let now = now();
         let policy = self.policy();
         let pair = clock_pair();
         let (state, attention, next_refresh_at, refresh_expires_at) = match &self.plan {
             Some(plan) => {
-                let state = match plan.state(mono(now), policy) {
+                let state = match plan.state(now, policy) {
                     TokenState::Valid => State::Valid,
                     TokenState::Retrying => State::Retrying,
                     TokenState::Expired => State::Expired,
                     TokenState::NeedsLogin => State::NeedsLogin,
                 };
-                let next = match plan.plan(policy, mono(now)) {
+                let next = match plan.plan(policy, now) {
                     Action::Refresh { at, .. } | Action::Retry { at, .. } | Action::ReLogin { at } => {
                         pair.wall_at(at).unix_seconds()
                     }
                     Action::WarnLapse { .. } | Action::NeedsLogin { .. } => 0,
                 };
                 let refresh = time::expires_at(plan.refresh_deadline().as_ref());
-                (state, plan.attention_needed(mono(now), policy), next, refresh)
+                (state, plan.attention_needed(now, policy), next, refresh)
             }
             None => (State::NeedsLogin, true, 0, 0),
         };
