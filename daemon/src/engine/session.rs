@@ -758,6 +758,9 @@ impl Session {
 
     /// After a verdict with no way to log in by itself: needs-login, and a person is told.
     fn session_lost(&mut self) {
+        // The cloud refused the session: its last access token is most likely revoked with it, and the state says
+        // needs-login, so it is not handed out any more.
+        self.access = None;
         self.refresh = None;
         self.publish(true);
         let reason = self.needs_login_error().to_string();
