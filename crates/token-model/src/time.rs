@@ -138,14 +138,44 @@ impl WallTime {
 }
 
 impl fmt::Display for WallTime {
-    /// Formats as an HTTP date (RFC 1123, GMT), or as raw milliseconds when out of that range.
+    /// Formats as an RFC 3339 date in UTC to the second ([`rfc3339`]), as messages write times.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 >= 0 && self.0 < 253_402_300_800_000 {
-            f.write_str(&httpdate::fmt_http_date(self.to_system_time()))
-        } else {
-            write!(f, "{} ms since the Unix epoch", self.0)
-        }
+        f.write_str(&rfc3339(self.0.div_euclid(1000)))
     }
+}
+
+/// The latest Unix second [`rfc3339`] writes as a date: 9999-12-31T23:59:59Z.
+const LAST_RFC3339_SECOND: i64 = 253_402_300_799;
+
+/// A Unix time as an RFC 3339 date in UTC, to the second: `2026-11-29T16:40:00Z`. Times before 1970 or after the
+/// year 9999 are written as seconds (`-5 s from the Unix epoch`).
+///
+/// Written out here rather than taken from a date crate: the one the daemon already links (chrono, through the
+/// cron scheduler) would add about 100 KiB of formatting code to a binary whose size is a feature, for one
+/// format. The civil-date conversion is the well-known days-to-civil algorithm; a property test checks it
+/// against `httpdate` for any second of the range.
+pub fn rfc3339(unix_seconds: i64) -> String {
+    if !(0..=LAST_RFC3339_SECOND).contains(&unix_seconds) {
+        return format!("{unix_seconds} s from the Unix epoch");
+    }
+    let days = unix_seconds / 86_400;
+    let secs = unix_seconds % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (non-negative), as (year, month, day).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let day_of_era = z - era * 146_097;
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 { shifted_month + 3 } else { shifted_month - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 fn duration_millis(d: Duration) -> i64 {
@@ -380,6 +410,34 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn wall_times_print_as_rfc_3339_dates() {
+        assert_eq!(WallTime::from_unix_seconds(1_700_000_000).to_string(), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(LAST_RFC3339_SECOND), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339(-1), "-1 s from the Unix epoch");
+        assert_eq!(WallTime::from_unix_seconds(-1).to_string(), "-1 s from the Unix epoch");
+    }
+
+    proptest::proptest! {
+        /// The civil date agrees with `httpdate`'s (RFC 1123) for any second of the range.
+        #[test]
+        fn rfc_3339_dates_agree_with_http_dates(secs in 0..=LAST_RFC3339_SECOND) {
+            let ours = rfc3339(secs);
+            let http = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs.unsigned_abs()));
+            // "Sun, 06 Nov 1994 08:49:37 GMT"
+            let parts: Vec<&str> = http.split(' ').collect();
+            let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+                .iter()
+                .position(|m| *m == parts[2])
+                .expect("an English month")
+                + 1;
+            let expected = format!("{}-{month:02}-{}T{}Z", parts[3], parts[1], parts[4]);
+            proptest::prop_assert_eq!(ours, expected);
+        }
+    }
 
     fn secs(s: u64) -> Duration {
         Duration::from_secs(s)

@@ -300,10 +300,7 @@ pub(crate) fn unix_seconds(time: SystemTime) -> i64 {
 
 /// A Unix time as an RFC 3339 date in UTC (`2026-11-29T16:40:00Z`), as messages write times.
 pub(crate) fn rfc3339(unix_seconds: i64) -> String {
-    match chrono::DateTime::from_timestamp(unix_seconds, 0) {
-        Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        None => format!("{unix_seconds} s after 1970"),
-    }
+    token_model::time::rfc3339(unix_seconds)
 }
 
 /// The largest `seconds` accepted by `GetTokenValidFor`: a user's access token lives about an hour.
