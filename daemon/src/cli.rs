@@ -23,6 +23,16 @@ programs get the right token over D-Bus (interface io.allthingstalk.TokenAgent1)
 It normally runs under systemd as att-tokend.service and logs to stderr (the journal). Set the log level with \
 RUST_LOG, e.g. RUST_LOG=debug or RUST_LOG=att_tokend=trace,info. No level ever prints a token, password, MFA \
 code or seed.\n\n\
+Callers' arguments are bounded: a token name is 1 to 64 characters from A-Z, a-z, 0-9, '_' and '-', a device id \
+exactly 24 letters and digits, a username at most 256 bytes, a password at most 1024 bytes and an MFA code at most \
+8 characters. Anything else is refused with org.freedesktop.DBus.Error.InvalidArgs before the caller is looked up. \
+A message quotes at most an escaped excerpt of 32 characters of a name, id or username, never any of a password or \
+code.\n\n\
+Each token's object, /io/allthingstalk/TokenAgent1/token/NAME, shows its properties (State, ExpiresAt, \
+NextRefreshAt, LastError and the rest) to the token's readers, the admins and root only: Get and GetAll from \
+anyone else are refused with AccessDenied. Its PropertiesChanged signal names the properties that changed, \
+without their values. Every process allowed on the bus still sees the objects' paths (and so the token names) and \
+the signals TokenChanged (name, expiry) and AttentionNeeded (name, reason).\n\n\
 Examples:\n  att-tokend --check-config\n  att-tokend --config /etc/att-tokend/config.toml",
     after_help = "EXIT STATUS:\n  0  stopped cleanly, or --check-config found no problem\n  1  the configuration is \
 wrong (the message names the file, the line and the fix) or the daemon failed\n  2  wrong usage"

@@ -8,6 +8,7 @@ pub mod dbus;
 pub mod engine;
 pub mod logging;
 pub mod maintenance;
+pub mod memory;
 pub mod run;
 pub mod secret_files;
 pub mod state;

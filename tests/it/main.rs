@@ -38,3 +38,6 @@ mod e2e_ownership;
 
 /// End to end: a probe or ground sync under way during a SIGHUP reload never applies to the new token or ground.
 mod e2e_probe;
+
+/// End to end: oversized arguments are refused briefly while the daemon serves on; token properties are for readers.
+mod e2e_hostile;

@@ -1,34 +1,65 @@
 //! Validated identifiers: token names, device and ground ids, token kinds and client ids.
 //!
-//! Constructors check their input and say what is wrong and what a valid value looks like.
+//! Constructors check their input and say what is wrong and what a valid value looks like. An error quotes at most a
+//! short escaped [`excerpt`] of the input, never all of it: input may come from anyone on the bus.
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// Why a string is not a valid identifier of some kind.
+/// The most characters of an input that [`excerpt`] quotes.
+pub const EXCERPT_CHARS: usize = 32;
+/// The most bytes of escaped text that [`excerpt`] quotes (escapes such as `\u{1}` take several bytes).
+pub const EXCERPT_BYTES: usize = 96;
+
+/// A short, escaped excerpt of `input` for a message: in double quotes, at most [`EXCERPT_CHARS`] characters and
+/// [`EXCERPT_BYTES`] bytes of it with control characters, quotes and backslashes escaped as Rust escapes them, then
+/// `…` and the input's length in bytes when it was cut. Reads no more of `input` than it quotes (and its length),
+/// so it costs the same for 8 MiB as for 8 bytes. Never use it on a secret.
+pub fn excerpt(input: &str) -> String {
+    let mut out = String::with_capacity(EXCERPT_BYTES + 32);
+    out.push('"');
+    let mut cut = false;
+    for (taken, c) in input.chars().enumerate() {
+        let escaped = c.escape_debug();
+        let width: usize = escaped.clone().map(char::len_utf8).sum();
+        if taken == EXCERPT_CHARS || out.len() - 1 + width > EXCERPT_BYTES {
+            cut = true;
+            break;
+        }
+        out.extend(escaped);
+    }
+    out.push('"');
+    if cut {
+        out.push_str(&format!("\u{2026} ({} bytes)", input.len()));
+    }
+    out
+}
+
+/// Why a string is not a valid identifier of some kind. The strings held are [`excerpt`]s of the input, never the
+/// whole of it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
     /// A token name is empty, too long or has a character outside `[A-Za-z0-9_-]`.
-    #[error("token name {0:?} is not valid: use 1 to 64 characters from A-Z, a-z, 0-9, '_' and '-'")]
+    #[error("token name {0} is not valid: use 1 to 64 characters from A-Z, a-z, 0-9, '_' and '-'")]
     TokenName(String),
     /// A device, ground or asset id is not 24 ASCII letters and digits.
     #[error(
-        "{what} id {value:?} is not valid: AllThingsTalk ids are exactly 24 letters and digits (copy it from the web UI)"
+        "{what} id {value} is not valid: AllThingsTalk ids are exactly 24 letters and digits (copy it from the web UI)"
     )]
     ResourceId {
         /// Which kind of id ("device", "ground", "asset").
         what: &'static str,
-        /// The rejected value (ids are not secret).
+        /// An [`excerpt`] of the rejected value (ids are not secret).
         value: String,
     },
     /// A token kind other than `user`, `device` or `ground`.
-    #[error("token kind {0:?} is not valid: use \"user\", \"device\" or \"ground\"")]
+    #[error("token kind {0} is not valid: use \"user\", \"device\" or \"ground\"")]
     Kind(String),
     /// A client id that is empty or has characters that do not belong in one.
     #[error(
-        "client id {0:?} is not valid: use one of \"web\", \"mobile\", \"postman\" (or another id your AllThingsTalk instance accepts)"
+        "client id {0} is not valid: use one of \"web\", \"mobile\", \"postman\" (or another id your AllThingsTalk instance accepts)"
     )]
     ClientId(String),
 }
@@ -45,10 +76,16 @@ impl TokenName {
     /// Validates a token name.
     pub fn new(value: impl Into<String>) -> Result<Self, IdError> {
         let value = value.into();
+        Self::check(&value)?;
+        Ok(Self(value))
+    }
+
+    /// Checks a token name without copying it: the length first, so a long input costs nothing more.
+    pub fn check(value: &str) -> Result<(), IdError> {
         let ok = !value.is_empty()
             && value.len() <= Self::MAX_LEN
             && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if ok { Ok(Self(value)) } else { Err(IdError::TokenName(value)) }
+        if ok { Ok(()) } else { Err(IdError::TokenName(excerpt(value))) }
     }
 
     /// The name as a string.
@@ -65,13 +102,22 @@ macro_rules! resource_id {
         pub struct $name(String);
 
         impl $name {
+            /// The length of every id: 24 ASCII letters and digits.
+            pub const LEN: usize = 24;
+
             /// Validates an id: exactly 24 ASCII letters and digits.
             pub fn new(value: impl Into<String>) -> Result<Self, IdError> {
                 let value = value.into();
-                if value.len() == 24 && value.bytes().all(|b| b.is_ascii_alphanumeric()) {
-                    Ok(Self(value))
+                Self::check(&value)?;
+                Ok(Self(value))
+            }
+
+            /// Checks an id without copying it: the length first, so a long input costs nothing more.
+            pub fn check(value: &str) -> Result<(), IdError> {
+                if value.len() == Self::LEN && value.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                    Ok(())
                 } else {
-                    Err(IdError::ResourceId { what: $what, value })
+                    Err(IdError::ResourceId { what: $what, value: excerpt(value) })
                 }
             }
 
@@ -148,7 +194,7 @@ impl ClientId {
         if !value.is_empty() && value.len() <= 64 && value.bytes().all(|b| b.is_ascii_graphic()) {
             Ok(Self(value))
         } else {
-            Err(IdError::ClientId(value))
+            Err(IdError::ClientId(excerpt(&value)))
         }
     }
 
@@ -196,7 +242,7 @@ impl FromStr for TokenKind {
             "user" => Ok(TokenKind::User),
             "device" => Ok(TokenKind::Device),
             "ground" => Ok(TokenKind::Ground),
-            other => Err(IdError::Kind(other.to_owned())),
+            other => Err(IdError::Kind(excerpt(other))),
         }
     }
 }
@@ -230,6 +276,41 @@ mod tests {
         let err = DeviceId::new("short").unwrap_err().to_string();
         assert!(err.contains("device id") && err.contains("24"), "{err}");
         assert!(GroundId::new("abcdefghijklmnopqrstuvw-").is_err());
+    }
+
+    #[test]
+    fn excerpts_are_short_escaped_and_say_the_length() {
+        assert_eq!(excerpt("main"), "\"main\"");
+        assert_eq!(excerpt("a\"b\\c"), "\"a\\\"b\\\\c\"");
+        assert_eq!(excerpt("\u{1}\n"), "\"\\u{1}\\n\"");
+        let long = "x".repeat(8 << 20);
+        assert_eq!(excerpt(&long), format!("\"{}\"\u{2026} (8388608 bytes)", "x".repeat(EXCERPT_CHARS)));
+        // Control characters take six bytes each escaped: the byte bound cuts first.
+        let controls = "\u{1}".repeat(1000);
+        let quoted = excerpt(&controls);
+        assert!(quoted.len() <= EXCERPT_BYTES + 2 + "\u{2026} (1000 bytes)".len(), "{quoted}");
+        assert!(quoted.starts_with("\"\\u{1}\\u{1}") && quoted.ends_with("(1000 bytes)"), "{quoted}");
+        assert!(!quoted.contains('\u{1}'), "no raw control byte: {quoted}");
+        // A cut never splits a character.
+        let wide = "\u{10ffff}".repeat(100);
+        assert!(excerpt(&wide).ends_with("(400 bytes)"));
+    }
+
+    #[test]
+    fn errors_quote_an_excerpt_of_long_input() {
+        let long = "\u{1}".repeat(1 << 20);
+        for message in [
+            TokenName::new(long.clone()).unwrap_err().to_string(),
+            DeviceId::new(long.clone()).unwrap_err().to_string(),
+            ClientId::new(long.clone()).unwrap_err().to_string(),
+            long.parse::<TokenKind>().unwrap_err().to_string(),
+        ] {
+            assert!(message.len() < 300, "{} bytes: {message}", message.len());
+            assert!(message.contains("(1048576 bytes)"), "{message}");
+        }
+        assert!(TokenName::check(&"x".repeat(65)).is_err());
+        assert!(DeviceId::check("abcdefghijklmnopqrstuvwx").is_ok());
+        assert!(DeviceId::check(&"a".repeat(25)).is_err());
     }
 
     #[test]

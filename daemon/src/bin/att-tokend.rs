@@ -12,6 +12,8 @@ use att_tokend::{config, logging, run};
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Before any other thread: freed large buffers (a hostile caller's message) go back to the system.
+    att_tokend::memory::return_large_allocations();
     let args = TokendArgs::parse();
     if args.check_config {
         return match check_config(&args.config) {

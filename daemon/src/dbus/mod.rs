@@ -4,8 +4,12 @@
 //! [`Service::serve`] builds a connection with every object served on it (a bus connection before the name is
 //! requested, or one end of a peer-to-peer pair) and starts the task that turns engine [`Event`]s into
 //! `TokenChanged`, `AttentionNeeded` and `PropertiesChanged` signals. No signal and no property carries a secret.
+//!
+//! Callers' arguments are checked by [`args`] before anything else. A token object's properties are read by the
+//! token's readers only ([`TokenObject`]); its `PropertiesChanged` names what changed without the values.
 
 pub mod access;
+pub mod args;
 pub mod error;
 
 use std::borrow::Cow;
@@ -94,6 +98,7 @@ impl Agent {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
     ) -> Result<(TokenReply, i64), ServiceError> {
+        args::name(name)?;
         let caller = self.caller(connection, &header).await?;
         Ok(reply(self.engine.get_token(name, &caller)?))
     }
@@ -107,6 +112,8 @@ impl Agent {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
     ) -> Result<(TokenReply, i64), ServiceError> {
+        args::name(name)?;
+        args::seconds(seconds)?;
         let caller = self.caller(connection, &header).await?;
         Ok(reply(self.engine.get_token_valid_for(name, seconds, &caller).await?))
     }
@@ -120,6 +127,7 @@ impl Agent {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
     ) -> Result<(String, TokenReply, i64), ServiceError> {
+        args::device_id(device_id)?;
         let caller = self.caller(connection, &header).await?;
         let (name, served) = self.engine.get_token_for_device(device_id, &caller)?;
         let (token, expires_at) = reply(served);
@@ -162,18 +170,8 @@ impl Agent {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
     ) -> Result<i64, ServiceError> {
+        args::login(name, username, password, code)?;
         self.admin(connection, &header, "log in").await?;
-        if username.trim().is_empty() {
-            return Err(EngineError::InvalidArgs(
-                "the username is empty; give the AllThingsTalk account's username".to_owned(),
-            )
-            .into());
-        }
-        if password.is_empty() {
-            return Err(
-                EngineError::InvalidArgs("the password is empty; give the account's password".to_owned()).into()
-            );
-        }
         let code = match code.trim() {
             "" => None,
             code => Some(MfaCode::parse(code).map_err(|e| EngineError::InvalidArgs(e.to_string()))?),
@@ -189,6 +187,7 @@ impl Agent {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
     ) -> Result<i64, ServiceError> {
+        args::name(name)?;
         self.admin(connection, &header, "refresh").await?;
         Ok(self.engine.refresh(name).await?)
     }
@@ -200,6 +199,7 @@ impl Agent {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
     ) -> Result<(), ServiceError> {
+        args::name(name)?;
         self.admin(connection, &header, "log out").await?;
         Ok(self.engine.logout(name).await?)
     }
@@ -213,14 +213,15 @@ impl Agent {
     async fn attention_needed(emitter: &SignalEmitter<'_>, name: &str, reason: &str) -> zbus::Result<()>;
 }
 
-/// One configured token: `io.allthingstalk.TokenAgent1.Token`. Its properties hold no secret.
+/// The properties of one configured token, as zbus serves them. Only ever served inside a [`TokenObject`], which
+/// lets readers of the token alone read them.
 #[derive(Debug)]
-pub struct TokenObject {
+struct TokenProperties {
     engine: Engine,
     name: TokenName,
 }
 
-impl TokenObject {
+impl TokenProperties {
     fn status(&self) -> Status {
         self.engine.status(&self.name).map(|(_, s)| s).unwrap_or_else(|| Status {
             state: crate::engine::State::NeedsLogin,
@@ -233,9 +234,10 @@ impl TokenObject {
     }
 }
 
-/// A configured token: its state and deadlines. Read-only; PropertiesChanged on change.
+/// A configured token: its state and deadlines. Read-only, and only by the token's readers (others get
+/// `AccessDenied`); PropertiesChanged on change, naming the changed properties without their values.
 #[interface(name = "io.allthingstalk.TokenAgent1.Token")]
-impl TokenObject {
+impl TokenProperties {
     /// The token's name.
     #[zbus(property(emits_changed_signal = "const"))]
     fn name(&self) -> String {
@@ -249,39 +251,157 @@ impl TokenObject {
     }
 
     /// `valid`, `refreshing`, `retrying`, `expired`, `needs-login` or `revoked`.
-    #[zbus(property)]
+    #[zbus(property(emits_changed_signal = "invalidates"))]
     fn state(&self) -> String {
         self.status().state.as_str().to_owned()
     }
 
     /// When the served token expires, Unix seconds; 0 when it has no known expiry or none is served.
-    #[zbus(property)]
+    #[zbus(property(emits_changed_signal = "invalidates"))]
     fn expires_at(&self) -> i64 {
         self.status().expires_at
     }
 
     /// When the refresh token lapses, Unix seconds; 0 when unknown or not a user token.
-    #[zbus(property)]
+    #[zbus(property(emits_changed_signal = "invalidates"))]
     fn refresh_token_expires_at(&self) -> i64 {
         self.status().refresh_token_expires_at
     }
 
     /// When the next refresh is planned, Unix seconds; 0 when none is.
-    #[zbus(property)]
+    #[zbus(property(emits_changed_signal = "invalidates"))]
     fn next_refresh_at(&self) -> i64 {
         self.status().next_refresh_at
     }
 
     /// Whether a person must act.
-    #[zbus(property)]
+    #[zbus(property(emits_changed_signal = "invalidates"))]
     fn attention_needed(&self) -> bool {
         self.status().attention_needed
     }
 
     /// The last error (no secret), empty when the last attempt succeeded.
-    #[zbus(property)]
+    #[zbus(property(emits_changed_signal = "invalidates"))]
     fn last_error(&self) -> String {
         self.status().last_error
+    }
+}
+
+/// One configured token's object: `io.allthingstalk.TokenAgent1.Token`, whose properties hold no secret and are
+/// shown to the token's readers only (root, admins and its `readers`, as `GetToken` decides). `Get` and `GetAll`
+/// from anyone else are refused with `AccessDenied`, before any property is read; so is a call the object cannot
+/// tell the caller of. The object's path, and so the token's name, is visible to every caller in the tree.
+#[derive(Debug)]
+pub struct TokenObject {
+    properties: TokenProperties,
+    credentials: Arc<Credentials>,
+}
+
+impl TokenObject {
+    /// Whether the sender of the call behind `header` may read this token; `AccessDenied` (or `UnknownToken` for a
+    /// token no longer configured) when not.
+    async fn admit(&self, connection: &Connection, header: Option<&Header<'_>>) -> Result<(), ServiceError> {
+        let Some(header) = header else {
+            return Err(EngineError::AccessDenied(
+                "the token's properties are read by D-Bus calls only; call org.freedesktop.DBus.Properties.Get"
+                    .to_owned(),
+            )
+            .into());
+        };
+        let caller = self
+            .credentials
+            .caller(connection, header.sender())
+            .await
+            .map_err(|e| ServiceError::from(EngineError::AccessDenied(e.to_string())))?;
+        Ok(self.properties.engine.may_read(&self.properties.name, &caller)?)
+    }
+}
+
+#[async_trait::async_trait]
+impl zbus::object_server::Interface for TokenObject {
+    fn name() -> InterfaceName<'static> {
+        <TokenProperties as zbus::object_server::Interface>::name()
+    }
+
+    fn spawn_tasks_for_methods(&self) -> bool {
+        self.properties.spawn_tasks_for_methods()
+    }
+
+    async fn get(
+        &self,
+        property_name: &str,
+        server: &zbus::ObjectServer,
+        connection: &Connection,
+        header: Option<&Header<'_>>,
+        emitter: &SignalEmitter<'_>,
+    ) -> Option<Result<zbus::OwnedVariant, zbus::BoxDBusError>> {
+        if let Err(e) = self.admit(connection, header).await {
+            return Some(Err(Box::new(e)));
+        }
+        self.properties.get(property_name, server, connection, header, emitter).await
+    }
+
+    async fn get_all(
+        &self,
+        server: &zbus::ObjectServer,
+        connection: &Connection,
+        header: Option<&Header<'_>>,
+        emitter: &SignalEmitter<'_>,
+    ) -> zbus::fdo::Result<HashMap<String, zbus::OwnedVariant>> {
+        self.admit(connection, header).await.map_err(|e| match e {
+            ServiceError::Standard(e) => e,
+            ServiceError::Agent(e) => zbus::fdo::Error::AccessDenied(e.to_string()),
+        })?;
+        self.properties.get_all(server, connection, header, emitter).await
+    }
+
+    fn set<'call>(
+        &'call self,
+        property_name: &'call str,
+        value: &'call Variant<'_>,
+        server: &'call zbus::ObjectServer,
+        connection: &'call Connection,
+        header: Option<&'call Header<'_>>,
+        emitter: &'call SignalEmitter<'_>,
+    ) -> zbus::object_server::DispatchResult<'call> {
+        // Every property is read-only: zbus refuses the call whoever makes it.
+        self.properties.set(property_name, value, server, connection, header, emitter)
+    }
+
+    async fn set_mut(
+        &mut self,
+        property_name: &str,
+        value: &Variant<'_>,
+        server: &zbus::ObjectServer,
+        connection: &Connection,
+        header: Option<&Header<'_>>,
+        emitter: &SignalEmitter<'_>,
+    ) -> Option<Result<(), zbus::BoxDBusError>> {
+        self.properties.set_mut(property_name, value, server, connection, header, emitter).await
+    }
+
+    fn call<'call>(
+        &'call self,
+        server: &'call zbus::ObjectServer,
+        connection: &'call Connection,
+        message: &'call zbus::message::Message,
+        name: zbus::names::MemberName<'call>,
+    ) -> zbus::object_server::DispatchResult<'call> {
+        self.properties.call(server, connection, message, name)
+    }
+
+    fn call_mut<'call>(
+        &'call mut self,
+        server: &'call zbus::ObjectServer,
+        connection: &'call Connection,
+        message: &'call zbus::message::Message,
+        name: zbus::names::MemberName<'call>,
+    ) -> zbus::object_server::DispatchResult<'call> {
+        self.properties.call_mut(server, connection, message, name)
+    }
+
+    fn introspect_to_writer(&self, writer: &mut dyn std::fmt::Write, level: usize) {
+        self.properties.introspect_to_writer(writer, level);
     }
 }
 
@@ -290,6 +410,7 @@ impl TokenObject {
 pub struct Service {
     connection: Connection,
     engine: Engine,
+    credentials: Arc<Credentials>,
 }
 
 impl Service {
@@ -301,8 +422,9 @@ impl Service {
     /// reading can miss a call that arrives before the dispatcher has started; that call never gets a reply.
     pub async fn serve(builder: Builder<'_>, engine: Engine, credentials: Arc<Credentials>) -> zbus::Result<Self> {
         let events = engine.subscribe();
-        let connection = builder.serve_at(OBJECT_PATH, Agent { engine: engine.clone(), credentials }).build().await?;
-        let service = Service { connection, engine };
+        let agent = Agent { engine: engine.clone(), credentials: credentials.clone() };
+        let connection = builder.serve_at(OBJECT_PATH, agent).build().await?;
+        let service = Service { connection, engine, credentials };
         let mut published = BTreeMap::new();
         service.sync_objects(&mut published).await?;
         tokio::spawn(service.clone().forward(events, published));
@@ -325,7 +447,10 @@ impl Service {
         }
         for name in names {
             if let btree_map::Entry::Vacant(slot) = published.entry(name.clone()) {
-                let object = TokenObject { engine: self.engine.clone(), name: name.clone() };
+                let object = TokenObject {
+                    properties: TokenProperties { engine: self.engine.clone(), name: name.clone() },
+                    credentials: self.credentials.clone(),
+                };
                 self.connection.object_server().at(token_path(&name).as_str(), object).await?;
                 if let Some((_, status)) = self.engine.status(&name) {
                     slot.insert(status);
@@ -340,32 +465,33 @@ impl Service {
     async fn publish_changes(&self, name: &TokenName, published: &mut BTreeMap<TokenName, Status>) -> zbus::Result<()> {
         let Some((_, now)) = self.engine.status(name) else { return Ok(()) };
         let Some(before) = published.get_mut(name) else { return Ok(()) };
-        let mut changed: HashMap<&str, Variant<'_>> = HashMap::new();
+        // Names only: a signal reaches every process on the bus, and the values are for the token's readers.
+        let mut invalidated: Vec<&str> = Vec::new();
         if now.state != before.state {
-            changed.insert("State", Variant::from(now.state.as_str()));
+            invalidated.push("State");
         }
         if now.expires_at != before.expires_at {
-            changed.insert("ExpiresAt", Variant::from(now.expires_at));
+            invalidated.push("ExpiresAt");
         }
         if now.refresh_token_expires_at != before.refresh_token_expires_at {
-            changed.insert("RefreshTokenExpiresAt", Variant::from(now.refresh_token_expires_at));
+            invalidated.push("RefreshTokenExpiresAt");
         }
         if now.next_refresh_at != before.next_refresh_at {
-            changed.insert("NextRefreshAt", Variant::from(now.next_refresh_at));
+            invalidated.push("NextRefreshAt");
         }
         if now.attention_needed != before.attention_needed {
-            changed.insert("AttentionNeeded", Variant::from(now.attention_needed));
+            invalidated.push("AttentionNeeded");
         }
         if now.last_error != before.last_error {
-            changed.insert("LastError", Variant::from(now.last_error.as_str()));
+            invalidated.push("LastError");
         }
-        if !changed.is_empty() {
+        if !invalidated.is_empty() {
             let emitter = SignalEmitter::new(&self.connection, token_path(name))?;
             zbus::fdo::Properties::properties_changed(
                 &emitter,
                 InterfaceName::from_static_str_unchecked(TOKEN_INTERFACE),
-                changed,
-                Cow::Borrowed(&[]),
+                HashMap::new(),
+                Cow::Borrowed(&invalidated),
             )
             .await?;
         }

@@ -448,8 +448,9 @@ impl Engine {
         let registry = read(&self.inner.registry);
         match registry.entries.get(name) {
             Some(entry) => Ok(entry.clone()),
-            None => Err(match TokenName::new(name) {
-                Ok(_) => EngineError::UnknownToken(name.to_owned()),
+            // The name is checked (its length first) before it is copied into the message.
+            None => Err(match TokenName::check(name) {
+                Ok(()) => EngineError::UnknownToken(name.to_owned()),
                 Err(e) => EngineError::InvalidArgs(e.to_string()),
             }),
         }
@@ -505,12 +506,7 @@ impl Engine {
     /// The token `name`, valid for at least `seconds` from now; for a user token, refreshes first if needed
     /// (sharing a refresh already under way).
     pub async fn get_token_valid_for(&self, name: &str, seconds: u32, caller: &Caller) -> Result<Served, EngineError> {
-        if seconds > MAX_VALID_FOR {
-            return Err(EngineError::InvalidArgs(format!(
-                "{seconds} seconds is more than any token here lives; ask for at most {MAX_VALID_FOR} seconds \
-                 (user access tokens live about an hour)"
-            )));
-        }
+        crate::dbus::args::seconds(seconds)?;
         let entry = self.readable(name, caller)?;
         let wanted = Duration::from_secs(seconds.into());
         if let Some(served) = entry.serve(crate::clock::boot_now(), wanted) {
@@ -524,6 +520,7 @@ impl Engine {
 
     /// The least-privileged token `caller` may read that may access `device_id`.
     pub fn get_token_for_device(&self, device_id: &str, caller: &Caller) -> Result<(TokenName, Served), EngineError> {
+        crate::dbus::args::device_id(device_id)?;
         let device = DeviceId::new(device_id).map_err(|e| EngineError::InvalidArgs(e.to_string()))?;
         let registry = self.registry();
         let now = crate::clock::boot_now();
@@ -554,7 +551,13 @@ impl Engine {
         list
     }
 
-    /// Kind and status of a token, for its D-Bus object (no access check: nothing here is secret).
+    /// Whether `caller` may read the token `name` (and so its status): `AccessDenied` when not, `UnknownToken` when
+    /// it is no longer configured.
+    pub fn may_read(&self, name: &TokenName, caller: &Caller) -> Result<(), EngineError> {
+        self.readable(name.as_str(), caller).map(|_| ())
+    }
+
+    /// Kind and status of a token, for its D-Bus object (no access check: callers check [`Engine::may_read`]).
     pub fn status(&self, name: &TokenName) -> Option<(TokenKind, Status)> {
         self.registry().entries.get(name.as_str()).map(|e| (e.kind, e.status()))
     }

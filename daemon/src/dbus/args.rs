@@ -1,0 +1,158 @@
+//! Bounds on what callers send: every string and number a method takes is checked here, lengths first, before
+//! the caller is looked up and before anything is copied. A refusal is `org.freedesktop.DBus.Error.InvalidArgs`
+//! with a message of a few hundred bytes at most: it quotes an [`excerpt`] of a name, device id or username, and
+//! never any of a password or an MFA code.
+//!
+//! The limits are defined once, here (names and ids by their types in `token_model::ids`).
+
+use token_model::ids::{DeviceId, TokenName, excerpt};
+
+use crate::engine::{EngineError, MAX_VALID_FOR};
+
+/// The longest token name: 64 characters from `[A-Za-z0-9_-]`.
+pub const MAX_NAME: usize = TokenName::MAX_LEN;
+/// The length of a device id: 24 letters and digits.
+pub const DEVICE_ID_LEN: usize = DeviceId::LEN;
+/// The longest username (an e-mail address: RFC 5321 allows 254 characters).
+pub const MAX_USERNAME: usize = 256;
+/// The longest password.
+pub const MAX_PASSWORD: usize = 1024;
+/// The longest MFA code, surrounding whitespace aside. Codes are 6 digits; `MfaCode` checks the exact form.
+pub const MAX_CODE: usize = 8;
+/// The most seconds `GetTokenValidFor` accepts.
+pub const MAX_SECONDS: u32 = MAX_VALID_FOR;
+
+/// Checks a token name: 1 to [`MAX_NAME`] characters from `[A-Za-z0-9_-]`.
+pub fn name(name: &str) -> Result<(), EngineError> {
+    TokenName::check(name).map_err(|e| EngineError::InvalidArgs(e.to_string()))
+}
+
+/// Checks a device id: exactly [`DEVICE_ID_LEN`] ASCII letters and digits.
+pub fn device_id(device_id: &str) -> Result<(), EngineError> {
+    DeviceId::check(device_id).map_err(|e| EngineError::InvalidArgs(e.to_string()))
+}
+
+/// Checks the `seconds` of `GetTokenValidFor`: at most [`MAX_SECONDS`].
+pub fn seconds(seconds: u32) -> Result<(), EngineError> {
+    if seconds > MAX_SECONDS {
+        return Err(EngineError::InvalidArgs(format!(
+            "{seconds} seconds is more than any token here lives; ask for at most {MAX_SECONDS} seconds (user access \
+             tokens live about an hour)"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks the arguments of `Login` (name, username, password, code), lengths first. The password and the code are
+/// never quoted; a message says only what is wrong with them.
+pub fn login(name_arg: &str, username: &str, password: &str, code: &str) -> Result<(), EngineError> {
+    name(name_arg)?;
+    if username.len() > MAX_USERNAME {
+        return Err(EngineError::InvalidArgs(format!(
+            "the username {} is too long: at most {MAX_USERNAME} bytes; give the AllThingsTalk account's username",
+            excerpt(username)
+        )));
+    }
+    if username.chars().any(char::is_control) {
+        return Err(EngineError::InvalidArgs(format!(
+            "the username {} has a control character; give the AllThingsTalk account's username",
+            excerpt(username)
+        )));
+    }
+    if username.trim().is_empty() {
+        return Err(EngineError::InvalidArgs(
+            "the username is empty; give the AllThingsTalk account's username".to_owned(),
+        ));
+    }
+    if password.len() > MAX_PASSWORD {
+        return Err(EngineError::InvalidArgs(format!(
+            "the password is {} bytes long, more than the {MAX_PASSWORD} accepted; give the account's password",
+            password.len()
+        )));
+    }
+    if password.is_empty() {
+        return Err(EngineError::InvalidArgs("the password is empty; give the account's password".to_owned()));
+    }
+    if code.len() > MAX_CODE && code.trim().len() > MAX_CODE {
+        return Err(EngineError::InvalidArgs(format!(
+            "the MFA code is {} bytes long; give the 6 digits the authenticator app shows, or an empty code when the \
+             account has no MFA",
+            code.len()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The message of an `InvalidArgs` refusal.
+    fn refused(result: Result<(), EngineError>) -> String {
+        match result {
+            Err(EngineError::InvalidArgs(message)) => message,
+            other => panic!("expected InvalidArgs, got {other:?}"),
+        }
+    }
+
+    fn huge(c: char) -> String {
+        std::iter::repeat_n(c, 8 << 20).collect()
+    }
+
+    #[test]
+    fn names_and_ids_at_their_limits() {
+        assert!(name(&"a".repeat(MAX_NAME)).is_ok());
+        assert!(name("site-a_2").is_ok());
+        for bad in [String::new(), "a".repeat(MAX_NAME + 1), "a b".to_owned(), "ä".to_owned()] {
+            let message = refused(name(&bad));
+            assert!(message.contains("A-Z, a-z, 0-9"), "{message}");
+        }
+        assert!(device_id(&"A1".repeat(DEVICE_ID_LEN / 2)).is_ok());
+        for bad in ["A1".repeat(DEVICE_ID_LEN / 2 + 1), "A1".repeat(DEVICE_ID_LEN / 2 - 1), "-".repeat(DEVICE_ID_LEN)] {
+            assert!(refused(device_id(&bad)).contains("24 letters and digits"));
+        }
+        assert!(seconds(MAX_SECONDS).is_ok());
+        assert!(refused(seconds(MAX_SECONDS + 1)).contains(&format!("at most {MAX_SECONDS} seconds")));
+    }
+
+    #[test]
+    fn login_at_its_limits() {
+        let (user, password) = ("alice@example.com", "pw");
+        assert!(login("main", user, password, "").is_ok());
+        assert!(login("main", user, password, " 123456\n").is_ok());
+        assert!(login("main", &"u".repeat(MAX_USERNAME), &"p".repeat(MAX_PASSWORD), "12345678").is_ok());
+        assert!(refused(login("main", &"u".repeat(MAX_USERNAME + 1), password, "")).contains("too long"));
+        assert!(refused(login("main", "al\u{1b}[2Jice", password, "")).contains("control character"));
+        assert!(refused(login("main", "  ", password, "")).contains("username is empty"));
+        assert!(refused(login("main", user, "", "")).contains("password is empty"));
+        assert!(refused(login("main", user, &"p".repeat(MAX_PASSWORD + 1), "")).contains("1025 bytes long"));
+        assert!(refused(login("main", user, password, "123456789")).contains("6 digits"));
+        assert!(refused(login("a b", user, password, "")).contains("token name"));
+    }
+
+    #[test]
+    fn refusals_are_short_and_quote_no_secret() {
+        for c in ['\u{1}', 'a', '"', '\u{10ffff}'] {
+            let big = huge(c);
+            let messages = [
+                refused(name(&big)),
+                refused(device_id(&big)),
+                refused(login(&big, "u", "p", "")),
+                refused(login("main", &big, "p", "")),
+                refused(login("main", "u", &big, "")),
+                refused(login("main", "u", "p", &big)),
+            ];
+            for message in messages {
+                assert!(message.len() < 300, "{} bytes: {message}", message.len());
+                assert!(message.contains(&big.len().to_string()), "the length is told: {message}");
+                assert!(!message.chars().any(char::is_control), "control bytes are escaped: {message:?}");
+            }
+            let said = refused(login("main", "u", &big, "")) + &refused(login("main", "u", "p", &big));
+            let (raw, escaped) = (c.to_string().repeat(3), c.escape_debug().to_string().repeat(3));
+            assert!(!said.contains(&raw) && !said.contains(&escaped), "no secret quoted: {said}");
+        }
+        // A secret that is short enough but wrong is never quoted either.
+        let said = refused(login("main", "u", "p", "99999999x"));
+        assert!(!said.contains("99999999x"), "{said}");
+    }
+}
