@@ -1414,7 +1414,7 @@ devices = ["{DEV}"]
             let message = expect_error(
                 &format!("[{section}]\n{key}{too_long}\n"),
                 2,
-                &[name, "must be at most", &most.trim_matches(['[', ']']).to_owned()],
+                &[name, "must be at most", most.trim_matches(['[', ']'])],
             );
             assert!(message.contains(&format!("[{section}]")), "{message}");
         }
