@@ -38,3 +38,6 @@ mod e2e_ownership;
 
 /// End to end: a probe or ground sync under way during a SIGHUP reload never applies to the new token or ground.
 mod e2e_probe;
+
+/// End to end: the bus restarts during a refresh; the refresh is saved, the session survives, the daemon serves again.
+mod e2e_bus_loss;
