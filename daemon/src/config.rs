@@ -146,6 +146,25 @@ impl Default for RefreshConfig {
 
 const DAY: u64 = 24 * 3600;
 
+// Upper bounds of the duration keys, as (duration, as written in messages). Each is far beyond any useful
+// value, and small enough that a deadline computed from it (now plus the duration, on the boot-time clock or
+// as Unix seconds) can never overflow and abort the daemon.
+
+/// `[api] connect_timeout`: at most 5 minutes; a connection that takes longer is not coming.
+pub const MAX_CONNECT_TIMEOUT: (Duration, &str) = (Duration::from_secs(300), "5m");
+/// `[api] request_timeout`: at most 10 minutes; an access token lives about an hour.
+pub const MAX_REQUEST_TIMEOUT: (Duration, &str) = (Duration::from_secs(600), "10m");
+/// `[refresh] refresh_token_lifetime`: at most 10 years (AllThingsTalk's refresh tokens live 60 days).
+pub const MAX_REFRESH_TOKEN_LIFETIME: (Duration, &str) = (Duration::from_secs(3650 * DAY), "3650d");
+/// `[refresh] safety_margin`: at most a day; the margin used is at most a fifth of a token's life anyway.
+pub const MAX_SAFETY_MARGIN: (Duration, &str) = (Duration::from_secs(DAY), "1d");
+/// `[refresh] warn_before`: each lead at most 10 years, as long as the longest refresh-token lifetime.
+pub const MAX_WARN_BEFORE: (Duration, &str) = (Duration::from_secs(3650 * DAY), "3650d");
+/// `[refresh] retry_initial`: at most a day.
+pub const MAX_RETRY_INITIAL: (Duration, &str) = (Duration::from_secs(DAY), "1d");
+/// `[refresh] retry_max`: at most a week; a longer pause after an outage would outlive most sessions' warnings.
+pub const MAX_RETRY_MAX: (Duration, &str) = (Duration::from_secs(7 * DAY), "7d");
+
 /// `[maintenance]`: when the periodic jobs run.
 ///
 /// Cron expressions use the scheduler's six fields (`sec min hour day-of-month month day-of-week`); a classic
@@ -556,8 +575,8 @@ struct RawConfig {
 struct RawApi {
     url: Option<Spanned<String>>,
     client_id: Option<ClientId>,
-    connect_timeout: Option<Dur>,
-    request_timeout: Option<Dur>,
+    connect_timeout: Option<Spanned<Dur>>,
+    request_timeout: Option<Spanned<Dur>>,
     #[serde(default)]
     mfa: RawMfa,
 }
@@ -584,9 +603,9 @@ struct RawDaemon {
 #[serde(deny_unknown_fields)]
 struct RawRefresh {
     refresh_token_lifetime: Option<Spanned<Dur>>,
-    safety_margin: Option<Dur>,
-    warn_before: Option<Vec<Dur>>,
-    retry_initial: Option<Dur>,
+    safety_margin: Option<Spanned<Dur>>,
+    warn_before: Option<Vec<Spanned<Dur>>>,
+    retry_initial: Option<Spanned<Dur>>,
     retry_max: Option<Spanned<Dur>>,
 }
 
@@ -823,8 +842,10 @@ impl RawApi {
         Ok(ApiConfig {
             url,
             client_id: self.client_id.unwrap_or_default(),
-            connect_timeout: self.connect_timeout.map_or(Duration::from_secs(5), |d| d.0),
-            request_timeout: self.request_timeout.map_or(Duration::from_secs(15), |d| d.0),
+            connect_timeout: at_most(self.connect_timeout, "[api]", "connect_timeout", MAX_CONNECT_TIMEOUT, ctx)?
+                .unwrap_or(Duration::from_secs(5)),
+            request_timeout: at_most(self.request_timeout, "[api]", "request_timeout", MAX_REQUEST_TIMEOUT, ctx)?
+                .unwrap_or(Duration::from_secs(15)),
             mfa,
         })
     }
@@ -837,7 +858,7 @@ impl RawRefresh {
             None => defaults.refresh_token_lifetime,
             Some(value) => {
                 let span = value.span();
-                let lifetime = value.into_inner().0;
+                let lifetime = bound(value, "[refresh]", "refresh_token_lifetime", MAX_REFRESH_TOKEN_LIFETIME, ctx)?;
                 if lifetime < Duration::from_secs(3600) {
                     return Err(ctx.at(
                         span,
@@ -847,12 +868,13 @@ impl RawRefresh {
                 lifetime
             }
         };
-        let retry_initial = self.retry_initial.map_or(defaults.retry_initial, |d| d.0);
+        let retry_initial = at_most(self.retry_initial, "[refresh]", "retry_initial", MAX_RETRY_INITIAL, ctx)?
+            .unwrap_or(defaults.retry_initial);
         let retry_max = match self.retry_max {
             None => defaults.retry_max.max(retry_initial),
             Some(value) => {
                 let span = value.span();
-                let max = value.into_inner().0;
+                let max = bound(value, "[refresh]", "retry_max", MAX_RETRY_MAX, ctx)?;
                 if max < retry_initial {
                     return Err(ctx.at(
                         span,
@@ -863,18 +885,58 @@ impl RawRefresh {
                 max
             }
         };
-        let mut warn_before: Vec<Duration> =
-            self.warn_before.map_or(defaults.warn_before, |list| list.into_iter().map(|d| d.0).collect());
+        let mut warn_before: Vec<Duration> = match self.warn_before {
+            None => defaults.warn_before,
+            Some(list) => list
+                .into_iter()
+                .map(|d| bound(d, "[refresh]", "warn_before", MAX_WARN_BEFORE, ctx))
+                .collect::<Result<_, _>>()?,
+        };
         warn_before.sort_unstable_by(|a, b| b.cmp(a));
         warn_before.dedup();
         Ok(RefreshConfig {
             refresh_token_lifetime,
-            safety_margin: self.safety_margin.map_or(defaults.safety_margin, |d| d.0),
+            safety_margin: at_most(self.safety_margin, "[refresh]", "safety_margin", MAX_SAFETY_MARGIN, ctx)?
+                .unwrap_or(defaults.safety_margin),
             warn_before,
             retry_initial,
             retry_max,
         })
     }
+}
+
+/// A duration key's value, refused with `file:line` when it is longer than `most` (the upper bounds below).
+fn bound(
+    value: Spanned<Dur>,
+    section: &str,
+    key: &str,
+    most: (Duration, &str),
+    ctx: &Ctx<'_>,
+) -> Result<Duration, ConfigError> {
+    let span = value.span();
+    let duration = value.into_inner().0;
+    if duration > most.0 {
+        return Err(ctx.at(
+            span,
+            format!(
+                "in {section}: {key} must be at most \"{}\" (no longer wait makes sense, and a longer one could \
+                 overflow a deadline); write a shorter duration, or remove the key for the default",
+                most.1
+            ),
+        ));
+    }
+    Ok(duration)
+}
+
+/// [`bound`] for an optional key.
+fn at_most(
+    value: Option<Spanned<Dur>>,
+    section: &str,
+    key: &str,
+    most: (Duration, &str),
+    ctx: &Ctx<'_>,
+) -> Result<Option<Duration>, ConfigError> {
+    value.map(|value| bound(value, section, key, most, ctx)).transpose()
 }
 
 /// A kind-specific key: its name, where it was written (if it was) and the kinds it belongs to.
@@ -1332,6 +1394,32 @@ devices = ["{DEV}"]
         expect_error("[api]\nrequest_timeout = \"5x\"\n", 2, &["not a duration"]);
         expect_error("[refresh]\nrefresh_token_lifetime = \"30m\"\n", 2, &["at least \"1h\""]);
         expect_error("[refresh]\nretry_initial = \"10m\"\nretry_max = \"1m\"\n", 3, &["retry_max", "at least as long"]);
+    }
+
+    #[test]
+    fn every_duration_has_an_upper_bound_so_no_deadline_can_overflow() {
+        // (section, key, the largest value accepted, the same plus one unit)
+        let cases = [
+            ("api", "connect_timeout = ", "\"5m\"", "\"301s\""),
+            ("api", "request_timeout = ", "\"10m\"", "\"601s\""),
+            ("refresh", "refresh_token_lifetime = ", "\"3650d\"", "\"3651d\""),
+            ("refresh", "safety_margin = ", "\"1d\"", "\"25h\""),
+            ("refresh", "warn_before = ", "[\"3650d\"]", "[\"1d\", \"3651d\"]"),
+            ("refresh", "retry_initial = ", "\"1d\"", "\"25h\""),
+            ("refresh", "retry_max = ", "\"7d\"", "\"8d\""),
+        ];
+        for (section, key, most, too_long) in cases {
+            parse_ok(&format!("[{section}]\n{key}{most}\n"));
+            let name = key.trim_end_matches(" = ");
+            let message = expect_error(
+                &format!("[{section}]\n{key}{too_long}\n"),
+                2,
+                &[name, "must be at most", most.trim_matches(['[', ']'])],
+            );
+            assert!(message.contains(&format!("[{section}]")), "{message}");
+        }
+        // The value that used to abort the daemon at its first retry.
+        expect_error("[refresh]\nretry_max = \"99999999999d\"\n", 2, &["retry_max", "must be at most \"7d\""]);
     }
 
     #[test]

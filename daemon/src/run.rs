@@ -5,11 +5,16 @@
 //! session or calls the cloud) → engine (sessions restored from the state directory) → objects served on the
 //! bus → bus name requested → `READY=1`. `SIGHUP` re-reads the config and the token files; `SIGTERM` and `SIGINT`
 //! save every session and exit cleanly.
+//!
+//! Losing the bus is not losing a session: when the connection closes (the bus restarted, or it dropped the
+//! connection), the engine and its session tasks go on (a refresh in flight finishes and is saved), and the D-Bus
+//! side is rebuilt on a new connection ([`connect_bus`]) with backoff. After [`RECONNECT_ATTEMPTS`] failed
+//! attempts the daemon saves every session and exits with an error, for systemd to restart it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use token_model::plan::Policy;
 use tokio::signal::unix::{SignalKind, signal};
 use zbus::Connection;
@@ -104,6 +109,62 @@ pub async fn serve(bus: &Bus, engine: Engine, credentials: Arc<Credentials>) -> 
     })
 }
 
+/// Serves every object on a new connection to `bus`, subscribes to what [`Credentials::watch_bus`] needs, then
+/// requests the name: the D-Bus side of the daemon, built at start and again after the bus was lost. The engine
+/// (and with it every session) is not part of it.
+pub async fn connect_bus(bus: &Bus, engine: &Engine, credentials: &Arc<Credentials>) -> anyhow::Result<Connection> {
+    let service = serve(bus, engine.clone(), credentials.clone()).await?;
+    let connection = service.connection().clone();
+    let forget_leavers = credentials.clone().watch_bus(&connection).await.context(
+        "could not subscribe to NameOwnerChanged on the bus, needed to forget callers that leave; check the bus policy",
+    )?;
+    if let Some(task) = forget_leavers {
+        tokio::spawn(task);
+    }
+    own_name(&connection).await.with_context(|| {
+        format!(
+            "could not own the bus name {BUS_NAME} on the {bus} bus: another att-tokend may be running, or the bus policy \
+             (/usr/share/dbus-1/system.d/{BUS_NAME}.conf) does not allow this user to own it"
+        )
+    })?;
+    Ok(connection)
+}
+
+/// How often the daemon tries to reconnect to a bus it lost before it stops (sessions saved) for systemd to restart
+/// it: about two minutes of attempts, the delays doubling from 1 s to at most [`RECONNECT_MAX_DELAY`].
+pub const RECONNECT_ATTEMPTS: u32 = 10;
+/// The longest wait between two attempts to reconnect to the bus.
+pub const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(30);
+
+/// The bus to reconnect to: the configured one, without the `guid=` of an address. A guid names one run of a
+/// bus; a bus restarted on the same socket has a new one, and is still the bus the config means.
+pub fn reconnect_bus(bus: &Bus) -> Bus {
+    match bus {
+        Bus::Address(address) => Bus::Address(
+            address
+                .split(';')
+                .map(|transport| match transport.split_once(':') {
+                    Some((kind, keys)) => {
+                        let keys: Vec<&str> = keys.split(',').filter(|key| !key.starts_with("guid=")).collect();
+                        format!("{kind}:{}", keys.join(","))
+                    }
+                    None => transport.to_owned(),
+                })
+                .collect::<Vec<_>>()
+                .join(";"),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// Resolves when `connection` closes; never when there is none.
+async fn closed(connection: Option<&Connection>) {
+    match connection {
+        Some(connection) => connection.closed().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Requests the bus name exclusively: no queueing, not taking it from a running daemon, and not letting
 /// another one take it away.
 pub async fn own_name(connection: &Connection) -> zbus::Result<()> {
@@ -156,21 +217,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let engine = Engine::start(engine_config, settings);
 
     let credentials = Arc::new(Credentials::bus());
-    let service = serve(&config.daemon.bus, engine.clone(), credentials.clone()).await?;
-    let connection = service.connection().clone();
-    let forget_leavers = credentials.clone().watch_bus(&connection).await.context(
-        "could not subscribe to NameOwnerChanged on the bus, needed to forget callers that leave; check the bus policy",
-    )?;
-    if let Some(task) = forget_leavers {
-        tokio::spawn(task);
-    }
-    own_name(&connection).await.with_context(|| {
-        format!(
-            "could not own the bus name {BUS_NAME} on the {} bus: another att-tokend may be running, or the bus policy \
-             (/usr/share/dbus-1/system.d/{BUS_NAME}.conf) does not allow this user to own it",
-            config.daemon.bus
-        )
-    })?;
+    let bus = config.daemon.bus.clone();
+    // The D-Bus side: `None` while the bus is lost, then rebuilt; the engine and its sessions live on meanwhile.
+    let mut connection = Some(connect_bus(&bus, &engine, &credentials).await?);
+    let mut reconnect_at = tokio::time::Instant::now();
+    let mut reconnect_attempts = 0_u32;
+    let mut lost_bus: Option<anyhow::Error> = None;
     tracing::info!(bus = %config.daemon.bus, tokens = engine.names().len(), "att-tokend is ready");
     let status = status_line(&engine, &config.daemon.bus);
     notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&status)]);
@@ -230,8 +282,42 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     notify(&[sd_notify::NotifyState::Status(&status)]);
                 }
             }
-            () = connection.closed() => {
-                bail!("the D-Bus connection was closed by the bus; the daemon stops so that systemd can restart it");
+            () = closed(connection.as_ref()) => {
+                // A refresh in flight goes on in its session task and is saved; only the D-Bus side is rebuilt.
+                connection = None;
+                credentials.forget_all();
+                reconnect_attempts = 0;
+                reconnect_at = tokio::time::Instant::now() + Duration::from_secs(1);
+                tracing::warn!(bus = %bus, "lost the connection to the D-Bus bus (the bus stopped or closed the connection); the sessions keep running, reconnecting");
+                notify(&[sd_notify::NotifyState::Status("the D-Bus bus was lost; reconnecting")]);
+            }
+            () = tokio::time::sleep_until(reconnect_at), if connection.is_none() => {
+                reconnect_attempts += 1;
+                // A bus that accepts the connection and never answers must not hold up signals and the watchdog.
+                let attempt = tokio::time::timeout(RECONNECT_MAX_DELAY, connect_bus(&reconnect_bus(&bus), &engine, &credentials))
+                    .await
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("the bus did not answer within {} s", RECONNECT_MAX_DELAY.as_secs())));
+                match attempt {
+                    Ok(new) => {
+                        connection = Some(new);
+                        tracing::info!(bus = %bus, attempts = reconnect_attempts, "reconnected to the D-Bus bus; serving every token again");
+                        let status = status_line(&engine, &config.daemon.bus);
+                        notify(&[sd_notify::NotifyState::Status(&status)]);
+                    }
+                    Err(e) if reconnect_attempts >= RECONNECT_ATTEMPTS => {
+                        lost_bus = Some(e.context(format!(
+                            "lost the connection to the {bus} bus and could not reconnect in {RECONNECT_ATTEMPTS} attempts; \
+                             the sessions are saved and systemd restarts the daemon (Restart=on-failure); otherwise start \
+                             it again once the bus runs"
+                        )));
+                        break;
+                    }
+                    Err(e) => {
+                        let delay = Duration::from_secs(1 << reconnect_attempts.min(5)).min(RECONNECT_MAX_DELAY);
+                        tracing::warn!(bus = %bus, "could not reconnect to the D-Bus bus, trying again in {} s: {e:#}", delay.as_secs());
+                        reconnect_at = tokio::time::Instant::now() + delay;
+                    }
+                }
             }
         }
     }
@@ -240,8 +326,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let _ = scheduler.shutdown().await;
     }
     engine.shutdown().await;
-    let _ = connection.release_name(BUS_NAME).await;
-    Ok(())
+    if let Some(connection) = connection {
+        let _ = connection.release_name(BUS_NAME).await;
+    }
+    match lost_bus {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// Re-reads the config file and the token files and applies them, refresh timings included. Settings that
@@ -280,6 +371,24 @@ mod tests {
         let config = config::parse(&format!("[api]\nurl = \"{url}\"\nclient_id = \"mobile\"\n"), Path::new("t.toml"))
             .expect("a valid config");
         origin(&config.api).expect("a valid url")
+    }
+
+    #[test]
+    fn a_reconnection_goes_to_the_same_socket_whatever_run_of_the_bus_listens_there() {
+        let address = |text: &str| Bus::Address(text.to_owned());
+        assert_eq!(
+            reconnect_bus(&address("unix:path=/tmp/x/bus.sock,guid=bb982770e93a1c6d0fd938f96b0c58c0")),
+            address("unix:path=/tmp/x/bus.sock")
+        );
+        assert_eq!(
+            reconnect_bus(&address("unix:guid=ab,path=/a;tcp:host=localhost,port=1,guid=cd")),
+            address("unix:path=/a;tcp:host=localhost,port=1")
+        );
+        assert_eq!(
+            reconnect_bus(&address("unix:path=/run/dbus/system_bus_socket")),
+            address("unix:path=/run/dbus/system_bus_socket")
+        );
+        assert_eq!(reconnect_bus(&Bus::System), Bus::System);
     }
 
     #[test]

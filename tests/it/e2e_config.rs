@@ -48,6 +48,12 @@ fn each_kind_of_bad_config_is_named_with_file_line_and_fix() {
         ("unknown key", format!("{head}[refresh]\nsafety_marjin = \"90s\"\n"), "safety_marjin", &["safety_margin"]),
         ("bad duration", format!("{head}[refresh]\nsafety_margin = \"90 seconds\"\n"), "90 seconds", &["\"90s\""]),
         (
+            "duration too long",
+            format!("{head}[refresh]\nretry_max = \"99999999999d\"\n"),
+            "99999999999d",
+            &["retry_max", "must be at most \"7d\""],
+        ),
+        (
             "duplicate name",
             format!(
                 "{head}{}\n{}",

@@ -41,3 +41,9 @@ mod e2e_probe;
 
 /// End to end: oversized arguments are refused briefly while the daemon serves on; token properties are for readers.
 mod e2e_hostile;
+
+/// End to end: the bus restarts during a refresh; the refresh is saved, the session survives, the daemon serves again.
+mod e2e_bus_loss;
+
+/// End to end: 1,000 tokens under load; prints the memory, threads and files the unit's limits are sized from.
+mod e2e_limits;

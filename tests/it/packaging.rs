@@ -93,6 +93,9 @@ fn the_unit_exposure_is_at_most_two() {
         "After=network-online.target",
         "Wants=network-online.target",
         "After=time-set.target",
+        "MemoryMax=",
+        "TasksMax=",
+        "LimitNOFILE=",
     ] {
         assert!(unit.contains(setting), "the unit lost {setting:?}");
     }
@@ -276,6 +279,41 @@ fn maintainer_scripts_are_valid_posix_shell() {
     }
     let postrm = read(&data("debian/postrm"));
     assert!(postrm.contains("rm -rf /var/lib/att-tokend"), "purge removes the state directory");
+}
+
+/// The paths README says `apt purge` deletes, from its line "`apt purge att-tokend` deletes `...` and `...`".
+fn purged_paths_in_readme() -> Vec<String> {
+    let readme = read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"));
+    let line = readme
+        .lines()
+        .find(|line| line.contains("`apt purge att-tokend` deletes"))
+        .expect("README says what `apt purge att-tokend` deletes");
+    let after = line.split_once("deletes").map_or("", |(_, rest)| rest);
+    let paths: Vec<String> =
+        after.split('`').skip(1).step_by(2).filter(|p| p.starts_with('/')).map(str::to_owned).collect();
+    assert!(!paths.is_empty(), "README's purge line names no path: {line}");
+    paths
+}
+
+#[test]
+fn purge_removes_every_path_readme_says_it_removes() {
+    let postrm = read(&data("debian/postrm"));
+    // The commands run on purge: the body of `if [ "$1" = purge ]; then ... fi`.
+    let purge = postrm
+        .split_once("if [ \"$1\" = purge ]; then")
+        .and_then(|(_, rest)| rest.split("\nfi\n").next())
+        .expect("postrm has a purge branch");
+    let paths = purged_paths_in_readme();
+    for path in &paths {
+        assert!(
+            purge.lines().any(|line| line.trim() == format!("rm -rf {path}")),
+            "README says purge deletes {path}, but postrm's purge branch does not remove it:\n{purge}"
+        );
+    }
+    // Everything of ours that may hold a secret is among them.
+    for secret in ["/etc/att-tokend", "/var/lib/att-tokend"] {
+        assert!(paths.iter().any(|p| p == secret), "README's purge line does not list {secret}: {paths:?}");
+    }
 }
 
 #[test]

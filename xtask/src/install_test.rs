@@ -254,6 +254,9 @@ fn exercise(fake: &Path) -> anyhow::Result<()> {
          [[token]]\nname = \"main\"\nkind = \"user\"\nreaders = {{ groups = [\"att-tokens\"] }}\n"
     ));
     std::fs::write(config_path, config)?;
+    // A token file an operator put next to the config (not a conffile, so dpkg does not know it): the purge at
+    // the end must remove it with /etc/att-tokend (check_purged).
+    sys::write(Path::new("/etc/att-tokend/operator.token"), DEVICE_TOKEN, 0o600)?;
 
     let check = as_user("att-tokend", "/usr/bin/att-tokend")
         .arg("--check-config")

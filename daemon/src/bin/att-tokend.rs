@@ -64,6 +64,8 @@ fn serve(path: &Path) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .thread_name("att-tokend")
+        // Well under the unit's TasksMax=64: a thread that cannot be started would stop the runtime.
+        .max_blocking_threads(32)
         .build()
         .context("could not start the async runtime; check the process limits (ulimit -u)")?;
     runtime.block_on(run::run(config))

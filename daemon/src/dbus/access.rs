@@ -7,11 +7,13 @@
 //! - on a peer-to-peer connection, from the socket's peer credentials.
 //!
 //! Bus credentials are cached per unique name; [`Credentials::watch_bus`] drops an entry as soon as its
-//! name leaves the bus, so the cache never grows without bound and never outlives its caller.
+//! name leaves the bus, also when it leaves while its lookup is in flight (the answer is then not cached), so no
+//! entry outlives its caller. The cache holds at most [`MAX_CACHED_CALLERS`] entries and at most
+//! [`MAX_LOOKUPS_IN_FLIGHT`] lookups run at once; a call beyond that is refused at once.
 
 use std::collections::HashMap;
 use std::ffi::CString;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use futures_util::StreamExt;
 use zbus::Connection;
@@ -78,6 +80,11 @@ pub enum CredentialsError {
     /// Asking the bus or the socket failed.
     #[error("could not ask the bus who the caller is ({0}); try again, and check that the message bus is running")]
     Bus(String),
+    /// Too many lookups are under way.
+    #[error(
+        "the daemon is already asking the bus who {MAX_LOOKUPS_IN_FLIGHT} other callers are; try again in a moment"
+    )]
+    Busy,
 }
 
 /// Where callers' identities come from.
@@ -91,11 +98,70 @@ enum Source {
     Fixed(Caller),
 }
 
+/// How many callers' identities the bus cache holds at most. A caller beyond it is still answered, its
+/// identity asked of the bus on each call rather than kept.
+pub const MAX_CACHED_CALLERS: usize = 1024;
+
+/// How many identity lookups (`GetConnectionCredentials`) may be in flight at once. A call beyond it is refused
+/// at once (the bus itself also limits the replies a connection may await).
+pub const MAX_LOOKUPS_IN_FLIGHT: usize = 64;
+
+/// The cache and the lookups under way, behind one lock so that a name that leaves during its lookup is seen.
+#[derive(Debug, Default)]
+struct Cache {
+    callers: HashMap<Box<str>, Caller>,
+    /// Unique names with a lookup in flight: how many, and whether the name left the bus meanwhile.
+    in_flight: HashMap<Box<str>, (usize, bool)>,
+    /// Lookups in flight over all names.
+    lookups: usize,
+}
+
+/// A lookup under way for one unique name; dropping it (a call abandoned mid-lookup) ends it uncached.
+#[derive(Debug)]
+struct Lookup<'a> {
+    credentials: &'a Credentials,
+    name: Box<str>,
+    done: bool,
+}
+
+impl Lookup<'_> {
+    /// Ends the lookup with its answer, which is cached unless the name left the bus meanwhile or the cache is
+    /// full.
+    fn finish(mut self, caller: &Caller) {
+        self.done = true;
+        let mut cache = self.credentials.lock();
+        let left = end_lookup(&mut cache, &self.name);
+        if !left && cache.callers.len() < MAX_CACHED_CALLERS {
+            cache.callers.insert(self.name.clone(), caller.clone());
+        }
+    }
+}
+
+impl Drop for Lookup<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            end_lookup(&mut self.credentials.lock(), &self.name);
+        }
+    }
+}
+
+/// Removes one lookup of `name` from the books; whether the name left the bus during it.
+fn end_lookup(cache: &mut Cache, name: &str) -> bool {
+    cache.lookups = cache.lookups.saturating_sub(1);
+    let Some((count, left)) = cache.in_flight.get_mut(name) else { return false };
+    let left = *left;
+    *count -= 1;
+    if *count == 0 {
+        cache.in_flight.remove(name);
+    }
+    left
+}
+
 /// Resolves and caches the identity of callers.
 #[derive(Debug)]
 pub struct Credentials {
     source: Source,
-    cache: RwLock<HashMap<Box<str>, Caller>>,
+    cache: std::sync::Mutex<Cache>,
 }
 
 impl Credentials {
@@ -117,7 +183,22 @@ impl Credentials {
     }
 
     fn with_source(source: Source) -> Self {
-        Self { source, cache: RwLock::new(HashMap::new()) }
+        Self { source, cache: std::sync::Mutex::new(Cache::default()) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts a lookup of `name`, unless [`MAX_LOOKUPS_IN_FLIGHT`] are under way.
+    fn begin_lookup(&self, name: &str) -> Result<Lookup<'_>, CredentialsError> {
+        let mut cache = self.lock();
+        if cache.lookups >= MAX_LOOKUPS_IN_FLIGHT {
+            return Err(CredentialsError::Busy);
+        }
+        cache.lookups += 1;
+        cache.in_flight.entry(name.into()).or_insert((0, false)).0 += 1;
+        Ok(Lookup { credentials: self, name: name.into(), done: false })
     }
 
     /// The identity of the sender of a call received on `connection`.
@@ -135,7 +216,7 @@ impl Credentials {
                 }
                 let creds = connection.peer_creds().await.map_err(|e| CredentialsError::Bus(e.to_string()))?;
                 let caller = from_credentials(creds).await?;
-                self.cache.write().unwrap_or_else(|e| e.into_inner()).insert("".into(), caller.clone());
+                self.lock().callers.insert("".into(), caller.clone());
                 Ok(caller)
             }
             Source::Bus => {
@@ -143,30 +224,42 @@ impl Credentials {
                 if let Some(caller) = self.cached(sender.as_str()) {
                     return Ok(caller);
                 }
+                // Under way before the question is sent: a name that leaves from now on is noticed.
+                let lookup = self.begin_lookup(sender.as_str())?;
                 let proxy = DBusProxy::new(connection).await.map_err(|e| CredentialsError::Bus(e.to_string()))?;
                 let creds = proxy
                     .get_connection_credentials(BusName::Unique(sender.clone()))
                     .await
                     .map_err(|e| CredentialsError::Bus(e.to_string()))?;
                 let caller = from_credentials(&creds).await?;
-                self.cache.write().unwrap_or_else(|e| e.into_inner()).insert(sender.as_str().into(), caller.clone());
+                lookup.finish(&caller);
                 Ok(caller)
             }
         }
     }
 
     fn cached(&self, sender: &str) -> Option<Caller> {
-        self.cache.read().unwrap_or_else(|e| e.into_inner()).get(sender).cloned()
+        self.lock().callers.get(sender).cloned()
     }
 
-    /// Forgets a unique name that left the bus.
+    /// Forgets a unique name that left the bus, also one whose lookup is still in flight (its answer is then
+    /// not cached).
     pub fn forget(&self, unique_name: &str) {
-        self.cache.write().unwrap_or_else(|e| e.into_inner()).remove(unique_name);
+        let mut cache = self.lock();
+        cache.callers.remove(unique_name);
+        if let Some((_, left)) = cache.in_flight.get_mut(unique_name) {
+            *left = true;
+        }
+    }
+
+    /// Forgets every cached caller (after a reconnection to the bus, where unique names are new).
+    pub fn forget_all(&self) {
+        self.lock().callers.clear();
     }
 
     /// How many callers are cached (for tests and the status line).
     pub fn cached_callers(&self) -> usize {
-        self.cache.read().unwrap_or_else(|e| e.into_inner()).len()
+        self.lock().callers.len()
     }
 
     /// Subscribes to `NameOwnerChanged` on the bus and returns the task, to be spawned, that forgets every
@@ -242,6 +335,43 @@ mod tests {
         assert!(!is_admin(&admins, &Caller::new(1000, [100])));
         // Admins read every token.
         assert!(may_read(&readers, &admins, &Caller::new(1002, [60])));
+    }
+
+    #[test]
+    fn a_caller_that_leaves_during_its_lookup_is_not_cached() {
+        let credentials = Credentials::bus();
+        let caller = Caller::new(1000, [1000]);
+        let lookup = credentials.begin_lookup(":1.7").expect("a lookup");
+        // NameOwnerChanged arrives while GetConnectionCredentials is on its way.
+        credentials.forget(":1.7");
+        lookup.finish(&caller);
+        assert_eq!(credentials.cached_callers(), 0, "a name that left is not cached");
+        // A caller that stays is cached, and forgotten when it leaves.
+        credentials.begin_lookup(":1.8").expect("a lookup").finish(&caller);
+        assert_eq!(credentials.cached_callers(), 1);
+        credentials.forget(":1.8");
+        assert_eq!(credentials.cached_callers(), 0);
+        // A lookup abandoned midway leaves nothing behind.
+        drop(credentials.begin_lookup(":1.9").expect("a lookup"));
+        credentials.begin_lookup(":1.9").expect("a lookup").finish(&caller);
+        assert_eq!(credentials.cached_callers(), 1, "an abandoned lookup does not mark the name as gone");
+    }
+
+    #[test]
+    fn the_cache_and_the_lookups_in_flight_are_bounded() {
+        let credentials = Credentials::bus();
+        let caller = Caller::new(1000, [1000]);
+        for n in 0..MAX_CACHED_CALLERS + 10 {
+            credentials.begin_lookup(&format!(":1.{n}")).expect("a lookup").finish(&caller);
+        }
+        assert_eq!(credentials.cached_callers(), MAX_CACHED_CALLERS, "the cache stops growing at its bound");
+        let under_way: Vec<Lookup<'_>> = (0..MAX_LOOKUPS_IN_FLIGHT)
+            .map(|n| credentials.begin_lookup(&format!(":2.{n}")).expect("a lookup within the bound"))
+            .collect();
+        let refused = credentials.begin_lookup(":3.0").expect_err("one lookup too many is refused");
+        assert!(refused.to_string().contains("try again"), "{refused}");
+        drop(under_way);
+        assert!(credentials.begin_lookup(":3.0").is_ok(), "lookups that ended free their places");
     }
 
     #[test]

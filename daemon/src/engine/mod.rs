@@ -271,6 +271,8 @@ struct Inner {
     sessions: RwLock<SessionSettings>,
     /// Per user token, the lock its session task holds for its whole life (see [`Engine::session_owner`]).
     owners: std::sync::Mutex<HashMap<TokenName, Arc<tokio::sync::Mutex<()>>>>,
+    /// One permit per call waiting on a session ([`MAX_WAITING_CALLS`]).
+    waiting: Arc<tokio::sync::Semaphore>,
 }
 
 /// The token engine. Cheap to clone: every clone is the same engine.
@@ -303,6 +305,15 @@ pub(crate) fn rfc3339(unix_seconds: i64) -> String {
     token_model::time::rfc3339(unix_seconds)
 }
 
+/// How many callers may wait on one user session at once (`GetTokenValidFor` that needs a refresh, `Login`,
+/// `Refresh`, `Logout`): they queue on the session's task, one at a time. A caller beyond this is refused at once
+/// with `Unavailable`; `GetToken` never waits and is not counted.
+pub const MAX_WAITING_PER_SESSION: usize = 32;
+
+/// How many calls may wait in the engine at once, over every session. A call beyond this is refused at once
+/// with `Unavailable`, so callers cannot make the daemon hold an unbounded number of waiting calls.
+pub const MAX_WAITING_CALLS: usize = 128;
+
 /// The largest `seconds` accepted by `GetTokenValidFor`: a user's access token lives about an hour.
 pub const MAX_VALID_FOR: u32 = 24 * 3600;
 
@@ -317,6 +328,7 @@ impl Engine {
                 events,
                 sessions: RwLock::new(sessions),
                 owners: std::sync::Mutex::new(HashMap::new()),
+                waiting: Arc::new(tokio::sync::Semaphore::new(MAX_WAITING_CALLS)),
             }),
         };
         engine.apply(config);
@@ -329,6 +341,11 @@ impl Engine {
         let mut owners = self.inner.owners.lock().unwrap_or_else(|e| e.into_inner());
         owners.retain(|_, lock| Arc::strong_count(lock) > 1);
         owners.entry(name.clone()).or_default().clone()
+    }
+
+    /// The permits of calls waiting on sessions, shared by every session's handle.
+    pub(crate) fn waiting_calls(&self) -> Arc<tokio::sync::Semaphore> {
+        self.inner.waiting.clone()
     }
 
     /// Receives every [`Event`] from now on.

@@ -125,6 +125,11 @@ enum Command {
 pub struct SessionHandle {
     name: TokenName,
     tx: mpsc::UnboundedSender<Command>,
+    /// One permit per caller waiting on this session ([`super::MAX_WAITING_PER_SESSION`]): the command channel
+    /// holds at most that many callers' commands, plus the daemon's own (one nudge, reloads, probes).
+    waiting: Arc<tokio::sync::Semaphore>,
+    /// The engine's permits for calls that wait ([`super::MAX_WAITING_CALLS`]), shared by every session.
+    engine_waiting: Arc<tokio::sync::Semaphore>,
     /// A nudge is queued and not handled yet: readers' nudges are coalesced into one.
     nudged: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -146,10 +151,29 @@ impl SessionHandle {
         EngineError::Unavailable { name: self.name.clone(), why: "the daemon is shutting down".to_owned() }
     }
 
+    /// Sends a caller's command and waits for its answer. A caller beyond the bounds on waiting callers (per
+    /// session, then in the whole engine) is refused at once with `Unavailable` rather than queued: the permits
+    /// are held until the answer comes (or the call is dropped).
     async fn ask<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<Result<T, EngineError>>) -> Command,
     ) -> Result<T, EngineError> {
+        let _waiting = self.waiting.clone().try_acquire_owned().map_err(|_| EngineError::Unavailable {
+            name: self.name.clone(),
+            why: format!(
+                "{} callers are already waiting on this token's refresh or login; wait for an answer to one of \
+                 them and try again in a few seconds",
+                super::MAX_WAITING_PER_SESSION
+            ),
+        })?;
+        let _engine_waiting =
+            self.engine_waiting.clone().try_acquire_owned().map_err(|_| EngineError::Unavailable {
+                name: self.name.clone(),
+                why: format!(
+                    "the daemon is already answering {} calls that wait on the cloud; try again in a few seconds",
+                    super::MAX_WAITING_CALLS
+                ),
+            })?;
         let (reply, rx) = oneshot::channel();
         self.tx.send(make(reply)).map_err(|_| self.gone())?;
         rx.await.map_err(|_| self.gone())?
@@ -255,7 +279,13 @@ pub(crate) fn spawn(
         scope: std::sync::RwLock::new(template.scope()),
         devices_configured: false,
         live: std::sync::RwLock::new(Live { token: None, serve_until: None, status: template.status() }),
-        session: Some(SessionHandle { name: template.name.clone(), tx, nudged: nudged.clone() }),
+        session: Some(SessionHandle {
+            name: template.name.clone(),
+            tx,
+            waiting: Arc::new(tokio::sync::Semaphore::new(super::MAX_WAITING_PER_SESSION)),
+            engine_waiting: engine.waiting_calls(),
+            nudged: nudged.clone(),
+        }),
     });
     let mut session = Session {
         name: entry.name.clone(),

@@ -65,12 +65,32 @@ impl Scratch {
 pub(crate) struct Bus {
     /// The address clients connect to.
     pub(crate) address: String,
-    _proc: Proc,
+    proc: Proc,
 }
 
 impl Bus {
     /// Starts the bus and waits for it to print its address.
     pub(crate) fn start(scratch: &Scratch) -> Bus {
+        let (proc, address) = Self::spawn(scratch);
+        Bus { address, proc }
+    }
+
+    /// Kills this `dbus-daemon` (SIGKILL: every connection drops at once, as when the bus crashes) and starts a new
+    /// one listening on the same socket path, as a restarted system bus does. Returns once the new one listens.
+    pub(crate) fn restart(&mut self, scratch: &Scratch) {
+        self.proc.kill9();
+        let _ = std::fs::remove_file(scratch.path().join("bus.sock"));
+        let (proc, address) = Self::spawn(scratch);
+        assert_eq!(
+            address.split(',').next(),
+            self.address.split(',').next(),
+            "the new bus listens on the same socket path"
+        );
+        self.proc = proc;
+        self.address = address;
+    }
+
+    fn spawn(scratch: &Scratch) -> (Proc, String) {
         let socket = scratch.path().join("bus.sock");
         let config = format!(
             r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
@@ -95,7 +115,7 @@ impl Bus {
         let (proc, address) = Proc::spawn_reading_first_line("dbus-daemon", command, scratch.path(), PATIENCE);
         // The socket is created with the umask; other uids need write access to connect.
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o777)).expect("chmod the bus socket");
-        Bus { address: address.trim().to_owned(), _proc: proc }
+        (proc, address.trim().to_owned())
     }
 }
 
