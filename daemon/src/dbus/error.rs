@@ -4,6 +4,7 @@ use zbus::DBusError;
 use zbus::message::{Header, Message};
 use zbus::names::ErrorName;
 
+use crate::dbus::access::CredentialsError;
 use crate::engine::EngineError;
 
 /// The errors of `io.allthingstalk.TokenAgent1`, named `io.allthingstalk.TokenAgent1.Error.<Variant>`.
@@ -86,6 +87,18 @@ impl From<EngineError> for ServiceError {
             EngineError::MfaFailed(_) => ServiceError::Agent(AgentError::MfaFailed(message)),
             EngineError::NoTokenForDevice(_) => ServiceError::Agent(AgentError::NoTokenForDevice(message)),
             EngineError::NotAUserToken { .. } => ServiceError::Standard(zbus::fdo::Error::InvalidArgs(message)),
+        }
+    }
+}
+
+/// A caller whose identity could not be established is refused (`AccessDenied`), except while too many lookups
+/// are under way: that is transient (`Unavailable`), and the caller may try again.
+impl From<CredentialsError> for ServiceError {
+    fn from(e: CredentialsError) -> Self {
+        let message = e.to_string();
+        match e {
+            CredentialsError::Busy => ServiceError::Agent(AgentError::Unavailable(message)),
+            _ => ServiceError::Standard(zbus::fdo::Error::AccessDenied(message)),
         }
     }
 }

@@ -68,10 +68,7 @@ pub struct Agent {
 
 impl Agent {
     async fn caller(&self, connection: &Connection, header: &Header<'_>) -> Result<Caller, ServiceError> {
-        self.credentials
-            .caller(connection, header.sender())
-            .await
-            .map_err(|e| ServiceError::from(EngineError::AccessDenied(e.to_string())))
+        self.credentials.caller(connection, header.sender()).await.map_err(ServiceError::from)
     }
 
     async fn admin(&self, connection: &Connection, header: &Header<'_>, what: &str) -> Result<(), ServiceError> {
@@ -308,11 +305,7 @@ impl TokenObject {
             )
             .into());
         };
-        let caller = self
-            .credentials
-            .caller(connection, header.sender())
-            .await
-            .map_err(|e| ServiceError::from(EngineError::AccessDenied(e.to_string())))?;
+        let caller = self.credentials.caller(connection, header.sender()).await.map_err(ServiceError::from)?;
         Ok(self.properties.engine.may_read(&self.properties.name, &caller)?)
     }
 }
