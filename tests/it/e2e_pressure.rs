@@ -124,6 +124,9 @@ fn callers_cannot_spend_the_session() {
     // The journal shows the caller-triggered decisions with the caller's uid, at debug.
     let logs = world.daemon_logs();
     assert!(logs.contains("uid=0") || logs.contains("uid 0"), "the caller is named in the debug log");
+    assert!(logs.contains("plan: next refresh at 20"), "the plan's decisions, with dates, are in the debug log");
+    let info: Vec<&str> = logs.lines().filter(|l| l.contains(" INFO ")).collect();
+    assert!(info.len() < 10, "info stays quiet while readers call (state changes only): {info:#?}");
 }
 
 #[test]
@@ -340,4 +343,21 @@ fn a_token_removed_and_re_added_during_its_refresh_keeps_one_refresh_token_owner
     let token = world.get("main").expect("a token");
     assert!(world.fake.is_access_token_valid(&token));
     assert!(unix_now() > 0);
+}
+
+#[test]
+fn unattended_login_follows_the_clouds_clock() {
+    // The cloud's clock is 10 minutes ahead of this gateway's: codes from the local clock would be refused.
+    let mut world = World::new("totp-skew", &["--access-lifetime", "120s", "--clock-offset", "600s"]);
+    let password = world.secret_file("password", &format!("{PASSWORD}\n"));
+    let seed = world.secret_file("totp-seed", &format!("{TOTP_SEED}\n"));
+    let config = format!(
+        "{USER_TOKEN}username = \"{USERNAME}\"\npassword_file = \"{}\"\ntotp_secret_file = \"{}\"\n",
+        password.display(),
+        seed.display()
+    );
+    world.start_daemon(&config, "debug");
+    let token = wait_until("the unattended login", PATIENCE, || world.get("main").map_err(|o| describe(&o)));
+    assert!(world.fake.is_access_token_valid(&token));
+    assert_eq!(world.fake.counter("mfa_steps_ok"), 1, "the first code, computed from the cloud's time, was accepted");
 }
