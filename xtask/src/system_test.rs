@@ -439,7 +439,7 @@ impl Test<'_> {
         let started = Instant::now();
         match body(self) {
             Ok(()) => {
-                println!("system-test: step {title}: passed ({} s)", started.elapsed().as_secs());
+                println!("system-test: step {title}: passed ({:.1} s)", started.elapsed().as_secs_f64());
                 Ok(())
             }
             Err(error) => Err(anyhow::anyhow!(
@@ -762,7 +762,7 @@ impl Test<'_> {
                 "in the state directory, not a 0600 att-tokend file: {line}"
             );
         }
-        let credentials = self.c.check(&["find", CREDENTIALS_DIR, "-printf", "%y %m %u %p\\n"])?;
+        let credentials = self.c.check(&["find", CREDENTIALS_DIR, "-mindepth", "1", "-printf", "%y %m %u %p\\n"])?;
         println!(
             "system-test:   state: /var/lib/att-tokend 700, {} files 0600 att-tokend; credentials: {}",
             files.lines().count(),
