@@ -46,6 +46,12 @@ pub struct TokendArgs {
     /// and exit: 0 when it is fine, 1 otherwise.
     #[arg(long)]
     pub check_config: bool,
+
+    /// With --check-config: leave out the secret files and credentials (syntax, users, groups and the API
+    /// settings only). The unit's ExecReload= uses it: systemd 252 does not hand credentials to reload
+    /// commands reliably, and the daemon itself reports a secret file it cannot read on reload.
+    #[arg(long, requires = "check_config")]
+    pub skip_secrets: bool,
 }
 
 /// Arguments of `att-token`, the command-line client.

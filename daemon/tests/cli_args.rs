@@ -19,9 +19,18 @@ fn token(args: &[&str]) -> Result<TokenArgs, clap::Error> {
 #[test]
 fn tokend_arguments() {
     let args = TokendArgs::try_parse_from(["att-tokend"]).unwrap();
-    assert_eq!(args, TokendArgs { config: PathBuf::from("/etc/att-tokend/config.toml"), check_config: false });
+    assert_eq!(
+        args,
+        TokendArgs { config: PathBuf::from("/etc/att-tokend/config.toml"), check_config: false, skip_secrets: false }
+    );
     let args = TokendArgs::try_parse_from(["att-tokend", "--config", "/tmp/c.toml", "--check-config"]).unwrap();
-    assert_eq!(args, TokendArgs { config: PathBuf::from("/tmp/c.toml"), check_config: true });
+    assert_eq!(args, TokendArgs { config: PathBuf::from("/tmp/c.toml"), check_config: true, skip_secrets: false });
+    let args = TokendArgs::try_parse_from(["att-tokend", "--check-config", "--skip-secrets"]).unwrap();
+    assert!(args.check_config && args.skip_secrets);
+    assert!(
+        TokendArgs::try_parse_from(["att-tokend", "--skip-secrets"]).is_err(),
+        "--skip-secrets needs --check-config"
+    );
     assert_eq!(TokendArgs::try_parse_from(["att-tokend", "--bogus"]).unwrap_err().kind(), ErrorKind::UnknownArgument);
 }
 

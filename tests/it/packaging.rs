@@ -30,7 +30,7 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// A copy of the shipped unit whose `ExecStart=` names an executable that exists (verify checks it),
+/// A copy of the shipped unit whose `ExecStart=` and `ExecReload=` name an executable that exists (verify checks it),
 /// in a fresh directory, under the shipped file name.
 fn unit_copy() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("a temporary directory");
@@ -42,7 +42,9 @@ fn unit_copy() -> (tempfile::TempDir, PathBuf) {
         unit.contains("ExecStart=/usr/bin/att-tokend "),
         "the unit must start /usr/bin/att-tokend, where the package installs it"
     );
-    let unit = unit.replace("ExecStart=/usr/bin/att-tokend ", &format!("ExecStart={} ", stub.display()));
+    let unit = unit
+        .replace("ExecStart=/usr/bin/att-tokend ", &format!("ExecStart={} ", stub.display()))
+        .replace("ExecReload=/usr/bin/att-tokend ", &format!("ExecReload={} ", stub.display()));
     let path = dir.path().join("att-tokend.service");
     std::fs::write(&path, unit).unwrap();
     (dir, path)

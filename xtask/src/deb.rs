@@ -52,7 +52,9 @@ pub(crate) fn build(stage: &Path, bin_dir: &Path, build: &Build) -> anyhow::Resu
     let control_dir = root.join("DEBIAN");
     let payload = sys::files_under(&root)?;
     let md5sums = sys::capture(Command::new("md5sum").arg("--").args(&payload).current_dir(&root))?;
-    let depends = format!("{}, dbus, systemd", shlib_depends(bin_dir, build)?);
+    // ca-certificates: the daemon talks HTTPS and will not start without CA certificates (a minimal
+    // Debian has none). procps: `kill`, which the unit's ExecReload= runs.
+    let depends = format!("{}, ca-certificates, dbus, procps, systemd", shlib_depends(bin_dir, build)?);
     let control = control(&version, &build.arch, &depends, installed_size_kib(&root, &payload)?);
     sys::write(&control_dir.join("control"), control, 0o644)?;
     sys::write(&control_dir.join("md5sums"), md5sums, 0o644)?;

@@ -11,6 +11,7 @@ mod install_test;
 mod procs;
 mod release;
 mod sys;
+mod system_test;
 mod util;
 
 const HELP: &str = "\
@@ -23,6 +24,9 @@ Commands:
   release       X.Y.Z: bump the workspace version, commit \"Release X.Y.Z\", tag vX.Y.Z
   install-test  as root on Debian: install the .deb, run the daemon on a private bus, check
                 who may call it, purge, check what is left
+  system-test   as root: boot a minimal Debian 12 under its real systemd (systemd-nspawn), install
+                the .deb with apt and prove it end to end: credentials, bus policy, sandbox,
+                reload, kill -9, watchdog, D-Bus activation, journal, purge (--deb PATH)
   demo          run the daemon against the fake cloud on a private bus and watch tokens
                 refresh (--duration SECS, default 60)
   bench         release-build figures: GetToken vs Ping latency, idle RSS, idle wakeups,
@@ -36,6 +40,7 @@ fn main() -> ExitCode {
         Some("dist") => dist::run(&args[1..]),
         Some("release") => release::run(&args[1..]),
         Some("install-test") => install_test::run(&args[1..]),
+        Some("system-test") => system_test::run(&args[1..]),
         Some("demo") => demo::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("-h" | "--help" | "help") | None => {

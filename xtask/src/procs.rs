@@ -365,6 +365,15 @@ pub(crate) fn wait_for_daemon(bins: &Bins, bus: &Bus, daemon: &mut Running) -> a
 ///
 /// A minimal HTTP/1.1 exchange over loopback, so that xtask needs no HTTP client crate.
 pub(crate) fn fake_control(base: &str, path: &str, json: &str) -> anyhow::Result<String> {
+    fake_request("POST", base, path, json)
+}
+
+/// `GET <base>/_control/<path>` from the fake cloud (counters, clock); returns the reply body.
+pub(crate) fn fake_get(base: &str, path: &str) -> anyhow::Result<String> {
+    fake_request("GET", base, path, "")
+}
+
+fn fake_request(method: &str, base: &str, path: &str, json: &str) -> anyhow::Result<String> {
     use std::io::{Read as _, Write as _};
     let host = base
         .strip_prefix("http://")
@@ -374,7 +383,7 @@ pub(crate) fn fake_control(base: &str, path: &str, json: &str) -> anyhow::Result
     stream.set_read_timeout(Some(PATIENCE))?;
     write!(
         stream,
-        "POST /_control/{path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
+        "{method} /_control/{path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
         json.len()
     )?;
     let mut reply = String::new();

@@ -16,7 +16,7 @@ fn main() -> ExitCode {
     att_tokend::memory::return_large_allocations();
     let args = TokendArgs::parse();
     if args.check_config {
-        return match check_config(&args.config) {
+        return match check_config(&args.config, args.skip_secrets) {
             Ok(summary) => {
                 println!("{summary}");
                 ExitCode::SUCCESS
@@ -37,11 +37,16 @@ fn main() -> ExitCode {
     }
 }
 
-/// Validates the config, its secret files and its users and groups, as the daemon would at start.
-fn check_config(path: &Path) -> anyhow::Result<String> {
+/// Validates the config, its secret files and its users and groups, as the daemon would at start; with
+/// `skip_secrets`, all but the secret files.
+fn check_config(path: &Path, skip_secrets: bool) -> anyhow::Result<String> {
     let config = config::load(path)?;
-    config.check_files()?;
-    run::engine_config(&config)?;
+    if skip_secrets {
+        config::resolve_principals(&config)?;
+    } else {
+        config.check_files()?;
+        run::engine_config(&config)?;
+    }
     run::cloud(&config.api)?;
     for advice in config.advice() {
         eprintln!("att-tokend: warning: {advice}");
