@@ -33,6 +33,18 @@ pub enum IdError {
     ClientId(String),
 }
 
+/// The most characters of a rejected value an [`IdError`] keeps: a D-Bus caller may send megabytes, and the
+/// message must stay a line.
+pub const SHOWN_MAX_CHARS: usize = 80;
+
+/// A rejected value as an error shows it: at most [`SHOWN_MAX_CHARS`] characters, then `…`.
+fn shown(value: &str) -> String {
+    match value.char_indices().nth(SHOWN_MAX_CHARS) {
+        Some((cut, _)) => format!("{}…", &value[..cut]),
+        None => value.to_owned(),
+    }
+}
+
 /// The name of a configured token, as used on D-Bus and in the config: `[A-Za-z0-9_-]{1,64}`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -48,7 +60,7 @@ impl TokenName {
         let ok = !value.is_empty()
             && value.len() <= Self::MAX_LEN
             && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if ok { Ok(Self(value)) } else { Err(IdError::TokenName(value)) }
+        if ok { Ok(Self(value)) } else { Err(IdError::TokenName(shown(&value))) }
     }
 
     /// The name as a string.
@@ -71,7 +83,7 @@ macro_rules! resource_id {
                 if value.len() == 24 && value.bytes().all(|b| b.is_ascii_alphanumeric()) {
                     Ok(Self(value))
                 } else {
-                    Err(IdError::ResourceId { what: $what, value })
+                    Err(IdError::ResourceId { what: $what, value: shown(&value) })
                 }
             }
 
@@ -148,7 +160,7 @@ impl ClientId {
         if !value.is_empty() && value.len() <= 64 && value.bytes().all(|b| b.is_ascii_graphic()) {
             Ok(Self(value))
         } else {
-            Err(IdError::ClientId(value))
+            Err(IdError::ClientId(shown(&value)))
         }
     }
 
@@ -196,7 +208,7 @@ impl FromStr for TokenKind {
             "user" => Ok(TokenKind::User),
             "device" => Ok(TokenKind::Device),
             "ground" => Ok(TokenKind::Ground),
-            other => Err(IdError::Kind(other.to_owned())),
+            other => Err(IdError::Kind(shown(other))),
         }
     }
 }
@@ -221,6 +233,22 @@ mod tests {
             let err = TokenName::new(bad).unwrap_err();
             assert!(err.to_string().contains("A-Z, a-z, 0-9"), "{err}");
         }
+    }
+
+    #[test]
+    fn errors_show_a_bounded_part_of_the_value() {
+        // Found by the dbus_args fuzz target: the whole rejected argument went into the message.
+        let long = "x/".repeat(100_000);
+        for message in [
+            TokenName::new(long.as_str()).unwrap_err().to_string(),
+            DeviceId::new(long.as_str()).unwrap_err().to_string(),
+            ClientId::new(long.as_str()).unwrap_err().to_string(),
+            long.parse::<TokenKind>().unwrap_err().to_string(),
+        ] {
+            assert!(message.len() < 400, "{} bytes", message.len());
+            assert!(message.contains(&format!("{}…", "x/".repeat(40))), "{message}");
+        }
+        assert_eq!(TokenName::new("a b").unwrap_err(), IdError::TokenName("a b".to_owned()));
     }
 
     #[test]
