@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
+use serde_json::error::Category;
 use token_model::ids::{ClientId, TokenName};
 use token_model::plan::PersistedSession;
 use token_model::secret::{AccessToken, RefreshToken};
@@ -308,10 +309,7 @@ impl StateDir {
 
     /// Stores a session atomically (see the module docs). On error the previous file is intact.
     pub fn save(&self, record: &SessionRecord) -> Result<(), StateError> {
-        let bytes = Zeroizing::new(
-            serde_json::to_vec_pretty(record)
-                .map_err(|error| StateError::Encode { name: record.name.to_string(), error })?,
-        );
+        let bytes = encode(record)?;
         self.write_atomic(&self.file_of(&record.name), &bytes, |_| Ok(()))
     }
 
@@ -373,42 +371,34 @@ impl StateDir {
                 Err(error) => return LoadOutcome::Failed(io_error("chmod", &file)(error)),
             }
         }
-        #[derive(Deserialize)]
-        struct Version {
-            version: u32,
-        }
-        let reason = match serde_json::from_slice::<Version>(&bytes) {
-            Ok(Version { version }) if version > FORMAT_VERSION => return LoadOutcome::TooNew { version },
-            _ => match serde_json::from_slice::<SessionRecord>(&bytes) {
-                Ok(record) if record.name == *name => {
-                    let same_url = record.api_url.as_ref().is_none_or(|url| *url == origin.api_url);
-                    if same_url && record.client_id == origin.client_id {
-                        return LoadOutcome::Loaded(Box::new(record));
-                    }
-                    return match self.set_aside(&file, name, "other-instance", now) {
-                        Ok(moved_to) => {
-                            tracing::warn!(
-                                file = %file.display(),
-                                moved_to = %moved_to.display(),
-                                saved_url = record.api_url.as_deref().unwrap_or("(not recorded)"),
-                                saved_client_id = record.client_id.as_str(),
-                                url = origin.api_url,
-                                client_id = origin.client_id.as_str(),
-                                "set aside a session made with another [api] url or client_id; it was not used"
-                            );
-                            LoadOutcome::OtherOrigin {
-                                saved_url: record.api_url.clone(),
-                                saved_client_id: record.client_id.clone(),
-                                moved_to,
-                            }
-                        }
-                        Err(error) => LoadOutcome::Failed(error),
-                    };
+        let reason = match parse(&bytes, name) {
+            Parsed::TooNew { version } => return LoadOutcome::TooNew { version },
+            Parsed::Unusable { reason } => reason,
+            Parsed::Record(record) => {
+                let same_url = record.api_url.as_ref().is_none_or(|url| *url == origin.api_url);
+                if same_url && record.client_id == origin.client_id {
+                    return LoadOutcome::Loaded(record);
                 }
-                Ok(record) => format!("it holds the session of {:?}, not {:?}", record.name.as_str(), name.as_str()),
-                // serde_json's message names a line, column and expected type, never the content.
-                Err(error) => format!("it is not a valid session file ({error})"),
-            },
+                return match self.set_aside(&file, name, "other-instance", now) {
+                    Ok(moved_to) => {
+                        tracing::warn!(
+                            file = %file.display(),
+                            moved_to = %moved_to.display(),
+                            saved_url = record.api_url.as_deref().unwrap_or("(not recorded)"),
+                            saved_client_id = record.client_id.as_str(),
+                            url = origin.api_url,
+                            client_id = origin.client_id.as_str(),
+                            "set aside a session made with another [api] url or client_id; it was not used"
+                        );
+                        LoadOutcome::OtherOrigin {
+                            saved_url: record.api_url.clone(),
+                            saved_client_id: record.client_id.clone(),
+                            moved_to,
+                        }
+                    }
+                    Err(error) => LoadOutcome::Failed(error),
+                };
+            }
         };
         match self.set_aside(&file, name, "corrupt", now) {
             Ok(moved_to) => {
@@ -444,6 +434,87 @@ impl StateDir {
             Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(error) => Err(io_error("remove", &file)(error)),
         }
+    }
+}
+
+/// The longest reason [`parse`] gives for an unusable file, in characters: serde's messages may quote a value
+/// from the file (an invalid name, a string where a number belongs), which must not make a log line unbounded.
+pub const REASON_MAX_CHARS: usize = 240;
+
+/// What the bytes of a session file hold, read by [`parse`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Parsed {
+    /// A session record for the expected name.
+    Record(Box<SessionRecord>),
+    /// A file written by a newer att-tokend ([`FORMAT_VERSION`] is lower than `version`).
+    TooNew {
+        /// The version found.
+        version: u32,
+    },
+    /// Not a usable session of this name: why, in at most [`REASON_MAX_CHARS`] characters, never with a secret.
+    Unusable {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Reads the bytes of the session file of `name`. Pure: [`StateDir::load`] reads the file and acts on the answer.
+pub fn parse(bytes: &[u8], name: &TokenName) -> Parsed {
+    #[derive(Deserialize)]
+    struct Version {
+        version: u32,
+    }
+    if let Ok(Version { version }) = serde_json::from_slice::<Version>(bytes)
+        && version > FORMAT_VERSION
+    {
+        return Parsed::TooNew { version };
+    }
+    let reason = match serde_json::from_slice::<SessionRecord>(bytes) {
+        Ok(record) if record.name == *name => return Parsed::Record(Box::new(record)),
+        Ok(record) => format!("it holds the session of {:?}, not {:?}", record.name.as_str(), name.as_str()),
+        Err(error) => format!("it is not a valid session file ({})", describe(&error)),
+    };
+    Parsed::Unusable { reason: truncate_chars(&reason, REASON_MAX_CHARS) }
+}
+
+/// What is wrong with a session file, without quoting it: serde's messages quote the offending value
+/// (`invalid type: string "…"`), and in a damaged file that value may be anything, a token included. The file
+/// is set aside with its bytes intact for whoever wants to look.
+fn describe(error: &serde_json::Error) -> String {
+    let message = error.to_string();
+    let message = message.rsplit_once(" at line ").map_or(message.as_str(), |(head, _)| head);
+    let what = match error.classify() {
+        Category::Syntax => "it is not valid JSON",
+        Category::Eof => "it ends too early",
+        Category::Io => "it could not be read",
+        // Names of the record's own fields are safe to repeat.
+        Category::Data if message.starts_with("missing field `") || message.starts_with("duplicate field `") => message,
+        Category::Data => match message.rsplit_once(", expected ") {
+            Some((_, expected)) => {
+                return format!(
+                    "a value of the wrong kind, expected {expected}, at line {}, column {}",
+                    error.line(),
+                    error.column()
+                );
+            }
+            None => "a value that is not valid",
+        },
+    };
+    format!("{what} at line {}, column {}", error.line(), error.column())
+}
+
+/// The bytes [`StateDir::save`] writes for `record` (pretty JSON); [`parse`] reads them back to the same record.
+pub fn encode(record: &SessionRecord) -> Result<Zeroizing<Vec<u8>>, StateError> {
+    serde_json::to_vec_pretty(record)
+        .map(Zeroizing::new)
+        .map_err(|error| StateError::Encode { name: record.name.to_string(), error })
+}
+
+fn truncate_chars(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
     }
 }
 
@@ -508,6 +579,31 @@ mod tests {
             },
             refresh_sent_at: None,
         }
+    }
+
+    #[test]
+    fn parse_reads_what_encode_writes_and_bounds_its_reasons() {
+        let name = TokenName::new("main").unwrap();
+        let saved = record("main");
+        let Parsed::Record(back) = parse(&encode(&saved).unwrap(), &name) else { panic!("a saved record reads back") };
+        assert_eq!(*back, saved);
+        // serde quotes an invalid name in full; a file of megabytes must not make a log line of megabytes.
+        let long = format!(r#"{{"version":2,"name":"{}"}}"#, "x/".repeat(50_000));
+        let Parsed::Unusable { reason } = parse(long.as_bytes(), &name) else { panic!("an invalid name is unusable") };
+        assert!(reason.chars().count() <= REASON_MAX_CHARS + 1, "{} characters", reason.chars().count());
+        assert!(reason.starts_with("it is not a valid session file"), "{reason}");
+        // Found by the state_file fuzz target: serde quoted the offending value, whatever it was.
+        let damaged = br#"{"version":"RT-SECRET-1","name":"main"}"#;
+        let Parsed::Unusable { reason } = parse(damaged, &name) else { panic!("a damaged file is unusable") };
+        assert!(!reason.contains("RT-SECRET"), "{reason}");
+        assert!(reason.contains("expected u32") && reason.contains("line 1"), "{reason}");
+        let tricky = br#"{"version":"x, expected RT-SECRET-1"}"#;
+        let Parsed::Unusable { reason } = parse(tricky, &name) else { panic!("unusable") };
+        assert!(!reason.contains("RT-SECRET"), "{reason}");
+        let Parsed::Unusable { reason } = parse(br#"{"version":2}"#, &name) else { panic!("unusable") };
+        assert!(reason.contains("missing field `name`"), "{reason}");
+        let newer = br#"{"version":3,"anything":"else"}"#;
+        assert!(matches!(parse(newer, &name), Parsed::TooNew { version: 3 }));
     }
 
     #[test]

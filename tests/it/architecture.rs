@@ -16,11 +16,12 @@ use serde_json::Value;
 // ---------------------------------------------------------------------------------------------------------------
 
 /// The workspace's internal crates, lowest layer first. An internal dependency (of any kind, dev included) must
-/// point to a strictly lower layer: `token-model ← fake-cloud ← login-flow ← att-tokend ← tests`.
+/// point to a strictly lower layer: `token-model ← fake-cloud ← login-flow ← att-tokend ← fuzz-checks ← tests`.
 /// fake-cloud sits below login-flow so login-flow's tests may run against it, while the fake never sees the
-/// client code and stays an independent implementation of the protocol.
+/// client code and stays an independent implementation of the protocol. fuzz-checks (what the fuzz targets
+/// assert) sits above the parsers it checks.
 const LAYERS: &[(&str, u32)] =
-    &[("token-model", 0), ("fake-cloud", 1), ("login-flow", 2), ("att-tokend", 3), ("tests", 4)];
+    &[("token-model", 0), ("fake-cloud", 1), ("login-flow", 2), ("att-tokend", 3), ("fuzz-checks", 4), ("tests", 5)];
 
 /// Internal crates that depend on no other internal crate, and that no internal crate depends on.
 const STANDALONE: &[&str] = &["xtask"];
@@ -86,6 +87,10 @@ const FORBIDDEN: &[(&str, &str)] = &[
     ("fake-cloud", "login-flow"),
 ];
 
+/// Packages no workspace member may build, by any path: the fuzzing runtime lives in `fuzz/`, a workspace of
+/// its own built on nightly, so stable builds and CI never compile it.
+const NOWHERE: &[&str] = &["libfuzzer-sys"];
+
 /// Everything [`check`] enforces.
 struct Policy<'a> {
     layers: &'a [(&'a str, u32)],
@@ -95,6 +100,7 @@ struct Policy<'a> {
     pure_allowed_direct: &'a [&'a str],
     pure_allowed_dev: &'a [&'a str],
     forbidden: &'a [(&'a str, &'a str)],
+    nowhere: &'a [&'a str],
 }
 
 const POLICY: Policy<'static> = Policy {
@@ -105,6 +111,7 @@ const POLICY: Policy<'static> = Policy {
     pure_allowed_direct: PURE_ALLOWED_DIRECT,
     pure_allowed_dev: PURE_ALLOWED_DEV,
     forbidden: FORBIDDEN,
+    nowhere: NOWHERE,
 };
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -307,6 +314,22 @@ fn check(graph: &Graph, policy: &Policy<'_>) -> Vec<String> {
         }
     }
 
+    // Packages that no member may build.
+    for root in graph.packages.iter().enumerate().filter(|(_, p)| p.member).map(|(at, _)| at) {
+        let reached = graph.reach(root, false);
+        for &target in reached.keys() {
+            let name = graph.packages[target].name.as_str();
+            if policy.nowhere.contains(&name) {
+                problems.push(format!(
+                    "workspace crate {} builds {name}: {}; fuzzing code belongs in fuzz/ (its own workspace, on \
+                     nightly), with the assertions in fuzz-checks",
+                    graph.packages[root].name,
+                    graph.path(&reached, target)
+                ));
+            }
+        }
+    }
+
     // The pure crate: reviewed direct dependencies, and nothing that does I/O in what it ships.
     for root in graph.named(policy.pure) {
         for &(to, kind) in &graph.packages[root].deps {
@@ -368,7 +391,7 @@ fn real_graph() -> Graph {
 fn real_dependency_graph_points_one_way_and_keeps_token_model_free_of_io() {
     let graph = real_graph();
     let members: BTreeSet<_> = graph.packages.iter().filter(|p| p.member).map(|p| p.name.as_str()).collect();
-    for expected in ["token-model", "login-flow", "fake-cloud", "att-tokend", "xtask", "tests"] {
+    for expected in ["token-model", "login-flow", "fake-cloud", "att-tokend", "fuzz-checks", "xtask", "tests"] {
         assert!(members.contains(expected), "workspace member {expected} not found in cargo metadata: {members:?}");
     }
     let problems = check(&graph, &POLICY);
@@ -473,6 +496,26 @@ fn checker_fails_when_xtask_depends_on_an_internal_crate_or_is_depended_on() {
     assert_one_problem(&graph, &["xtask must depend on no internal crate", "token-model"]);
     let graph = intended().edge("att-tokend", "xtask", Kind::Build);
     assert_one_problem(&graph, &["att-tokend has a build dependency on xtask"]);
+}
+
+#[test]
+fn checker_fails_when_a_member_builds_the_fuzzing_runtime() {
+    let graph = intended().member("fuzz-checks").edge("fuzz-checks", "att-tokend", Kind::Normal);
+    assert_eq!(check(&graph, &POLICY), Vec::<String>::new());
+    let graph = graph.edge("fuzz-checks", "libfuzzer-sys", Kind::Normal);
+    assert_one_problem(&graph, &["fuzz-checks builds libfuzzer-sys", "fuzz-checks → libfuzzer-sys"]);
+    let graph = intended().edge("tests", "helper", Kind::Dev).edge("helper", "libfuzzer-sys", Kind::Normal);
+    assert_one_problem(&graph, &["tests builds libfuzzer-sys", "tests → helper → libfuzzer-sys"]);
+}
+
+#[test]
+fn the_fuzz_targets_are_not_a_workspace_member() {
+    let graph = real_graph();
+    let members: Vec<_> = graph.packages.iter().filter(|p| p.member).map(|p| p.name.as_str()).collect();
+    assert!(members.contains(&"fuzz-checks"), "fuzz-checks is a member, so stable tests replay the corpora");
+    assert!(!members.contains(&"att-tokend-fuzz"), "fuzz/ must stay out of the workspace: {members:?}");
+    let fuzz_manifest = std::fs::read_to_string(workspace_root().join("fuzz/Cargo.toml")).expect("fuzz/Cargo.toml");
+    assert!(fuzz_manifest.contains("\n[workspace]"), "fuzz/Cargo.toml declares a workspace of its own");
 }
 
 #[test]

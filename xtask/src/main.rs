@@ -7,6 +7,7 @@ mod ci;
 mod deb;
 mod demo;
 mod dist;
+mod fuzz;
 mod install_test;
 mod procs;
 mod release;
@@ -31,6 +32,8 @@ Commands:
                 refresh (--duration SECS, default 60)
   bench         release-build figures: GetToken vs Ping latency, idle RSS, idle wakeups,
                 time to READY
+  fuzz          run the fuzz targets on nightly (--seconds N, default 60; --cmin; TARGET...);
+                needs cargo-fuzz, installs nothing
 ";
 
 fn main() -> ExitCode {
@@ -43,6 +46,7 @@ fn main() -> ExitCode {
         Some("system-test") => system_test::run(&args[1..]),
         Some("demo") => demo::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
+        Some("fuzz") => fuzz::run(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             print!("{HELP}");
             Ok(())

@@ -270,6 +270,22 @@ mod tests {
     }
 
     #[test]
+    fn errors_show_a_bounded_part_of_the_value() {
+        // Found by the dbus_args fuzz target: the whole rejected argument went into the message.
+        let long = "x/".repeat(100_000);
+        for message in [
+            TokenName::new(long.as_str()).unwrap_err().to_string(),
+            DeviceId::new(long.as_str()).unwrap_err().to_string(),
+            ClientId::new(long.as_str()).unwrap_err().to_string(),
+            long.parse::<TokenKind>().unwrap_err().to_string(),
+        ] {
+            assert!(message.len() < 400, "{} bytes", message.len());
+            assert!(message.contains(&format!("\"{}\"… (200000 bytes)", "x/".repeat(16))), "{message}");
+        }
+        assert_eq!(TokenName::new("a b").unwrap_err(), IdError::TokenName(excerpt("a b")));
+    }
+
+    #[test]
     fn resource_ids() {
         assert!(DeviceId::new("abcdefghijklmnopqrstuvwx").is_ok());
         assert!(GroundId::new("ABCDEFGHIJKLMNOPQRSTUVW1").is_ok());

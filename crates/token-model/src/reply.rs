@@ -129,7 +129,7 @@ impl OAuthErrorCode {
             "invalid_clientid" | "invalid_client" | "invalid_client_id" => Self::InvalidClient,
             "unsupported_grant_type" => Self::UnsupportedGrantType,
             "invalid_request" => Self::InvalidRequest,
-            _ => Self::Other(truncate_chars(code, 64)),
+            _ => Self::Other(truncate_chars(&redact_description(code), 64)),
         }
     }
 }
@@ -141,7 +141,7 @@ pub struct OAuthError {
     pub status: u16,
     /// The `error` code, classified.
     pub code: OAuthErrorCode,
-    /// The `error` value as sent (at most 64 characters).
+    /// The `error` value as sent (at most 64 characters, secrets redacted as in a description).
     pub raw_code: String,
     /// The `error_description`, if any: at most 200 characters, with token-like values redacted.
     pub description: Option<String>,
@@ -258,8 +258,8 @@ fn read_error(object: &Map<String, Value>, body: &[u8]) -> Result<ErrorReply, Re
     Ok(ErrorReply::OAuth(OAuthError {
         status: 400,
         code: OAuthErrorCode::from_wire(code),
-        raw_code: truncate_chars(code, 64),
-        description: description.map(|text| truncate_chars(&redact_text(text), EXCERPT_MAX_CHARS)),
+        raw_code: truncate_chars(&redact_description(code), 64),
+        description: description.map(|text| truncate_chars(&redact_description(text), EXCERPT_MAX_CHARS)),
     }))
 }
 
@@ -501,6 +501,17 @@ fn redact_value(value: &mut Value, depth: usize) {
             }
         }
         Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
+/// Redacts an `error_description` as excerpts redact a JSON string: one that holds JSON is redacted
+/// structurally, so a secret inside an array or object under a secret key is hidden too.
+fn redact_description(text: &str) -> String {
+    let mut value = Value::String(text.to_owned());
+    redact_value(&mut value, 0);
+    match value {
+        Value::String(redacted) => redacted,
+        other => other.to_string(),
     }
 }
 
@@ -755,6 +766,20 @@ mod tests {
         assert_eq!(error.description.as_deref(), Some("The user name or password is incorrect."));
         assert_eq!(error.raw_code, "invalid_grant");
         assert!(rejected(r#"{"error":"invalid_clientId"}"#).description.is_none());
+    }
+
+    #[test]
+    fn a_description_holding_json_is_redacted_structurally() {
+        // Found by the login_reply fuzz target: the lexical scan let a secret inside an array through.
+        let body = r#"{"error":"invalid_request","error_description":"{\"password\":[\"hunter#2\"],\"refresh_token\":{\"v\":\"rt-9\"}}"}"#;
+        let error = rejected(body);
+        let description = error.description.unwrap();
+        assert!(!description.contains("hunter#2") && !description.contains("rt-9"), "{description}");
+        assert!(description.contains("[redacted]"), "{description}");
+        assert_eq!(
+            rejected(r#"{"error":"invalid_grant","error_description":"bad password"}"#).description.as_deref(),
+            Some("bad password")
+        );
     }
 
     #[test]
