@@ -426,18 +426,24 @@ fn section_at(text: &str, offset: usize) -> String {
     let before = &text[..end];
     let mut header: Option<(usize, &str)> = None;
     let mut pos = 0;
+    let mut strings = MultiLineStrings::default();
     for line in before.split_inclusive('\n') {
         let trimmed = line.trim();
-        if trimmed.starts_with('[') {
+        if strings.outside(line) && trimmed.starts_with('[') {
             header = Some((pos, trimmed.split('#').next().unwrap_or(trimmed).trim()));
         }
         pos += line.len();
     }
     let Some((start, header)) = header else { return "the top level".to_owned() };
     if header.starts_with("[[") {
-        // Find the table's `name = "..."` (before the next header) to tell tables apart.
+        // Find the table's `name = "..."` (before the next header) to tell tables apart. Lines inside a multi-line
+        // string are text, not keys (they may hold a secret), and only a valid token name is shown.
         let body = &text[start..];
+        let mut strings = MultiLineStrings::default();
         for line in body.lines().skip(1) {
+            if !strings.outside(line) {
+                continue;
+            }
             let trimmed = line.trim();
             if trimmed.starts_with('[') {
                 break;
@@ -446,11 +452,53 @@ fn section_at(text: &str, offset: usize) -> String {
                 && let Some(value) = rest.trim_start().strip_prefix('=')
             {
                 let value = value.split('#').next().unwrap_or("").trim();
-                return format!("{header} {value}");
+                let unquoted = value.trim_matches(|c| c == '"' || c == '\'');
+                if TokenName::check(unquoted).is_ok() {
+                    return format!("{header} \"{unquoted}\"");
+                }
+                break;
             }
         }
     }
     header.to_owned()
+}
+
+/// Follows TOML's multi-line strings (`"""` and `\'\'\'`) line by line, to tell text inside one from keys and
+/// headers.
+#[derive(Default)]
+struct MultiLineStrings {
+    open: Option<&'static str>,
+}
+
+impl MultiLineStrings {
+    /// Whether `line` starts outside a multi-line string (then it may be a key or a header); updates the state
+    /// with the delimiters it holds.
+    fn outside(&mut self, line: &str) -> bool {
+        let was_outside = self.open.is_none();
+        let mut rest = line;
+        loop {
+            match self.open {
+                Some(delimiter) => match rest.find(delimiter) {
+                    Some(at) => {
+                        rest = &rest[at + 3..];
+                        self.open = None;
+                    }
+                    None => break,
+                },
+                None => {
+                    let next = ["\"\"\"", "\'\'\'"].into_iter().filter_map(|d| rest.find(d).map(|at| (at, d))).min();
+                    match next {
+                        Some((at, delimiter)) if !rest[..at].contains('#') => {
+                            rest = &rest[at + 3..];
+                            self.open = Some(delimiter);
+                        }
+                        _ => break,
+                    }
+                }
+            }
+        }
+        was_outside
+    }
 }
 
 fn toml_error(text: &str, path: &Path, error: &toml::de::Error) -> ConfigError {
@@ -1604,5 +1652,17 @@ devices = ["{DEV}"]
         let fitted =
             parse_ok("[api]\nconnect_timeout = \"2s\"\nrequest_timeout = \"5s\"\n[refresh]\nsafety_margin = \"10s\"\n");
         assert!(fitted.advice().is_empty(), "shorter timeouts fit the margin");
+    }
+
+    #[test]
+    fn a_name_inside_a_multi_line_string_is_text_not_the_tables_name() {
+        // Found by the config fuzz target: the error named the table after a line inside a string value.
+        let text = "[[token]]\npassword = \"\"\"\nname = \"s3cret-Passw0rd\"\n\"\"\"\nkind = \"user\"\n";
+        let message = parse(text, Path::new("/etc/att-tokend/config.toml")).unwrap_err().to_string();
+        assert!(!message.contains("s3cret"), "{message}");
+        assert!(message.contains("unknown key \"password\""), "{message}");
+        let named = "[[token]]\nname = \"main\"\nkind = \"user\"\nbogus = 1\n";
+        let message = parse(named, Path::new("/etc/att-tokend/config.toml")).unwrap_err().to_string();
+        assert!(message.contains("[[token]] \"main\""), "{message}");
     }
 }
