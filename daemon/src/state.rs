@@ -17,6 +17,13 @@
 //! A session is only handed out for the cloud instance and `client_id` it was made with ([`Origin`]): a file
 //! written for another one is set aside as `<name>.json.other-instance-<unix seconds>`, bytes intact.
 //!
+//! Sealed at rest: with a state key ([`StateDir::with_key`]) every file is sealed ([`crate::seal`]: encrypted and
+//! authenticated, bound to its token's name), so neither token is on disk in clear. A clear file found with a key
+//! is sealed at once (the sealed file replaces it by the same atomic rename). A sealed file that the configured key
+//! cannot open because the key is missing or another one is never deleted or overwritten: it stays in place for the
+//! key to come back, and is only moved aside (`<name>.json.other-key-<unix seconds>`) when a new login or a logout
+//! replaces it. A sealed file that fails to authenticate (altered, damaged, another token's) is set aside as corrupt.
+//!
 //! The planner's part is stored whole, exactly as `token_model` hands it out, so nothing it needs after a
 //! restart is lost in translation.
 
@@ -27,6 +34,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::seal::{self, KeyId, OpenError, StateKey};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
@@ -117,6 +125,18 @@ pub enum LoadOutcome {
         /// Where its bytes are now.
         moved_to: PathBuf,
     },
+    /// The file is sealed but no state key is configured; it was left in place and not used.
+    SealedWithoutKey {
+        /// The key that sealed it.
+        found: Option<KeyId>,
+    },
+    /// The file is sealed with another key than the configured one; it was left in place and not used.
+    OtherKey {
+        /// The key that sealed it.
+        found: KeyId,
+        /// The configured key.
+        configured: KeyId,
+    },
     /// The file was written by a newer att-tokend; it was left in place and not used.
     TooNew {
         /// The version found.
@@ -200,6 +220,7 @@ fn how_to_stop(pid: Option<i32>, lock_file: &Path) -> String {
 pub struct StateDir {
     path: PathBuf,
     _lock: Arc<Flock<File>>,
+    key: Option<Arc<StateKey>>,
 }
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -243,7 +264,7 @@ impl StateDir {
             }
         }
         let lock = Self::lock(path)?;
-        let dir = Self { path: path.to_owned(), _lock: Arc::new(lock) };
+        let dir = Self { path: path.to_owned(), _lock: Arc::new(lock), key: None };
         dir.remove_leftover_temp_files()?;
         Ok(dir)
     }
@@ -285,6 +306,17 @@ impl StateDir {
         &self.path
     }
 
+    /// Seals every file written from now on with `key`, and opens sealed files with it; `None` writes clear files.
+    pub fn with_key(mut self, key: Option<Arc<StateKey>>) -> Self {
+        self.key = key;
+        self
+    }
+
+    /// The state key files are sealed with, if any.
+    pub fn key(&self) -> Option<&StateKey> {
+        self.key.as_deref()
+    }
+
     /// The file holding the session of `name`.
     pub fn file_of(&self, name: &TokenName) -> PathBuf {
         self.path.join(format!("{}.json", name.as_str()))
@@ -307,12 +339,56 @@ impl StateDir {
     }
 
     /// Stores a session atomically (see the module docs). On error the previous file is intact.
+    /// With a state key the file is sealed; a file in its place that this key cannot open (sealed without a key
+    /// configured, with another key, or in an unknown format) is first moved aside, never overwritten.
     pub fn save(&self, record: &SessionRecord) -> Result<(), StateError> {
-        let bytes = Zeroizing::new(
-            serde_json::to_vec_pretty(record)
-                .map_err(|error| StateError::Encode { name: record.name.to_string(), error })?,
+        let bytes = self.encode(record)?;
+        let target = self.file_of(&record.name);
+        self.keep_unopenable(&target, &record.name)?;
+        self.write_atomic(&target, &bytes, |_| Ok(()))
+    }
+
+    /// The bytes of `record` as stored: sealed with the key, else pretty JSON.
+    fn encode(&self, record: &SessionRecord) -> Result<Zeroizing<Vec<u8>>, StateError> {
+        let encode_error = |error| StateError::Encode { name: record.name.to_string(), error };
+        let Some(key) = &self.key else {
+            return Ok(Zeroizing::new(serde_json::to_vec_pretty(record).map_err(encode_error)?));
+        };
+        // Measured first, so the plaintext buffer is allocated once and no reallocation leaves a copy behind.
+        let mut counter = ByteCounter(0);
+        serde_json::to_writer(&mut counter, record).map_err(encode_error)?;
+        let mut plaintext = Zeroizing::new(Vec::with_capacity(counter.0));
+        serde_json::to_writer(&mut *plaintext, record).map_err(encode_error)?;
+        Ok(seal::seal(key, record.name.as_str(), &plaintext))
+    }
+
+    /// Moves `file` aside as `other-key` when it is sealed and this directory's key cannot open it, so that no
+    /// write or removal destroys a session that a restored key could still open.
+    fn keep_unopenable(&self, file: &Path, name: &TokenName) -> Result<(), StateError> {
+        let mut header = [0_u8; seal::HEADER_LEN];
+        let read = match File::open(file) {
+            Ok(f) => f.read_at(&mut header, 0).unwrap_or(0),
+            Err(_) => return Ok(()),
+        };
+        let header = &header[..read];
+        if !seal::is_sealed(header) {
+            return Ok(());
+        }
+        let openable = self.key.as_ref().is_some_and(|key| {
+            seal::key_id_of(header) == Some(key.id())
+                && header.get(seal::MAGIC.len()..seal::MAGIC.len() + 2) == Some(&[seal::SEAL_VERSION, 1][..])
+        });
+        if openable {
+            return Ok(());
+        }
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let moved_to = self.set_aside(file, name, "other-key", i64::try_from(now).unwrap_or(i64::MAX))?;
+        tracing::warn!(
+            file = %file.display(),
+            moved_to = %moved_to.display(),
+            "moved aside a session sealed with a state key that is not configured, rather than overwrite or delete it"
         );
-        self.write_atomic(&self.file_of(&record.name), &bytes, |_| Ok(()))
+        Ok(())
     }
 
     /// Writes `bytes` to `target` through a temp file; `before_rename` runs on the temp file (tests inject a
@@ -373,6 +449,21 @@ impl StateDir {
                 Err(error) => return LoadOutcome::Failed(io_error("chmod", &file)(error)),
             }
         }
+        let (bytes, was_sealed) = if seal::is_sealed(&bytes) {
+            let Some(key) = &self.key else {
+                return LoadOutcome::SealedWithoutKey { found: seal::key_id_of(&bytes) };
+            };
+            match seal::open(key, name.as_str(), &bytes) {
+                Ok(plaintext) => (plaintext, true),
+                Err(OpenError::OtherKey { found, configured }) => return LoadOutcome::OtherKey { found, configured },
+                Err(OpenError::Unknown { version, .. }) => return LoadOutcome::TooNew { version: u32::from(version) },
+                Err(error @ (OpenError::Refused | OpenError::NotSealed)) => {
+                    return self.set_aside_corrupt(&file, name, error.to_string(), now);
+                }
+            }
+        } else {
+            (bytes, false)
+        };
         #[derive(Deserialize)]
         struct Version {
             version: u32,
@@ -383,6 +474,17 @@ impl StateDir {
                 Ok(record) if record.name == *name => {
                     let same_url = record.api_url.as_ref().is_none_or(|url| *url == origin.api_url);
                     if same_url && record.client_id == origin.client_id {
+                        if !was_sealed && self.key.is_some() {
+                            // Sealed in place: the rename replaces the clear file only once the sealed one is on disk.
+                            match self.save(&record) {
+                                Ok(()) => {
+                                    tracing::info!(file = %file.display(), "sealed a clear session file with the state key")
+                                }
+                                Err(error) => {
+                                    tracing::warn!(file = %file.display(), "could not seal a clear session file; it stays clear until the next save: {error}")
+                                }
+                            }
+                        }
                         return LoadOutcome::Loaded(Box::new(record));
                     }
                     return match self.set_aside(&file, name, "other-instance", now) {
@@ -410,7 +512,12 @@ impl StateDir {
                 Err(error) => format!("it is not a valid session file ({error})"),
             },
         };
-        match self.set_aside(&file, name, "corrupt", now) {
+        self.set_aside_corrupt(&file, name, reason, now)
+    }
+
+    /// Sets aside an unusable file as `corrupt`, bytes intact.
+    fn set_aside_corrupt(&self, file: &Path, name: &TokenName, reason: String, now: i64) -> LoadOutcome {
+        match self.set_aside(file, name, "corrupt", now) {
             Ok(moved_to) => {
                 tracing::warn!(file = %file.display(), moved_to = %moved_to.display(), %reason, "set aside an unusable session file; log in again");
                 LoadOutcome::SetAside { reason, moved_to }
@@ -434,8 +541,10 @@ impl StateDir {
     }
 
     /// Forgets the session of `name` (logout). Returns whether a file was there.
+    /// A file sealed with a key that is not configured is moved aside (`other-key`) rather than deleted.
     pub fn remove(&self, name: &TokenName) -> Result<bool, StateError> {
         let file = self.file_of(name);
+        self.keep_unopenable(&file, name)?;
         match fs::remove_file(&file) {
             Ok(()) => {
                 self.sync_dir()?;
@@ -444,6 +553,94 @@ impl StateDir {
             Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(error) => Err(io_error("remove", &file)(error)),
         }
+    }
+}
+
+/// Counts the bytes written to it, to size a buffer before writing into it.
+struct ByteCounter(usize);
+
+impl Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What [`StateDir::rekey`] did, file by file (token names; never a secret).
+#[derive(Debug, Default)]
+pub struct RekeyReport {
+    /// Sealed files opened with the old key and sealed again with the new one.
+    pub resealed: Vec<String>,
+    /// Clear files sealed with the new key.
+    pub sealed: Vec<String>,
+    /// Files already sealed with the new key (a rekey run again after an interruption).
+    pub already: Vec<String>,
+    /// Files left as they were, each with why and what to do.
+    pub failed: Vec<String>,
+}
+
+impl StateDir {
+    /// Seals every session file (`<name>.json`) with `new`: a file sealed with `old` is opened and sealed again,
+    /// a clear one is sealed, one already sealed with `new` is left alone (so an interrupted run can be run again).
+    /// Each file is replaced atomically; a file that cannot be opened is left as it is and listed in
+    /// [`RekeyReport::failed`]. Set-aside files are not touched.
+    pub fn rekey(&self, old: Option<&StateKey>, new: &StateKey) -> Result<RekeyReport, StateError> {
+        let mut report = RekeyReport::default();
+        let mut names = Vec::new();
+        for entry in fs::read_dir(&self.path).map_err(io_error("list", &self.path))? {
+            let entry = entry.map_err(io_error("list", &self.path))?;
+            let file_name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(name) = file_name.strip_suffix(".json").and_then(|stem| TokenName::new(stem).ok()) {
+                names.push(name);
+            }
+        }
+        names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        for name in names {
+            let file = self.file_of(&name);
+            let bytes = Zeroizing::new(fs::read(&file).map_err(io_error("read", &file))?);
+            let plaintext = if seal::is_sealed(&bytes) {
+                if seal::key_id_of(&bytes) == Some(new.id()) {
+                    report.already.push(name.to_string());
+                    continue;
+                }
+                let Some(old) = old else {
+                    report.failed.push(format!(
+                        "{}: it is sealed (key {}) and no current key was given; give the key it was sealed with \
+                         (--old-key-file, [daemon] state_key_file or the state-key credential)",
+                        file.display(),
+                        seal::key_id_of(&bytes).map_or_else(|| "unknown".to_owned(), |id| id.to_string())
+                    ));
+                    continue;
+                };
+                match seal::open(old, name.as_str(), &bytes) {
+                    Ok(plaintext) => plaintext,
+                    Err(error) => {
+                        report.failed.push(format!("{}: {error}; it was left as it is", file.display()));
+                        continue;
+                    }
+                }
+            } else {
+                match serde_json::from_slice::<SessionRecord>(&bytes) {
+                    Ok(record) if record.name == name => bytes.clone(),
+                    _ => {
+                        report.failed.push(format!(
+                            "{}: it is not a valid session file of {name}; it was left as it is (the daemon sets it \
+                             aside at start)",
+                            file.display()
+                        ));
+                        continue;
+                    }
+                }
+            };
+            let sealed = seal::seal(new, name.as_str(), &plaintext);
+            self.write_atomic(&file, &sealed, |_| Ok(()))?;
+            if seal::is_sealed(&bytes) { &mut report.resealed } else { &mut report.sealed }.push(name.to_string());
+        }
+        Ok(report)
     }
 }
 
