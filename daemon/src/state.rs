@@ -815,4 +815,105 @@ mod tests {
         };
         assert_eq!(saved_url, None);
     }
+
+    fn key(fill: u8) -> Arc<StateKey> {
+        Arc::new(StateKey::from_bytes(&[fill; crate::seal::KEY_LEN]).unwrap())
+    }
+
+    fn contains(haystack: &[u8], needle: &str) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+    }
+
+    #[test]
+    fn a_clear_file_is_sealed_at_load_and_a_sealed_one_holds_no_token() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("state");
+        let name = TokenName::new("main").unwrap();
+        let clear = StateDir::open(&path).unwrap();
+        clear.save(&record("main")).unwrap();
+        assert!(contains(&fs::read(clear.file_of(&name)).unwrap(), "rt-1"), "clear without a key, as before");
+        drop(clear);
+
+        let dir = StateDir::open(&path).unwrap().with_key(Some(key(1)));
+        let LoadOutcome::Loaded(back) = dir.load(&name, &origin(), 0) else { panic!("the clear file loads") };
+        assert_eq!(back.refresh_token.expose_secret(), "rt-1");
+        let bytes = fs::read(dir.file_of(&name)).unwrap();
+        assert!(seal::is_sealed(&bytes), "sealed in place");
+        assert!(!contains(&bytes, "rt-1") && !contains(&bytes, "at-1") && !contains(&bytes, "alice"));
+        assert_eq!(names_in(dir.path()), [LOCK_FILE, "main.json"], "the clear file is gone, no other copy");
+        let LoadOutcome::Loaded(again) = dir.load(&name, &origin(), 0) else { panic!("the sealed file loads") };
+        assert_eq!(*again, *back);
+    }
+
+    #[test]
+    fn a_sealed_file_without_its_key_stays_until_a_login_replaces_it_and_is_then_kept_aside() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("state");
+        let name = TokenName::new("main").unwrap();
+        let sealed = StateDir::open(&path).unwrap().with_key(Some(key(1)));
+        sealed.save(&record("main")).unwrap();
+        let bytes = fs::read(sealed.file_of(&name)).unwrap();
+        drop(sealed);
+
+        let without = StateDir::open(&path).unwrap();
+        let LoadOutcome::SealedWithoutKey { found } = without.load(&name, &origin(), 0) else { panic!("no key") };
+        assert_eq!(found, Some(key(1).id()));
+        drop(without);
+        let other = StateDir::open(&path).unwrap().with_key(Some(key(2)));
+        let LoadOutcome::OtherKey { found, configured } = other.load(&name, &origin(), 0) else { panic!("other key") };
+        assert_eq!((found, configured), (key(1).id(), key(2).id()));
+        assert_eq!(fs::read(other.file_of(&name)).unwrap(), bytes, "left in place, bytes intact");
+
+        // A login under the other key moves the old file aside first; a logout does too.
+        other.save(&record("main")).unwrap();
+        let aside: Vec<String> = names_in(other.path()).into_iter().filter(|n| n.contains("other-key")).collect();
+        assert_eq!(aside.len(), 1, "{aside:?}");
+        assert_eq!(fs::read(other.path().join(&aside[0])).unwrap(), bytes);
+        drop(other);
+        let without = StateDir::open(&path).unwrap();
+        assert!(!without.remove(&name).unwrap(), "moved aside, so nothing was left to delete");
+        assert!(!without.file_of(&name).exists());
+        assert_eq!(names_in(without.path()).iter().filter(|n| n.contains("other-key")).count(), 2, "never deleted");
+    }
+
+    #[test]
+    fn a_damaged_sealed_file_is_set_aside_and_another_tokens_file_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir::open(&tmp.path().join("state")).unwrap().with_key(Some(key(1)));
+        let (main, other) = (TokenName::new("main").unwrap(), TokenName::new("other").unwrap());
+        dir.save(&record("main")).unwrap();
+        fs::copy(dir.file_of(&main), dir.file_of(&other)).unwrap();
+        let LoadOutcome::SetAside { reason, .. } = dir.load(&other, &origin(), 5) else { panic!("swapped") };
+        assert!(reason.contains("another token's file"), "{reason}");
+        let mut bytes = fs::read(dir.file_of(&main)).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        fs::write(dir.file_of(&main), &bytes).unwrap();
+        let LoadOutcome::SetAside { moved_to, .. } = dir.load(&main, &origin(), 5) else { panic!("flipped") };
+        assert_eq!(fs::read(moved_to).unwrap(), bytes, "set aside with its bytes");
+    }
+
+    #[test]
+    fn rekey_seals_every_file_under_the_new_key_and_can_run_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("state");
+        let old = StateDir::open(&path).unwrap().with_key(Some(key(1)));
+        old.save(&record("main")).unwrap();
+        drop(old);
+        let clear = StateDir::open(&path).unwrap();
+        clear.save(&record("second")).unwrap();
+        fs::write(path.join("broken.json"), b"{").unwrap();
+
+        let report = clear.rekey(Some(&key(1)), &key(2)).unwrap();
+        assert_eq!((report.resealed, report.sealed), (vec!["main".to_owned()], vec!["second".to_owned()]));
+        assert_eq!(report.failed.len(), 1, "the broken file is left alone: {:?}", report.failed);
+        let report = clear.rekey(None, &key(2)).unwrap();
+        assert_eq!(report.already, ["main", "second"]);
+        drop(clear);
+        let new = StateDir::open(&path).unwrap().with_key(Some(key(2)));
+        for name in ["main", "second"] {
+            let name = TokenName::new(name).unwrap();
+            assert!(matches!(new.load(&name, &origin(), 0), LoadOutcome::Loaded(_)), "{name} opens with the new key");
+        }
+    }
 }
