@@ -40,7 +40,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use token_model::ids::{ClientId, TokenName};
 use token_model::plan::PersistedSession;
-use token_model::secret::{AccessToken, RefreshToken};
+use token_model::secret::{AccessToken, ExposeSecret, RefreshToken};
 use zeroize::Zeroizing;
 
 /// The format version written by this build. Files with a higher version are left alone.
@@ -354,11 +354,18 @@ impl StateDir {
         let Some(key) = &self.key else {
             return Ok(Zeroizing::new(serde_json::to_vec_pretty(record).map_err(encode_error)?));
         };
-        // Measured first, so the plaintext buffer is allocated once and no reallocation leaves a copy behind.
-        let mut counter = ByteCounter(0);
-        serde_json::to_writer(&mut counter, record).map_err(encode_error)?;
-        let mut plaintext = Zeroizing::new(Vec::with_capacity(counter.0));
-        serde_json::to_writer(&mut *plaintext, record).map_err(encode_error)?;
+        // Allocated once with room for the worst case (every character of every string escaped as \u00XX, and the
+        // planner's facts), so that no reallocation leaves a copy of the plaintext behind. The same encoding as a
+        // clear file, so the binary carries one copy of the record's serialiser.
+        let strings = record.username.len()
+            + record.refresh_token.expose_secret().len()
+            + record.access_token.expose_secret().len()
+            + record.api_url.as_ref().map_or(0, String::len)
+            + record.client_id.as_str().len();
+        let capacity = 4096 + 6 * strings;
+        let mut plaintext = Zeroizing::new(Vec::with_capacity(capacity));
+        serde_json::to_writer_pretty(&mut *plaintext, record).map_err(encode_error)?;
+        debug_assert_eq!(plaintext.capacity(), capacity, "the plaintext buffer never grew");
         Ok(seal::seal(key, record.name.as_str(), &plaintext))
     }
 
@@ -556,20 +563,6 @@ impl StateDir {
     }
 }
 
-/// Counts the bytes written to it, to size a buffer before writing into it.
-struct ByteCounter(usize);
-
-impl Write for ByteCounter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0 += buf.len();
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// What [`StateDir::rekey`] did, file by file (token names; never a secret).
 #[derive(Debug, Default)]
 pub struct RekeyReport {
@@ -664,7 +657,6 @@ fn read_holder_pid(file: &mut File) -> Option<i32> {
 #[cfg(test)]
 mod tests {
     use token_model::plan::Rotation;
-    use token_model::secret::ExposeSecret;
     use token_model::time::WallTime;
 
     use super::*;
