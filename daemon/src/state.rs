@@ -1,8 +1,9 @@
 //! Durable user sessions in the state directory (`/var/lib/att-tokend`, mode 0700).
 //!
-//! One JSON file per user token, `<name>.json`, mode 0600, holding the refresh and access tokens and the
-//! planner's durable facts ([`PersistedSession`]: wall-clock deadlines, rotation, warnings given, clock trust),
-//! and whether a refresh was on its way, which is all a restart needs to carry on, even after `kill -9`:
+//! One file per user token, `<name>.json`, mode 0600 (JSON, or sealed JSON with a state key: see below), holding
+//! the refresh and access tokens and the planner's durable facts ([`PersistedSession`]: wall-clock deadlines,
+//! rotation, warnings given, clock trust), and whether a refresh was on its way, which is all a restart needs to
+//! carry on, even after `kill -9`:
 //! - writes are atomic: a new temp file (`O_EXCL`, 0600) in the same directory, write, fsync, rename over the old
 //!   file, fsync the directory. A crash leaves either the old or the new file, never a mix; a leftover temp file
 //!   is removed when the directory is opened;
