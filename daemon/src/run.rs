@@ -449,11 +449,12 @@ async fn reload(current: &Config, engine: &Engine) -> anyhow::Result<Config> {
     let engine_config = engine_config(&new)?;
     if new.daemon.bus != current.daemon.bus
         || new.daemon.state_dir != current.daemon.state_dir
+        || new.daemon.state_key_file != current.daemon.state_key_file
         || new.api != current.api
     {
         tracing::warn!(
-            "[daemon] bus, [daemon] state_dir and [api] changes take effect after a restart: systemctl restart \
-             att-tokend"
+            "[daemon] bus, [daemon] state_dir, [daemon] state_key_file and [api] changes take effect after a restart: \
+             systemctl restart att-tokend"
         );
     }
     engine.apply(engine_config);
