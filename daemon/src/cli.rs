@@ -33,9 +33,14 @@ NextRefreshAt, LastError and the rest) to the token's readers, the admins and ro
 anyone else are refused with AccessDenied. Its PropertiesChanged signal names the properties that changed, \
 without their values. Every process allowed on the bus still sees the objects' paths (and so the token names) and \
 the signals TokenChanged (name, expiry) and AttentionNeeded (name, reason).\n\n\
-Examples:\n  att-tokend --check-config\n  att-tokend --config /etc/att-tokend/config.toml",
-    after_help = "EXIT STATUS:\n  0  stopped cleanly, or --check-config found no problem\n  1  the configuration is \
-wrong (the message names the file, the line and the fix) or the daemon failed\n  2  wrong usage"
+User sessions are sealed at rest with a 256-bit state key: the systemd credential state-key (the package creates \
+/etc/credstore.encrypted/att-tokend.state-key) or [daemon] state_key_file. Without one they are stored in clear, and \
+the daemon says so at start.\n\n\
+Examples:\n  att-tokend --check-config\n  att-tokend --config /etc/att-tokend/config.toml\n  \
+att-tokend --rekey /run/att-tokend-new.key --old-key-file /run/att-tokend-old.key",
+    after_help = "EXIT STATUS:\n  0  stopped cleanly, --check-config found no problem, or --rekey sealed every file\n  \
+1  the configuration is wrong (the message names the file, the line and the fix), the daemon failed, or --rekey \
+left a file as it was\n  2  wrong usage"
 )]
 pub struct TokendArgs {
     /// The configuration file.
@@ -52,6 +57,16 @@ pub struct TokendArgs {
     /// commands reliably, and the daemon itself reports a secret file it cannot read on reload.
     #[arg(long, requires = "check_config")]
     pub skip_secrets: bool,
+
+    /// Seal every session file in the state directory again under the 32-byte key in NEW_KEY_FILE (mode 600),
+    /// then exit. The files are opened with the configured state key, or with --old-key-file; clear files are
+    /// sealed too. Stop the service first: the state directory stays locked while it runs.
+    #[arg(long, value_name = "NEW_KEY_FILE", conflicts_with = "check_config")]
+    pub rekey: Option<PathBuf>,
+
+    /// With --rekey: the key the files are sealed with now, when it is not the configured one.
+    #[arg(long, value_name = "FILE", requires = "rekey")]
+    pub old_key_file: Option<PathBuf>,
 }
 
 /// Arguments of `att-token`, the command-line client.

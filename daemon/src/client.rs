@@ -46,6 +46,10 @@ pub trait TokenAgent {
     /// `Logout(s name) → ()`.
     fn logout(&self, name: &str) -> zbus::Result<()>;
 
+    /// `SessionStorage s`: `sealed`, `unsealed` (no state key: sessions on disk in clear) or `memory`.
+    #[zbus(property)]
+    fn session_storage(&self) -> zbus::Result<String>;
+
     /// `TokenChanged(s name, x expires_at)`.
     #[zbus(signal)]
     fn token_changed(&self, name: String, expires_at: i64) -> zbus::Result<()>;

@@ -79,6 +79,9 @@ pub struct DaemonConfig {
     /// restored access token may be served at once (default true). Without it, a restored token is refreshed
     /// before it is served.
     pub trust_kernel_time_sync: bool,
+    /// A file holding the 32-byte state key that seals the session files (`state_key_file`), for running outside
+    /// systemd; under systemd the key comes as the credential `state-key`. `None`: the credential, if any.
+    pub state_key_file: Option<PathBuf>,
 }
 
 /// A D-Bus bus: `"system"`, `"session"` or an address such as `unix:path=/run/x/bus`.
@@ -645,6 +648,7 @@ struct RawDaemon {
     state_dir: Option<Spanned<PathBuf>>,
     admins: Option<Spanned<RawPrincipals>>,
     trust_kernel_time_sync: Option<bool>,
+    state_key_file: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -828,6 +832,10 @@ impl RawConfig {
             },
             admins: principals(self.daemon.admins, ctx),
             trust_kernel_time_sync: self.daemon.trust_kernel_time_sync.unwrap_or(true),
+            state_key_file: match self.daemon.state_key_file {
+                Some(file) => Some(absolute(file, "state_key_file", ctx, "[daemon]")?),
+                None => None,
+            },
         };
         let refresh = self.refresh.validate(ctx)?;
         let defaults = MaintenanceConfig::default();
@@ -1234,6 +1242,11 @@ impl Config {
 
     /// [`Config::check_files`] with an explicit credentials directory (`None`: unset).
     pub fn check_files_in(&self, credentials_dir: Option<&Path>) -> Result<(), ConfigError> {
+        crate::run::state_key_in(&self.daemon, credentials_dir).map_err(|message| ConfigError::Reference {
+            path: self.path.clone(),
+            line: 0,
+            message,
+        })?;
         for token in &self.tokens {
             let section = format!("[[token]] \"{}\"", token.name);
             let problem = |key: &str, message: String| ConfigError::Reference {

@@ -10,5 +10,6 @@ pub mod logging;
 pub mod maintenance;
 pub mod memory;
 pub mod run;
+pub mod seal;
 pub mod secret_files;
 pub mod state;

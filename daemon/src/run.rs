@@ -23,6 +23,7 @@ use crate::config::{self, Bus, Config, RefreshConfig, TokenSpec as ConfigTokenSp
 use crate::dbus::access::{Credentials, Principals};
 use crate::dbus::{BUS_NAME, Service};
 use crate::engine::{Cloud, Engine, EngineConfig, SessionSettings, StateStore, TokenSource, TokenSpec, Unattended};
+use crate::seal::{self, StateKey};
 use crate::{maintenance, secret_files, state};
 
 /// The planner's policy from `[refresh]`.
@@ -54,6 +55,96 @@ pub fn origin(api: &config::ApiConfig) -> anyhow::Result<state::Origin> {
     let login = login_flow::ApiConfig::new(&api.url).context("[api] url in the config")?;
     Ok(state::Origin::new(login.base_url().as_str(), api.client_id.clone()))
 }
+
+/// Where the state key came from, for the start message and `--rekey`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// `[daemon] state_key_file`.
+    File(std::path::PathBuf),
+    /// The systemd credential `state-key`.
+    Credential(std::path::PathBuf),
+}
+
+impl std::fmt::Display for KeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeySource::File(path) => write!(f, "[daemon] state_key_file {}", path.display()),
+            KeySource::Credential(path) => {
+                write!(f, "the systemd credential {} ({})", seal::CREDENTIAL_NAME, path.display())
+            }
+        }
+    }
+}
+
+/// The state key that seals session files: `[daemon] state_key_file` when set, else the credential `state-key` in
+/// `credentials_dir` (`$CREDENTIALS_DIRECTORY`) when there is one, else none (sessions are stored unsealed).
+/// A key that is named but unusable is an error, never a silent fallback to clear files.
+pub fn state_key_in(
+    daemon: &config::DaemonConfig,
+    credentials_dir: Option<&std::path::Path>,
+) -> Result<Option<(Arc<StateKey>, KeySource)>, String> {
+    if let Some(file) = &daemon.state_key_file {
+        let key = StateKey::read(file, true).map_err(|e| format!("[daemon] state_key_file: {e}"))?;
+        return Ok(Some((Arc::new(key), KeySource::File(file.clone()))));
+    }
+    let Some(file) = credentials_dir.map(|dir| dir.join(seal::CREDENTIAL_NAME)).filter(|file| file.exists()) else {
+        return Ok(None);
+    };
+    let key = StateKey::read(&file, false).map_err(|e| {
+        format!(
+            "the {} credential: {e}; make a new one with systemd-creds encrypt (README, \"Sealed sessions\")",
+            seal::CREDENTIAL_NAME
+        )
+    })?;
+    Ok(Some((Arc::new(key), KeySource::Credential(file))))
+}
+
+/// [`state_key_in`] with this process's `$CREDENTIALS_DIRECTORY`.
+pub fn state_key(daemon: &config::DaemonConfig) -> Result<Option<(Arc<StateKey>, KeySource)>, String> {
+    let dir = std::env::var_os("CREDENTIALS_DIRECTORY").map(std::path::PathBuf::from);
+    state_key_in(daemon, dir.as_deref())
+}
+
+/// `att-tokend --rekey`: seals every session file in `[daemon] state_dir` again under the key in `new_key_file`.
+/// The files' current key is `old_key_file`, else the configured one ([`state_key`]); clear files are sealed too.
+/// It takes the state directory's lock, so it refuses to run beside the daemon. Returns a summary for the operator.
+pub fn rekey(
+    config: &Config,
+    new_key_file: &std::path::Path,
+    old_key_file: Option<&std::path::Path>,
+) -> anyhow::Result<String> {
+    let new = StateKey::read(new_key_file, true).context("--rekey: the new key")?;
+    let old = match old_key_file {
+        Some(file) => Some(Arc::new(StateKey::read(file, true).context("--old-key-file")?)),
+        None => state_key(&config.daemon).map_err(anyhow::Error::msg)?.map(|(key, _)| key),
+    };
+    let dir = state::StateDir::open(&config.daemon.state_dir)?;
+    let report = dir.rekey(old.as_deref(), &new)?;
+    let summary = format!(
+        "{}: {} session files sealed again with the new key {}, {} clear ones sealed, {} already sealed with it",
+        dir.path().display(),
+        report.resealed.len(),
+        new.id(),
+        report.sealed.len(),
+        report.already.len()
+    );
+    if !report.failed.is_empty() {
+        anyhow::bail!(
+            "{summary}; {} left as they were:\n  {}\nrun --rekey again with the right --old-key-file; files already \
+             sealed with the new key are skipped",
+            report.failed.len(),
+            report.failed.join("\n  ")
+        );
+    }
+    Ok(format!(
+        "{summary}. Now install the new key where the daemon reads it (README, \"Sealed sessions\"), then start it"
+    ))
+}
+
+/// What the daemon says at start when no state key is configured.
+pub const UNSEALED_WARNING: &str = "no state key is configured, so user sessions are stored unsealed: the refresh \
+     token is on disk in clear in the state directory. Give the service the state-key credential (the package creates \
+     /etc/credstore.encrypted/att-tokend.state-key) or set [daemon] state_key_file (README, \"Sealed sessions\")";
 
 fn principals(resolved: &config::ResolvedPrincipals) -> Principals {
     Principals { users: resolved.uids.iter().copied().collect(), groups: resolved.gids.iter().copied().collect() }
@@ -197,9 +288,13 @@ fn status_line(engine: &Engine, bus: &Bus) -> String {
     let everyone = crate::dbus::access::Caller::new(0, []);
     let list = engine.list(&everyone);
     let attention = list.iter().filter(|(_, _, s)| s.attention_needed).count();
+    let unsealed = match engine.session_storage() {
+        "unsealed" => "; sessions unsealed (no state key)",
+        _ => "",
+    };
     match attention {
-        0 => format!("serving {} tokens on the {bus} bus", list.len()),
-        n => format!("serving {} tokens on the {bus} bus; {n} need attention (att-token list)", list.len()),
+        0 => format!("serving {} tokens on the {bus} bus{unsealed}", list.len()),
+        n => format!("serving {} tokens on the {bus} bus; {n} need attention (att-token list){unsealed}", list.len()),
     }
 }
 
@@ -216,6 +311,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     // First the lock: nothing below may read a session or reach the cloud while another daemon owns the state.
     let dir = state::StateDir::open(&config.daemon.state_dir)?;
+    let key = state_key(&config.daemon).map_err(anyhow::Error::msg)?;
+    match &key {
+        Some((key, source)) => {
+            tracing::info!(key = %key.id(), "user sessions are sealed with the state key from {source}")
+        }
+        None => tracing::warn!("{UNSEALED_WARNING}"),
+    }
+    let dir = dir.with_key(key.map(|(key, _)| key));
     let engine_config = engine_config(&config)?;
     let cloud = cloud(&config.api)?;
     let store = Arc::new(StateStore::new(dir, origin(&config.api)?));
@@ -357,11 +460,12 @@ async fn reload(current: &Config, engine: &Engine) -> anyhow::Result<Config> {
     let engine_config = engine_config(&new)?;
     if new.daemon.bus != current.daemon.bus
         || new.daemon.state_dir != current.daemon.state_dir
+        || new.daemon.state_key_file != current.daemon.state_key_file
         || new.api != current.api
     {
         tracing::warn!(
-            "[daemon] bus, [daemon] state_dir and [api] changes take effect after a restart: systemctl restart \
-             att-tokend"
+            "[daemon] bus, [daemon] state_dir, [daemon] state_key_file and [api] changes take effect after a restart: \
+             systemctl restart att-tokend"
         );
     }
     engine.apply(engine_config);

@@ -1,8 +1,9 @@
 //! Durable user sessions in the state directory (`/var/lib/att-tokend`, mode 0700).
 //!
-//! One JSON file per user token, `<name>.json`, mode 0600, holding the refresh and access tokens and the
-//! planner's durable facts ([`PersistedSession`]: wall-clock deadlines, rotation, warnings given, clock trust),
-//! and whether a refresh was on its way, which is all a restart needs to carry on, even after `kill -9`:
+//! One file per user token, `<name>.json`, mode 0600 (JSON, or sealed JSON with a state key: see below), holding
+//! the refresh and access tokens and the planner's durable facts ([`PersistedSession`]: wall-clock deadlines,
+//! rotation, warnings given, clock trust), and whether a refresh was on its way, which is all a restart needs to
+//! carry on, even after `kill -9`:
 //! - writes are atomic: a new temp file (`O_EXCL`, 0600) in the same directory, write, fsync, rename over the old
 //!   file, fsync the directory. A crash leaves either the old or the new file, never a mix; a leftover temp file
 //!   is removed when the directory is opened;
@@ -17,6 +18,13 @@
 //! A session is only handed out for the cloud instance and `client_id` it was made with ([`Origin`]): a file
 //! written for another one is set aside as `<name>.json.other-instance-<unix seconds>`, bytes intact.
 //!
+//! Sealed at rest: with a state key ([`StateDir::with_key`]) every file is sealed ([`crate::seal`]: encrypted and
+//! authenticated, bound to its token's name), so neither token is on disk in clear. A clear file found with a key
+//! is sealed at once (the sealed file replaces it by the same atomic rename). A sealed file that the configured key
+//! cannot open because the key is missing or another one is never deleted or overwritten: it stays in place for the
+//! key to come back, and is only moved aside (`<name>.json.other-key-<unix seconds>`) when a new login or a logout
+//! replaces it. A sealed file that fails to authenticate (altered, damaged, another token's) is set aside as corrupt.
+//!
 //! The planner's part is stored whole, exactly as `token_model` hands it out, so nothing it needs after a
 //! restart is lost in translation.
 
@@ -27,13 +35,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::seal::{self, KeyId, OpenError, StateKey};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use serde_json::error::Category;
 use token_model::ids::{ClientId, TokenName};
 use token_model::plan::PersistedSession;
-use token_model::secret::{AccessToken, RefreshToken};
+use token_model::secret::{AccessToken, ExposeSecret, RefreshToken};
 use zeroize::Zeroizing;
 
 /// The format version written by this build. Files with a higher version are left alone.
@@ -118,6 +127,18 @@ pub enum LoadOutcome {
         /// Where its bytes are now.
         moved_to: PathBuf,
     },
+    /// The file is sealed but no state key is configured; it was left in place and not used.
+    SealedWithoutKey {
+        /// The key that sealed it.
+        found: Option<KeyId>,
+    },
+    /// The file is sealed with another key than the configured one; it was left in place and not used.
+    OtherKey {
+        /// The key that sealed it.
+        found: KeyId,
+        /// The configured key.
+        configured: KeyId,
+    },
     /// The file was written by a newer att-tokend; it was left in place and not used.
     TooNew {
         /// The version found.
@@ -201,6 +222,7 @@ fn how_to_stop(pid: Option<i32>, lock_file: &Path) -> String {
 pub struct StateDir {
     path: PathBuf,
     _lock: Arc<Flock<File>>,
+    key: Option<Arc<StateKey>>,
 }
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -244,7 +266,7 @@ impl StateDir {
             }
         }
         let lock = Self::lock(path)?;
-        let dir = Self { path: path.to_owned(), _lock: Arc::new(lock) };
+        let dir = Self { path: path.to_owned(), _lock: Arc::new(lock), key: None };
         dir.remove_leftover_temp_files()?;
         Ok(dir)
     }
@@ -286,6 +308,17 @@ impl StateDir {
         &self.path
     }
 
+    /// Seals every file written from now on with `key`, and opens sealed files with it; `None` writes clear files.
+    pub fn with_key(mut self, key: Option<Arc<StateKey>>) -> Self {
+        self.key = key;
+        self
+    }
+
+    /// The state key files are sealed with, if any.
+    pub fn key(&self) -> Option<&StateKey> {
+        self.key.as_deref()
+    }
+
     /// The file holding the session of `name`.
     pub fn file_of(&self, name: &TokenName) -> PathBuf {
         self.path.join(format!("{}.json", name.as_str()))
@@ -308,9 +341,63 @@ impl StateDir {
     }
 
     /// Stores a session atomically (see the module docs). On error the previous file is intact.
+    /// With a state key the file is sealed; a file in its place that this key cannot open (sealed without a key
+    /// configured, with another key, or in an unknown format) is first moved aside, never overwritten.
     pub fn save(&self, record: &SessionRecord) -> Result<(), StateError> {
-        let bytes = encode(record)?;
-        self.write_atomic(&self.file_of(&record.name), &bytes, |_| Ok(()))
+        let bytes = self.stored_bytes(record)?;
+        let target = self.file_of(&record.name);
+        self.keep_unopenable(&target, &record.name)?;
+        self.write_atomic(&target, &bytes, |_| Ok(()))
+    }
+
+    /// The bytes of `record` as stored: sealed with the key, else pretty JSON ([`encode`]).
+    fn stored_bytes(&self, record: &SessionRecord) -> Result<Zeroizing<Vec<u8>>, StateError> {
+        let encode_error = |error| StateError::Encode { name: record.name.to_string(), error };
+        let Some(key) = &self.key else {
+            return encode(record);
+        };
+        // Allocated once with room for the worst case (every character of every string escaped as \u00XX, and the
+        // planner's facts), so that no reallocation leaves a copy of the plaintext behind. The same encoding as a
+        // clear file, so the binary carries one copy of the record's serialiser.
+        let strings = record.username.len()
+            + record.refresh_token.expose_secret().len()
+            + record.access_token.expose_secret().len()
+            + record.api_url.as_ref().map_or(0, String::len)
+            + record.client_id.as_str().len();
+        let capacity = 4096 + 6 * strings;
+        let mut plaintext = Zeroizing::new(Vec::with_capacity(capacity));
+        serde_json::to_writer_pretty(&mut *plaintext, record).map_err(encode_error)?;
+        debug_assert_eq!(plaintext.capacity(), capacity, "the plaintext buffer never grew");
+        Ok(seal::seal(key, record.name.as_str(), &plaintext))
+    }
+
+    /// Moves `file` aside as `other-key` when it is sealed and this directory's key cannot open it, so that no
+    /// write or removal destroys a session that a restored key could still open.
+    fn keep_unopenable(&self, file: &Path, name: &TokenName) -> Result<(), StateError> {
+        let mut header = [0_u8; seal::HEADER_LEN];
+        let read = match File::open(file) {
+            Ok(f) => f.read_at(&mut header, 0).unwrap_or(0),
+            Err(_) => return Ok(()),
+        };
+        let header = &header[..read];
+        if !seal::is_sealed(header) {
+            return Ok(());
+        }
+        let openable = self.key.as_ref().is_some_and(|key| {
+            seal::key_id_of(header) == Some(key.id())
+                && header.get(seal::MAGIC.len()..seal::MAGIC.len() + 2) == Some(&[seal::SEAL_VERSION, 1][..])
+        });
+        if openable {
+            return Ok(());
+        }
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let moved_to = self.set_aside(file, name, "other-key", i64::try_from(now).unwrap_or(i64::MAX))?;
+        tracing::warn!(
+            file = %file.display(),
+            moved_to = %moved_to.display(),
+            "moved aside a session sealed with a state key that is not configured, rather than overwrite or delete it"
+        );
+        Ok(())
     }
 
     /// Writes `bytes` to `target` through a temp file; `before_rename` runs on the temp file (tests inject a
@@ -371,12 +458,38 @@ impl StateDir {
                 Err(error) => return LoadOutcome::Failed(io_error("chmod", &file)(error)),
             }
         }
+        let (bytes, was_sealed) = if seal::is_sealed(&bytes) {
+            let Some(key) = &self.key else {
+                return LoadOutcome::SealedWithoutKey { found: seal::key_id_of(&bytes) };
+            };
+            match seal::open(key, name.as_str(), &bytes) {
+                Ok(plaintext) => (plaintext, true),
+                Err(OpenError::OtherKey { found, configured }) => return LoadOutcome::OtherKey { found, configured },
+                Err(OpenError::Unknown { version, .. }) => return LoadOutcome::TooNew { version: u32::from(version) },
+                Err(error @ (OpenError::Refused | OpenError::NotSealed)) => {
+                    return self.set_aside_corrupt(&file, name, error.to_string(), now);
+                }
+            }
+        } else {
+            (bytes, false)
+        };
         let reason = match parse(&bytes, name) {
             Parsed::TooNew { version } => return LoadOutcome::TooNew { version },
             Parsed::Unusable { reason } => reason,
             Parsed::Record(record) => {
                 let same_url = record.api_url.as_ref().is_none_or(|url| *url == origin.api_url);
                 if same_url && record.client_id == origin.client_id {
+                    if !was_sealed && self.key.is_some() {
+                        // Sealed in place: the rename replaces the clear file only once the sealed one is on disk.
+                        match self.save(&record) {
+                            Ok(()) => {
+                                tracing::info!(file = %file.display(), "sealed a clear session file with the state key")
+                            }
+                            Err(error) => {
+                                tracing::warn!(file = %file.display(), "could not seal a clear session file; it stays clear until the next save: {error}")
+                            }
+                        }
+                    }
                     return LoadOutcome::Loaded(record);
                 }
                 return match self.set_aside(&file, name, "other-instance", now) {
@@ -400,7 +513,12 @@ impl StateDir {
                 };
             }
         };
-        match self.set_aside(&file, name, "corrupt", now) {
+        self.set_aside_corrupt(&file, name, reason, now)
+    }
+
+    /// Sets aside an unusable file as `corrupt`, bytes intact.
+    fn set_aside_corrupt(&self, file: &Path, name: &TokenName, reason: String, now: i64) -> LoadOutcome {
+        match self.set_aside(file, name, "corrupt", now) {
             Ok(moved_to) => {
                 tracing::warn!(file = %file.display(), moved_to = %moved_to.display(), %reason, "set aside an unusable session file; log in again");
                 LoadOutcome::SetAside { reason, moved_to }
@@ -424,8 +542,10 @@ impl StateDir {
     }
 
     /// Forgets the session of `name` (logout). Returns whether a file was there.
+    /// A file sealed with a key that is not configured is moved aside (`other-key`) rather than deleted.
     pub fn remove(&self, name: &TokenName) -> Result<bool, StateError> {
         let file = self.file_of(name);
+        self.keep_unopenable(&file, name)?;
         match fs::remove_file(&file) {
             Ok(()) => {
                 self.sync_dir()?;
@@ -518,6 +638,80 @@ fn truncate_chars(text: &str, max: usize) -> String {
     }
 }
 
+/// What [`StateDir::rekey`] did, file by file (token names; never a secret).
+#[derive(Debug, Default)]
+pub struct RekeyReport {
+    /// Sealed files opened with the old key and sealed again with the new one.
+    pub resealed: Vec<String>,
+    /// Clear files sealed with the new key.
+    pub sealed: Vec<String>,
+    /// Files already sealed with the new key (a rekey run again after an interruption).
+    pub already: Vec<String>,
+    /// Files left as they were, each with why and what to do.
+    pub failed: Vec<String>,
+}
+
+impl StateDir {
+    /// Seals every session file (`<name>.json`) with `new`: a file sealed with `old` is opened and sealed again,
+    /// a clear one is sealed, one already sealed with `new` is left alone (so an interrupted run can be run again).
+    /// Each file is replaced atomically; a file that cannot be opened is left as it is and listed in
+    /// [`RekeyReport::failed`]. Set-aside files are not touched.
+    pub fn rekey(&self, old: Option<&StateKey>, new: &StateKey) -> Result<RekeyReport, StateError> {
+        let mut report = RekeyReport::default();
+        let mut names = Vec::new();
+        for entry in fs::read_dir(&self.path).map_err(io_error("list", &self.path))? {
+            let entry = entry.map_err(io_error("list", &self.path))?;
+            let file_name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(name) = file_name.strip_suffix(".json").and_then(|stem| TokenName::new(stem).ok()) {
+                names.push(name);
+            }
+        }
+        names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        for name in names {
+            let file = self.file_of(&name);
+            let bytes = Zeroizing::new(fs::read(&file).map_err(io_error("read", &file))?);
+            let plaintext = if seal::is_sealed(&bytes) {
+                if seal::key_id_of(&bytes) == Some(new.id()) {
+                    report.already.push(name.to_string());
+                    continue;
+                }
+                let Some(old) = old else {
+                    report.failed.push(format!(
+                        "{}: it is sealed (key {}) and no current key was given; give the key it was sealed with \
+                         (--old-key-file, [daemon] state_key_file or the state-key credential)",
+                        file.display(),
+                        seal::key_id_of(&bytes).map_or_else(|| "unknown".to_owned(), |id| id.to_string())
+                    ));
+                    continue;
+                };
+                match seal::open(old, name.as_str(), &bytes) {
+                    Ok(plaintext) => plaintext,
+                    Err(error) => {
+                        report.failed.push(format!("{}: {error}; it was left as it is", file.display()));
+                        continue;
+                    }
+                }
+            } else {
+                match serde_json::from_slice::<SessionRecord>(&bytes) {
+                    Ok(record) if record.name == name => bytes.clone(),
+                    _ => {
+                        report.failed.push(format!(
+                            "{}: it is not a valid session file of {name}; it was left as it is (the daemon sets it \
+                             aside at start)",
+                            file.display()
+                        ));
+                        continue;
+                    }
+                }
+            };
+            let sealed = seal::seal(new, name.as_str(), &plaintext);
+            self.write_atomic(&file, &sealed, |_| Ok(()))?;
+            if seal::is_sealed(&bytes) { &mut report.resealed } else { &mut report.sealed }.push(name.to_string());
+        }
+        Ok(report)
+    }
+}
+
 /// The pid the lock's holder wrote, reading again briefly when it has locked but not yet written.
 fn read_holder_pid(file: &mut File) -> Option<i32> {
     for attempt in 0..5 {
@@ -538,7 +732,6 @@ fn read_holder_pid(file: &mut File) -> Option<i32> {
 #[cfg(test)]
 mod tests {
     use token_model::plan::Rotation;
-    use token_model::secret::ExposeSecret;
     use token_model::time::WallTime;
 
     use super::*;
@@ -579,31 +772,6 @@ mod tests {
             },
             refresh_sent_at: None,
         }
-    }
-
-    #[test]
-    fn parse_reads_what_encode_writes_and_bounds_its_reasons() {
-        let name = TokenName::new("main").unwrap();
-        let saved = record("main");
-        let Parsed::Record(back) = parse(&encode(&saved).unwrap(), &name) else { panic!("a saved record reads back") };
-        assert_eq!(*back, saved);
-        // serde quotes an invalid name in full; a file of megabytes must not make a log line of megabytes.
-        let long = format!(r#"{{"version":2,"name":"{}"}}"#, "x/".repeat(50_000));
-        let Parsed::Unusable { reason } = parse(long.as_bytes(), &name) else { panic!("an invalid name is unusable") };
-        assert!(reason.chars().count() <= REASON_MAX_CHARS + 1, "{} characters", reason.chars().count());
-        assert!(reason.starts_with("it is not a valid session file"), "{reason}");
-        // Found by the state_file fuzz target: serde quoted the offending value, whatever it was.
-        let damaged = br#"{"version":"RT-SECRET-1","name":"main"}"#;
-        let Parsed::Unusable { reason } = parse(damaged, &name) else { panic!("a damaged file is unusable") };
-        assert!(!reason.contains("RT-SECRET"), "{reason}");
-        assert!(reason.contains("expected u32") && reason.contains("line 1"), "{reason}");
-        let tricky = br#"{"version":"x, expected RT-SECRET-1"}"#;
-        let Parsed::Unusable { reason } = parse(tricky, &name) else { panic!("unusable") };
-        assert!(!reason.contains("RT-SECRET"), "{reason}");
-        let Parsed::Unusable { reason } = parse(br#"{"version":2}"#, &name) else { panic!("unusable") };
-        assert!(reason.contains("missing field `name`"), "{reason}");
-        let newer = br#"{"version":3,"anything":"else"}"#;
-        assert!(matches!(parse(newer, &name), Parsed::TooNew { version: 3 }));
     }
 
     #[test]
@@ -713,5 +881,131 @@ mod tests {
             panic!("an old file for client web is not loaded for client mobile")
         };
         assert_eq!(saved_url, None);
+    }
+
+    fn key(fill: u8) -> Arc<StateKey> {
+        Arc::new(StateKey::from_bytes(&[fill; crate::seal::KEY_LEN]).unwrap())
+    }
+
+    fn contains(haystack: &[u8], needle: &str) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+    }
+
+    #[test]
+    fn a_clear_file_is_sealed_at_load_and_a_sealed_one_holds_no_token() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("state");
+        let name = TokenName::new("main").unwrap();
+        let clear = StateDir::open(&path).unwrap();
+        clear.save(&record("main")).unwrap();
+        assert!(contains(&fs::read(clear.file_of(&name)).unwrap(), "rt-1"), "clear without a key, as before");
+        drop(clear);
+
+        let dir = StateDir::open(&path).unwrap().with_key(Some(key(1)));
+        let LoadOutcome::Loaded(back) = dir.load(&name, &origin(), 0) else { panic!("the clear file loads") };
+        assert_eq!(back.refresh_token.expose_secret(), "rt-1");
+        let bytes = fs::read(dir.file_of(&name)).unwrap();
+        assert!(seal::is_sealed(&bytes), "sealed in place");
+        assert!(!contains(&bytes, "rt-1") && !contains(&bytes, "at-1") && !contains(&bytes, "alice"));
+        assert_eq!(names_in(dir.path()), [LOCK_FILE, "main.json"], "the clear file is gone, no other copy");
+        let LoadOutcome::Loaded(again) = dir.load(&name, &origin(), 0) else { panic!("the sealed file loads") };
+        assert_eq!(*again, *back);
+    }
+
+    #[test]
+    fn a_sealed_file_without_its_key_stays_until_a_login_replaces_it_and_is_then_kept_aside() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("state");
+        let name = TokenName::new("main").unwrap();
+        let sealed = StateDir::open(&path).unwrap().with_key(Some(key(1)));
+        sealed.save(&record("main")).unwrap();
+        let bytes = fs::read(sealed.file_of(&name)).unwrap();
+        drop(sealed);
+
+        let without = StateDir::open(&path).unwrap();
+        let LoadOutcome::SealedWithoutKey { found } = without.load(&name, &origin(), 0) else { panic!("no key") };
+        assert_eq!(found, Some(key(1).id()));
+        drop(without);
+        let other = StateDir::open(&path).unwrap().with_key(Some(key(2)));
+        let LoadOutcome::OtherKey { found, configured } = other.load(&name, &origin(), 0) else { panic!("other key") };
+        assert_eq!((found, configured), (key(1).id(), key(2).id()));
+        assert_eq!(fs::read(other.file_of(&name)).unwrap(), bytes, "left in place, bytes intact");
+
+        // A login under the other key moves the old file aside first; a logout does too.
+        other.save(&record("main")).unwrap();
+        let aside: Vec<String> = names_in(other.path()).into_iter().filter(|n| n.contains("other-key")).collect();
+        assert_eq!(aside.len(), 1, "{aside:?}");
+        assert_eq!(fs::read(other.path().join(&aside[0])).unwrap(), bytes);
+        drop(other);
+        let without = StateDir::open(&path).unwrap();
+        assert!(!without.remove(&name).unwrap(), "moved aside, so nothing was left to delete");
+        assert!(!without.file_of(&name).exists());
+        assert_eq!(names_in(without.path()).iter().filter(|n| n.contains("other-key")).count(), 2, "never deleted");
+    }
+
+    #[test]
+    fn a_damaged_sealed_file_is_set_aside_and_another_tokens_file_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir::open(&tmp.path().join("state")).unwrap().with_key(Some(key(1)));
+        let (main, other) = (TokenName::new("main").unwrap(), TokenName::new("other").unwrap());
+        dir.save(&record("main")).unwrap();
+        fs::copy(dir.file_of(&main), dir.file_of(&other)).unwrap();
+        let LoadOutcome::SetAside { reason, .. } = dir.load(&other, &origin(), 5) else { panic!("swapped") };
+        assert!(reason.contains("another token's file"), "{reason}");
+        let mut bytes = fs::read(dir.file_of(&main)).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        fs::write(dir.file_of(&main), &bytes).unwrap();
+        let LoadOutcome::SetAside { moved_to, .. } = dir.load(&main, &origin(), 5) else { panic!("flipped") };
+        assert_eq!(fs::read(moved_to).unwrap(), bytes, "set aside with its bytes");
+    }
+
+    #[test]
+    fn rekey_seals_every_file_under_the_new_key_and_can_run_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("state");
+        let old = StateDir::open(&path).unwrap().with_key(Some(key(1)));
+        old.save(&record("main")).unwrap();
+        drop(old);
+        let clear = StateDir::open(&path).unwrap();
+        clear.save(&record("second")).unwrap();
+        fs::write(path.join("broken.json"), b"{").unwrap();
+
+        let report = clear.rekey(Some(&key(1)), &key(2)).unwrap();
+        assert_eq!((report.resealed, report.sealed), (vec!["main".to_owned()], vec!["second".to_owned()]));
+        assert_eq!(report.failed.len(), 1, "the broken file is left alone: {:?}", report.failed);
+        let report = clear.rekey(None, &key(2)).unwrap();
+        assert_eq!(report.already, ["main", "second"]);
+        drop(clear);
+        let new = StateDir::open(&path).unwrap().with_key(Some(key(2)));
+        for name in ["main", "second"] {
+            let name = TokenName::new(name).unwrap();
+            assert!(matches!(new.load(&name, &origin(), 0), LoadOutcome::Loaded(_)), "{name} opens with the new key");
+        }
+    }
+
+    #[test]
+    fn parse_reads_what_encode_writes_and_bounds_its_reasons() {
+        let name = TokenName::new("main").unwrap();
+        let saved = record("main");
+        let Parsed::Record(back) = parse(&encode(&saved).unwrap(), &name) else { panic!("a saved record reads back") };
+        assert_eq!(*back, saved);
+        // serde quotes an invalid name in full; a file of megabytes must not make a log line of megabytes.
+        let long = format!(r#"{{"version":2,"name":"{}"}}"#, "x/".repeat(50_000));
+        let Parsed::Unusable { reason } = parse(long.as_bytes(), &name) else { panic!("an invalid name is unusable") };
+        assert!(reason.chars().count() <= REASON_MAX_CHARS + 1, "{} characters", reason.chars().count());
+        assert!(reason.starts_with("it is not a valid session file"), "{reason}");
+        // Found by the state_file fuzz target: serde quoted the offending value, whatever it was.
+        let damaged = br#"{"version":"RT-SECRET-1","name":"main"}"#;
+        let Parsed::Unusable { reason } = parse(damaged, &name) else { panic!("a damaged file is unusable") };
+        assert!(!reason.contains("RT-SECRET"), "{reason}");
+        assert!(reason.contains("expected u32") && reason.contains("line 1"), "{reason}");
+        let tricky = br#"{"version":"x, expected RT-SECRET-1"}"#;
+        let Parsed::Unusable { reason } = parse(tricky, &name) else { panic!("unusable") };
+        assert!(!reason.contains("RT-SECRET"), "{reason}");
+        let Parsed::Unusable { reason } = parse(br#"{"version":2}"#, &name) else { panic!("unusable") };
+        assert!(reason.contains("missing field `name`"), "{reason}");
+        let newer = br#"{"version":3,"anything":"else"}"#;
+        assert!(matches!(parse(newer, &name), Parsed::TooNew { version: 3 }));
     }
 }

@@ -45,5 +45,8 @@ mod e2e_hostile;
 /// End to end: the bus restarts during a refresh; the refresh is saved, the session survives, the daemon serves again.
 mod e2e_bus_loss;
 
+/// End to end: sealed sessions hold no piece of a token; missing, other and rotated keys; swapped or altered files.
+mod e2e_sealed;
+
 /// End to end: 1,000 tokens under load; prints the memory, threads and files the unit's limits are sized from.
 mod e2e_limits;

@@ -346,6 +346,9 @@ fn the_conffile_parses_and_shows_the_real_defaults() {
         .unwrap_or_else(|error| panic!("the documented defaults do not parse: {error}\n{uncommented}"));
     // Where admins were written is kept for messages; only the value matters here.
     documented.daemon.admins.line = 0;
+    // state_key_file has no default (the key comes as a credential); the example names a file.
+    assert!(documented.daemon.state_key_file.is_some(), "state_key_file is documented with an example");
+    documented.daemon.state_key_file = None;
     assert_eq!(documented, defaults, "a documented default differs from the daemon's:\n{uncommented}");
 }
 
@@ -425,4 +428,49 @@ fn every_key_the_daemon_knows_is_documented_in_the_conffile() {
             );
         }
     }
+}
+
+/// The unit's `LoadCredentialEncrypted=` of the state key: (credential name, path).
+fn state_key_credential() -> (String, String) {
+    let unit = read(&data("att-tokend.service"));
+    let specs: Vec<&str> = unit.lines().filter_map(|l| l.strip_prefix("LoadCredentialEncrypted=")).collect();
+    assert_eq!(specs.len(), 1, "the shipped unit loads exactly one credential, the state key: {specs:?}");
+    let (name, path) = specs[0].split_once(':').expect("LoadCredentialEncrypted=NAME:PATH");
+    (name.to_owned(), path.to_owned())
+}
+
+#[test]
+fn the_unit_loads_the_state_key_that_postinst_creates_once() {
+    let (name, path) = state_key_credential();
+    assert_eq!(name, att_tokend::seal::CREDENTIAL_NAME, "the daemon reads the credential the unit loads");
+    assert!(path.starts_with("/etc/credstore.encrypted/"), "{path}");
+
+    // Run postinst's key step as written, with its directory moved into a scratch one and a stand-in for
+    // systemd-creds that records its arguments and writes what it is given.
+    let postinst = read(&data("debian/postinst"));
+    let start = postinst.find(&format!("    state_key={path}\n")).expect("postinst sets state_key to the unit's path");
+    let end = start + postinst[start..].find("\n    fi\n").expect("the step ends with its fi") + "\n    fi\n".len();
+    let scratch = tempfile::tempdir().unwrap();
+    let store = scratch.path().join("credstore.encrypted");
+    let step = postinst[start..end].replace("/etc/credstore.encrypted", &store.display().to_string());
+    let bin = scratch.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let fake = bin.join("systemd-creds");
+    let args_log = scratch.path().join("args");
+    std::fs::write(&fake, format!("#!/bin/sh\necho \"$@\" > {}\ncat > \"$5\"\n", args_log.display())).unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let run = || {
+        let path_var = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+        let out = output(Command::new("sh").args(["-e", "-c", &step]).env("PATH", path_var));
+        assert!(out.status.success(), "postinst's key step failed: {}", text(&out.stderr));
+    };
+    run();
+    let key_file = store.join(Path::new(&path).file_name().unwrap());
+    let key = std::fs::read(&key_file).expect("postinst created the key");
+    assert_eq!(key.len(), att_tokend::seal::KEY_LEN, "32 random bytes");
+    assert_eq!(std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(std::fs::metadata(&store).unwrap().permissions().mode() & 0o777, 0o700);
+    assert_eq!(read(&args_log).trim(), format!("encrypt --with-key=auto --name={name} - {}.new", key_file.display()));
+    run();
+    assert_eq!(std::fs::read(&key_file).unwrap(), key, "an existing key is never overwritten");
 }

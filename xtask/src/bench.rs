@@ -3,7 +3,9 @@
 //! Runs the release build on a private bus against the fake cloud with ten tokens (one logged-in user, five device
 //! tokens, four ground tokens) and measures: `GetToken` against `org.freedesktop.DBus.Peer.Ping` to the same service
 //! (by `daemon/examples/bench-client.rs`), idle RSS, context switches over 30 s idle with the maintenance jobs off and
-//! on, and the time from spawn to `READY=1` on `NOTIFY_SOCKET`. It prints figures; it is not a test.
+//! on, and the time from spawn to `READY=1` on `NOTIFY_SOCKET`; and the time to save one session through the
+//! daemon's write path, sealed and clear (by `daemon/examples/save-cost.rs`). It prints figures; it is not a test.
+//! `cargo xtask bench --save-cost` prints the save figures alone.
 
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -20,14 +22,24 @@ const PASSWORD: &str = "bench-password";
 const CALLS: &str = "20000";
 /// How long each idle measurement lasts.
 const IDLE: Duration = Duration::from_secs(30);
+/// Saves of each kind timed by the save-cost example.
+const SAVES: &str = "200";
 
-/// Runs the benchmark. Takes no arguments.
+/// Runs the benchmark: everything, or with `--save-cost` the save figures alone.
 pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
-    if !args.is_empty() {
-        bail!("usage: cargo xtask bench (no arguments)");
-    }
-    let bins = procs::build(true, &["-p", "att-tokend", "--example", "bench-client"])?;
+    let save_cost_only = match args {
+        [] => false,
+        [flag] if flag == "--save-cost" => true,
+        _ => bail!("usage: cargo xtask bench [--save-cost]"),
+    };
+    let bins = procs::build(true, &["-p", "att-tokend", "--example", "bench-client", "--example", "save-cost"])?;
     let client = bins.profile_dir.join("examples").join("bench-client");
+    eprintln!("bench: saving one session {SAVES} times, sealed and clear");
+    let saves = save_rows(&bins)?;
+    if save_cost_only {
+        print_table(&saves);
+        return Ok(());
+    }
     let scratch = Scratch::new("bench")?;
     let bus = Bus::start(&scratch)?;
 
@@ -117,8 +129,48 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
             Some(ready_on <= Duration::from_secs(1)),
         ),
     ];
+    let rows: Vec<Row> = rows.into_iter().chain(saves).collect();
     print_table(&rows);
     Ok(())
+}
+
+/// The save-cost rows: p50 and p99 of one save, sealed and clear, and what sealing adds. The saves go to a
+/// directory on the build's disk (not a tmpfs), as a gateway's state directory is on its SD card.
+fn save_rows(bins: &Bins) -> anyhow::Result<Vec<Row>> {
+    let program = bins.profile_dir.join("examples").join("save-cost");
+    let out = Command::new(&program).arg(&bins.profile_dir).arg(SAVES).stdin(Stdio::null()).output()?;
+    if !out.status.success() {
+        bail!("save-cost failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let json = String::from_utf8(out.stdout)?;
+    let field = |section: &str, key: &str| json_field(&json, section, key);
+    let (sealed_p50, clear_p50) = (field("sealed", "p50_us")?, field("clear", "p50_us")?);
+    let added = sealed_p50 - clear_p50;
+    Ok(vec![
+        row(
+            "save one session, sealed p50 / p99",
+            format!("{sealed_p50:.0} / {:.0} µs", field("sealed", "p99_us")?),
+            "(figure)".into(),
+            None,
+        ),
+        row(
+            "save one session, clear p50 / p99",
+            format!("{clear_p50:.0} / {:.0} µs", field("clear", "p99_us")?),
+            "(figure)".into(),
+            None,
+        ),
+        row("sealing adds (p50)", format!("{added:.0} µs"), "< 1000 µs".into(), Some(added < 1000.0)),
+    ])
+}
+
+/// A number from the flat JSON the examples print: `"section":{..."key":N...}`.
+fn json_field(json: &str, section: &str, key: &str) -> anyhow::Result<f64> {
+    let start = json.find(&format!("\"{section}\"")).with_context(|| format!("no {section} in {json}"))?;
+    let rest = &json[start..];
+    let at = rest.find(&format!("\"{key}\":")).with_context(|| format!("no {section}.{key} in {json}"))?;
+    let value = &rest[at + key.len() + 3..];
+    let end = value.find([',', '}']).unwrap_or(value.len());
+    value[..end].trim().parse().with_context(|| format!("{section}.{key} is not a number in {json}"))
 }
 
 /// A 24-character alphanumeric id made from a stem and a number.
@@ -132,15 +184,25 @@ fn id24(stem: &str, n: usize) -> String {
 
 fn write_config(scratch: &Scratch, bus: &Bus, url: &str, tokens: &str, jobs: bool) -> anyhow::Result<PathBuf> {
     let state = scratch.path().join("state");
+    // Sealed sessions, as under systemd: a 0600 file of 32 random bytes as the state key (the same for both runs).
+    let key = scratch.path().join("state.key");
+    if !key.exists() {
+        let mut bytes = [0_u8; 32];
+        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)
+            .context("could not read 32 random bytes from /dev/urandom for the state key")?;
+        std::fs::write(&key, bytes).with_context(|| format!("could not write {}", key.display()))?;
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    }
     let maintenance = if jobs {
         ""
     } else {
         "\n[maintenance]\ntoken_health = \"off\"\nground_sync = \"off\"\nlapse_review = \"off\"\n"
     };
     let config = format!(
-        "# Generated by `cargo xtask bench`.\n[api]\nurl = \"{url}\"\n\n[daemon]\nbus = \"{}\"\nstate_dir = \"{}\"\n{maintenance}\n[[token]]\nname = \"main\"\nkind = \"user\"\n{tokens}",
+        "# Generated by `cargo xtask bench`.\n[api]\nurl = \"{url}\"\n\n[daemon]\nbus = \"{}\"\nstate_dir = \"{}\"\nstate_key_file = \"{}\"\n{maintenance}\n[[token]]\nname = \"main\"\nkind = \"user\"\n{tokens}",
         bus.address,
         state.display(),
+        key.display(),
     );
     let name = if jobs { "config-jobs-on.toml" } else { "config-jobs-off.toml" };
     scratch.write(name, &config, 0o600)
@@ -245,14 +307,7 @@ fn run_client(client: &Path, bus: &Bus) -> anyhow::Result<Figures> {
         bail!("bench-client failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
     }
     let json = String::from_utf8(out.stdout)?;
-    let field = |section: &str, key: &str| -> anyhow::Result<f64> {
-        let start = json.find(&format!("\"{section}\"")).with_context(|| format!("no {section} in {json}"))?;
-        let rest = &json[start..];
-        let at = rest.find(&format!("\"{key}\":")).with_context(|| format!("no {section}.{key} in {json}"))?;
-        let value = &rest[at + key.len() + 3..];
-        let end = value.find([',', '}']).unwrap_or(value.len());
-        value[..end].trim().parse().with_context(|| format!("{section}.{key} is not a number in {json}"))
-    };
+    let field = |section: &str, key: &str| json_field(&json, section, key);
     Ok(Figures {
         get_rate: field("get_token", "calls_per_sec")?,
         get_p50: field("get_token", "p50_us")?,

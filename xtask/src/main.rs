@@ -31,7 +31,8 @@ Commands:
   demo          run the daemon against the fake cloud on a private bus and watch tokens
                 refresh (--duration SECS, default 60)
   bench         release-build figures: GetToken vs Ping latency, idle RSS, idle wakeups,
-                time to READY
+                time to READY, the cost of saving a session sealed and clear
+                (--save-cost: that figure alone)
   fuzz          run the fuzz targets on nightly (--seconds N, default 60; --cmin; TARGET...);
                 needs cargo-fuzz, installs nothing
 ";

@@ -157,6 +157,13 @@ fn show_time(unix: i64) -> String {
 
 async fn list_tokens(connection: &zbus::Connection, agent: &TokenAgentProxy<'_>, args: ListArgs) -> anyhow::Result<()> {
     let tokens = agent.list_tokens().await.map_err(call_failed)?;
+    // An older daemon has no such property: nothing to say then.
+    if agent.session_storage().await.is_ok_and(|storage| storage == "unsealed") {
+        eprintln!(
+            "att-token: note: att-tokend stores user sessions unsealed (no state key is configured), so refresh \
+             tokens are on disk in clear; see the README, \"Sealed sessions\""
+        );
+    }
     let now = now_unix();
     let mut rows = Vec::with_capacity(tokens.len());
     for (name, kind, expires_at, state, attention) in tokens {

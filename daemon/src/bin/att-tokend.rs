@@ -1,7 +1,7 @@
 //! `att-tokend`: keeps AllThingsTalk tokens alive and hands them to local processes over D-Bus.
 //!
 //! Arguments → logging → `run(config)` → the error printed once → exit status (0 clean stop, 1 failure,
-//! 2 wrong usage from clap).
+//! 2 wrong usage from clap). `--check-config` and `--rekey` do their one job and exit.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -17,6 +17,21 @@ fn main() -> ExitCode {
     let args = TokendArgs::parse();
     if args.check_config {
         return match check_config(&args.config, args.skip_secrets) {
+            Ok(summary) => {
+                println!("{summary}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("att-tokend: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(new_key) = &args.rekey {
+        let rekeyed = config::load(&args.config)
+            .map_err(anyhow::Error::from)
+            .and_then(|config| run::rekey(&config, new_key, args.old_key_file.as_deref()));
+        return match rekeyed {
             Ok(summary) => {
                 println!("{summary}");
                 ExitCode::SUCCESS

@@ -201,6 +201,13 @@ impl Agent {
         Ok(self.engine.logout(name).await?)
     }
 
+    /// How user sessions are kept at rest: `sealed` (encrypted with the state key), `unsealed` (no state key is
+    /// configured: the refresh tokens are on disk in clear) or `memory` (not saved).
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn session_storage(&self) -> String {
+        self.engine.session_storage().to_owned()
+    }
+
     /// A token changed: a new one is served, with this expiry (0 when none is served now). Never the token.
     #[zbus(signal)]
     async fn token_changed(emitter: &SignalEmitter<'_>, name: &str, expires_at: i64) -> zbus::Result<()>;

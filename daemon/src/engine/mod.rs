@@ -369,6 +369,11 @@ impl Engine {
         names
     }
 
+    /// How user sessions are kept: `sealed`, `unsealed` (on disk in clear: no state key) or `memory` (not saved).
+    pub fn session_storage(&self) -> &'static str {
+        read(&self.inner.sessions).store.as_ref().map_or("memory", |store| store.storage())
+    }
+
     /// Applies new refresh timings (`[refresh]`) to every user session, running or started later. Each
     /// session plans again at once; a refresh-token lifetime counts from the session's next grant.
     pub fn set_policy(&self, policy: Policy) {

@@ -80,6 +80,11 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     fn save(&self, name: &TokenName, session: &SavedSession) -> Result<(), String>;
     /// Forgets the session of `name`.
     fn remove(&self, name: &TokenName) -> Result<(), String>;
+    /// How sessions are kept at rest, as the `SessionStorage` property shows it: `sealed` (encrypted with the
+    /// state key) or `unsealed` (in clear).
+    fn storage(&self) -> &'static str {
+        "unsealed"
+    }
 }
 
 /// What every session needs from outside.

@@ -65,6 +65,21 @@ impl SessionStore for StateStore {
                     self.dir.file_of(name).display()
                 ))
             }
+            LoadOutcome::SealedWithoutKey { found } => Err(format!(
+                "the saved session in {file} is sealed (state key {key}) but att-tokend has no state key, so it was \
+                 left as it is: restore the key (the state-key credential, /etc/credstore.encrypted/att-tokend.state-key \
+                 under systemd, or [daemon] state_key_file) and restart att-tokend, or log in again with att-token \
+                 login {name} (the sealed file is then kept as {name}.json.other-key-<time>)",
+                file = self.dir.file_of(name).display(),
+                key = found.map_or_else(|| "unknown".to_owned(), |id| id.to_string()),
+            )),
+            LoadOutcome::OtherKey { found, configured } => Err(format!(
+                "the saved session in {file} was sealed with another state key ({found}) than the configured one \
+                 ({configured}), so it was left as it is: put back the key it was sealed with and restart att-tokend \
+                 (README, \"Sealed sessions\"), or log in again with att-token login {name} (the sealed file is then \
+                 kept as {name}.json.other-key-<time>)",
+                file = self.dir.file_of(name).display(),
+            )),
             LoadOutcome::TooNew { version } => Err(format!(
                 "the saved session was written by a newer att-tokend (format {version}); upgrade att-tokend or log in again"
             )),
@@ -85,6 +100,10 @@ impl SessionStore for StateStore {
             refresh_sent_at: saved.refresh_sent_at,
         };
         self.dir.save(&record).map_err(|e| e.to_string())
+    }
+
+    fn storage(&self) -> &'static str {
+        if self.dir.key().is_some() { "sealed" } else { "unsealed" }
     }
 
     fn remove(&self, name: &TokenName) -> Result<(), String> {
