@@ -33,12 +33,16 @@ pub(crate) struct Bins {
 
 /// Builds the daemon, the client and the fake cloud (`--release` when `release`), plus `extra` cargo arguments.
 pub(crate) fn build(release: bool, extra: &[&str]) -> anyhow::Result<Bins> {
-    let mut command = plain_cargo();
-    command.args(["build", "-p", "att-tokend", "-p", "fake-cloud", "--bins"]);
-    if release {
-        command.arg("--release");
+    // One package per cargo invocation: built together, cargo would unify their dependencies' features, and the
+    // daemon would carry the fake cloud's (a multi-threaded tokio, axum's needs): bigger, and not what ships.
+    for package in ["att-tokend", "fake-cloud"] {
+        let mut command = plain_cargo();
+        command.args(["build", "-p", package, "--bins"]);
+        if release {
+            command.arg("--release");
+        }
+        run_command(&mut command)?;
     }
-    run_command(&mut command)?;
     if !extra.is_empty() {
         let mut command = plain_cargo();
         command.arg("build").args(extra);
