@@ -51,34 +51,59 @@ pub fn simulate_suspend(slept: Duration) {
 }
 
 /// Sleeps until `at` on the boot-time clock ([`boot_now`]). Returns at once when `at` has passed. A suspend
-/// that carries the clock past `at` ends the sleep as soon as the machine resumes.
+/// that carries the clock past `at` ends the sleep as soon as the machine resumes. For one sleep; a task that
+/// sleeps again and again keeps a [`Sleeper`].
 pub async fn sleep_until(at: MonoTime) {
-    let mut timer = match BootTimer::new() {
-        Ok(timer) => Some(timer),
-        Err(e) => {
-            tracing::debug!("no boot-time timer ({e}); sleeping on the monotonic clock");
-            None
+    Sleeper::new().until(at).await;
+}
+
+/// Sleeps on the boot-time clock again and again with one `timerfd`, armed anew for each sleep.
+pub struct Sleeper {
+    /// `None` when no timer could be made: then the monotonic clock, woken by [`simulate_suspend`] only.
+    timer: Option<BootTimer>,
+}
+
+impl Sleeper {
+    /// A sleeper with its timer (falls back to the monotonic clock, with a debug line, if none can be made).
+    pub fn new() -> Self {
+        let timer = match BootTimer::new() {
+            Ok(timer) => Some(timer),
+            Err(e) => {
+                tracing::debug!("no boot-time timer ({e}); sleeping on the monotonic clock");
+                None
+            }
+        };
+        Sleeper { timer }
+    }
+
+    /// Sleeps until `at` on the boot-time clock, as [`sleep_until`] does.
+    pub async fn until(&mut self, at: MonoTime) {
+        loop {
+            let resumed = RESUMED.notified();
+            tokio::pin!(resumed);
+            resumed.as_mut().enable();
+            let now = boot_now();
+            if now >= at {
+                return;
+            }
+            let left = at.saturating_since(now);
+            match self.timer.as_mut() {
+                Some(timer) => tokio::select! {
+                    () = timer.fire_after(left) => {}
+                    () = &mut resumed => {}
+                },
+                None => tokio::select! {
+                    () = tokio::time::sleep(left) => {}
+                    () = &mut resumed => {}
+                },
+            }
         }
-    };
-    loop {
-        let resumed = RESUMED.notified();
-        tokio::pin!(resumed);
-        resumed.as_mut().enable();
-        let now = boot_now();
-        if now >= at {
-            return;
-        }
-        let left = at.saturating_since(now);
-        match timer.as_mut() {
-            Some(timer) => tokio::select! {
-                () = timer.fire_after(left) => {}
-                () = &mut resumed => {}
-            },
-            None => tokio::select! {
-                () = tokio::time::sleep(left) => {}
-                () = &mut resumed => {}
-            },
-        }
+    }
+}
+
+impl Default for Sleeper {
+    fn default() -> Self {
+        Sleeper::new()
     }
 }
 

@@ -87,7 +87,7 @@ pub fn review_lapses(engine: &Engine, within: Duration) {
                 "the session of {:?} lapses at {} and cannot be renewed without a login; run `att-token login {}` \
                  before then",
                 name.as_str(),
-                crate::engine::rfc3339(status.refresh_token_expires_at),
+                token_model::time::rfc3339(status.refresh_token_expires_at),
                 name.as_str()
             ))
         } else {

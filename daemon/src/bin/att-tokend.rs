@@ -16,35 +16,27 @@ fn main() -> ExitCode {
     att_tokend::memory::return_large_allocations();
     let args = TokendArgs::parse();
     if args.check_config {
-        return match check_config(&args.config, args.skip_secrets) {
-            Ok(summary) => {
-                println!("{summary}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("att-tokend: {e:#}");
-                ExitCode::FAILURE
-            }
-        };
+        return finish(check_config(&args.config, args.skip_secrets));
     }
     if let Some(new_key) = &args.rekey {
         let rekeyed = config::load(&args.config)
             .map_err(anyhow::Error::from)
             .and_then(|config| run::rekey(&config, new_key, args.old_key_file.as_deref()));
-        return match rekeyed {
-            Ok(summary) => {
-                println!("{summary}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("att-tokend: {e:#}");
-                ExitCode::FAILURE
-            }
-        };
+        return finish(rekeyed);
     }
     logging::init();
-    match serve(&args.config) {
-        Ok(()) => ExitCode::SUCCESS,
+    finish(serve(&args.config).map(|()| String::new()))
+}
+
+/// Prints a one-shot command's summary (if any) on stdout, or its error once on stderr, and gives the exit status.
+fn finish(result: anyhow::Result<String>) -> ExitCode {
+    match result {
+        Ok(summary) => {
+            if !summary.is_empty() {
+                println!("{summary}");
+            }
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("att-tokend: {e:#}");
             ExitCode::FAILURE

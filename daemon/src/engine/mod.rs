@@ -300,11 +300,6 @@ pub(crate) fn unix_seconds(time: SystemTime) -> i64 {
     time.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-/// A Unix time as an RFC 3339 date in UTC (`2026-11-29T16:40:00Z`), as messages write times.
-pub(crate) fn rfc3339(unix_seconds: i64) -> String {
-    token_model::time::rfc3339(unix_seconds)
-}
-
 /// How many callers may wait on one user session at once (`GetTokenValidFor` that needs a refresh, `Login`,
 /// `Refresh`, `Logout`): they queue on the session's task, one at a time. A caller beyond this is refused at once
 /// with `Unavailable`; `GetToken` never waits and is not counted.

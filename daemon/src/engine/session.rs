@@ -1,7 +1,7 @@
 //! A user session: one task per user token that owns the refresh token and executes the refresh plan of
 //! [`token_model::plan`].
 //!
-//! The task sleeps on the boot-time clock ([`crate::clock::sleep_until`], which counts time suspended) until the
+//! The task sleeps on the boot-time clock ([`crate::clock::Sleeper`], which counts time suspended) until the
 //! plan's next action is due (a refresh, a retry, an unattended re-login, a lapse warning) or the served token
 //! reaches its serving margin, or until a command arrives; it never polls. Commands are handled one at a time, so
 //! there is never more than one refresh in flight for a session, and callers that asked for a fresher token
@@ -404,7 +404,7 @@ impl Session {
                         token = %self.name,
                         "att-tokend stopped while a refresh sent at {} was unanswered; the next refresh shows whether \
                          the cloud had already replaced the refresh token",
-                        super::rfc3339(at)
+                        time::rfc3339(at)
                     );
                 }
                 self.refresh = Some(saved.refresh_token);
@@ -443,6 +443,8 @@ impl Session {
     /// The task's loop. `_owner` is this token's ownership, released when the task ends (after its last save).
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>, _owner: tokio::sync::OwnedMutexGuard<()>) {
         let mut told: Option<Action> = None;
+        // One boot-time timer for the task's life, armed anew for each wait.
+        let mut sleeper = crate::clock::Sleeper::new();
         loop {
             let now = now();
             let (action, wake) = self.next(now);
@@ -461,7 +463,7 @@ impl Session {
                     Some(command) => self.handle(command).await,
                 },
                 // A boot-time timer: a suspend that carries the clock past `wake` ends the sleep at the resume.
-                () = crate::clock::sleep_until(wake.unwrap_or(now)), if wake.is_some() => self.on_due().await,
+                () = sleeper.until(wake.unwrap_or(now)), if wake.is_some() => self.on_due().await,
             }
         }
         tracing::debug!(token = %self.name, "session task stopped");
@@ -472,7 +474,7 @@ impl Session {
         let pair = clock_pair();
         let date = |at: MonoTime| {
             let in_s = at.saturating_since(now).as_secs();
-            format!("{} (in {in_s} s)", super::rfc3339(pair.wall_at(at).unix_seconds()))
+            format!("{} (in {in_s} s)", pair.wall_at(at))
         };
         match action {
             Action::Refresh { at, reason } => format!("next refresh at {} ({reason:?})", date(at)),
@@ -485,7 +487,7 @@ impl Session {
             Action::WarnLapse { at, lapses_at } => format!(
                 "lapse warning at {}; the refresh token lapses at {}",
                 date(at),
-                super::rfc3339(lapses_at.expires_at())
+                time::rfc3339(lapses_at.expires_at())
             ),
             Action::NeedsLogin { reason } => format!("nothing until a login ({reason:?})"),
         }
@@ -608,7 +610,7 @@ impl Session {
                 )));
             }
             CallerAction::Refuse { valid_for, until } => {
-                let when = until.map(|at| super::rfc3339(clock_pair().wall_at(at).unix_seconds()));
+                let when = until.map(|at| clock_pair().wall_at(at).to_string());
                 let why = match (valid_for.is_zero(), when) {
                     (true, _) if !self.last_error.is_empty() => self.last_error.clone(),
                     (true, Some(when)) => format!("no valid token yet; the next attempt is due at {when}"),
@@ -684,7 +686,7 @@ impl Session {
                      `att-token login {}` before then",
                     self.name.as_str(),
                     human(left),
-                    super::rfc3339(lapses_at.expires_at()),
+                    time::rfc3339(lapses_at.expires_at()),
                     self.name.as_str()
                 );
                 tracing::warn!(token = %self.name, "{reason}");
@@ -776,7 +778,7 @@ impl Session {
                         "the cloud refused the refresh token: {why}. Most likely cause: a refresh sent at {} was \
                          carried out by the cloud, which then replaced this refresh token, but its answer was never \
                          saved (att-tokend was stopped, or the reply was lost on the way)",
-                        super::rfc3339(at)
+                        time::rfc3339(at)
                     ),
                     None => format!("the cloud refused the refresh token: {why}"),
                 };
