@@ -108,7 +108,9 @@ fn spawn(dir: &Path, body: &str) -> anyhow::Result<(Proc, String)> {
     std::fs::write(&config_path, config).with_context(|| format!("could not write {}", config_path.display()))?;
     std::fs::set_permissions(&config_path, std::fs::Permissions::from_mode(0o644))?;
     let mut command = Command::new("dbus-daemon");
-    command.args(["--nofork", "--nopidfile", "--print-address=1"]).arg(format!("--config-file={}", config_path.display()));
+    command
+        .args(["--nofork", "--nopidfile", "--print-address=1"])
+        .arg(format!("--config-file={}", config_path.display()));
     let (proc, address) = Proc::spawn_first_line("dbus-daemon", command, dir, PATIENCE)
         .context("a private dbus-daemon did not start (install it with `apt-get install dbus-daemon`)")?;
     // Other uids need write access to the socket to connect, whatever the umask made it.

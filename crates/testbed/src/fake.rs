@@ -150,3 +150,16 @@ fn dechunk(mut rest: &str) -> String {
     }
     body
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chunked_body_is_joined_and_a_bad_url_is_named() {
+        assert_eq!(dechunk("7\r\n{\"a\":1}\r\n3\r\n   \r\n0\r\n\r\n"), "{\"a\":1}   ");
+        assert_eq!(dechunk("zz\r\n"), "");
+        let error = FakeControl::new("https://example.com").counters().unwrap_err();
+        assert!(format!("{error:#}").contains("is not http://HOST:PORT"), "{error:#}");
+    }
+}

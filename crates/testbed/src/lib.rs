@@ -20,8 +20,8 @@
 mod bus;
 mod daemon;
 mod fake;
-mod programs;
 mod proc;
+mod programs;
 mod scratch;
 
 use std::process::{Command, Output, Stdio};
@@ -63,4 +63,27 @@ pub fn output_with_stdin(mut command: Command, stdin: &str) -> anyhow::Result<Ou
     let _ = input.write_all(stdin.as_bytes());
     drop(input);
     child.wait_with_output().with_context(|| format!("could not wait for {command:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poll_returns_the_value_or_times_out_with_the_last_note() {
+        let mut calls = 0;
+        let value = poll("the third call", PATIENCE, || {
+            calls += 1;
+            if calls == 3 { Ok(calls) } else { Err(format!("call {calls}")) }
+        });
+        assert_eq!(value.unwrap(), 3);
+        let error = poll::<()>("nothing", Duration::ZERO, || Err("still no".to_owned())).unwrap_err();
+        assert_eq!(error.to_string(), "timed out after 0ns waiting for nothing: still no");
+    }
+
+    #[test]
+    fn output_with_stdin_feeds_the_program() {
+        let out = output_with_stdin(Command::new("cat"), "pw\n").unwrap();
+        assert_eq!(out.stdout, b"pw\n");
+    }
 }

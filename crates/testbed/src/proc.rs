@@ -54,14 +54,21 @@ impl Proc {
         loop {
             match lines.recv_timeout(Duration::from_millis(100)) {
                 Ok(line) => return Ok((proc, line)),
-                Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {
-                    if let Some(status) = proc.try_status() {
-                        bail!("{name} exited with {status} before printing a line; {}", proc.stderr_tail());
+                // Its stdout closed without a line: it is exiting, or closed stdout and runs on.
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    while proc.try_status().is_none() && Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    match proc.try_status() {
+                        Some(status) => {
+                            bail!("{name} exited with {status} before printing a line; {}", proc.stderr_tail())
+                        }
+                        None => bail!("{name} closed its stdout without printing a line; {}", proc.stderr_tail()),
                     }
                 }
-                Err(_) => {
-                    let status = proc.try_status().map_or("it still runs".to_owned(), |s| format!("it exited: {s}"));
-                    bail!("{name} printed no line within {timeout:?} ({status}); {}", proc.stderr_tail());
+                Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    bail!("{name} printed no line within {timeout:?}; {}", proc.stderr_tail())
                 }
             }
         }
@@ -127,7 +134,11 @@ impl Proc {
     /// The last 15 lines of its stderr, introduced by its name, for error messages.
     pub fn stderr_tail(&self) -> String {
         let tail = tail(&self.stderr(), 15);
-        if tail.is_empty() { format!("{} wrote nothing on stderr", self.name) } else { format!("{} stderr:\n{tail}", self.name) }
+        if tail.is_empty() {
+            format!("{} wrote nothing on stderr", self.name)
+        } else {
+            format!("{} stderr:\n{tail}", self.name)
+        }
     }
 
     /// Its exit status, if it has exited (reaping it).
@@ -208,4 +219,37 @@ fn tail(text: &str, lines: usize) -> String {
     let skipped = all.len().saturating_sub(lines);
     let shown = all[skipped..].join("\n");
     if skipped == 0 { shown } else { format!("[{skipped} earlier lines]\n{shown}") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_lines_are_read_and_an_early_exit_is_reported() {
+        let dir = crate::Scratch::new("testbed-proc").unwrap();
+        let mut echo = Command::new("echo");
+        echo.arg("listening on http://127.0.0.1:1");
+        let (_echo, line) = Proc::spawn_first_line("echo", echo, &dir, crate::PATIENCE).unwrap();
+        assert_eq!(line, "listening on http://127.0.0.1:1");
+
+        let error = Proc::spawn_first_line("true", Command::new("true"), &dir, crate::PATIENCE).unwrap_err();
+        assert!(format!("{error:#}").contains("true exited with exit status: 0 before printing a line"), "{error:#}");
+    }
+
+    #[test]
+    fn stop_ends_a_running_child_and_a_second_child_gets_its_own_files() {
+        let dir = crate::Scratch::new("testbed-proc").unwrap();
+        let mut sleep = Command::new("sleep");
+        sleep.arg("600");
+        let mut first = Proc::spawn("sleep", sleep, &dir).unwrap();
+        assert!(first.try_status().is_none());
+        first.signal(Signal::SIGTERM).unwrap();
+        let status = first.stop().unwrap();
+        assert!(!status.success(), "sleep ended by SIGTERM reports failure: {status}");
+        assert!(first.signal(Signal::SIGTERM).is_err(), "a signal to an exited child is refused");
+        let second = Proc::spawn("sleep", Command::new("true"), &dir).unwrap();
+        drop(second);
+        assert!(dir.join("sleep.stderr").exists() && dir.join("sleep-2.stderr").exists());
+    }
 }

@@ -87,3 +87,28 @@ fn remove_abandoned(tmp: &Path) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scratch_is_0711_removed_on_drop_and_leftovers_of_gone_processes_are_removed() {
+        let scratch = Scratch::new("testbed-selftest").unwrap();
+        let path = scratch.path().to_owned();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o711);
+        let file = scratch.write("secret", "s", 0o600).unwrap();
+        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+        drop(scratch);
+        assert!(!path.exists(), "the scratch directory outlived its drop");
+
+        // A pid that has certainly exited: a child that was reaped.
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        gone.wait().unwrap();
+        let leftover = std::env::temp_dir().join(format!("att-testbed-selftest-{}-7", gone.id()));
+        std::fs::create_dir_all(&leftover).unwrap();
+        let mine = Scratch::new("testbed-selftest").unwrap();
+        assert!(!leftover.exists(), "a directory left by a process that is gone was kept");
+        assert!(mine.path().exists());
+    }
+}
