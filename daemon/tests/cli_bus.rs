@@ -10,47 +10,25 @@ use att_tokend::client::{BUS_NAME, OBJECT_PATH, token_object_path};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
-/// A private bus, stopped on drop.
+/// A private bus (`testbed`'s, open to every local uid) in a scratch directory, both gone on drop.
 struct PrivateBus {
-    child: Child,
-    address: String,
-    _dir: tempfile::TempDir,
+    bus: testbed::Bus,
+    _scratch: testbed::Scratch,
 }
 
 impl PrivateBus {
     fn start() -> PrivateBus {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("bus.conf");
-        std::fs::write(
-            &config,
-            format!(
-                "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN\"\n \
-                 \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n<busconfig><type>session</type>\
-                 <listen>unix:path={}</listen><auth>EXTERNAL</auth><policy context=\"default\"><allow user=\"*\"/>\
-                 <allow send_destination=\"*\" eavesdrop=\"true\"/><allow eavesdrop=\"true\"/><allow own=\"*\"/></policy></busconfig>\n",
-                dir.path().join("bus.sock").display()
-            ),
-        )
-        .unwrap();
-        let mut child = Command::new("dbus-daemon")
-            .arg("--nofork")
-            .arg("--print-address=1")
-            .arg(format!("--config-file={}", config.display()))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dbus-daemon must be installed to run these tests");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        assert!(line.starts_with("unix:"), "dbus-daemon printed {line:?}");
-        PrivateBus { child, address: line.trim().to_owned(), _dir: dir }
+        let scratch = testbed::Scratch::new("cli-bus").unwrap_or_else(|e| panic!("{e:#}"));
+        let bus = testbed::Bus::start(&scratch).unwrap_or_else(|e| panic!("{e:#}"));
+        PrivateBus { bus, _scratch: scratch }
     }
 }
 
-impl Drop for PrivateBus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for PrivateBus {
+    type Target = testbed::Bus;
+
+    fn deref(&self) -> &testbed::Bus {
+        &self.bus
     }
 }
 

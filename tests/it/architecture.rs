@@ -23,8 +23,13 @@ use serde_json::Value;
 const LAYERS: &[(&str, u32)] =
     &[("token-model", 0), ("fake-cloud", 1), ("login-flow", 2), ("att-tokend", 3), ("fuzz-checks", 4), ("tests", 5)];
 
-/// Internal crates that depend on no other internal crate, and that no internal crate depends on.
+/// Internal crates that are tools, not the product: they depend on no internal crate but the dev-only ones, and
+/// no internal crate depends on them.
 const STANDALONE: &[&str] = &["xtask"];
+
+/// Dev-only internal crates (the process harness): they depend on no internal crate, and the other crates reach
+/// them only through dev-dependencies, except the tools in [`STANDALONE`], so nothing that ships ever builds them.
+const DEV_ONLY: &[&str] = &["testbed"];
 
 /// The crate that must stay free of I/O.
 const PURE: &str = "token-model";
@@ -95,6 +100,7 @@ const NOWHERE: &[&str] = &["libfuzzer-sys"];
 struct Policy<'a> {
     layers: &'a [(&'a str, u32)],
     standalone: &'a [&'a str],
+    dev_only: &'a [&'a str],
     pure: &'a str,
     pure_denied: &'a [&'a str],
     pure_allowed_direct: &'a [&'a str],
@@ -106,6 +112,7 @@ struct Policy<'a> {
 const POLICY: Policy<'static> = Policy {
     layers: LAYERS,
     standalone: STANDALONE,
+    dev_only: DEV_ONLY,
     pure: PURE,
     pure_denied: PURE_DENIED,
     pure_allowed_direct: PURE_ALLOWED_DIRECT,
@@ -262,15 +269,16 @@ fn check(graph: &Graph, policy: &Policy<'_>) -> Vec<String> {
     let mut problems = Vec::new();
     let layer = |name: &str| policy.layers.iter().find(|(n, _)| *n == name).map(|&(_, l)| l);
     let standalone = |name: &str| policy.standalone.contains(&name);
+    let dev_only = |name: &str| policy.dev_only.contains(&name);
     let order = policy.layers.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(" ← ");
 
     // Every internal crate is placed, and internal arrows point to a strictly lower layer.
     for package in graph.packages.iter().filter(|p| p.member) {
         let from = package.name.as_str();
-        if layer(from).is_none() && !standalone(from) {
+        if layer(from).is_none() && !standalone(from) && !dev_only(from) {
             problems.push(format!(
-                "workspace crate {from} has no place in the architecture: add it to LAYERS or STANDALONE in \
-                 tests/it/architecture.rs (and to ARCHITECTURE.md's codemap)"
+                "workspace crate {from} has no place in the architecture: add it to LAYERS, STANDALONE or DEV_ONLY \
+                 in tests/it/architecture.rs (and to ARCHITECTURE.md's codemap)"
             ));
         }
         for &(to, kind) in &package.deps {
@@ -279,11 +287,24 @@ fn check(graph: &Graph, policy: &Policy<'_>) -> Vec<String> {
                 continue;
             }
             let to = target.name.as_str();
+            let dev = kind == Kind::Dev;
             let kind = kind.as_str();
-            if standalone(from) {
+            if dev_only(from) {
                 problems.push(format!(
-                    "{from} must depend on no internal crate, but has a {kind} dependency on {to}: \
-                     keep {from} standalone (run other crates as processes instead)"
+                    "{from} is dev-only and must depend on no internal crate, but has a {kind} dependency on {to}: \
+                     run the programs as processes (built with cargo) instead"
+                ));
+            } else if dev_only(to) {
+                if !dev && !standalone(from) {
+                    problems.push(format!(
+                        "{from} has a {kind} dependency on {to}, which is dev-only: what ships must never build it; \
+                         make it a [dev-dependencies] entry"
+                    ));
+                }
+            } else if standalone(from) {
+                problems.push(format!(
+                    "{from} must depend on no internal crate but the dev-only ones, but has a {kind} dependency on \
+                     {to}: keep {from} standalone (run other crates as processes instead)"
                 ));
             } else if standalone(to) {
                 problems.push(format!(
@@ -391,7 +412,9 @@ fn real_graph() -> Graph {
 fn real_dependency_graph_points_one_way_and_keeps_token_model_free_of_io() {
     let graph = real_graph();
     let members: BTreeSet<_> = graph.packages.iter().filter(|p| p.member).map(|p| p.name.as_str()).collect();
-    for expected in ["token-model", "login-flow", "fake-cloud", "att-tokend", "fuzz-checks", "xtask", "tests"] {
+    for expected in
+        ["token-model", "login-flow", "fake-cloud", "att-tokend", "fuzz-checks", "xtask", "tests", "testbed"]
+    {
         assert!(members.contains(expected), "workspace member {expected} not found in cargo metadata: {members:?}");
     }
     let problems = check(&graph, &POLICY);
@@ -431,6 +454,11 @@ fn intended() -> Graph {
         .edge("tests", "att-tokend", Kind::Dev)
         .edge("tests", "serde_json", Kind::Dev)
         .edge("xtask", "anyhow", Kind::Normal)
+        .member("testbed")
+        .edge("testbed", "nix", Kind::Normal)
+        .edge("xtask", "testbed", Kind::Normal)
+        .edge("tests", "testbed", Kind::Dev)
+        .edge("att-tokend", "testbed", Kind::Dev)
 }
 
 fn assert_one_problem(graph: &Graph, expected: &[&str]) {
@@ -496,6 +524,18 @@ fn checker_fails_when_xtask_depends_on_an_internal_crate_or_is_depended_on() {
     assert_one_problem(&graph, &["xtask must depend on no internal crate", "token-model"]);
     let graph = intended().edge("att-tokend", "xtask", Kind::Build);
     assert_one_problem(&graph, &["att-tokend has a build dependency on xtask"]);
+}
+
+#[test]
+fn checker_fails_when_the_dev_only_harness_ships_or_depends_on_the_product() {
+    let graph = intended().edge("att-tokend", "testbed", Kind::Normal);
+    assert_one_problem(&graph, &["att-tokend has a normal dependency on testbed, which is dev-only"]);
+    let graph = intended().edge("login-flow", "testbed", Kind::Build);
+    assert_one_problem(&graph, &["login-flow has a build dependency on testbed"]);
+    let graph = intended().edge("testbed", "att-tokend", Kind::Normal);
+    assert_one_problem(&graph, &["testbed is dev-only and must depend on no internal crate", "att-tokend"]);
+    let graph = intended().edge("testbed", "fake-cloud", Kind::Dev);
+    assert_one_problem(&graph, &["testbed is dev-only", "dev dependency on fake-cloud"]);
 }
 
 #[test]

@@ -3,7 +3,7 @@
 /// Dependency arrows point one way, and token-model stays pure.
 mod architecture;
 
-/// Harness for end-to-end runs: builds the programs, runs a private bus, the fake cloud and the daemon.
+/// Harness for end-to-end runs: the `testbed` crate's programs and processes, as the tests call them, and `World`.
 mod support;
 
 /// End to end: `att-tokend --check-config` names each mistake with file, line and fix.

@@ -2,10 +2,9 @@
 //! `systemd-analyze` (verify, security), `systemd-sysusers`, `dbus-daemon`, `sh`, the daemon's config
 //! parser, and the man page and completion generator.
 
-use std::io::{BufRead as _, BufReader};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use crate::support::build::workspace_root;
 
@@ -124,84 +123,40 @@ fn sysusers_creates_the_service_user_and_the_readers_group() {
     assert!(group.lines().any(|line| line.starts_with("att-tokend:")), "the user's own group:\n{group}");
 }
 
-/// A `dbus-daemon` with the shipped policy and activation file, stopped on drop.
+/// A `dbus-daemon` with the system bus's default policy, the shipped policy and the activation file, stopped on
+/// drop.
 struct PolicyBus {
-    child: Child,
-    address: String,
-    _dir: tempfile::TempDir,
+    bus: testbed::Bus,
+    _scratch: testbed::Scratch,
 }
 
 impl PolicyBus {
     fn start() -> PolicyBus {
-        let dir = tempfile::tempdir().unwrap();
-        let services = dir.path().join("services");
+        let scratch = testbed::Scratch::new("packaging-bus").unwrap_or_else(crate::support::fail);
+        let services = scratch.join("services");
         std::fs::create_dir(&services).unwrap();
         std::fs::copy(
             data("io.allthingstalk.TokenAgent1.service"),
             services.join("io.allthingstalk.TokenAgent1.service"),
         )
         .unwrap();
-        let config = dir.path().join("bus.conf");
-        std::fs::write(
-            &config,
-            format!(
-                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path={socket}</listen>
-  <auth>EXTERNAL</auth>
-  <servicedir>{services}</servicedir>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-  </policy>
-  <include>{policy}</include>
-</busconfig>
-"#,
-                socket = dir.path().join("bus.sock").display(),
-                services = services.display(),
-                policy = data("io.allthingstalk.TokenAgent1.conf").display(),
-            ),
-        )
-        .unwrap();
-        let mut child = Command::new("dbus-daemon")
-            .arg(format!("--config-file={}", config.display()))
-            .args(["--nofork", "--nopidfile", "--print-address=1"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("dbus-daemon starts; install it with apt-get install dbus-daemon");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        if line.trim().is_empty() {
-            let out = child.wait_with_output().unwrap();
-            panic!("dbus-daemon refused the shipped policy or activation file: {}", text(&out.stderr));
-        }
-        PolicyBus { child, address: line.trim().to_owned(), _dir: dir }
+        let extra = format!(
+            "  <servicedir>{}</servicedir>\n  <include>{}</include>",
+            services.display(),
+            data("io.allthingstalk.TokenAgent1.conf").display()
+        );
+        let bus = testbed::Bus::start_like_system(&scratch, &extra)
+            .unwrap_or_else(|e| panic!("dbus-daemon refused the shipped policy or activation file: {e:#}"));
+        PolicyBus { bus, _scratch: scratch }
     }
 
     fn call(&self, args: &[&str]) -> Output {
         output(
             Command::new("busctl")
-                .arg(format!("--address={}", self.address))
+                .arg(format!("--address={}", self.bus.address))
                 .args(["call", "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus"])
                 .args(args),
         )
-    }
-}
-
-impl Drop for PolicyBus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -221,7 +176,7 @@ fn dbus_daemon_loads_the_policy_and_lists_the_activatable_name() {
     // dbus-send prints the error's name and message, which tell the bus policy's refusal apart.
     let own = output(
         Command::new("dbus-send")
-            .arg(format!("--bus={}", bus.address))
+            .arg(format!("--bus={}", bus.bus.address))
             .args(["--print-reply", "--dest=org.freedesktop.DBus", "/org/freedesktop/DBus"])
             .args(["org.freedesktop.DBus.RequestName", "string:io.allthingstalk.TokenAgent1", "uint32:0"]),
     );

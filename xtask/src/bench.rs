@@ -83,7 +83,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     eprintln!("bench: GetToken against Ping, {CALLS} calls each");
     let figures = run_client(&client, &bus)?;
     let rss_after = rss_kib(daemon.pid())?;
-    daemon.stop();
+    let _ = daemon.stop();
 
     eprintln!("bench: restarting att-tokend (maintenance jobs on)");
     let (daemon, ready_on) = start_measuring_ready(&bins, &scratch, &bus, &busy)?;

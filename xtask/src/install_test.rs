@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 
-use crate::procs::{Running, Scratch};
+use crate::procs::{Bus, Running, Scratch};
 use crate::sys;
 use crate::util::{cargo, run as run_command};
 
@@ -227,8 +227,13 @@ fn exercise(fake: &Path) -> anyhow::Result<()> {
     create_user(READER, Some("att-tokens"))?;
     create_user(OUTSIDER, None)?;
 
-    let bus = start_bus(&scratch)?;
-    let address = bus.1.clone();
+    // The system bus's policy, with the installed policy files applied.
+    let bus = Bus::start_like_system(
+        &scratch,
+        "  <includedir>/usr/share/dbus-1/system.d</includedir>\n  <includedir>/etc/dbus-1/system.d</includedir>",
+    )
+    .context("the private system-like dbus-daemon did not start")?;
+    let address = bus.address.clone();
     let fake_args = [
         "--device-token".to_owned(),
         format!("{DEVICE_TOKEN}={DEVICE_ID}"),
@@ -281,7 +286,7 @@ fn exercise(fake: &Path) -> anyhow::Result<()> {
         .env_remove("NOTIFY_SOCKET");
     let mut daemon = Running::spawn("att-tokend", daemon_command, &scratch)?;
     let log = scratch.path().join("att-tokend.stderr");
-    wait_until_served(&address, &mut daemon)?;
+    testbed::wait_served(Path::new("/usr/bin/att-token"), &address, &mut daemon)?;
     println!("install-test: the installed att-tokend serves {BUS_NAME} as user att-tokend");
 
     let root = att_token(&address, None).args(["get", "sensor-7"]).output()?;
@@ -644,75 +649,6 @@ fn expand(item: &str, set: &mut std::collections::BTreeSet<String>) -> anyhow::R
         expand(line, set)?;
     }
     Ok(())
-}
-
-/// A dbus-daemon configured like the system bus, on a socket in the scratch directory.
-fn start_bus(scratch: &Scratch) -> anyhow::Result<(Running, String)> {
-    let socket = scratch.path().join("system_bus_socket");
-    let config = scratch.write("system-bus.conf", &bus_config(&socket), 0o644)?;
-    let mut command = Command::new("dbus-daemon");
-    command.arg(format!("--config-file={}", config.display())).args(["--nofork", "--nopidfile", "--print-address=1"]);
-    let (running, address) = Running::spawn_first_line("dbus-daemon", command, scratch)
-        .context("the private system-like dbus-daemon did not start")?;
-    Ok((running, address.trim().to_owned()))
-}
-
-/// The policy of Debian's /usr/share/dbus-1/system.conf, listening on `socket`, with the installed
-/// system.d policies included.
-fn bus_config(socket: &Path) -> String {
-    format!(
-        r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path={socket}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Peer"/>
-    <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus" send_member="UpdateActivationEnvironment"/>
-    <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Debug.Stats"/>
-    <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.systemd1.Activator"/>
-  </policy>
-  <policy user="root">
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.systemd1.Activator"/>
-  </policy>
-  <includedir>/usr/share/dbus-1/system.d</includedir>
-  <includedir>/etc/dbus-1/system.d</includedir>
-</busconfig>
-"#,
-        socket = socket.display()
-    )
-}
-
-/// Polls `att-token list` as root until the daemon answers.
-fn wait_until_served(address: &str, daemon: &mut Running) -> anyhow::Result<()> {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(status) = daemon.try_status() {
-            bail!("the installed att-tokend exited with {status}: {}", daemon.stderr_tail());
-        }
-        let out = att_token(address, None).arg("list").output()?;
-        if out.status.success() {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            bail!("att-tokend did not answer within {PATIENCE:?} ({}); {}", text(&out.stderr), daemon.stderr_tail());
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 fn log_lines(log: &Path) -> usize {

@@ -391,13 +391,13 @@ impl Container {
 
     /// SIGTERM to systemd-nspawn, which powers the container off; SIGKILL after 10 s (see [`Drop`]).
     fn poweroff(mut self) {
-        self.nspawn.stop();
+        let _ = self.nspawn.stop();
     }
 }
 
 impl Drop for Container {
     fn drop(&mut self) {
-        self.nspawn.stop();
+        let _ = self.nspawn.stop();
         // If nspawn was killed before its container stopped, the container's init is left: killing
         // it ends every process in the container's pid namespace.
         let comm = std::fs::read_to_string(format!("/proc/{}/comm", self.pid)).unwrap_or_default();
@@ -949,12 +949,7 @@ fn exposure(report: &str) -> anyhow::Result<String> {
 
 /// The fake cloud's count of password grants.
 fn password_grants(url: &str) -> anyhow::Result<u64> {
-    let body = crate::procs::fake_get(url, "counters")?;
-    body.split("\"password_grants\":")
-        .nth(1)
-        .and_then(|rest| rest.split([',', '}']).next())
-        .and_then(|n| n.trim().parse().ok())
-        .with_context(|| format!("the fake cloud's counters have no password_grants: {body}"))
+    testbed::FakeControl::new(url).counter("password_grants")
 }
 
 fn text(bytes: &[u8]) -> String {

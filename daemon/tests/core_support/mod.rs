@@ -280,30 +280,24 @@ where
 /// How long one core test may run; they take well under 60 s.
 const LIMIT: Duration = Duration::from_secs(120);
 
-/// Runs test `name` alone in a child process; its exit status (`None` when it hung past [`LIMIT`]) and output.
+/// Runs test `name` alone in a child process (a `testbed::Proc`, stopped and reaped whatever happens); its exit
+/// status (`None` when it hung past [`LIMIT`]) and its output, stdout then stderr.
 fn run_child(name: &str, marker: &str) -> (Option<std::process::ExitStatus>, String) {
     let exe = std::env::current_exe().expect("the test binary");
-    let dir = tempfile::tempdir().expect("a directory for the output");
-    let out = dir.path().join("output");
-    let file = std::fs::File::create(&out).expect("an output file");
-    let mut child = std::process::Command::new(exe)
-        .args(["--exact", name, "--test-threads=1", "--nocapture"])
-        .env(marker, name)
-        .stdout(file.try_clone().expect("a second handle"))
-        .stderr(file)
-        .spawn()
-        .expect("run the test in its own process");
+    let scratch = testbed::Scratch::new("core-test").unwrap_or_else(|e| panic!("{e:#}"));
+    let mut command = std::process::Command::new(exe);
+    command.args(["--exact", name, "--test-threads=1", "--nocapture"]).env(marker, name);
+    let mut child = testbed::Proc::spawn(name, command, &scratch).unwrap_or_else(|e| panic!("{e:#}"));
     let started = Instant::now();
     let status = loop {
-        if let Some(status) = child.try_wait().expect("the test process") {
+        if let Some(status) = child.try_status() {
             break Some(status);
         }
         if started.elapsed() > LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
+            let _ = child.kill9();
             break None;
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    (status, std::fs::read_to_string(&out).unwrap_or_default())
+    (status, format!("{}{}", child.stdout(), child.stderr()))
 }
