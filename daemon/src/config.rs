@@ -1384,10 +1384,15 @@ impl Config {
                     }
                 }
             }
-            if let Some(dir) = token.files.iter().find(|file| std::fs::symlink_metadata(file).is_ok_and(|m| m.is_dir())) {
+            if let Some(dir) = token.files.iter().find(|file| std::fs::symlink_metadata(file).is_ok_and(|m| m.is_dir()))
+            {
                 return Err(problem(
                     "files",
-                    format!("file {dir:?} is a directory; name a file inside it, e.g. \"{}/{}.token\"", dir.display(), token.name),
+                    format!(
+                        "file {dir:?} is a directory; name a file inside it, e.g. \"{}/{}.token\"",
+                        dir.display(),
+                        token.name
+                    ),
                 ));
             }
         }
@@ -1460,7 +1465,10 @@ mod tests {
             "{}\n[[token]]\nname = \"d\"\nkind = \"device\"\ndevice_id = \"{DEV}\"\ntoken_file = \"/t\"\nfiles = [\"/srv/d.token\"]\n",
             user("[\"/run/att-tokend/main.token\", \"/run/telegraf/att.token\"]")
         ));
-        assert_eq!(config.tokens[0].files, [Path::new("/run/att-tokend/main.token"), Path::new("/run/telegraf/att.token")]);
+        assert_eq!(
+            config.tokens[0].files,
+            [Path::new("/run/att-tokend/main.token"), Path::new("/run/telegraf/att.token")]
+        );
         assert_eq!(config.tokens[1].files, [Path::new("/srv/d.token")], "any kind of token may have files");
         assert_eq!(config.tokens[0].line_of("files"), 4);
         assert!(parse_ok(&user("[]")).tokens[0].files.is_empty());
@@ -1473,7 +1481,11 @@ mod tests {
         expect_error(&user("\"/run/a\""), 4, &["expected a sequence"]);
         let many: Vec<String> = (0..=MAX_FILES_PER_TOKEN).map(|i| format!("\"/run/att-tokend/{i}\"")).collect();
         expect_error(&user(&format!("[{}]", many.join(", "))), 4, &["9 files", "more than the 8"]);
-        expect_error(&user("[\"/var/lib/att-tokend/main.token\"]"), 4, &["inside the state directory", "/run/att-tokend/"]);
+        expect_error(
+            &user("[\"/var/lib/att-tokend/main.token\"]"),
+            4,
+            &["inside the state directory", "/run/att-tokend/"],
+        );
         expect_error(
             &format!("[daemon]\nstate_dir = \"/srv/state\"\n{}", user("[\"/srv/state/x/main.token\"]")),
             6,
@@ -1489,7 +1501,9 @@ mod tests {
             &["[[token]] \"d\"", "also a file of token \"main\"", "its own files"],
         );
         expect_error(
-            &format!("[[token]]\nname = \"d\"\nkind = \"device\"\ndevice_id = \"{DEV}\"\ntoken_file = \"/t\"\nfiles = [\"/t\"]\n"),
+            &format!(
+                "[[token]]\nname = \"d\"\nkind = \"device\"\ndevice_id = \"{DEV}\"\ntoken_file = \"/t\"\nfiles = [\"/t\"]\n"
+            ),
             6,
             &["is a token_file, which the daemon reads"],
         );

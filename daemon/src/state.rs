@@ -408,9 +408,11 @@ impl StateDir {
         bytes: &[u8],
         before_rename: impl FnOnce(&Path) -> io::Result<()>,
     ) -> Result<(), StateError> {
-        write_durably(target, bytes, |_| Ok(()), before_rename)
-            .map(|_| ())
-            .map_err(|e| StateError::Io { action: e.action, path: e.path, error: e.error })
+        write_durably(target, bytes, |_| Ok(()), before_rename).map(|_| ()).map_err(|e| StateError::Io {
+            action: e.action,
+            path: e.path,
+            error: e.error,
+        })
     }
 
     /// Writes a file in the state directory that holds no secret (the token files' manifest), through the same

@@ -151,7 +151,10 @@ async fn run(engine: Engine, dir: StateDir, mut events: broadcast::Receiver<Even
             Ok(Event::AttentionNeeded { .. }) => continue,
             Err(broadcast::error::RecvError::Closed) => return,
         }
-        while !matches!(events.try_recv(), Err(broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed)) {}
+        while !matches!(
+            events.try_recv(),
+            Err(broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed)
+        ) {}
     }
 }
 
@@ -222,7 +225,8 @@ impl Files {
                             && w.value.as_ref().is_some_and(|v| v.expose_secret() == value.expose_secret())
                     });
                     if !same {
-                        let (path, token, readers, value) = (path.clone(), token.clone(), readers.clone(), value.clone());
+                        let (path, token, readers, value) =
+                            (path.clone(), token.clone(), readers.clone(), value.clone());
                         ops.push(Op::Write { path, token, value, readers });
                     }
                 }
@@ -258,7 +262,13 @@ impl Files {
         (self, problems)
     }
 
-    fn write(&mut self, path: &Path, token: &TokenName, value: &TokenValue, readers: &Principals) -> Result<(), Problem> {
+    fn write(
+        &mut self,
+        path: &Path,
+        token: &TokenName,
+        value: &TokenValue,
+        readers: &Principals,
+    ) -> Result<(), Problem> {
         let (uids, gids) = acl_ids(readers);
         let mut acl_refused: Option<io::Error> = None;
         let set_acl = |file: &std::fs::File| {
@@ -300,14 +310,13 @@ impl Files {
         let result = state::write_durably(path, value.expose_secret().as_bytes(), set_acl, before_rename);
         match result {
             Ok(id) => {
-                let readable = acl_refused.is_none();
+                // A refused ACL is tried again when the token (or its readers) next change.
                 self.written.insert(
                     path.to_owned(),
                     Written {
                         token: token.as_str().to_owned(),
                         value: Some(value.clone()),
-                        // A refused ACL is tried again at the next change of the token.
-                        readers: if readable { readers.clone() } else { Principals::default() },
+                        readers: readers.clone(),
                         ids: vec![id],
                     },
                 );
@@ -392,10 +401,7 @@ fn is_ours(path: &Path, written: &Written) -> bool {
     let Some(value) = &written.value else { return true };
     let expected = value.expose_secret().as_bytes();
     let mut held = zeroize::Zeroizing::new(Vec::with_capacity(expected.len() + 1));
-    let opened = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-        .open(path);
+    let opened = std::fs::OpenOptions::new().read(true).custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits()).open(path);
     opened.and_then(|file| file.take(expected.len() as u64 + 1).read_to_end(&mut held)).is_ok() && *held == expected
 }
 
@@ -486,7 +492,15 @@ mod tests {
         let any = u32::MAX;
         assert_eq!(
             entries(&acl),
-            [(0x01, 6, any), (0x02, 4, 33), (0x02, 4, 1001), (0x04, 0, any), (0x08, 4, 990), (0x10, 4, any), (0x20, 0, any)]
+            [
+                (0x01, 6, any),
+                (0x02, 4, 33),
+                (0x02, 4, 1001),
+                (0x04, 0, any),
+                (0x08, 4, 990),
+                (0x10, 4, any),
+                (0x20, 0, any)
+            ]
         );
         // The exact bytes of one entry, as acl(5)'s xattr form has them: little-endian tag, perm, id.
         assert_eq!(&acl[..12], &[2, 0, 0, 0, 1, 0, 6, 0, 0xff, 0xff, 0xff, 0xff]);

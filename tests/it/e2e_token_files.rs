@@ -114,7 +114,11 @@ fn a_token_file_follows_every_refresh_and_only_readers_can_open_it() {
         }
         if seen.len() >= 5 { Ok(()) } else { Err(format!("{} tokens seen in {reads} reads", seen.len())) }
     });
-    println!("token files: {reads} reads by a reader saw {} tokens ({} rotations), none partial or invalid", seen.len(), seen.len() - 1);
+    println!(
+        "token files: {reads} reads by a reader saw {} tokens ({} rotations), none partial or invalid",
+        seen.len(),
+        seen.len() - 1
+    );
     // The file and D-Bus agree.
     wait_until("the file to hold what GetToken serves", PATIENCE, || {
         let served = world.get("main").map_err(|out| describe(&out))?;
@@ -189,9 +193,7 @@ fn reloads_and_restarts_move_and_delete_files_and_a_revoked_token_loses_its_file
     assert!(world.fake.revoke(TOKEN), "the fake knew the device token");
     world.wait_for_state("sensor", "revoked");
     wait_gone(&a, "revoked");
-    let files: BTreeSet<String> = std::fs::read_dir(&run)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let files: BTreeSet<String> =
+        std::fs::read_dir(&run).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert_eq!(files, BTreeSet::from(["b.token".to_owned()]), "no temp file or other leftover in {}", run.display());
 }
