@@ -1196,6 +1196,8 @@ fn token_files(
             Some("must be an absolute path; write it starting with /, e.g. \"/run/att-tokend/NAME.token\"")
         } else if text.ends_with('/') || path.file_name().is_none() {
             Some("names a directory; name the file itself, e.g. \"/run/att-tokend/NAME.token\"")
+        } else if text.chars().any(char::is_control) {
+            Some("holds a control character (a line break, a tab); name a plain file")
         } else if text.split('/').skip(1).any(|part| part.is_empty() || part == "." || part == "..") {
             Some("must be written plainly, without \".\", \"..\" or \"//\"; write the path it means")
         } else {
@@ -1478,6 +1480,7 @@ mod tests {
         expect_error(&user("[\"/run/att-tokend/../x\"]"), 4, &["without \".\", \"..\""]);
         expect_error(&user("[\"/run/./x\"]"), 4, &["\"..\""]);
         expect_error(&user("[\"/run/a\", \"/run/a\"]"), 4, &["named twice"]);
+        expect_error(&user("[\"/run/a\\nb\"]"), 4, &["control character"]);
         expect_error(&user("\"/run/a\""), 4, &["expected a sequence"]);
         let many: Vec<String> = (0..=MAX_FILES_PER_TOKEN).map(|i| format!("\"/run/att-tokend/{i}\"")).collect();
         expect_error(&user(&format!("[{}]", many.join(", "))), 4, &["9 files", "more than the 8"]);

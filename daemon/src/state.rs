@@ -545,7 +545,7 @@ impl StateDir {
 }
 
 /// A file written by [`write_durably`], named by its device and inode: the same file as long as nobody replaced it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FileId {
     /// `st_dev`.
     pub dev: u64,

@@ -24,7 +24,6 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
 use token_model::ids::TokenName;
 use token_model::secret::ExposeSecret;
 use tokio::sync::broadcast;
@@ -35,9 +34,6 @@ use crate::state::{self, FileId, StateDir};
 
 /// The manifest of written token files, in the state directory.
 pub const MANIFEST: &str = "token-files.manifest";
-
-/// The manifest's format version.
-const MANIFEST_VERSION: u32 = 1;
 
 /// The extended attribute that holds a file's access ACL (acl(5)).
 const ACL_XATTR: &str = "system.posix_acl_access";
@@ -81,19 +77,42 @@ fn acl_ids(readers: &Principals) -> (BTreeSet<u32>, BTreeSet<u32>) {
     (uids, readers.groups.iter().copied().collect())
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Manifest {
-    version: u32,
-    files: Vec<ManifestEntry>,
+/// The manifest's first line; a file starting otherwise is not read.
+const MANIFEST_HEADER: &str = "att-tokend token files 1";
+
+/// The manifest as text: the header, then one line per file, `TOKEN DEV:INO[,DEV:INO] PATH` (a file's id, and while a
+/// write is under way also the new one, so that a crash between the rename and the next manifest leaves the daemon
+/// able to recognise either). Token names have no spaces and paths no line breaks (the config refuses them).
+fn encode_manifest(written: &BTreeMap<PathBuf, Written>) -> String {
+    let mut text = format!("{MANIFEST_HEADER}\n");
+    for (path, w) in written {
+        let ids: Vec<String> = w.ids.iter().map(|id| format!("{}:{}", id.dev, id.ino)).collect();
+        text.push_str(&format!("{} {} {}\n", w.token, ids.join(","), path.display()));
+    }
+    text
 }
 
-/// A file the daemon wrote. `ids` holds the file's id, and while a write is under way also the new one, so that a
-/// crash between the rename and the next manifest leaves the daemon able to recognise either.
-#[derive(Debug, Serialize, Deserialize)]
-struct ManifestEntry {
-    path: PathBuf,
-    token: String,
-    ids: Vec<FileId>,
+/// Reads [`encode_manifest`]'s text: (path, token, ids) per file, or `None` when it is not such a text.
+fn parse_manifest(text: &str) -> Option<Vec<(PathBuf, String, Vec<FileId>)>> {
+    let mut lines = text.lines();
+    if lines.next()? != MANIFEST_HEADER {
+        return None;
+    }
+    lines
+        .map(|line| {
+            let mut parts = line.splitn(3, ' ');
+            let (token, ids, path) = (parts.next()?, parts.next()?, parts.next()?);
+            let ids = ids
+                .split(',')
+                .filter(|id| !id.is_empty())
+                .map(|id| {
+                    let (dev, ino) = id.split_once(':')?;
+                    Some(FileId { dev: dev.parse().ok()?, ino: ino.parse().ok()? })
+                })
+                .collect::<Option<Vec<FileId>>>()?;
+            Some((PathBuf::from(path), token.to_owned(), ids))
+        })
+        .collect()
 }
 
 /// What the task knows of a file it wrote.
@@ -124,6 +143,8 @@ struct Problem {
 struct Files {
     dir: StateDir,
     written: BTreeMap<PathBuf, Written>,
+    /// Whether the manifest was read.
+    opened: bool,
 }
 
 /// Starts the task that keeps every configured token file current; it runs for the life of the runtime.
@@ -134,14 +155,14 @@ pub fn spawn(engine: Engine, dir: StateDir) {
 }
 
 async fn run(engine: Engine, dir: StateDir, mut events: broadcast::Receiver<Event>) {
-    let configured: Vec<PathBuf> = engine.token_files().into_iter().map(|(path, ..)| path).collect();
-    let Ok(mut files) = tokio::task::spawn_blocking(move || Files::open(dir, &configured)).await else { return };
+    // Opened (the manifest read) on the blocking pool by the first sync.
+    let mut files = Files { dir, written: BTreeMap::new(), opened: false };
     // Causes already logged, per path: each is said once, and again only after the file was written in between.
     let mut told: BTreeMap<PathBuf, String> = BTreeMap::new();
     loop {
-        let ops = files.plan(&engine.token_files());
-        if !ops.is_empty() {
-            let Ok((back, problems)) = tokio::task::spawn_blocking(move || files.apply(ops)).await else { return };
+        let wanted = engine.token_files();
+        if !files.opened || !files.plan(&wanted).is_empty() {
+            let Ok((back, problems)) = tokio::task::spawn_blocking(move || files.sync(&wanted)).await else { return };
             files = back;
             report(&engine, &files, problems, &mut told);
         }
@@ -176,32 +197,40 @@ fn report(engine: &Engine, files: &Files, problems: Vec<Problem>, told: &mut BTr
 }
 
 impl Files {
+    /// Opens the files on first use, then makes them as `wanted` says (blocking I/O).
+    fn sync(mut self, wanted: &[(PathBuf, TokenName, Principals, Option<TokenValue>)]) -> (Files, Vec<Problem>) {
+        if !self.opened {
+            let configured: Vec<PathBuf> = wanted.iter().map(|(path, ..)| path.clone()).collect();
+            self = Files::open(self.dir, &configured);
+        }
+        let ops = self.plan(wanted);
+        if ops.is_empty() {
+            return (self, Vec::new());
+        }
+        self.apply(ops)
+    }
+
     /// Reads the manifest and removes temp files that an interrupted write left beside the files.
     fn open(dir: StateDir, configured: &[PathBuf]) -> Files {
         let manifest_path = dir.path().join(MANIFEST);
-        let manifest = match std::fs::read(&manifest_path) {
-            Ok(bytes) => serde_json::from_slice::<Manifest>(&bytes).unwrap_or_else(|e| {
+        let manifest = match std::fs::read_to_string(&manifest_path) {
+            Ok(text) => parse_manifest(&text).unwrap_or_else(|| {
                 tracing::warn!(
                     file = %manifest_path.display(),
-                    "the list of token files written is unreadable ({e}); files written before are not deleted \
+                    "the list of token files written is unreadable; files written before are not deleted \
                      automatically, remove any that are no longer configured by hand"
                 );
-                Manifest::default()
+                Vec::new()
             }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Manifest::default(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
             Err(e) => {
                 tracing::warn!(file = %manifest_path.display(), "cannot read the list of token files written: {e}");
-                Manifest::default()
+                Vec::new()
             }
         };
         let written: BTreeMap<PathBuf, Written> = manifest
-            .files
             .into_iter()
-            .map(|entry| {
-                let written =
-                    Written { token: entry.token, value: None, readers: Principals::default(), ids: entry.ids };
-                (entry.path, written)
-            })
+            .map(|(path, token, ids)| (path, Written { token, value: None, readers: Principals::default(), ids }))
             .collect();
         for path in written.keys().chain(configured) {
             let removed = state::remove_leftover_temps_of(path);
@@ -209,7 +238,7 @@ impl Files {
                 tracing::warn!(file = %path.display(), removed, "removed temp files left by an interrupted write");
             }
         }
-        Files { dir, written }
+        Files { dir, written, opened: true }
     }
 
     /// What to change so that the files are as `wanted` says (see [`Engine::token_files`]).
@@ -373,16 +402,7 @@ impl Files {
 
     /// Writes the manifest (paths and ids only) durably; a failure is logged and the old manifest stays.
     fn save_manifest(&self) {
-        let manifest = Manifest {
-            version: MANIFEST_VERSION,
-            files: self
-                .written
-                .iter()
-                .map(|(path, w)| ManifestEntry { path: path.clone(), token: w.token.clone(), ids: w.ids.clone() })
-                .collect(),
-        };
-        let bytes = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
-        if let Err(error) = self.dir.write_plain(MANIFEST, &bytes) {
+        if let Err(error) = self.dir.write_plain(MANIFEST, encode_manifest(&self.written).as_bytes()) {
             tracing::warn!("cannot save the list of token files written: {error}");
         }
     }
@@ -506,6 +526,24 @@ mod tests {
         assert_eq!(&acl[..12], &[2, 0, 0, 0, 1, 0, 6, 0, 0xff, 0xff, 0xff, 0xff]);
         // Without readers, the minimal ACL: the same as mode 0600 (mask r-- is never wider than the owner's).
         assert_eq!(entries(&access_acl(&set(&[]), &set(&[]))).len(), 4);
+    }
+
+    #[test]
+    fn the_manifest_reads_back_what_it_wrote_and_refuses_anything_else() {
+        let mut written = BTreeMap::new();
+        let ids = vec![FileId { dev: 2049, ino: 77 }, FileId { dev: 2049, ino: 78 }];
+        let w = Written { token: "main".into(), value: None, readers: Principals::default(), ids: ids.clone() };
+        written.insert(PathBuf::from("/run/att-tokend/with space.token"), w);
+        let text = encode_manifest(&written);
+        assert_eq!(text, "att-tokend token files 1\nmain 2049:77,2049:78 /run/att-tokend/with space.token\n");
+        assert_eq!(
+            parse_manifest(&text),
+            Some(vec![(PathBuf::from("/run/att-tokend/with space.token"), "main".to_owned(), ids)])
+        );
+        assert_eq!(parse_manifest("att-tokend token files 1\n"), Some(vec![]));
+        assert_eq!(parse_manifest("{\"files\":[]}"), None);
+        assert_eq!(parse_manifest("att-tokend token files 1\nmain 1:x /a\n"), None);
+        assert_eq!(parse_manifest("att-tokend token files 1\nmain\n"), None);
     }
 
     #[test]
