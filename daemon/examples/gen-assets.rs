@@ -25,6 +25,7 @@ const TOKEND_SECTIONS: Sections = &[
         &[
             "/etc/att-tokend/config.toml: the configuration (TOML). Check it with att-tokend --check-config.",
             "/var/lib/att-tokend/: state (sessions and refresh tokens), mode 0700, files 0600, owned by the att-tokend user. The running daemon holds a lock on .lock there (the file holds its pid), so a second att-tokend on the same directory exits at start. Set-aside session files (NAME.json.corrupt-SECONDS, NAME.json.other-instance-SECONDS) are kept until removed by hand.",
+            "/run/att-tokend/: token files (files = [\"/run/att-tokend/NAME.token\"] in a [[token]] table), mode 0711 so that readers reach a file whose name they know. Each file holds exactly the token, no newline, while it is served; it is owned by att-tokend, mode 0600 plus a POSIX ACL entry per reader of the token, replaced atomically on every change and removed when the token stops being served. What the daemon wrote is listed in /var/lib/att-tokend/token-files.manifest, so files no longer configured are deleted, also across restarts; a file someone else put in place is never deleted. Elsewhere a file needs ReadWritePaths= in a drop-in.",
             "$CREDENTIALS_DIRECTORY/NAME: a secret passed by systemd (LoadCredential= or LoadCredentialEncrypted=), named by credential = \"NAME\" in the configuration.",
             "/usr/share/dbus-1/system.d/io.allthingstalk.TokenAgent1.conf: who may own and call the bus name; local additions go in /etc/dbus-1/system.d/.",
         ],

@@ -249,6 +249,9 @@ pub struct TokenConfig {
     pub readers: Principals,
     /// Kind-specific settings.
     pub spec: TokenSpec,
+    /// `files`: where the daemon keeps the token, readable by its readers only, while it is served (absolute
+    /// paths, each named once in the whole config; see `crate::token_files`).
+    pub files: Vec<PathBuf>,
     /// The config line of its `name` key (for messages).
     pub line: usize,
     /// The config line of each other key that was written, by key name (for messages).
@@ -692,6 +695,7 @@ struct RawToken {
     token_file: Option<Spanned<PathBuf>>,
     credential: Option<Spanned<String>>,
     devices: Option<Spanned<Vec<DeviceId>>>,
+    files: Option<Spanned<Vec<Spanned<PathBuf>>>>,
 }
 
 struct Dur(Duration);
@@ -861,7 +865,9 @@ impl RawConfig {
             seen.insert(token.name.clone(), token.line);
             tokens.push(token);
         }
-        Ok(Config { path: ctx.path.to_owned(), api, daemon, refresh, maintenance, tokens })
+        let config = Config { path: ctx.path.to_owned(), api, daemon, refresh, maintenance, tokens };
+        check_token_files(&config, ctx)?;
+        Ok(config)
     }
 }
 
@@ -1147,8 +1153,113 @@ impl RawToken {
                 }
             }
         };
-        Ok(TokenConfig { name, readers, spec, line, key_lines })
+        let mut key_lines = key_lines;
+        let files = match self.files {
+            None => Vec::new(),
+            Some(list) => {
+                key_lines.insert("files", ctx.line(list.span()));
+                token_files(list, ctx, &section)?
+            }
+        };
+        Ok(TokenConfig { name, readers, spec, files, line, key_lines })
     }
+}
+
+/// The most `files` one token may name.
+pub const MAX_FILES_PER_TOKEN: usize = 8;
+
+/// `files` of one token: absolute, clean (no `.` or `..`, no trailing `/`), at most [`MAX_FILES_PER_TOKEN`], each
+/// once.
+fn token_files(
+    list: Spanned<Vec<Spanned<PathBuf>>>,
+    ctx: &Ctx<'_>,
+    section: &str,
+) -> Result<Vec<PathBuf>, ConfigError> {
+    let span = list.span();
+    let list = list.into_inner();
+    if list.len() > MAX_FILES_PER_TOKEN {
+        return Err(ctx.at(
+            span,
+            format!(
+                "in {section}: files names {} files, more than the {MAX_FILES_PER_TOKEN} a token may have; let the \
+                 programs share a file",
+                list.len()
+            ),
+        ));
+    }
+    let mut files: Vec<PathBuf> = Vec::with_capacity(list.len());
+    for file in list {
+        let span = file.span();
+        let path = file.into_inner();
+        let text = path.to_string_lossy();
+        let problem = if !path.is_absolute() {
+            Some("must be an absolute path; write it starting with /, e.g. \"/run/att-tokend/NAME.token\"")
+        } else if text.ends_with('/') || path.file_name().is_none() {
+            Some("names a directory; name the file itself, e.g. \"/run/att-tokend/NAME.token\"")
+        } else if text.chars().any(char::is_control) {
+            Some("holds a control character (a line break, a tab); name a plain file")
+        } else if text.split('/').skip(1).any(|part| part.is_empty() || part == "." || part == "..") {
+            Some("must be written plainly, without \".\", \"..\" or \"//\"; write the path it means")
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Err(ctx.at(span, format!("in {section}: file {:?} {problem}", path)));
+        }
+        if files.contains(&path) {
+            return Err(ctx.at(span, format!("in {section}: file {:?} is named twice; remove the repeat", path)));
+        }
+        files.push(path);
+    }
+    Ok(files)
+}
+
+/// Checks across tokens: no token file named by two tokens, none inside the state directory, none that is the
+/// config file or a secret file the daemon reads.
+fn check_token_files(config: &Config, ctx: &Ctx<'_>) -> Result<(), ConfigError> {
+    let mut secrets: Vec<(&Path, &'static str)> = vec![(ctx.path, "the config file itself")];
+    if let Some(key) = &config.daemon.state_key_file {
+        secrets.push((key, "[daemon] state_key_file"));
+    }
+    for token in &config.tokens {
+        match &token.spec {
+            TokenSpec::User(user) => {
+                secrets.extend(user.password_file.as_deref().map(|p| (p, "a password_file")));
+                secrets.extend(user.totp_secret_file.as_deref().map(|p| (p, "a totp_secret_file")));
+            }
+            TokenSpec::Device { secret: SecretSource::File(file), .. }
+            | TokenSpec::Ground { secret: SecretSource::File(file), .. } => secrets.push((file, "a token_file")),
+            _ => {}
+        }
+    }
+    let mut owners: HashMap<&Path, &TokenName> = HashMap::new();
+    for token in &config.tokens {
+        let line = token.line_of("files");
+        let error = |message: String| ConfigError::Invalid { path: ctx.path.to_owned(), line, message };
+        let section = format!("[[token]] \"{}\"", token.name);
+        for file in &token.files {
+            if let Some(other) = owners.insert(file, &token.name) {
+                return Err(error(format!(
+                    "in {section}: file {file:?} is also a file of token \"{other}\"; give each token its own files"
+                )));
+            }
+            if file.starts_with(&config.daemon.state_dir) {
+                return Err(error(format!(
+                    "in {section}: file {file:?} is inside the state directory {:?}, which only the daemon may enter; \
+                     put it under /run/att-tokend/",
+                    config.daemon.state_dir
+                )));
+            }
+            if let Some((_, what)) = secrets.iter().find(|(secret, _)| *secret == file.as_path()) {
+                return Err(error(format!(
+                    "in {section}: file {file:?} is {what}, which the daemon reads; name another file, e.g. \
+                     \"/run/att-tokend/{}.token\"",
+                    token.name
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -1275,6 +1386,17 @@ impl Config {
                     }
                 }
             }
+            if let Some(dir) = token.files.iter().find(|file| std::fs::symlink_metadata(file).is_ok_and(|m| m.is_dir()))
+            {
+                return Err(problem(
+                    "files",
+                    format!(
+                        "file {dir:?} is a directory; name a file inside it, e.g. \"{}/{}.token\"",
+                        dir.display(),
+                        token.name
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -1336,6 +1458,59 @@ mod tests {
             assert!(message.contains(word), "missing {word:?} in: {message}");
         }
         message
+    }
+
+    #[test]
+    fn token_files_are_checked_where_they_are_written() {
+        let user = |files: &str| format!("[[token]]\nname = \"main\"\nkind = \"user\"\nfiles = {files}\n");
+        let config = parse_ok(&format!(
+            "{}\n[[token]]\nname = \"d\"\nkind = \"device\"\ndevice_id = \"{DEV}\"\ntoken_file = \"/t\"\nfiles = [\"/srv/d.token\"]\n",
+            user("[\"/run/att-tokend/main.token\", \"/run/telegraf/att.token\"]")
+        ));
+        assert_eq!(
+            config.tokens[0].files,
+            [Path::new("/run/att-tokend/main.token"), Path::new("/run/telegraf/att.token")]
+        );
+        assert_eq!(config.tokens[1].files, [Path::new("/srv/d.token")], "any kind of token may have files");
+        assert_eq!(config.tokens[0].line_of("files"), 4);
+        assert!(parse_ok(&user("[]")).tokens[0].files.is_empty());
+
+        expect_error(&user("[\"main.token\"]"), 4, &["\"main.token\"", "absolute path", "/run/att-tokend/"]);
+        expect_error(&user("[\"/run/att-tokend/\"]"), 4, &["names a directory"]);
+        expect_error(&user("[\"/run/att-tokend/../x\"]"), 4, &["without \".\", \"..\""]);
+        expect_error(&user("[\"/run/./x\"]"), 4, &["\"..\""]);
+        expect_error(&user("[\"/run/a\", \"/run/a\"]"), 4, &["named twice"]);
+        expect_error(&user("[\"/run/a\\nb\"]"), 4, &["control character"]);
+        expect_error(&user("\"/run/a\""), 4, &["expected a sequence"]);
+        let many: Vec<String> = (0..=MAX_FILES_PER_TOKEN).map(|i| format!("\"/run/att-tokend/{i}\"")).collect();
+        expect_error(&user(&format!("[{}]", many.join(", "))), 4, &["9 files", "more than the 8"]);
+        expect_error(
+            &user("[\"/var/lib/att-tokend/main.token\"]"),
+            4,
+            &["inside the state directory", "/run/att-tokend/"],
+        );
+        expect_error(
+            &format!("[daemon]\nstate_dir = \"/srv/state\"\n{}", user("[\"/srv/state/x/main.token\"]")),
+            6,
+            &["inside the state directory \"/srv/state\""],
+        );
+        // Across tokens, and against the files the daemon reads.
+        expect_error(
+            &format!(
+                "{}\n[[token]]\nname = \"d\"\nkind = \"device\"\ndevice_id = \"{DEV}\"\ntoken_file = \"/t\"\nfiles = [\"/run/a\"]\n",
+                user("[\"/run/a\"]")
+            ),
+            11,
+            &["[[token]] \"d\"", "also a file of token \"main\"", "its own files"],
+        );
+        expect_error(
+            &format!(
+                "[[token]]\nname = \"d\"\nkind = \"device\"\ndevice_id = \"{DEV}\"\ntoken_file = \"/t\"\nfiles = [\"/t\"]\n"
+            ),
+            6,
+            &["is a token_file, which the daemon reads"],
+        );
+        expect_error(&user(&format!("[\"{FILE}\"]")), 4, &["the config file itself"]);
     }
 
     #[test]

@@ -13,3 +13,4 @@ pub mod run;
 pub mod seal;
 pub mod secret_files;
 pub mod state;
+pub mod token_files;

@@ -181,7 +181,7 @@ pub fn engine_config(config: &Config) -> anyhow::Result<EngineConfig> {
                 }
             }
         };
-        tokens.push(TokenSpec { name: token.name.clone(), readers, source });
+        tokens.push(TokenSpec { name: token.name.clone(), readers, source, files: token.files.clone() });
     }
     Ok(EngineConfig { admins: principals(&access.admins), tokens })
 }
@@ -321,7 +321,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let dir = dir.with_key(key.map(|(key, _)| key));
     let engine_config = engine_config(&config)?;
     let cloud = cloud(&config.api)?;
-    let store = Arc::new(StateStore::new(dir, origin(&config.api)?));
+    let store = Arc::new(StateStore::new(dir.clone(), origin(&config.api)?));
     let settings = SessionSettings {
         cloud: Some(cloud.clone()),
         store: Some(store),
@@ -329,6 +329,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         clock: crate::clock::ClockPolicy::new(config.daemon.trust_kernel_time_sync),
     };
     let engine = Engine::start(engine_config, settings);
+    // Token files follow the engine's events from here on, off the serving path.
+    crate::token_files::spawn(engine.clone(), dir);
 
     let credentials = Arc::new(Credentials::bus());
     let bus = config.daemon.bus.clone();

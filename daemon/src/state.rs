@@ -400,7 +400,7 @@ impl StateDir {
         Ok(())
     }
 
-    /// Writes `bytes` to `target` through a temp file; `before_rename` runs on the temp file (tests inject a
+    /// Writes `bytes` to `target` through [`write_durably`]; `before_rename` runs on the temp file (tests inject a
     /// failure there).
     fn write_atomic(
         &self,
@@ -408,30 +408,17 @@ impl StateDir {
         bytes: &[u8],
         before_rename: impl FnOnce(&Path) -> io::Result<()>,
     ) -> Result<(), StateError> {
-        let file_name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let temp = self.path.join(format!(
-            ".{file_name}{TEMP_MARKER}{}-{}",
-            std::process::id(),
-            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let result = (|| {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&temp)
-                .map_err(io_error("create", &temp))?;
-            file.write_all(bytes).map_err(io_error("write", &temp))?;
-            file.sync_all().map_err(io_error("fsync", &temp))?;
-            drop(file);
-            before_rename(&temp).map_err(io_error("write", &temp))?;
-            fs::rename(&temp, target).map_err(io_error("rename", &temp))?;
-            self.sync_dir()
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&temp);
-        }
-        result
+        write_durably(target, bytes, |_| Ok(()), before_rename).map(|_| ()).map_err(|e| StateError::Io {
+            action: e.action,
+            path: e.path,
+            error: e.error,
+        })
+    }
+
+    /// Writes a file in the state directory that holds no secret (the token files' manifest), through the same
+    /// durable path as sessions, never sealed.
+    pub fn write_plain(&self, file_name: &str, bytes: &[u8]) -> Result<(), StateError> {
+        self.write_atomic(&self.path.join(file_name), bytes, |_| Ok(()))
     }
 
     fn sync_dir(&self) -> Result<(), StateError> {
@@ -555,6 +542,106 @@ impl StateDir {
             Err(error) => Err(io_error("remove", &file)(error)),
         }
     }
+}
+
+/// A file written by [`write_durably`], named by its device and inode: the same file as long as nobody replaced it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileId {
+    /// `st_dev`.
+    pub dev: u64,
+    /// `st_ino`.
+    pub ino: u64,
+}
+
+impl FileId {
+    /// The id of what is at `path` now, without following a symlink there; `None` when nothing is, or it is not a
+    /// regular file.
+    pub fn at(path: &Path) -> Option<FileId> {
+        let meta = fs::symlink_metadata(path).ok()?;
+        meta.file_type().is_file().then(|| FileId { dev: meta.dev(), ino: meta.ino() })
+    }
+}
+
+/// Why [`write_durably`] failed: what it was doing, to which file, and the system's error. Never holds file content.
+#[derive(Debug)]
+pub struct WriteError {
+    /// What was being done ("create", "write", "fsync", "rename", ...).
+    pub action: &'static str,
+    /// The file or directory.
+    pub path: PathBuf,
+    /// Why.
+    pub error: io::Error,
+}
+
+/// The temp file beside `target` that [`write_durably`] writes first: `.<name>.tmp-<pid>-<n>`, in the same directory.
+fn temp_beside(target: &Path) -> PathBuf {
+    let file_name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    target.with_file_name(format!(
+        ".{file_name}{TEMP_MARKER}{}-{}",
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// The one durable write path: every file the daemon writes (sessions, token files, the manifest) goes through it.
+///
+/// A new temp file beside `target` (`O_CREAT|O_EXCL|O_NOFOLLOW`, mode 0600: never an existing file or a link),
+/// then `prepare` on it (token files set their ACL here, so the final name never exists with other access),
+/// `bytes`, fsync, `before_rename` (tests inject failures), rename over `target` (which replaces a symlink there
+/// rather than following it), fsync of the directory. A crash leaves the old or the new file, never a mix; on error
+/// the temp file is removed and `target` is untouched. Returns the written file's [`FileId`].
+pub fn write_durably(
+    target: &Path,
+    bytes: &[u8],
+    prepare: impl FnOnce(&File) -> io::Result<()>,
+    before_rename: impl FnOnce(&Path) -> io::Result<()>,
+) -> Result<FileId, WriteError> {
+    let temp = temp_beside(target);
+    let fail = |action: &'static str, path: &Path| {
+        let path = path.to_owned();
+        move |error| WriteError { action, path, error }
+    };
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits() | nix::fcntl::OFlag::O_CLOEXEC.bits())
+            .open(&temp)
+            .map_err(fail("create", &temp))?;
+        prepare(&file).map_err(fail("set the permissions of", &temp))?;
+        file.write_all(bytes).map_err(fail("write", &temp))?;
+        file.sync_all().map_err(fail("fsync", &temp))?;
+        let meta = file.metadata().map_err(fail("examine", &temp))?;
+        drop(file);
+        before_rename(&temp).map_err(fail("write", &temp))?;
+        fs::rename(&temp, target).map_err(fail("rename", &temp))?;
+        let dir = target.parent().unwrap_or(Path::new("/"));
+        File::open(dir).and_then(|dir| dir.sync_all()).map_err(fail("fsync", dir))?;
+        Ok(FileId { dev: meta.dev(), ino: meta.ino() })
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}
+
+/// Removes temp files that an interrupted [`write_durably`] of `target` left beside it (`.<name>.tmp-*`), if they
+/// are regular files owned by this process's user. Returns how many were removed.
+pub fn remove_leftover_temps_of(target: &Path) -> usize {
+    let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else { return 0 };
+    let prefix = format!(".{}{TEMP_MARKER}", name.to_string_lossy());
+    let Ok(entries) = fs::read_dir(dir) else { return 0 };
+    let euid = nix::unistd::geteuid().as_raw();
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let ours = entry.file_name().to_string_lossy().starts_with(&prefix)
+            && fs::symlink_metadata(entry.path()).is_ok_and(|m| m.file_type().is_file() && m.uid() == euid);
+        if ours && fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// The longest reason [`parse`] gives for an unusable file, in characters: serde's messages may quote a value

@@ -48,5 +48,8 @@ mod e2e_bus_loss;
 /// End to end: sealed sessions hold no piece of a token; missing, other and rotated keys; swapped or altered files.
 mod e2e_sealed;
 
+/// End to end: token files follow refreshes, are read by readers only, move with reloads and go on verdicts.
+mod e2e_token_files;
+
 /// End to end: 1,000 tokens under load; prints the memory, threads and files the unit's limits are sized from.
 mod e2e_limits;

@@ -561,8 +561,8 @@ fn sandbox_misfits(unit: &str, text: &str) -> anyhow::Result<usize> {
 
 /// What the unit's file-system sandbox would refuse in one successful call (as `strace -y` shows it):
 /// home directories (ProtectHome=), other processes and kernel files in /proc (ProtectProc=invisible,
-/// ProcSubset=pid), and writing anywhere but the state directory, /tmp and /dev (ProtectSystem=strict,
-/// StateDirectory=, PrivateTmp=).
+/// ProcSubset=pid), and writing anywhere but the state and runtime directories, /tmp and /dev
+/// (ProtectSystem=strict, StateDirectory=, RuntimeDirectory=, PrivateTmp=).
 fn path_misfits(name: &str, call: &str, pids: &std::collections::BTreeSet<&str>) -> Vec<String> {
     let writes_always = ["mkdir", "mkdirat", "unlink", "unlinkat", "rename", "renameat", "renameat2", "rmdir", "creat"];
     let opens = ["open", "openat", "openat2"];
@@ -583,7 +583,13 @@ fn path_misfits(name: &str, call: &str, pids: &std::collections::BTreeSet<&str>)
                 problems.push(format!("{path}: hidden by ProcSubset=pid / ProtectProc=invisible"));
             }
         }
-        if write && !(under("/var/lib/att-tokend/") || under("/tmp/") || under("/var/tmp/") || under("/dev/")) {
+        if write
+            && !(under("/var/lib/att-tokend/")
+                || under("/run/att-tokend/")
+                || under("/tmp/")
+                || under("/var/tmp/")
+                || under("/dev/"))
+        {
             problems.push(format!("{path}: written, but read-only under ProtectSystem=strict"));
         }
     }

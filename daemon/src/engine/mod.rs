@@ -17,6 +17,7 @@ mod store;
 pub use self::cloud::Cloud;
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -156,6 +157,8 @@ pub struct TokenSpec {
     pub readers: Principals,
     /// What kind of token, with what the kind needs.
     pub source: TokenSource,
+    /// Files that hold the token while it is served (`[[token]] files`), kept by [`crate::token_files`].
+    pub files: Vec<PathBuf>,
 }
 
 /// What a configured token is.
@@ -216,6 +219,8 @@ pub(crate) struct Entry {
     pub(crate) name: TokenName,
     pub(crate) kind: TokenKind,
     pub(crate) readers: Principals,
+    /// `[[token]] files`.
+    pub(crate) files: Vec<PathBuf>,
     pub(crate) scope: RwLock<Scope>,
     /// Whether a ground's devices come from the config (else learned by the maintenance job).
     pub(crate) devices_configured: bool,
@@ -403,6 +408,7 @@ impl Engine {
                         name: spec.name.clone(),
                         kind,
                         readers: spec.readers,
+                        files: spec.files,
                         scope: RwLock::new(Scope::User),
                         devices_configured: false,
                         live: RwLock::new(live.unwrap_or(Live {
@@ -423,9 +429,15 @@ impl Engine {
                         }
                     }
                 }
-                TokenSource::Device { device, token } => {
-                    static_entry(spec.name, kind, spec.readers, Scope::Device(device), false, token, previous)
-                }
+                TokenSource::Device { device, token } => static_entry(
+                    spec.name,
+                    kind,
+                    (spec.readers, spec.files),
+                    Scope::Device(device),
+                    false,
+                    token,
+                    previous,
+                ),
                 TokenSource::Ground { ground, devices, token } => {
                     let configured = devices.is_some();
                     let devices = match devices {
@@ -438,7 +450,7 @@ impl Engine {
                     static_entry(
                         spec.name,
                         kind,
-                        spec.readers,
+                        (spec.readers, spec.files),
                         Scope::ground(ground, devices),
                         configured,
                         token,
@@ -701,6 +713,23 @@ impl Engine {
         list
     }
 
+    /// Every configured token file with its token, the token's readers, and what the file should hold now: the
+    /// token while it is served in state `valid`, `refreshing` or `retrying`, else `None` (no file). Sorted by path.
+    pub fn token_files(&self) -> Vec<(PathBuf, TokenName, Principals, Option<TokenValue>)> {
+        let registry = self.registry();
+        let now = crate::clock::boot_now();
+        let mut list = Vec::new();
+        for entry in registry.entries.values().filter(|e| !e.files.is_empty()) {
+            let serving = matches!(entry.status().state, State::Valid | State::Refreshing | State::Retrying);
+            let value = entry.serve(now, Duration::ZERO).filter(|_| serving).map(|served| served.token);
+            for file in &entry.files {
+                list.push((file.clone(), entry.name.clone(), entry.readers.clone(), value.clone()));
+            }
+        }
+        list.sort_by(|a, b| a.0.cmp(&b.0));
+        list
+    }
+
     /// Persists every session and stops the session tasks (on shutdown).
     pub async fn shutdown(&self) {
         for (_, session) in self.user_sessions() {
@@ -712,7 +741,7 @@ impl Engine {
 fn static_entry(
     name: TokenName,
     kind: TokenKind,
-    readers: Principals,
+    (readers, files): (Principals, Vec<PathBuf>),
     scope: Scope,
     devices_configured: bool,
     token: StaticToken,
@@ -730,6 +759,7 @@ fn static_entry(
         name,
         kind,
         readers,
+        files,
         scope: RwLock::new(scope),
         devices_configured,
         live: RwLock::new(Live { token: Some(TokenValue::Static(Arc::new(token))), serve_until: None, status }),

@@ -281,6 +281,7 @@ pub(crate) fn spawn(
         name: template.name.clone(),
         kind: template.kind,
         readers: template.readers.clone(),
+        files: template.files.clone(),
         scope: std::sync::RwLock::new(template.scope()),
         devices_configured: false,
         live: std::sync::RwLock::new(Live { token: None, serve_until: None, status: template.status() }),
