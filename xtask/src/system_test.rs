@@ -57,6 +57,10 @@ const TOTP_SEED: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
 const AUTO_USERNAME: &str = "unattended@example.com";
 const AUTO_PASSWORD: &str = "sealed password, never logged";
 const AUTO_TOTP_SEED: &str = "KRSXG5CTMVRXEZLUKRSXG5CTMVRXEZLU";
+/// The token file the daemon keeps for `sensor-7`, in its `RuntimeDirectory=`.
+const TOKEN_FILE: &str = "/run/att-tokend/sensor-7.token";
+/// An account the config does not list as a reader (Debian's base-passwd always has it, group nogroup).
+const STRANGER: &str = "nobody";
 const CREDENTIALS_DIR: &str = "/run/credentials/att-tokend.service";
 const PATIENCE: Duration = Duration::from_secs(60);
 const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
@@ -636,7 +640,8 @@ impl Test<'_> {
         let readers = format!("readers = {{ users = [\"{READER}\", \"{OUTSIDER}\"] }}");
         let mut config = format!(
             "{shipped}\n\n# Added by cargo xtask system-test.\n[api]\nurl = \"{url}\"\n\n\
-             [[token]]\nname = \"sensor-7\"\nkind = \"device\"\ndevice_id = \"{DEVICE_ID}\"\ncredential = \"sensor-7\"\n{readers}\n\n\
+             [[token]]\nname = \"sensor-7\"\nkind = \"device\"\ndevice_id = \"{DEVICE_ID}\"\ncredential = \"sensor-7\"\n\
+             files = [\"{TOKEN_FILE}\"]\n{readers}\n\n\
              [[token]]\nname = \"main\"\nkind = \"user\"\n{readers}\n\n\
              [[token]]\nname = \"auto\"\nkind = \"user\"\nusername = \"{AUTO_USERNAME}\"\n\
              password_file = \"{CREDENTIALS_DIR}/auto-password\"\ntotp_secret_file = \"{CREDENTIALS_DIR}/auto-totp\"\n{readers}\n",
@@ -697,6 +702,31 @@ impl Test<'_> {
         ensure!(!client.status.success(), "att-token get sensor-7 as {OUTSIDER} succeeded");
         println!(
             "system-test:   {OUTSIDER} (listed as a reader, not in att-tokens) is refused by the bus policy: AccessDenied, \"Rejected send message\""
+        );
+
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.c.output(&["test", "-f", TOKEN_FILE])?.status.success() {
+            ensure!(Instant::now() < deadline, "{TOKEN_FILE} did not appear within 10 s of the start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let file = self.c.as_user(READER, &["cat", TOKEN_FILE]).output()?;
+        ensure!(
+            file.status.success() && file.stdout == DEVICE_TOKEN.as_bytes(),
+            "{READER} could not read {TOKEN_FILE} or it does not hold exactly sensor-7's token: {}",
+            text(&file.stderr)
+        );
+        let stranger = self
+            .c
+            .command(&["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--", "cat", TOKEN_FILE])
+            .output()?;
+        ensure!(
+            !stranger.status.success() && text(&stranger.stderr).contains("Permission denied"),
+            "{STRANGER} (no reader of sensor-7) could read {TOKEN_FILE}, or failed for another reason: {}",
+            text(&stranger.stderr)
+        );
+        let acl = self.c.check(&["stat", "-c", "%a %U", TOKEN_FILE])?;
+        println!(
+            "system-test:   {TOKEN_FILE} ({acl}, with the readers' ACL on tmpfs) holds exactly the token for {READER}; {STRANGER} gets Permission denied"
         );
 
         let code = crate::procs::fake_totp(&self.url, USERNAME)?;
@@ -835,8 +865,14 @@ impl Test<'_> {
             "after kill -9 the daemon logged in again instead of keeping its sessions"
         );
         ensure!(self.c.property("NRestarts")? != restarts, "systemd did not count a restart");
+        let file = self.c.as_user(READER, &["cat", TOKEN_FILE]).output()?;
+        ensure!(
+            file.status.success() && file.stdout == DEVICE_TOKEN.as_bytes(),
+            "after kill -9 and the restart, {READER} cannot read {TOKEN_FILE}: {}",
+            text(&file.stderr)
+        );
         println!(
-            "system-test:   kill -9: restarted after {} s (RestartSec=5s); main and auto served from the saved sessions, no new login",
+            "system-test:   kill -9: restarted after {} s (RestartSec=5s); main and auto served from the saved sessions, no new login; the token file is there",
             started.elapsed().as_secs()
         );
 
@@ -916,6 +952,7 @@ impl Test<'_> {
             "/etc/credstore.encrypted/att-tokend.auto-password",
             "/etc/credstore.encrypted/att-tokend.auto-totp",
             CREDENTIALS_DIR,
+            "/run/att-tokend",
             "/etc/systemd/system/multi-user.target.wants/att-tokend.service",
             "/var/lib/systemd/deb-systemd-helper-enabled/att-tokend.service.dsh-also",
             "/var/lib/systemd/deb-systemd-helper-masked/att-tokend.service",
