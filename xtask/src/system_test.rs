@@ -792,9 +792,23 @@ impl Test<'_> {
                 "in the state directory, not a 0600 att-tokend file: {line}"
             );
         }
+        // Sessions are sealed with the state key postinst created with systemd-creds (host key here).
+        let storage =
+            self.c.check(&["busctl", "--system", "get-property", BUS_NAME, OBJECT, BUS_NAME, "SessionStorage"])?;
+        ensure!(
+            storage == "s \"sealed\"",
+            "SessionStorage is {storage}, not sealed: the state-key credential was not used"
+        );
+        let mut sealed = 0;
+        for session in ["main.json", "auto.json"] {
+            let path = format!("/var/lib/att-tokend/{session}");
+            let head = self.c.check(&["head", "-c", "17", &path])?;
+            ensure!(head == "ATT-TOKEND SEALED", "{path} is not sealed: it starts with {head:?}");
+            sealed += 1;
+        }
         let credentials = self.c.check(&["find", CREDENTIALS_DIR, "-mindepth", "1", "-printf", "%y %m %u %p\\n"])?;
         println!(
-            "system-test:   state: /var/lib/att-tokend 700, {} files 0600 att-tokend; credentials: {}",
+            "system-test:   state: /var/lib/att-tokend 700, {} files 0600 att-tokend, {sealed} sessions sealed (SessionStorage sealed); credentials: {}",
             files.lines().count(),
             credentials.lines().map(|line| line.rsplit('/').next().unwrap_or(line)).collect::<Vec<_>>().join(", ")
         );
