@@ -40,17 +40,16 @@ fn the_child_is_restarted_with_each_new_token_and_its_status_comes_back() {
     let log = world.scratch.path().join("restarts.log");
     // Each start records its token; SIGTERM ends it with status 7 (a restart ignores it; att-token's own exit
     // passes it on).
-    let script = format!(
-        "echo \"start $ATT_TOKEN\" >> {}; trap 'exit 7' TERM; while :; do sleep 0.1; done",
-        log.display()
-    );
+    let script =
+        format!("echo \"start $ATT_TOKEN\" >> {}; trap 'exit 7' TERM; while :; do sleep 0.1; done", log.display());
     let mut exec = Proc::spawn(
         "att-token-exec",
         exec_command(&world, &["main", "--stop-timeout", "5", "--", "sh", "-c", &script]),
         world.scratch.path(),
     );
     let tokens = wait_until("three starts, each with a new token", PATIENCE, || {
-        let starts: Vec<String> = lines(&log).iter().filter_map(|l| l.strip_prefix("start ").map(str::to_owned)).collect();
+        let starts: Vec<String> =
+            lines(&log).iter().filter_map(|l| l.strip_prefix("start ").map(str::to_owned)).collect();
         if let Some(status) = exec.try_status() {
             panic!("att-token exec ended early with {status}: {}", exec.stderr());
         }
@@ -93,13 +92,27 @@ fn signal_mode_signals_the_child_and_a_static_token_never_restarts_it() {
     // A device token in a variable of our choosing; the child's own status is att-token's.
     let out = exec_command(
         &world,
-        &["sensor", "--env", "MQTT_USERNAME", "--", "sh", "-c", &format!("test \"$MQTT_USERNAME\" = '{DEVICE_TOKEN}' && exit 5")],
+        &[
+            "sensor",
+            "--env",
+            "MQTT_USERNAME",
+            "--",
+            "sh",
+            "-c",
+            &format!("test \"$MQTT_USERNAME\" = '{DEVICE_TOKEN}' && exit 5"),
+        ],
     )
     .output()
     .expect("run att-token exec");
-    assert_eq!(out.status.code(), Some(5), "the child saw the device token and its status came back: {}", describe(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "the child saw the device token and its status came back: {}",
+        describe(&out)
+    );
     // Killed by a signal: 128 + N, as shells report it.
-    let out = exec_command(&world, &["sensor", "--", "sh", "-c", "kill -KILL $$"]).output().expect("run att-token exec");
+    let out =
+        exec_command(&world, &["sensor", "--", "sh", "-c", "kill -KILL $$"]).output().expect("run att-token exec");
     assert_eq!(out.status.code(), Some(137), "{}", describe(&out));
 }
 

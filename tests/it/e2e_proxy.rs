@@ -96,7 +96,8 @@ fn curl_through_the_proxy_works_across_rotations_with_the_daemons_token_only() {
     assert!(body.contains("not an open proxy"), "{body}");
     let out = curl(&["-p", "-x", &address, "-w", "%{http_connect}", "-o", "/dev/null", "http://example.com/"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "405", "CONNECT: {}", describe(&out));
-    let (status, body) = status_and_body(&["-H", &format!("Host: rebind.example:{port}"), &format!("{address}/me/grounds")]);
+    let (status, body) =
+        status_and_body(&["-H", &format!("Host: rebind.example:{port}"), &format!("{address}/me/grounds")]);
     assert_eq!(status, 421, "another host: {body}");
     assert!(body.contains("Host header"), "{body}");
 

@@ -88,7 +88,11 @@ async fn run(args: TokenArgs) -> anyhow::Result<u8> {
     }
 }
 
-async fn plain(connection: &zbus::Connection, agent: &TokenAgentProxy<'_>, command: TokenCommand) -> anyhow::Result<()> {
+async fn plain(
+    connection: &zbus::Connection,
+    agent: &TokenAgentProxy<'_>,
+    command: TokenCommand,
+) -> anyhow::Result<()> {
     match command {
         TokenCommand::Get(get) => get_token(agent, get).await,
         TokenCommand::ForDevice(device) => for_device(agent, device).await,

@@ -136,7 +136,8 @@ pub(crate) async fn run(bus: &Bus, connection: zbus::Connection, args: ProxyArgs
             client::error_message(&error)
         ),
     }
-    let source = Arc::new(Daemon { bus: bus.clone(), name: args.name.clone(), agent: tokio::sync::Mutex::new(Some(agent)) });
+    let source =
+        Arc::new(Daemon { bus: bus.clone(), name: args.name.clone(), agent: tokio::sync::Mutex::new(Some(agent)) });
     let cache = Arc::new(TokenCache::new(source));
     let limits = Limits {
         max_in_flight: usize::try_from(args.max_in_flight).unwrap_or(64),
