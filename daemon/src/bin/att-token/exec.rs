@@ -30,11 +30,19 @@ async fn fetch(agent: &TokenAgentProxy<'_>, args: &ExecArgs) -> zbus::Result<Zer
     Ok(Zeroizing::new(token))
 }
 
-fn spawn(args: &ExecArgs, token: &Zeroizing<String>) -> anyhow::Result<tokio::process::Child> {
+/// A running PROGRAM: its pid, and its exit status once a thread of its own has reaped it. (A thread rather
+/// than tokio's process support, whose driver would then be part of every runtime the package builds, the
+/// daemon's included.)
+struct Child {
+    pid: Pid,
+    exited: tokio::sync::oneshot::Receiver<std::io::Result<std::process::ExitStatus>>,
+}
+
+fn spawn(args: &ExecArgs, token: &Zeroizing<String>) -> anyhow::Result<Child> {
     let program = &args.command[0];
-    let mut command = tokio::process::Command::new(program);
+    let mut command = std::process::Command::new(program);
     command.args(&args.command[1..]).env(&args.env, token.as_str());
-    command.spawn().map_err(|error| {
+    let mut child = command.spawn().map_err(|error| {
         let (exit, what) = match error.kind() {
             std::io::ErrorKind::NotFound => (127, "not found"),
             std::io::ErrorKind::PermissionDenied => (126, "not executable"),
@@ -44,7 +52,13 @@ fn spawn(args: &ExecArgs, token: &Zeroizing<String>) -> anyhow::Result<tokio::pr
             code: exit,
             message: format!("{} {what} ({error})", program.to_string_lossy()),
         })
-    })
+    })?;
+    let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+    let (done, exited) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait());
+    });
+    Ok(Child { pid, exited })
 }
 
 /// PROGRAM could not be started: exit with `code` (127 or 126, as shells do).
@@ -71,10 +85,8 @@ fn status_code(status: std::process::ExitStatus) -> u8 {
     }
 }
 
-fn send(child: &tokio::process::Child, signal: Signal) {
-    if let Some(pid) = child.id().and_then(|id| i32::try_from(id).ok()) {
-        let _ = kill(Pid::from_raw(pid), signal);
-    }
+fn send(child: &Child, signal: Signal) {
+    let _ = kill(child.pid, signal);
 }
 
 type Changes = zbus::proxy::SignalStream<'static>;
@@ -129,8 +141,10 @@ pub(crate) async fn run(bus: &Bus, agent: TokenAgentProxy<'static>, args: ExecAr
             }
         };
         tokio::select! {
-            status = child.wait() => {
-                let status = status.map_err(|error| fail(Exit::Other, format!("cannot wait for PROGRAM: {error}")))?;
+            status = &mut child.exited => {
+                let status = status
+                    .unwrap_or_else(|_| Err(std::io::Error::other("the thread waiting for PROGRAM ended")))
+                    .map_err(|error| fail(Exit::Other, format!("cannot wait for PROGRAM: {error}")))?;
                 if restarting && !stopping {
                     restarting = false;
                     restart_deadline = None;
@@ -188,7 +202,7 @@ async fn apply_change(
     agent: &TokenAgentProxy<'_>,
     args: &ExecArgs,
     token: &mut Zeroizing<String>,
-    child: &tokio::process::Child,
+    child: &Child,
     restarting: &mut bool,
     restart_deadline: &mut Option<tokio::time::Instant>,
 ) {
