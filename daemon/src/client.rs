@@ -50,6 +50,10 @@ pub trait TokenAgent {
     #[zbus(property)]
     fn session_storage(&self) -> zbus::Result<String>;
 
+    /// `ApiUrl s`: the REST base URL the daemon talks to, without a trailing slash.
+    #[zbus(property)]
+    fn api_url(&self) -> zbus::Result<String>;
+
     /// `TokenChanged(s name, x expires_at)`.
     #[zbus(signal)]
     fn token_changed(&self, name: String, expires_at: i64) -> zbus::Result<()>;

@@ -153,6 +153,14 @@ fn help_texts_explain_usage_and_exit_status() {
     for needle in ["--password-stdin", "--code", "--username", "MFA", "without echo"] {
         assert!(login.contains(needle), "login --help lacks {needle:?}:\n{login}");
     }
+    let exec = command.find_subcommand_mut("exec").unwrap().render_long_help().to_string();
+    for needle in ["--env", "--on-change", "restart", "signal:SIG", "att-token get NAME", "128+N", "127", "PROGRAM"] {
+        assert!(exec.contains(needle), "exec --help lacks {needle:?}:\n{exec}");
+    }
+    let proxy = command.find_subcommand_mut("proxy").unwrap().render_long_help().to_string();
+    for needle in ["--listen", "unix:PATH", "403", "CONNECT", "Host header", "64 KiB", "ATT_TOKEN_PROXY_LISTEN"] {
+        assert!(proxy.contains(needle), "proxy --help lacks {needle:?}:\n{proxy}");
+    }
     let tokend = tokend_command().render_long_help().to_string();
     for needle in ["--config", "/etc/att-tokend/config.toml", "--check-config", "RUST_LOG", "EXIT STATUS:"] {
         assert!(tokend.contains(needle), "att-tokend --help lacks {needle:?}:\n{tokend}");

@@ -16,12 +16,21 @@ use serde_json::Value;
 // ---------------------------------------------------------------------------------------------------------------
 
 /// The workspace's internal crates, lowest layer first. An internal dependency (of any kind, dev included) must
-/// point to a strictly lower layer: `token-model ← fake-cloud ← login-flow ← att-tokend ← fuzz-checks ← tests`.
+/// point to a strictly lower layer: `token-model ← fake-cloud ← login-flow, token-proxy ← att-tokend ← fuzz-checks
+/// ← tests`. token-proxy (the HTTP proxy of `att-token proxy`) sits beside login-flow: both may test against the
+/// fake, neither knows the other.
 /// fake-cloud sits below login-flow so login-flow's tests may run against it, while the fake never sees the
 /// client code and stays an independent implementation of the protocol. fuzz-checks (what the fuzz targets
 /// assert) sits above the parsers it checks.
-const LAYERS: &[(&str, u32)] =
-    &[("token-model", 0), ("fake-cloud", 1), ("login-flow", 2), ("att-tokend", 3), ("fuzz-checks", 4), ("tests", 5)];
+const LAYERS: &[(&str, u32)] = &[
+    ("token-model", 0),
+    ("fake-cloud", 1),
+    ("login-flow", 2),
+    ("token-proxy", 2),
+    ("att-tokend", 3),
+    ("fuzz-checks", 4),
+    ("tests", 5),
+];
 
 /// Internal crates that are tools, not the product: they depend on no internal crate but the dev-only ones, and
 /// no internal crate depends on them.
@@ -90,6 +99,10 @@ const FORBIDDEN: &[(&str, &str)] = &[
     ("login-flow", "att-tokend"),
     ("fake-cloud", "att-tokend"),
     ("fake-cloud", "login-flow"),
+    ("fake-cloud", "token-proxy"),
+    ("token-proxy", "zbus"),
+    ("token-proxy", "att-tokend"),
+    ("token-proxy", "login-flow"),
 ];
 
 /// Packages no workspace member may build, by any path: the fuzzing runtime lives in `fuzz/`, a workspace of
@@ -731,6 +744,60 @@ fn token_model_sources_read_no_clock_and_do_no_io() {
         "token-model must read no clock and do no I/O, but:\n{report}Take `now` (or the value read) as a \
          parameter and do the I/O in login-flow or att-tokend."
     );
+}
+
+/// The daemon's sources that go into `att-tokend`: its library and its own binary, not `att-token`'s.
+fn daemon_sources(root: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    rust_files(&root.join("daemon/src"), &mut files);
+    files.retain(|f| !f.starts_with(root.join("daemon/src/bin/att-token")));
+    files.sort();
+    files
+}
+
+/// Lines of `source` (comments aside) that name the token-proxy crate.
+fn names_token_proxy(file: &str, source: &str) -> Vec<String> {
+    let mut in_block = false;
+    let mut found = Vec::new();
+    for (number, line) in source.lines().enumerate() {
+        let code = strip_comments(line, &mut in_block);
+        if contains_word(&code, "token_proxy") {
+            found.push(format!("{file}:{}: {}", number + 1, line.trim()));
+        }
+    }
+    found
+}
+
+#[test]
+fn the_proxy_is_never_part_of_the_daemon() {
+    let root = workspace_root();
+    let files = daemon_sources(&root);
+    assert!(files.iter().any(|f| f.ends_with("daemon/src/lib.rs")), "the daemon's lib.rs not found");
+    assert!(files.iter().any(|f| f.ends_with("att-tokend.rs")), "att-tokend's main not found");
+    assert!(!files.iter().any(|f| f.to_string_lossy().contains("bin/att-token/")), "att-token is not the daemon");
+    let mut report = Vec::new();
+    for file in &files {
+        let source = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()));
+        report.extend(names_token_proxy(&file.strip_prefix(&root).unwrap_or(file).display().to_string(), &source));
+    }
+    assert!(
+        report.is_empty(),
+        "the HTTP proxy belongs to att-token alone; the daemon's library and att-tokend must not use token_proxy:\n{}",
+        report.join("\n")
+    );
+    // And att-token does use it, so the check above is about a real crate name.
+    let client = std::fs::read_to_string(root.join("daemon/src/bin/att-token/proxy.rs")).expect("att-token's proxy");
+    assert!(!names_token_proxy("proxy.rs", &client).is_empty());
+    assert_eq!(
+        names_token_proxy("x.rs", "// token_proxy in a comment\nlet my_token_proxy = 1;\n"),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn checker_fails_when_token_proxy_learns_d_bus() {
+    let graph = intended().member("token-proxy").edge("token-proxy", "zbus", Kind::Normal);
+    assert_one_problem(&graph, &["token-proxy", "zbus"]);
 }
 
 #[test]

@@ -53,3 +53,9 @@ mod e2e_token_files;
 
 /// End to end: 1,000 tokens under load; prints the memory, threads and files the unit's limits are sized from.
 mod e2e_limits;
+
+/// End to end: `att-token exec` hands PROGRAM the token, restarts or signals it on rotation, returns its status.
+mod e2e_exec;
+
+/// End to end: `curl` through `att-token proxy` across rotations; refusals; a non-reader's 403; unix sockets.
+mod e2e_proxy;

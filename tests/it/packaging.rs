@@ -59,6 +59,53 @@ fn the_unit_passes_systemd_analyze_verify() {
     assert!(out.status.success() && said.trim().is_empty(), "systemd-analyze verify is not clean:\n{said}");
 }
 
+/// A copy of the proxy's unit template as the instance `main`, with `ExecStart=` naming an executable that exists
+/// and the environment file it reads.
+fn proxy_unit_copy() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let stub = dir.path().join("att-token");
+    std::fs::write(&stub, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let env = dir.path().join("main.env");
+    std::fs::write(&env, "ATT_TOKEN_PROXY_LISTEN=127.0.0.1:8127\n").unwrap();
+    let unit = read(&data("att-token-proxy@.service"));
+    for line in ["ExecStart=/usr/bin/att-token --bus system proxy %i", "EnvironmentFile=/etc/att-tokend/proxy/%i.env"] {
+        assert!(unit.contains(line), "the proxy's unit must keep {line:?}");
+    }
+    let unit = unit
+        .replace("ExecStart=/usr/bin/att-token ", &format!("ExecStart={} ", stub.display()))
+        .replace("EnvironmentFile=/etc/att-tokend/proxy/%i.env", &format!("EnvironmentFile={}", env.display()));
+    let path = dir.path().join("att-token-proxy@main.service");
+    std::fs::write(&path, unit).unwrap();
+    (dir, path)
+}
+
+#[test]
+fn the_proxy_unit_template_passes_verify_and_is_hardened() {
+    let (_dir, unit) = proxy_unit_copy();
+    let out = output(Command::new("systemd-analyze").args(["verify", "--man=no"]).arg(&unit));
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success() && said.trim().is_empty(), "systemd-analyze verify is not clean:\n{said}");
+    let out = output(Command::new("systemd-analyze").args(["security", "--offline=true", "--no-pager"]).arg(&unit));
+    let report = text(&out.stdout);
+    let exposure: f64 = report
+        .lines()
+        .find(|line| line.contains("Overall exposure level"))
+        .and_then(|line| line.rsplit_once(": "))
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|figure| figure.parse().ok())
+        .unwrap_or_else(|| panic!("no overall exposure level:\n{report}{}", text(&out.stderr)));
+    println!("att-token-proxy@.service: systemd-analyze security exposure {exposure:.1} (at most {MAX_EXPOSURE})");
+    assert!(exposure <= MAX_EXPOSURE, "exposure {exposure} is above {MAX_EXPOSURE}:\n{report}");
+    let shipped = read(&data("att-token-proxy@.service"));
+    let dist = read(&workspace_root().join("xtask/src/dist.rs"));
+    assert!(dist.contains("\"att-token-proxy@.service\""), "the package installs the template");
+    for setting in ["DynamicUser=yes", "SupplementaryGroups=att-tokens", "NoNewPrivileges=yes", "ProtectSystem=strict"]
+    {
+        assert!(shipped.contains(setting), "the proxy's unit lost {setting:?}");
+    }
+}
+
 #[test]
 fn the_unit_exposure_is_at_most_two() {
     let (_dir, unit) = unit_copy();
@@ -334,7 +381,7 @@ fn gen_assets_writes_man_pages_and_completions() {
         assert!(check.status.success() && check.stderr.is_empty(), "groff warns about {name}: {}", text(&check.stderr));
     }
     let token_page = read(&dir.path().join("att-token.1"));
-    for subcommand in ["for-device", "login", "watch"] {
+    for subcommand in ["for-device", "login", "watch", "exec", "proxy"] {
         // roff escapes hyphens.
         let escaped = format!("att\\-token\\-{}", subcommand.replace('-', "\\-"));
         assert!(token_page.contains(&escaped), "att-token(1) does not name {escaped}");

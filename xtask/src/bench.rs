@@ -4,7 +4,9 @@
 //! tokens, four ground tokens) and measures: `GetToken` against `org.freedesktop.DBus.Peer.Ping` to the same service
 //! (by `daemon/examples/bench-client.rs`), idle RSS, context switches over 30 s idle with the maintenance jobs off and
 //! on, and the time from spawn to `READY=1` on `NOTIFY_SOCKET`; and the time to save one session through the
-//! daemon's write path, sealed and clear (by `daemon/examples/save-cost.rs`). It prints figures; it is not a test.
+//! daemon's write path, sealed and clear (by `daemon/examples/save-cost.rs`); and `GET /me/grounds` through
+//! `att-token proxy` against the fake directly, on one keep-alive connection each, in the same run. It prints
+//! figures; it is not a test.
 //! `cargo xtask bench --save-cost` prints the save figures alone.
 
 use std::os::unix::net::UnixDatagram;
@@ -82,6 +84,8 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     let switches_off = context_switches_over(daemon.pid(), IDLE)?;
     eprintln!("bench: GetToken against Ping, {CALLS} calls each");
     let figures = run_client(&client, &bus)?;
+    eprintln!("bench: GET /me/grounds through att-token proxy and directly, {PROXY_REQUESTS} requests each");
+    let proxy_rows = proxy_rows(&bins, &scratch, &bus, &url)?;
     let rss_after = rss_kib(daemon.pid())?;
     let _ = daemon.stop();
 
@@ -129,9 +133,118 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
             Some(ready_on <= Duration::from_secs(1)),
         ),
     ];
-    let rows: Vec<Row> = rows.into_iter().chain(saves).collect();
+    let rows: Vec<Row> = rows.into_iter().chain(proxy_rows).chain(saves).collect();
     print_table(&rows);
     Ok(())
+}
+
+/// Requests of each kind timed through the proxy and directly.
+const PROXY_REQUESTS: usize = 5000;
+
+/// One HTTP/1.1 keep-alive connection, reading each response by its `Content-Length`.
+struct KeepAlive {
+    stream: std::io::BufReader<std::net::TcpStream>,
+    host: String,
+}
+
+impl KeepAlive {
+    fn connect(base: &str) -> anyhow::Result<KeepAlive> {
+        let host = base.strip_prefix("http://").with_context(|| format!("{base} is not an http:// URL"))?.to_owned();
+        let stream = std::net::TcpStream::connect(&host).with_context(|| format!("cannot connect to {host}"))?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        Ok(KeepAlive { stream: std::io::BufReader::new(stream), host })
+    }
+
+    /// Sends `GET path` (with `extra` header lines) and returns the status once the whole body is read.
+    fn get(&mut self, path: &str, extra: &str) -> anyhow::Result<u16> {
+        use std::io::{BufRead as _, Read as _, Write as _};
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n{extra}\r\n", self.host);
+        self.stream.get_mut().write_all(request.as_bytes())?;
+        let mut line = String::new();
+        self.stream.read_line(&mut line)?;
+        let status: u16 =
+            line.split(' ').nth(1).and_then(|s| s.parse().ok()).with_context(|| format!("bad status line {line:?}"))?;
+        let mut length = 0_usize;
+        loop {
+            line.clear();
+            self.stream.read_line(&mut line)?;
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().context("a bad Content-Length")?;
+            }
+        }
+        let mut body = vec![0; length];
+        self.stream.read_exact(&mut body)?;
+        Ok(status)
+    }
+}
+
+/// Latencies in µs of `count` sequential requests on one connection, after a warm-up; fails on any non-200.
+fn time_requests(base: &str, extra: &str, count: usize) -> anyhow::Result<(f64, Vec<f64>)> {
+    let mut connection = KeepAlive::connect(base)?;
+    for _ in 0..200 {
+        connection.get("/me/grounds", extra)?;
+    }
+    let mut latencies = Vec::with_capacity(count);
+    let started = Instant::now();
+    for n in 0..count {
+        let sent = Instant::now();
+        let status = connection.get("/me/grounds", extra)?;
+        if status != 200 {
+            bail!("request {n} to {base} answered {status}");
+        }
+        latencies.push(sent.elapsed().as_secs_f64() * 1e6);
+    }
+    let rate = count as f64 / started.elapsed().as_secs_f64();
+    latencies.sort_by(f64::total_cmp);
+    Ok((rate, latencies))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// The proxy rows: `GET /me/grounds` through `att-token proxy main` and straight to the fake with the same
+/// token, one keep-alive connection each.
+fn proxy_rows(bins: &Bins, scratch: &Scratch, bus: &Bus, fake_url: &str) -> anyhow::Result<Vec<Row>> {
+    let out = procs::att_token(bins, bus).args(["get", "main"]).stdin(Stdio::null()).output()?;
+    if !out.status.success() {
+        bail!("att-token get main failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let token = String::from_utf8(out.stdout)?.trim().to_owned();
+    let mut command = procs::att_token(bins, bus);
+    command.args(["proxy", "main", "--listen", "127.0.0.1:0"]);
+    let (mut proxy, line) = Running::spawn_first_line("att-token-proxy", command, scratch, testbed::PATIENCE)?;
+    let address =
+        line.trim().strip_prefix("listening on ").with_context(|| format!("the proxy printed {line:?}"))?.to_owned();
+    let (direct_rate, direct) = time_requests(fake_url, &format!("Authorization: Bearer {token}\r\n"), PROXY_REQUESTS)?;
+    let (proxied_rate, proxied) = time_requests(&address, "", PROXY_REQUESTS)?;
+    let _ = proxy.stop();
+    let added_p50 = percentile(&proxied, 0.5) - percentile(&direct, 0.5);
+    let added_p99 = percentile(&proxied, 0.99) - percentile(&direct, 0.99);
+    Ok(vec![
+        row("proxy requests/s (one connection)", format!("{proxied_rate:.0}"), "(figure)".into(), None),
+        row("fake directly requests/s", format!("{direct_rate:.0}"), "(figure)".into(), None),
+        row(
+            "proxy p50 / p99",
+            format!("{:.0} / {:.0} µs", percentile(&proxied, 0.5), percentile(&proxied, 0.99)),
+            "(figure)".into(),
+            None,
+        ),
+        row(
+            "fake directly p50 / p99",
+            format!("{:.0} / {:.0} µs", percentile(&direct, 0.5), percentile(&direct, 0.99)),
+            "(figure)".into(),
+            None,
+        ),
+        row("proxy adds (p50)", format!("{added_p50:.0} µs"), "< 500 µs".into(), Some(added_p50 < 500.0)),
+        row("proxy adds (p99)", format!("{added_p99:.0} µs"), "(figure)".into(), None),
+    ])
 }
 
 /// The save-cost rows: p50 and p99 of one save, sealed and clear, and what sealing adds. The saves go to a

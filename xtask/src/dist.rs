@@ -174,8 +174,9 @@ fn populate(stage: &Path, bin_dir: &Path, assets: &Path, build: &Build) -> anyho
         }
         sys::install(&binary, &stage.join("usr/bin").join(program), 0o755)?;
     }
-    let files: [(&str, &str); 8] = [
+    let files: [(&str, &str); 9] = [
         ("att-tokend.service", "lib/systemd/system/att-tokend.service"),
+        ("att-token-proxy@.service", "lib/systemd/system/att-token-proxy@.service"),
         ("att-tokend.sysusers", "usr/lib/sysusers.d/att-tokend.conf"),
         ("io.allthingstalk.TokenAgent1.conf", "usr/share/dbus-1/system.d/io.allthingstalk.TokenAgent1.conf"),
         (

@@ -208,6 +208,13 @@ impl Agent {
         self.engine.session_storage().to_owned()
     }
 
+    /// The AllThingsTalk REST base URL the daemon talks to (`[api] url`, without a trailing slash), for clients
+    /// such as `att-token proxy` that send API requests with its tokens. Not a secret: any caller may read it.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn api_url(&self) -> String {
+        self.engine.api_url()
+    }
+
     /// A token changed: a new one is served, with this expiry (0 when none is served now). Never the token.
     #[zbus(signal)]
     async fn token_changed(emitter: &SignalEmitter<'_>, name: &str, expires_at: i64) -> zbus::Result<()>;

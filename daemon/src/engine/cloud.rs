@@ -98,6 +98,11 @@ impl Cloud {
         Self { client: std::sync::Arc::new(client) }
     }
 
+    /// The REST base URL requests go to, without a trailing slash (not a secret).
+    pub fn api_url(&self) -> String {
+        self.client.config().base_url().as_str().trim_end_matches('/').to_owned()
+    }
+
     pub(crate) async fn refresh(&self, refresh: &RefreshToken) -> Result<Grant, Failure> {
         Ok(self.client.refresh(refresh).await?.into())
     }

@@ -374,6 +374,11 @@ impl Engine {
         read(&self.inner.sessions).store.as_ref().map_or("memory", |store| store.storage())
     }
 
+    /// The cloud's REST base URL (`[api] url` as requests are sent), empty when the engine has no cloud client.
+    pub fn api_url(&self) -> String {
+        read(&self.inner.sessions).cloud.as_ref().map_or_else(String::new, |cloud| cloud.api_url())
+    }
+
     /// Applies new refresh timings (`[refresh]`) to every user session, running or started later. Each
     /// session plans again at once; a refresh-token lifetime counts from the session's next grant.
     pub fn set_policy(&self, policy: Policy) {

@@ -25,6 +25,17 @@ impl Proc {
         (Proc(proc), lines)
     }
 
+    /// Starts `command` and waits up to `patience` for its first stdout line (an address, a ready line).
+    pub(crate) fn spawn_reading_first_line(
+        name: &str,
+        command: Command,
+        dir: &Path,
+        patience: std::time::Duration,
+    ) -> (Proc, String) {
+        let (proc, line) = testbed::Proc::spawn_first_line(name, command, dir, patience).unwrap_or_else(fail);
+        (Proc(proc), line)
+    }
+
     /// The child's process id.
     pub(crate) fn id(&self) -> u32 {
         self.0.pid()

@@ -1,4 +1,10 @@
 //! `att-token`: the command-line client of att-tokend. See `att-token --help` and att-token(1).
+//!
+//! `exec` (run a program with the token in its environment) and `proxy` (an HTTP proxy that adds the token, from
+//! the token-proxy crate) live in their own modules. Only this binary uses token-proxy: the daemon never links it.
+
+mod exec;
+mod proxy;
 
 use std::fmt;
 use std::io::{self, BufRead, IsTerminal, Write};
@@ -53,16 +59,19 @@ fn is_mfa_required(error: &zbus::Error) -> bool {
 async fn main() -> ExitCode {
     let args = TokenArgs::parse();
     match run(args).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(error) => {
-            let exit = error.downcast_ref::<Failure>().map_or(Exit::Other, |f| f.exit);
+            let code = match error.downcast_ref::<exec::ChildFailure>() {
+                Some(child) => child.code,
+                None => error.downcast_ref::<Failure>().map_or(Exit::Other, |f| f.exit).code(),
+            };
             eprintln!("att-token: {error:#}");
-            ExitCode::from(exit.code())
+            ExitCode::from(code)
         }
     }
 }
 
-async fn run(args: TokenArgs) -> anyhow::Result<()> {
+async fn run(args: TokenArgs) -> anyhow::Result<u8> {
     let connection = client::connect(&args.bus).await.map_err(|error| {
         let hint = match &args.bus {
             Bus::System => "is D-Bus running? (systemctl status dbus)".to_owned(),
@@ -73,10 +82,22 @@ async fn run(args: TokenArgs) -> anyhow::Result<()> {
     })?;
     let agent = TokenAgentProxy::new(&connection).await.map_err(call_failed)?;
     match args.command {
-        TokenCommand::Get(get) => get_token(&agent, get).await,
-        TokenCommand::ForDevice(device) => for_device(&agent, device).await,
-        TokenCommand::List(list) => list_tokens(&connection, &agent, list).await,
-        TokenCommand::Login(login) => log_in(&agent, login).await,
+        TokenCommand::Exec(exec) => return exec::run(&args.bus, agent, exec).await,
+        TokenCommand::Proxy(proxy) => return proxy::run(&args.bus, connection, proxy).await,
+        other => plain(&connection, &agent, other).await.map(|()| 0),
+    }
+}
+
+async fn plain(
+    connection: &zbus::Connection,
+    agent: &TokenAgentProxy<'_>,
+    command: TokenCommand,
+) -> anyhow::Result<()> {
+    match command {
+        TokenCommand::Get(get) => get_token(agent, get).await,
+        TokenCommand::ForDevice(device) => for_device(agent, device).await,
+        TokenCommand::List(list) => list_tokens(connection, agent, list).await,
+        TokenCommand::Login(login) => log_in(agent, login).await,
         TokenCommand::Refresh(arg) => {
             let expires_at = agent.refresh(&arg.name).await.map_err(call_failed)?;
             println!("refreshed {}; the access token is valid until {}", arg.name, show_time(expires_at));
@@ -87,7 +108,8 @@ async fn run(args: TokenArgs) -> anyhow::Result<()> {
             println!("logged out {}; run `att-token login {}` to log in again", arg.name, arg.name);
             Ok(())
         }
-        TokenCommand::Watch => watch(&agent).await,
+        TokenCommand::Watch => watch(agent).await,
+        TokenCommand::Exec(_) | TokenCommand::Proxy(_) => unreachable!("handled by run"),
     }
 }
 

@@ -1,0 +1,24 @@
+//! A local HTTP proxy that adds a bearer token: apps on a gateway send plain HTTP to a loopback address or a
+//! unix socket, and the proxy forwards each request to one configured API base URL with
+//! `Authorization: Bearer <token>`.
+//!
+//! It is never an open proxy: only origin-form targets (`GET /me/grounds`) are accepted and joined to the base
+//! URL's path; absolute-form targets are refused (400), `CONNECT` too (405), and so is a `Host` header that is
+//! not the proxy's own loopback name (421, a defence against DNS rebinding from a browser on the same machine).
+//! The client's own `Authorization`, `Proxy-Authorization` and hop-by-hop headers are dropped.
+//!
+//! The crate knows nothing of where tokens come from: the caller implements [`TokenSource`] (att-token asks
+//! att-tokend over D-Bus) and tells the [`TokenCache`] when the token changed. Tokens are cached in memory,
+//! zeroized when dropped, and fetched again when the cache is told, when they are about to lapse, or once after
+//! a 401 from the cloud; a request whose body the proxy still holds (at most [`Limits::retry_body_bytes`]) is
+//! then sent again with the new token.
+
+mod cache;
+mod listen;
+mod serve;
+mod target;
+
+pub use cache::{Fetched, SourceError, TokenCache, TokenSource};
+pub use listen::{Listen, ListenError};
+pub use serve::{Limits, Proxy, RequestLog};
+pub use target::{Upstream, UpstreamError};

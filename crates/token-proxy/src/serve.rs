@@ -1,0 +1,437 @@
+//! The server: accepts connections, checks each request, adds the token, forwards it and streams the answer back.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::BodyExt as _;
+use hyper::body::{Body as _, Incoming};
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use zeroize::Zeroizing;
+
+use crate::cache::TokenCache;
+use crate::listen::Listen;
+use crate::target::{self, HostRule, Upstream};
+
+/// How much the proxy takes on. Every figure bounds something a client could otherwise make it hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// The read buffer of a client connection, which bounds a request's head (line and headers): beyond it the
+    /// client gets 431. At least 8 KiB.
+    pub max_header_bytes: usize,
+    /// Requests forwarded at once; one more is answered 503 at once.
+    pub max_in_flight: usize,
+    /// Client connections open at once; one more is closed at once.
+    pub max_connections: usize,
+    /// How long one upstream request may take, its response body included; then 504 (or a cut body).
+    pub upstream_timeout: Duration,
+    /// How long a client connection may take to send a request head, also while idle between requests; then it
+    /// is closed.
+    pub idle_timeout: Duration,
+    /// A request body up to this size is held, so that the request can be sent again after a 401; a larger one,
+    /// or one of unknown length, is streamed and never retried.
+    pub retry_body_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_bytes: 16 * 1024,
+            max_in_flight: 64,
+            max_connections: 256,
+            upstream_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(30),
+            retry_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// What the proxy did with one request: the one log line it writes (method, path without query, status,
+/// time to the response head, and a note). Never holds a token.
+#[derive(Debug, Clone)]
+pub struct RequestLog {
+    /// The request's method.
+    pub method: Method,
+    /// The request's path, without the query string (which may hold ids an app considers private).
+    pub path: String,
+    /// The status sent to the client.
+    pub status: u16,
+    /// From the request head to the response head.
+    pub duration: Duration,
+    /// What happened besides forwarding: a refusal, a retry after 401, an upstream error.
+    pub note: Option<String>,
+}
+
+impl fmt::Display for RequestLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let path: String = self.path.chars().take(200).flat_map(char::escape_debug).collect();
+        write!(f, "{} {path} {} {:.1} ms", self.method, self.status, self.duration.as_secs_f64() * 1000.0)?;
+        if let Some(note) = &self.note {
+            write!(f, " ({note})")?;
+        }
+        Ok(())
+    }
+}
+
+type Log = Arc<dyn Fn(&RequestLog) + Send + Sync>;
+
+enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener, PathBuf),
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+impl Listener {
+    async fn accept(&self) -> io::Result<Box<dyn Io>> {
+        match self {
+            Listener::Tcp(listener) => {
+                let (stream, _) = listener.accept().await?;
+                let _ = stream.set_nodelay(true);
+                Ok(Box::new(stream))
+            }
+            Listener::Unix(listener, _) => Ok(Box::new(listener.accept().await?.0)),
+        }
+    }
+}
+
+/// Shared by every request.
+struct State {
+    upstream: Upstream,
+    cache: Arc<TokenCache>,
+    client: reqwest::Client,
+    hosts: HostRule,
+    limits: Limits,
+    in_flight: Arc<Semaphore>,
+    log: Log,
+}
+
+/// A bound proxy, ready to [`run`](Proxy::run).
+pub struct Proxy {
+    listener: Listener,
+    local: Listen,
+    state: Arc<State>,
+}
+
+impl fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Proxy").field("local", &self.local).field("upstream", &self.state.upstream).finish()
+    }
+}
+
+fn tls_client(upstream: &Upstream, limits: &Limits) -> io::Result<reqwest::Client> {
+    use rustls_platform_verifier::BuilderVerifierExt as _;
+    let bad = |what: &str, error: &dyn fmt::Display| {
+        io::Error::other(format!(
+            "the HTTPS client could not be set up ({what}: {error}); check that the system's CA certificates are \
+             installed (e.g. the ca-certificates package)"
+        ))
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|error| bad("TLS versions", &error))?
+        .with_platform_verifier()
+        .map_err(|error| bad("certificate verifier", &error))?
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let mut builder = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(10).min(limits.upstream_timeout))
+        .timeout(limits.upstream_timeout)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .tcp_nodelay(true)
+        .referer(false);
+    if upstream.is_loopback() {
+        builder = builder.no_proxy();
+    }
+    builder.build().map_err(|error| bad("HTTP client", &error))
+}
+
+/// Binds a unix socket, replacing a stale one (a socket nobody listens on) but never another file or a live
+/// socket.
+fn bind_unix(path: &std::path::Path) -> io::Result<UnixListener> {
+    use std::os::unix::fs::FileTypeExt as _;
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(io::Error::other(format!(
+                "{} exists and is not a socket; remove it or choose another path",
+                path.display()
+            )));
+        }
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => {
+                return Err(io::Error::other(format!(
+                    "another process listens on {}; stop it or choose another path",
+                    path.display()
+                )));
+            }
+            Err(_) => std::fs::remove_file(path)
+                .map_err(|e| io::Error::other(format!("cannot remove the stale socket {}: {e}", path.display())))?,
+        }
+    }
+    UnixListener::bind(path).map_err(|e| io::Error::other(format!("cannot listen on {}: {e}", path.display())))
+}
+
+impl Proxy {
+    /// Listens on `listen` (a unix socket gets `socket_mode`), ready to forward to `upstream` with tokens from
+    /// `cache`. The socket's file is created with the process's umask, then set to `socket_mode`.
+    pub async fn bind(
+        listen: &Listen,
+        upstream: Upstream,
+        cache: Arc<TokenCache>,
+        limits: Limits,
+        socket_mode: u32,
+    ) -> io::Result<Proxy> {
+        let client = tls_client(&upstream, &limits)?;
+        let (listener, local, hosts) = match listen {
+            Listen::Tcp(address) => {
+                let listener = TcpListener::bind(address)
+                    .await
+                    .map_err(|e| io::Error::other(format!("cannot listen on {address}: {e}")))?;
+                let local = listener.local_addr()?;
+                let ip_text = match local.ip() {
+                    std::net::IpAddr::V4(ip) => ip.to_string(),
+                    std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+                };
+                (Listener::Tcp(listener), Listen::Tcp(local), HostRule::Loopback { ip_text, port: local.port() })
+            }
+            Listen::Unix(path) => {
+                use std::os::unix::fs::PermissionsExt as _;
+                let listener = bind_unix(path)?;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(socket_mode))
+                    .map_err(|e| io::Error::other(format!("cannot set the mode of {}: {e}", path.display())))?;
+                (Listener::Unix(listener, path.clone()), Listen::Unix(path.clone()), HostRule::Any)
+            }
+        };
+        let in_flight = Arc::new(Semaphore::new(limits.max_in_flight));
+        let log: Log = Arc::new(|_: &RequestLog| {});
+        Ok(Proxy { listener, local, state: Arc::new(State { upstream, cache, client, hosts, limits, in_flight, log }) })
+    }
+
+    /// Where the proxy listens (with the real port when port 0 was asked for).
+    pub fn local(&self) -> &Listen {
+        &self.local
+    }
+
+    /// Calls `log` once per request, after the response head is known.
+    pub fn on_request(mut self, log: impl Fn(&RequestLog) + Send + Sync + 'static) -> Self {
+        if let Some(state) = Arc::get_mut(&mut self.state) {
+            state.log = Arc::new(log);
+        }
+        self
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets requests under way finish (10 s at most)
+    /// and removes the unix socket.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+        let Proxy { listener, state, .. } = self;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let connections = Arc::new(Semaphore::new(state.limits.max_connections));
+        let mut tasks = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                accepted = listener.accept() => {
+                    let io = match accepted {
+                        Ok(io) => io,
+                        Err(_) => {
+                            // Out of file descriptors or similar: wait a little rather than spin.
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        }
+                    };
+                    let Ok(permit) = connections.clone().try_acquire_owned() else { continue };
+                    let state = state.clone();
+                    let mut stop = stop_rx.clone();
+                    tasks.spawn(async move {
+                        let _permit = permit;
+                        let idle = state.limits.idle_timeout;
+                        let max_buf = state.limits.max_header_bytes.max(8192);
+                        let service = service_fn(move |request| {
+                            let state = state.clone();
+                            async move { Ok::<_, Infallible>(handle(&state, request).await) }
+                        });
+                        let mut builder = http1::Builder::new();
+                        builder
+                            .timer(TokioTimer::new())
+                            .header_read_timeout(idle)
+                            .max_buf_size(max_buf)
+                            .keep_alive(true);
+                        let connection = builder.serve_connection(TokioIo::new(io), service);
+                        tokio::pin!(connection);
+                        tokio::select! {
+                            _ = connection.as_mut() => {}
+                            _ = stop.changed() => {
+                                connection.as_mut().graceful_shutdown();
+                                let _ = connection.await;
+                            }
+                        }
+                    });
+                }
+            }
+        }
+        let _ = stop_tx.send(true);
+        let _ =
+            tokio::time::timeout(Duration::from_secs(10), async { while tasks.join_next().await.is_some() {} }).await;
+        tasks.abort_all();
+        if let Listener::Unix(_, path) = &listener {
+            let _ = std::fs::remove_file(path);
+        }
+        Ok(())
+    }
+}
+
+fn text(status: u16, message: &str) -> Response<reqwest::Body> {
+    let mut response = Response::new(reqwest::Body::from(format!("att-token proxy: {message}\n")));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+async fn handle(state: &State, request: Request<Incoming>) -> Response<reqwest::Body> {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let (response, note) = respond(state, request).await;
+    (state.log)(&RequestLog { method, path, status: response.status().as_u16(), duration: started.elapsed(), note });
+    response
+}
+
+/// A request body: held (and so retryable) or streamed.
+enum Held {
+    Bytes(Bytes),
+    Streamed(Incoming),
+}
+
+async fn respond(state: &State, request: Request<Incoming>) -> (Response<reqwest::Body>, Option<String>) {
+    let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
+        let message = format!("too many requests at once (at most {}); retry shortly", state.limits.max_in_flight);
+        return (text(503, &message), Some("refused: too many in flight".into()));
+    };
+    if let Err(refusal) = target::check(request.method(), request.uri(), request.headers(), &state.hosts) {
+        let note = format!("refused: {}", refusal.message.split(':').next().unwrap_or("refused"));
+        return (text(refusal.status, &refusal.message), Some(note));
+    }
+    let token = match state.cache.get().await {
+        Ok(token) => token,
+        Err(error) => return (text(error.status(), error.message()), Some("no token".into())),
+    };
+    let (mut parts, body) = request.into_parts();
+    target::strip_request_headers(&mut parts.headers);
+    let url = state.upstream.url_for(&parts.uri);
+    let small =
+        body.is_end_stream() || body.size_hint().exact().is_some_and(|n| n <= state.limits.retry_body_bytes as u64);
+    let body = if small {
+        match http_body_util::Limited::new(body, state.limits.retry_body_bytes).collect().await {
+            Ok(collected) => Held::Bytes(collected.to_bytes()),
+            Err(_) => return (text(400, "the request body could not be read"), Some("bad body".into())),
+        }
+    } else {
+        Held::Streamed(body)
+    };
+    let held = match &body {
+        Held::Bytes(bytes) => Some(bytes.clone()),
+        Held::Streamed(_) => None,
+    };
+    let first_body = match body {
+        Held::Bytes(bytes) => reqwest::Body::from(bytes),
+        Held::Streamed(incoming) => reqwest::Body::wrap(incoming),
+    };
+    let Some(authorization) = bearer(&token) else { return (text(502, BAD_TOKEN), Some("bad token".into())) };
+    let first = send(state, &parts.method, url.clone(), &parts.headers, first_body, authorization).await;
+    match first {
+        Ok(response) if response.status() == StatusCode::UNAUTHORIZED => {
+            let Some(bytes) = held else {
+                return (relay(response), Some("401 from the API; body streamed, not retried".into()));
+            };
+            match state.cache.after_unauthorized(&token).await {
+                Ok(Some(fresh)) => {
+                    let Some(authorization) = bearer(&fresh) else {
+                        return (text(502, BAD_TOKEN), Some("bad token".into()));
+                    };
+                    let body = reqwest::Body::from(bytes);
+                    match send(state, &parts.method, url, &parts.headers, body, authorization).await {
+                        Ok(response) => (relay(response), Some("retried after 401 with a fresh token".into())),
+                        Err(error) => upstream_failed(state, &error),
+                    }
+                }
+                Ok(None) => (relay(response), Some("401 from the API; the daemon serves no newer token".into())),
+                Err(error) => (text(error.status(), error.message()), Some("no token after a 401".into())),
+            }
+        }
+        Ok(response) => (relay(response), None),
+        Err(error) => upstream_failed(state, &error),
+    }
+}
+
+fn upstream_failed(state: &State, error: &reqwest::Error) -> (Response<reqwest::Body>, Option<String>) {
+    if error.is_timeout() {
+        let message = format!("the API did not answer within {} s", state.limits.upstream_timeout.as_secs());
+        return (text(504, &message), Some("upstream timeout".into()));
+    }
+    let mut message = format!("the API at {} could not be reached", state.upstream.base());
+    let mut source: Option<&dyn std::error::Error> = Some(error);
+    while let Some(cause) = source {
+        if cause.source().is_none() {
+            message.push_str(&format!(": {cause}"));
+        }
+        source = cause.source();
+    }
+    (text(502, &message), Some("upstream unreachable".into()))
+}
+
+/// `Bearer <token>` as a header value marked sensitive; `None` when the token holds characters no header may.
+fn bearer(token: &Zeroizing<String>) -> Option<HeaderValue> {
+    let text = Zeroizing::new(format!("Bearer {}", token.as_str()));
+    let mut value = HeaderValue::from_str(&text).ok()?;
+    value.set_sensitive(true);
+    Some(value)
+}
+
+const BAD_TOKEN: &str = "the daemon's token has characters not allowed in an HTTP header";
+
+async fn send(
+    state: &State,
+    method: &Method,
+    url: url::Url,
+    headers: &HeaderMap,
+    body: reqwest::Body,
+    authorization: HeaderValue,
+) -> Result<reqwest::Response, reqwest::Error> {
+    state
+        .client
+        .request(method.clone(), url)
+        .headers(headers.clone())
+        .header(header::AUTHORIZATION, authorization)
+        .body(body)
+        .send()
+        .await
+}
+
+fn relay(response: reqwest::Response) -> Response<reqwest::Body> {
+    let status = response.status();
+    let mut headers = response.headers().clone();
+    target::strip_response_headers(&mut headers);
+    let mut out = Response::new(reqwest::Body::from(response));
+    *out.status_mut() = status;
+    *out.headers_mut() = headers;
+    out
+}

@@ -1,0 +1,279 @@
+//! The pure half of forwarding: which requests are accepted, where they go, and which headers pass.
+
+use std::fmt;
+
+use hyper::header::{self, HeaderMap, HeaderName};
+use hyper::{Method, Uri};
+use url::Url;
+
+/// The one API base URL every request goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    base: Url,
+}
+
+/// An API base URL that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamError(String);
+
+impl fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UpstreamError {}
+
+impl Upstream {
+    /// Parses an `http` or `https` base URL without query, fragment or credentials.
+    pub fn parse(text: &str) -> Result<Upstream, UpstreamError> {
+        let base = Url::parse(text).map_err(|e| UpstreamError(format!("the API URL {text:?} is not a URL ({e})")))?;
+        let usable = matches!(base.scheme(), "http" | "https")
+            && base.host().is_some()
+            && base.query().is_none()
+            && base.fragment().is_none()
+            && base.username().is_empty()
+            && base.password().is_none();
+        if !usable {
+            return Err(UpstreamError(format!(
+                "the API URL {text:?} is not a base URL like https://api.allthingstalk.io; check [api] url in \
+                 att-tokend's config"
+            )));
+        }
+        Ok(Upstream { base })
+    }
+
+    /// The base URL.
+    pub fn base(&self) -> &Url {
+        &self.base
+    }
+
+    /// The upstream URL for an accepted origin-form target: the base URL's path, then the target's path and
+    /// query.
+    pub(crate) fn url_for(&self, target: &Uri) -> Url {
+        let mut url = self.base.clone();
+        let base_path = self.base.path().trim_end_matches('/');
+        url.set_path(&format!("{base_path}{}", target.path()));
+        url.set_query(target.query());
+        url
+    }
+
+    /// Whether requests go to a loopback host (plain http is then fine and no system proxy applies).
+    pub(crate) fn is_loopback(&self) -> bool {
+        match self.base.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            Some(url::Host::Domain(name)) => name == "localhost",
+            None => false,
+        }
+    }
+}
+
+/// Why a request is refused before anything is forwarded: the status and a text for the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    pub(crate) status: u16,
+    pub(crate) message: String,
+}
+
+fn refuse(status: u16, message: impl Into<String>) -> Refusal {
+    Refusal { status, message: message.into() }
+}
+
+/// What `Host` values a request may carry: the proxy's own names.
+#[derive(Debug, Clone)]
+pub(crate) enum HostRule {
+    /// Listening on TCP: `localhost` or the address itself, with the port (or none when it is 80).
+    Loopback { ip_text: String, port: u16 },
+    /// Listening on a unix socket: a browser cannot reach one, so any `Host` is accepted.
+    Any,
+}
+
+impl HostRule {
+    fn allows(&self, host: &str) -> bool {
+        match self {
+            HostRule::Any => true,
+            HostRule::Loopback { ip_text, port } => {
+                let host = host.to_ascii_lowercase();
+                let (name, given_port) = match host.rsplit_once(':') {
+                    Some((name, p)) if !name.is_empty() && !p.contains(']') => (name.to_owned(), p.parse::<u16>().ok()),
+                    _ => (host.clone(), Some(80)),
+                };
+                let Some(given_port) = given_port else { return false };
+                (name == "localhost" || name == *ip_text) && given_port == *port
+            }
+        }
+    }
+}
+
+/// Checks a request before it is forwarded: no `CONNECT`, origin-form only, no dot segments, a `Host` that is
+/// the proxy's own.
+pub(crate) fn check(method: &Method, uri: &Uri, headers: &HeaderMap, hosts: &HostRule) -> Result<(), Refusal> {
+    if method == Method::CONNECT {
+        return Err(refuse(405, "CONNECT is refused: this proxy only forwards requests to the AllThingsTalk API"));
+    }
+    if uri.scheme().is_some() || uri.authority().is_some() {
+        return Err(refuse(
+            400,
+            "absolute-form targets are refused: this is not an open proxy; send the path alone, like \
+             GET /me/grounds, and the proxy forwards it to the configured API",
+        ));
+    }
+    let path = uri.path();
+    if !path.starts_with('/') {
+        return Err(refuse(400, "the request target must be a path starting with /"));
+    }
+    let dot_segment = path.split('/').any(|segment| {
+        let lower = segment.to_ascii_lowercase().replace("%2e", ".");
+        lower == "." || lower == ".."
+    });
+    if dot_segment || path.to_ascii_lowercase().contains("%2f") {
+        return Err(refuse(400, "paths with . or .. segments (or encoded slashes) are refused"));
+    }
+    let hosts_given: Vec<_> = headers.get_all(header::HOST).iter().collect();
+    match hosts_given.as_slice() {
+        [] => {}
+        [host] => {
+            let allowed = host.to_str().is_ok_and(|h| hosts.allows(h));
+            if !allowed {
+                return Err(refuse(
+                    421,
+                    "the Host header names another host: this proxy answers only to its own loopback address \
+                     (localhost or the address it listens on)",
+                ));
+            }
+        }
+        _ => return Err(refuse(400, "more than one Host header")),
+    }
+    Ok(())
+}
+
+/// Headers that describe one connection, never forwarded (RFC 9110, section 7.6.1), and the credentials the proxy
+/// replaces.
+const DROPPED: &[HeaderName] = &[
+    header::CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::HOST,
+    header::AUTHORIZATION,
+    header::CONTENT_LENGTH,
+];
+
+/// Removes hop-by-hop headers (also those `Connection` names), `Host`, `Content-Length` (set again from the body)
+/// and any `Authorization` or `Proxy-Authorization`.
+pub(crate) fn strip_request_headers(headers: &mut HeaderMap) {
+    strip_hop_by_hop(headers);
+    for name in DROPPED {
+        headers.remove(name);
+    }
+}
+
+/// Removes hop-by-hop headers from a response.
+pub(crate) fn strip_response_headers(headers: &mut HeaderMap) {
+    strip_hop_by_hop(headers);
+    for name in [header::CONNECTION, header::TE, header::TRAILER, header::TRANSFER_ENCODING, header::UPGRADE] {
+        headers.remove(name);
+    }
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(str::trim).map(str::to_owned).collect::<Vec<_>>())
+        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in ["keep-alive", "proxy-connection"] {
+        headers.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hyper::header::HeaderValue;
+
+    use super::*;
+
+    fn rule() -> HostRule {
+        HostRule::Loopback { ip_text: "127.0.0.1".into(), port: 8099 }
+    }
+
+    fn with_host(host: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_str(host).unwrap());
+        headers
+    }
+
+    fn status(method: &str, target: &str, host: &str) -> Option<u16> {
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let uri: Uri = target.parse().unwrap();
+        check(&method, &uri, &with_host(host), &rule()).err().map(|r| r.status)
+    }
+
+    #[test]
+    fn origin_form_requests_to_our_own_name_pass() {
+        assert_eq!(status("GET", "/me/grounds", "127.0.0.1:8099"), None);
+        assert_eq!(status("GET", "/me/grounds?x=1", "localhost:8099"), None);
+        assert_eq!(status("POST", "/device/x", "LOCALHOST:8099"), None);
+        let none = check(&Method::GET, &"/x".parse().unwrap(), &HeaderMap::new(), &rule());
+        assert_eq!(none, Ok(()), "HTTP/1.0 without Host");
+    }
+
+    #[test]
+    fn what_an_open_proxy_would_do_is_refused() {
+        assert_eq!(status("CONNECT", "example.com:443", "example.com:443"), Some(405));
+        assert_eq!(status("GET", "http://example.com/me/grounds", "127.0.0.1:8099"), Some(400));
+        assert_eq!(status("GET", "/me/grounds", "example.com"), Some(421));
+        assert_eq!(status("GET", "/me/grounds", "127.0.0.1:8098"), Some(421), "another port");
+        assert_eq!(status("GET", "/me/grounds", "127.0.0.1"), Some(421), "port 80 is not ours");
+        assert_eq!(status("GET", "/me/grounds", "attacker.example:8099"), Some(421), "DNS rebinding");
+        assert_eq!(status("GET", "/../login", "127.0.0.1:8099"), Some(400));
+        assert_eq!(status("GET", "/a/%2E%2e/login", "127.0.0.1:8099"), Some(400));
+        assert_eq!(status("GET", "/a%2Fb", "127.0.0.1:8099"), Some(400));
+        assert_eq!(status("OPTIONS", "*", "127.0.0.1:8099"), Some(400));
+        let any = HostRule::Any;
+        assert_eq!(check(&Method::GET, &"/x".parse().unwrap(), &with_host("whatever"), &any), Ok(()));
+    }
+
+    #[test]
+    fn targets_join_the_base_path() {
+        let plain = Upstream::parse("https://api.allthingstalk.io").unwrap();
+        assert_eq!(
+            plain.url_for(&"/me/grounds?a=1".parse().unwrap()).as_str(),
+            "https://api.allthingstalk.io/me/grounds?a=1"
+        );
+        let nested = Upstream::parse("http://127.0.0.1:9/api/v1/").unwrap();
+        assert_eq!(nested.url_for(&"/me".parse().unwrap()).as_str(), "http://127.0.0.1:9/api/v1/me");
+        assert!(nested.is_loopback() && !plain.is_loopback());
+        for bad in ["ftp://x", "https://u:p@x", "https://x/?q", "not a url"] {
+            assert!(Upstream::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn credentials_and_hop_by_hop_headers_are_dropped() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("authorization", "Bearer client-own"),
+            ("proxy-authorization", "Basic x"),
+            ("connection", "keep-alive, x-private"),
+            ("x-private", "1"),
+            ("keep-alive", "timeout=5"),
+            ("host", "127.0.0.1:8099"),
+            ("accept", "application/json"),
+        ] {
+            headers.append(name, HeaderValue::from_static(value));
+        }
+        strip_request_headers(&mut headers);
+        let names: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["accept"]);
+    }
+}

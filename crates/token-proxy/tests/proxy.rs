@@ -1,0 +1,154 @@
+//! The proxy over real loopback HTTP against the fake cloud, with a scripted token source: a 401 brings one
+//! retry with a fresh token, a client's own Authorization never reaches the cloud, and refusals are what the
+//! docs say.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use fake_cloud::{FakeCloud, FakeConfig};
+use token_proxy::{Fetched, Limits, Listen, Proxy, SourceError, TokenCache, TokenSource, Upstream};
+use zeroize::Zeroizing;
+
+const DEVICE: &str = "ProxyDevice0000000000001";
+const OLD: &str = "maker:4ProxyOldDeviceToken";
+const NEW: &str = "maker:4ProxyNewDeviceToken";
+const OTHER_DEVICE: &str = "ProxyDevice0000000000002";
+const OTHER: &str = "maker:4ProxyOtherDeviceToken";
+
+/// Hands out the tokens in order, the last one forever, and counts the fetches.
+struct Script {
+    tokens: Mutex<Vec<Result<&'static str, SourceError>>>,
+    fetches: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl TokenSource for Script {
+    async fn fetch(&self) -> Result<Fetched, SourceError> {
+        self.fetches.fetch_add(1, Ordering::SeqCst);
+        let mut tokens = self.tokens.lock().unwrap();
+        let next = if tokens.len() > 1 { tokens.remove(0) } else { tokens[0].clone() };
+        next.map(|token| Fetched { token: Zeroizing::new(token.to_owned()), expires_at: 0 })
+    }
+}
+
+struct Running {
+    address: std::net::SocketAddr,
+    script: Arc<Script>,
+    logs: Arc<Mutex<Vec<String>>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+async fn start(cloud: &FakeCloud, tokens: Vec<Result<&'static str, SourceError>>) -> Running {
+    let script = Arc::new(Script { tokens: Mutex::new(tokens), fetches: AtomicUsize::new(0) });
+    let cache = Arc::new(TokenCache::new(script.clone()));
+    let upstream = Upstream::parse(&cloud.url()).unwrap();
+    let proxy = Proxy::bind(&"127.0.0.1:0".parse().unwrap(), upstream, cache, Limits::default(), 0o600).await.unwrap();
+    let Listen::Tcp(address) = proxy.local().clone() else { panic!("a TCP address") };
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let sink = logs.clone();
+    let proxy = proxy.on_request(move |line| sink.lock().unwrap().push(line.to_string()));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(proxy.run(async {
+        let _ = stopped.await;
+    }));
+    Running { address, script, logs, stop: Some(stop), task }
+}
+
+/// Sends raw request bytes and returns the status and the whole response text.
+async fn raw(address: std::net::SocketAddr, request: String) -> (u16, String) {
+    tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        (status, text)
+    })
+    .await
+    .unwrap()
+}
+
+fn get(address: std::net::SocketAddr, path: &str, extra: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: {address}\r\n{extra}Connection: close\r\n\r\n")
+}
+
+async fn cloud() -> FakeCloud {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cloud = FakeCloud::start(FakeConfig::default()).await;
+    for (token, device) in [(OLD, DEVICE), (NEW, DEVICE), (OTHER, OTHER_DEVICE)] {
+        cloud.control().add_device_token(token, device);
+    }
+    cloud
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_401_brings_one_retry_with_a_fresh_token() {
+    let cloud = cloud().await;
+    let mut proxy = start(&cloud, vec![Ok(OLD), Ok(NEW)]).await;
+    let (status, _) = raw(proxy.address, get(proxy.address, &format!("/device/{DEVICE}"), "")).await;
+    assert_eq!(status, 200, "the first token works");
+    assert!(cloud.control().revoke(OLD));
+    let (status, text) = raw(proxy.address, get(proxy.address, &format!("/device/{DEVICE}"), "")).await;
+    assert_eq!(status, 200, "after the 401 the proxy fetched the new token and retried: {text}");
+    assert_eq!(proxy.script.fetches.load(Ordering::SeqCst), 2, "one fetch for the retry");
+    assert!(proxy.logs.lock().unwrap().iter().any(|l| l.contains("retried after 401")), "{:?}", proxy.logs);
+
+    // The source still serves the new token; once the cloud refuses it too, the 401 goes back as it is.
+    assert!(cloud.control().revoke(NEW));
+    let (status, text) = raw(proxy.address, get(proxy.address, &format!("/device/{DEVICE}"), "")).await;
+    assert_eq!(status, 401, "{text}");
+    assert!(text.contains("Authorization has been denied"), "the cloud's own answer: {text}");
+    let _ = proxy.stop.take().unwrap().send(());
+    proxy.task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clients_authorization_is_replaced_and_open_proxy_requests_are_refused() {
+    let cloud = cloud().await;
+    let mut proxy = start(&cloud, vec![Ok(OLD)]).await;
+    // The client's own (valid, other device's) token is dropped: with it the cloud would answer 403.
+    let header = format!("Authorization: Bearer {OTHER}\r\nProxy-Authorization: Bearer {OTHER}\r\n");
+    let (status, text) = raw(proxy.address, get(proxy.address, &format!("/device/{DEVICE}"), &header)).await;
+    assert_eq!(status, 200, "{text}");
+    let (status, text) = raw(proxy.address, get(proxy.address, &format!("/device/{OTHER_DEVICE}"), &header)).await;
+    assert_eq!(status, 403, "the proxy's token, not the client's, reached the cloud: {text}");
+
+    let absolute =
+        format!("GET {}/device/{DEVICE} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", cloud.url(), proxy.address);
+    let (status, text) = raw(proxy.address, absolute).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("not an open proxy"), "{text}");
+    let connect = "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nConnection: close\r\n\r\n".to_owned();
+    let (status, text) = raw(proxy.address, connect).await;
+    assert_eq!(status, 405, "{text}");
+    let foreign = format!(
+        "GET /device/{DEVICE} HTTP/1.1\r\nHost: rebind.example:{}\r\nConnection: close\r\n\r\n",
+        proxy.address.port()
+    );
+    let (status, text) = raw(proxy.address, foreign).await;
+    assert_eq!(status, 421, "{text}");
+    assert!(text.contains("Host header"), "{text}");
+    let huge = format!("X-Big: {}\r\n", "a".repeat(64 * 1024));
+    let (status, _) = raw(proxy.address, get(proxy.address, "/me/grounds", &huge)).await;
+    assert_eq!(status, 431, "an oversized head is refused");
+    let logs = proxy.logs.lock().unwrap().join("\n");
+    assert!(!logs.contains(OLD) && !logs.contains(OTHER), "no token in the log: {logs}");
+    let _ = proxy.stop.take().unwrap().send(());
+    proxy.task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_token_the_client_gets_the_sources_reason() {
+    let cloud = cloud().await;
+    let denied = SourceError::Denied("you may not read the token main; ask an admin".into());
+    let proxy = start(&cloud, vec![Err(denied)]).await;
+    let (status, text) = raw(proxy.address, get(proxy.address, "/me/grounds", "")).await;
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("you may not read the token main"), "{text}");
+    let gone = start(&cloud, vec![Err(SourceError::Unreachable("att-tokend cannot be reached".into()))]).await;
+    let (status, text) = raw(gone.address, get(gone.address, "/me/grounds", "")).await;
+    assert_eq!(status, 502, "{text}");
+}
