@@ -169,7 +169,7 @@ mod tests {
     fn the_transport_loads_no_client_key() {
         // Whatever the key, it is refused: the transport never authenticates as a client.
         let key = rustls::pki_types::PrivateKeyDer::Pkcs8(vec![0x30, 0x00].into());
-        let error = NoClientKeys.load_private_key(key).err().expect("no key is ever loaded");
+        let error = NoClientKeys.load_private_key(key).expect_err("no key is ever loaded");
         assert!(error.to_string().contains("no TLS client certificate"), "{error}");
     }
 }
