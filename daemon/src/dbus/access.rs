@@ -19,7 +19,7 @@ use futures_util::StreamExt;
 use zbus::names::UniqueName;
 use zbus::{Connection, DeserializeDict, MatchRule, MessageStream, Type};
 
-/// The bus's own name, object and interface (`GetConnectionCredentials`, `NameOwnerChanged`).
+/// The bus's own name, also the interface of `GetConnectionCredentials` and `NameOwnerChanged`.
 const BUS: &str = "org.freedesktop.DBus";
 /// The bus's object path.
 const BUS_PATH: &str = "/org/freedesktop/DBus";
