@@ -391,18 +391,20 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Parses and validates configuration text; `path` is only used in messages and stored in [`Config::path`].
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-    if let Err(error) = text.parse::<toml::Table>() {
+    // Syntax first, so that a syntax error is told apart from a wrong setting; the parsed document is then read
+    // into the schema (one parse, no generic TOML value tree).
+    let document = toml::de::Deserializer::parse(text).map_err(|error| {
         let span = error.span().unwrap_or(0..0);
-        return Err(ConfigError::Invalid {
+        ConfigError::Invalid {
             path: path.to_owned(),
             line: line_of(text, span.start),
             message: format!(
                 "TOML syntax error: {}; fix the syntax (strings need double quotes, tables are [name], tokens [[token]])",
                 error.message().trim()
             ),
-        });
-    }
-    let raw: RawConfig = toml::from_str(text).map_err(|error| toml_error(text, path, &error))?;
+        }
+    })?;
+    let raw = RawConfig::deserialize(document).map_err(|error| toml_error(text, path, &error))?;
     let ctx = Ctx { text, path };
     raw.validate(&ctx)
 }

@@ -1,8 +1,11 @@
-//! Architecture rules that CI checks: dependency arrows point one way, and token-model stays pure.
+//! Architecture rules that CI checks: dependency arrows point one way, token-model stays pure, and the daemon
+//! keeps clear of what would silently vanish from, or bloat, the shipped binary.
 //!
 //! The dependency rules are a pure function ([`check`]) over a parsed dependency graph, tested on synthetic
 //! graphs where an arrow is turned around, and applied to the real graph from `cargo metadata`. The purity rule
-//! is a scan ([`scan_source`]) of token-model's sources for clock reads and I/O, tested on snippets too.
+//! is a scan ([`scan_source`]) of token-model's sources for clock reads and I/O, tested on snippets too; the
+//! daemon's rules (no trace-level events, no bus proxies on the serving side) are the same scan with other
+//! patterns.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write as _;
@@ -701,11 +704,17 @@ fn contains_word(code: &str, pattern: &str) -> bool {
 
 /// Every clock read or I/O in `source`, as `file:line: `pattern` in: code`.
 fn scan_source(file: &str, source: &str) -> Vec<String> {
+    scan_for(IMPURE, file, source)
+}
+
+/// Every occurrence of one of `patterns` in the code (not the comments) of `source`, as
+/// `file:line: `pattern` in: code`.
+fn scan_for(patterns: &[&str], file: &str, source: &str) -> Vec<String> {
     let mut found = Vec::new();
     let mut in_block = false;
     for (number, line) in source.lines().enumerate() {
         let code = strip_comments(line, &mut in_block);
-        for pattern in IMPURE.iter().filter(|p| contains_word(&code, p)) {
+        for pattern in patterns.iter().filter(|p| contains_word(&code, p)) {
             found.push(format!("{file}:{}: `{pattern}` in: {}", number + 1, line.trim()));
         }
     }
@@ -822,4 +831,82 @@ fn scanner_ignores_comments_and_longer_identifiers() {
                   /* a block comment about tokio\n   and std::net */\n\
                   struct TokenFile;\nimpl TokenFile { fn x() { TokenFile::y() } }\n";
     assert_eq!(scan_source("src/x.rs", source), Vec::<String>::new());
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The daemon's sources: nothing that release builds drop silently, no bus proxy where the daemon serves
+// ---------------------------------------------------------------------------------------------------------------
+
+/// The `.rs` files under `dirs` (relative to the workspace root), as (name for messages, text).
+fn sources_under(dirs: &[&str]) -> Vec<(String, String)> {
+    let root = workspace_root();
+    let mut files = Vec::new();
+    for dir in dirs {
+        rust_files(&root.join(dir), &mut files);
+    }
+    files.sort();
+    files
+        .into_iter()
+        .map(|file| {
+            let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()));
+            (file.strip_prefix(&root).unwrap_or(&file).display().to_string(), text)
+        })
+        .collect()
+}
+
+/// Trace-level events and spans: release builds compile them out (`tracing`'s `release_max_level_debug`,
+/// which keeps the shipped binary under its size budget), so one written here would never print.
+const TRACE_LEVEL: &[&str] = &["trace!", "trace_span!"];
+
+#[test]
+fn the_daemon_and_login_flow_log_nothing_at_trace_level() {
+    let mut report = String::new();
+    for (name, source) in sources_under(&["daemon/src", "crates/login-flow/src", "crates/token-model/src"]) {
+        for problem in scan_for(TRACE_LEVEL, &name, &source) {
+            writeln!(report, "- {problem}").unwrap();
+        }
+    }
+    assert!(
+        report.is_empty(),
+        "release builds compile trace-level events out, so these would never print:\n{report}Log at debug instead."
+    );
+}
+
+/// zbus proxies: each one brings a properties cache, signal streams and a decoder for every field of every reply.
+const PROXIES: &[&str] = &["DBusProxy", "zbus::proxy", "#[proxy", "Proxy::new", "Proxy::builder"];
+
+/// Sources of the client, `att-token`, which may use proxies: the daemon never links them.
+const CLIENT_SOURCES: &[&str] = &["daemon/src/client.rs", "daemon/src/bin/att-token.rs"];
+
+#[test]
+fn the_serving_daemon_asks_the_bus_without_proxies() {
+    let mut report = String::new();
+    for (name, source) in sources_under(&["daemon/src"]) {
+        if CLIENT_SOURCES.contains(&name.as_str()) {
+            continue;
+        }
+        for problem in scan_for(PROXIES, &name, &source) {
+            writeln!(report, "- {problem}").unwrap();
+        }
+    }
+    assert!(
+        report.is_empty(),
+        "the daemon asks the bus with Connection::call_method and reads signals with MessageStream::for_match_rule \
+         (see dbus/access.rs); a zbus proxy would add about 140 KiB to the shipped binary:\n{report}"
+    );
+}
+
+#[test]
+fn the_daemon_rules_catch_what_they_are_for() {
+    let logged = "fn f() {\n    tracing::trace!(\"x\");\n    // trace!(\"in a comment\")\n    debug!(\"y\");\n}\n";
+    assert_eq!(scan_for(TRACE_LEVEL, "a.rs", logged), ["a.rs:2: `trace!` in: tracing::trace!(\"x\");"]);
+    let proxied = "use zbus::fdo::DBusProxy;\nlet p = DBusProxy::new(&c).await?;\n#[zbus::proxy(interface = \"a.B\")]\n\
+                   let r = c.call_method(d, p, i, m, &b);\n";
+    let found = scan_for(PROXIES, "b.rs", proxied);
+    assert_eq!(found.len(), 3, "one per line but the direct call: {found:#?}");
+    assert!(found.iter().all(|f| !f.starts_with("b.rs:4")), "{found:#?}");
+    let names: Vec<String> = sources_under(&["daemon/src"]).into_iter().map(|(name, _)| name).collect();
+    for client in CLIENT_SOURCES {
+        assert!(names.iter().any(|n| n == client), "{client} moved: update CLIENT_SOURCES ({names:?})");
+    }
 }

@@ -1,6 +1,6 @@
 //! Cross-crate tests. One module per concern, each with a one-line purpose.
 
-/// Dependency arrows point one way, and token-model stays pure.
+/// Dependency arrows point one way, token-model stays pure, the daemon logs nothing at trace and serves without proxies.
 mod architecture;
 
 /// Harness for end-to-end runs: the `testbed` crate's programs and processes, as the tests call them, and `World`.

@@ -3,10 +3,10 @@
 //! Runs the release build on a private bus against the fake cloud with ten tokens (one logged-in user, five device
 //! tokens, four ground tokens) and measures: `GetToken` against `org.freedesktop.DBus.Peer.Ping` to the same service
 //! (by `daemon/examples/bench-client.rs`), idle RSS, context switches over 30 s idle with the maintenance jobs off and
-//! on, and the time from spawn to `READY=1` on `NOTIFY_SOCKET`; and the time to save one session through the
-//! daemon's write path, sealed and clear (by `daemon/examples/save-cost.rs`); and `GET /me/grounds` through
-//! `att-token proxy` against the fake directly, on one keep-alive connection each, in the same run. It prints
-//! figures; it is not a test.
+//! on, and the time from spawn to `READY=1` on `NOTIFY_SOCKET`; the time to save one session through the
+//! daemon's write path, sealed and clear (by `daemon/examples/save-cost.rs`); `GET /me/grounds` through
+//! `att-token proxy` against the fake directly, on one keep-alive connection each, in the same run; and the
+//! size of the stripped `att-tokend` it built, as it ships. It prints figures; it is not a test.
 //! `cargo xtask bench --save-cost` prints the save figures alone.
 
 use std::os::unix::net::UnixDatagram;
@@ -97,7 +97,16 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     drop(daemon);
 
     let ratio = figures.get_p50 / figures.ping_p50;
+    // The release profile strips, and the daemon was built alone: this is the file that ships.
+    let size =
+        std::fs::metadata(&bins.tokend).with_context(|| format!("could not stat {}", bins.tokend.display()))?.len();
     let rows = [
+        row(
+            "att-tokend size, stripped",
+            format!("{} B ({:.2} MiB)", thousands(size), size as f64 / MIB as f64),
+            "≤ 4,194,304 B (4 MiB)".into(),
+            Some(size <= 4 * MIB),
+        ),
         row("GetToken calls/s", format!("{:.0}", figures.get_rate), "(figure)".into(), None),
         row("Ping calls/s (same service)", format!("{:.0}", figures.ping_rate), "(figure)".into(), None),
         row(
@@ -440,6 +449,22 @@ struct Row {
 
 fn row(what: &'static str, value: String, target: String, pass: Option<bool>) -> Row {
     Row { what, value, target, pass }
+}
+
+/// Bytes in a MiB.
+const MIB: u64 = 1024 * 1024;
+
+/// `n` with a comma every three digits.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn mib(kib: u64) -> String {

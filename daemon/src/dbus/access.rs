@@ -16,9 +16,26 @@ use std::ffi::CString;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use zbus::Connection;
-use zbus::fdo::{ConnectionCredentials, DBusProxy};
-use zbus::names::{BusName, UniqueName};
+use zbus::names::UniqueName;
+use zbus::{Connection, DeserializeDict, MatchRule, MessageStream, Type};
+
+/// The bus's own name, also the interface of `GetConnectionCredentials` and `NameOwnerChanged`.
+const BUS: &str = "org.freedesktop.DBus";
+/// The bus's object path.
+const BUS_PATH: &str = "/org/freedesktop/DBus";
+
+/// The two entries of a `GetConnectionCredentials` reply the daemon reads; the bus may send more (process id,
+/// security label, a pidfd), which are skipped. Read directly from the reply rather than through a bus proxy,
+/// whose generic machinery (a properties cache, signal streams, every credential's decoder) the daemon would
+/// otherwise carry for two integers.
+#[derive(Debug, Default, DeserializeDict, Type)]
+#[zbus(signature = "a{sv}")]
+struct BusCredentials {
+    #[zbus(rename = "UnixUserID")]
+    unix_user_id: Option<u32>,
+    #[zbus(rename = "UnixGroupIDs")]
+    unix_group_ids: Option<Vec<u32>>,
+}
 
 /// The identity of a process calling the daemon.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,7 +232,7 @@ impl Credentials {
                     return Ok(caller);
                 }
                 let creds = connection.peer_creds().await.map_err(|e| CredentialsError::Bus(e.to_string()))?;
-                let caller = from_credentials(creds).await?;
+                let caller = from_credentials(creds.unix_user_id(), creds.unix_group_ids().cloned()).await?;
                 self.lock().callers.insert("".into(), caller.clone());
                 Ok(caller)
             }
@@ -226,12 +243,13 @@ impl Credentials {
                 }
                 // Under way before the question is sent: a name that leaves from now on is noticed.
                 let lookup = self.begin_lookup(sender.as_str())?;
-                let proxy = DBusProxy::new(connection).await.map_err(|e| CredentialsError::Bus(e.to_string()))?;
-                let creds = proxy
-                    .get_connection_credentials(BusName::Unique(sender.clone()))
+                let reply = connection
+                    .call_method(Some(BUS), BUS_PATH, Some(BUS), "GetConnectionCredentials", &(sender.as_str(),))
                     .await
                     .map_err(|e| CredentialsError::Bus(e.to_string()))?;
-                let caller = from_credentials(&creds).await?;
+                let creds: BusCredentials =
+                    reply.body().deserialize().map_err(|e| CredentialsError::Bus(e.to_string()))?;
+                let caller = from_credentials(creds.unix_user_id, creds.unix_group_ids).await?;
                 lookup.finish(&caller);
                 Ok(caller)
             }
@@ -272,27 +290,33 @@ impl Credentials {
         if !matches!(self.source, Source::Bus) {
             return Ok(None);
         }
-        let proxy = DBusProxy::new(connection).await?;
-        let mut changes = proxy.receive_name_owner_changed().await?;
+        let rule = MatchRule::builder()
+            .msg_type(zbus::message::Type::Signal)
+            .sender(BUS)
+            .path(BUS_PATH)
+            .interface(BUS)
+            .member("NameOwnerChanged")
+            .build()?;
+        let mut changes = MessageStream::for_match_rule(rule, connection, None).await?;
         Ok(Some(async move {
             while let Some(signal) = changes.next().await {
-                let Ok(args) = signal.args() else { continue };
-                if let BusName::Unique(name) = args.name()
-                    && args.new_owner().is_none()
-                {
-                    self.forget(name.as_str());
+                let Ok(signal) = signal else { continue };
+                // (name, old owner, new owner); an empty new owner means the name left the bus.
+                let body = signal.body();
+                let Ok((name, _, new_owner)) = body.deserialize::<(&str, &str, &str)>() else { continue };
+                if name.starts_with(':') && new_owner.is_empty() {
+                    self.forget(name);
                 }
             }
-            drop(proxy);
         }))
     }
 }
 
 /// A caller from the credentials a bus or socket reported; groups from the system database when absent.
-async fn from_credentials(creds: &ConnectionCredentials) -> Result<Caller, CredentialsError> {
-    let uid = creds.unix_user_id().ok_or(CredentialsError::NoUid)?;
-    let groups = match creds.unix_group_ids() {
-        Some(groups) => groups.to_vec(),
+async fn from_credentials(uid: Option<u32>, groups: Option<Vec<u32>>) -> Result<Caller, CredentialsError> {
+    let uid = uid.ok_or(CredentialsError::NoUid)?;
+    let groups = match groups {
+        Some(groups) => groups,
         // The user database may sit behind the network (LDAP, SSSD): ask it on the blocking pool.
         None => tokio::task::spawn_blocking(move || groups_of(uid)).await.unwrap_or_default(),
     };
