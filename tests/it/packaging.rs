@@ -100,7 +100,8 @@ fn the_proxy_unit_template_passes_verify_and_is_hardened() {
     let shipped = read(&data("att-token-proxy@.service"));
     let dist = read(&workspace_root().join("xtask/src/dist.rs"));
     assert!(dist.contains("\"att-token-proxy@.service\""), "the package installs the template");
-    for setting in ["DynamicUser=yes", "SupplementaryGroups=att-tokens", "NoNewPrivileges=yes", "ProtectSystem=strict"]
+    for setting in
+        ["User=att-token-proxy", "SupplementaryGroups=att-tokens", "NoNewPrivileges=yes", "ProtectSystem=strict"]
     {
         assert!(shipped.contains(setting), "the proxy's unit lost {setting:?}");
     }
@@ -171,6 +172,21 @@ fn sysusers_creates_the_service_user_and_the_readers_group() {
     assert!(user[2].parse::<u32>().unwrap() < 1000, "a system uid: {user:?}");
     assert!(group.lines().any(|line| line.starts_with("att-tokens:")), "a group att-tokens:\n{group}");
     assert!(group.lines().any(|line| line.starts_with("att-tokend:")), "the user's own group:\n{group}");
+    // att-token-proxy@.service runs as a user in the user database, in att-tokens: the system bus reads a
+    // caller's groups from there (a DynamicUser= is unknown to it without nss-systemd, and is disconnected).
+    let proxy: Vec<&str> = passwd
+        .lines()
+        .find(|line| line.starts_with("att-token-proxy:"))
+        .expect("a user att-token-proxy")
+        .split(':')
+        .collect();
+    assert!(proxy[6].ends_with("nologin"), "the proxy's user cannot log in: {proxy:?}");
+    assert!(proxy[2].parse::<u32>().unwrap() < 1000, "a system uid: {proxy:?}");
+    let readers = group.lines().find(|line| line.starts_with("att-tokens:")).unwrap();
+    assert!(
+        readers.rsplit(':').next().unwrap().split(',').any(|member| member == "att-token-proxy"),
+        "att-token-proxy is a member of att-tokens: {readers}"
+    );
 }
 
 /// A `dbus-daemon` with the system bus's default policy, the shipped policy and the activation file, stopped on

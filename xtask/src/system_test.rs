@@ -637,7 +637,8 @@ impl Test<'_> {
     /// from a token file.
     fn config(&self, second: bool) -> String {
         let shipped = &self.shipped;
-        let readers = format!("readers = {{ users = [\"{READER}\", \"{OUTSIDER}\"] }}");
+        // att-tokens as a reader group lets the att-token-proxy@ template (user att-token-proxy, in att-tokens) in.
+        let readers = format!("readers = {{ users = [\"{READER}\", \"{OUTSIDER}\"], groups = [\"att-tokens\"] }}");
         let mut config = format!(
             "{shipped}\n\n# Added by cargo xtask system-test.\n[api]\nurl = \"{url}\"\n\n\
              [[token]]\nname = \"sensor-7\"\nkind = \"device\"\ndevice_id = \"{DEVICE_ID}\"\ncredential = \"sensor-7\"\n\
@@ -745,6 +746,47 @@ impl Test<'_> {
         self.get(Some(READER), "main")?;
         println!(
             "system-test:   att-token login main as root with a TOTP code against the fake cloud; {READER} gets the user token"
+        );
+        self.proxy_template()
+    }
+
+    /// The shipped `att-token-proxy@.service` for `auto`: started by systemd as a dynamic user in att-tokens, it
+    /// answers on loopback with the daemon's token added, and its journal holds no token.
+    fn proxy_template(&mut self) -> anyhow::Result<()> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        self.c.write(
+            "/etc/att-tokend/proxy/auto.env",
+            &format!("ATT_TOKEN_PROXY_LISTEN=127.0.0.1:{port}\n"),
+            "0644",
+            "root",
+        )?;
+        self.c.check(&["systemctl", "start", "att-token-proxy@auto.service"])?;
+        let token = self.get(Some(READER), "auto")?;
+        // The container shares the host's network: ask from here, once the proxy listens.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let reply = loop {
+            match proxied_get(port, "/me/grounds") {
+                Ok(reply) => break reply,
+                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+                Err(e) => {
+                    let journal =
+                        self.c.output(&["journalctl", "-u", "att-token-proxy@auto", "--no-pager", "-n", "20"])?;
+                    bail!("att-token-proxy@auto does not answer on 127.0.0.1:{port}: {e:#}\n{}", text(&journal.stdout));
+                }
+            }
+        };
+        ensure!(
+            reply.starts_with("HTTP/1.1 200"),
+            "GET /me/grounds through att-token-proxy@auto: {}",
+            reply.lines().next().unwrap_or_default()
+        );
+        let user = self.c.check(&["systemctl", "show", "-P", "User", "att-token-proxy@auto.service"])?;
+        let journal = self.c.check(&["journalctl", "-u", "att-token-proxy@auto", "--no-pager", "--output=cat"])?;
+        ensure!(journal.contains("/me/grounds"), "the proxy logged no line for the request:\n{journal}");
+        ensure!(!journal.contains(&token), "the proxy's journal holds the token");
+        println!(
+            "system-test:   att-token-proxy@auto (as {user}, in att-tokens) answered GET /me/grounds on 127.0.0.1:{port} \
+             with 200 from the fake cloud; its journal logs the request without the token (left running for the purge)"
         );
         Ok(())
     }
@@ -979,14 +1021,27 @@ impl Test<'_> {
         ensure!(owned.is_empty(), "files owned by att-tokend are left after purge:\n{owned}");
         let active = self.c.output(&["systemctl", "is-active", "att-tokend.service"])?;
         ensure!(text(&active.stdout) != "active", "att-tokend still runs after purge");
+        let proxy = self.c.output(&["systemctl", "is-active", "att-token-proxy@auto.service"])?;
+        ensure!(text(&proxy.stdout) != "active", "att-token-proxy@auto still runs after purge");
         println!(
             "system-test:   apt purge removed the package's {} files, /etc/att-tokend, /var/lib/att-tokend, the sealed att-tokend.* credentials \
-             and the service's credentials; no file owned by att-tokend is left (the user and group stay, as Debian does; the \
+             and the service's credentials; att-token-proxy@auto was stopped; no file owned by att-tokend is left (the user and group stay, as Debian does; the \
              administrator's drop-ins stay)",
             files.lines().count()
         );
         Ok(())
     }
+}
+
+/// `GET path` to the proxy on the host's loopback, as an app would send it; the whole reply.
+fn proxied_get(port: u16, path: &str) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n")?;
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply)?;
+    Ok(String::from_utf8_lossy(&reply).into_owned())
 }
 
 /// `Overall exposure level for att-tokend.service: 1.2 OK` → `1.2 OK`.
