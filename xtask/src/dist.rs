@@ -68,7 +68,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         return Ok(());
     }
     let options = parse(args)?;
-    sys::require(&[
+    sys::install_missing(&[
         ("tar", "tar"),
         ("gzip", "gzip"),
         ("dpkg-deb", "dpkg"),
@@ -77,7 +77,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         ("sha256sum", "coreutils"),
     ])?;
     if options.lintian {
-        sys::require(&[("lintian", "lintian")])?;
+        sys::install_missing(&[("lintian", "lintian")])?;
     }
     let outputs = dist(options.target.as_deref())?;
     if options.lintian {

@@ -36,6 +36,27 @@ pub(crate) fn require(programs: &[(&str, &str)]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Like [`require`], but as root installs the missing packages with apt-get first (a fresh machine has only
+/// what the project installs); as another user it names them.
+pub(crate) fn install_missing(programs: &[(&str, &str)]) -> anyhow::Result<()> {
+    let missing: Vec<&str> =
+        programs.iter().filter(|(program, _)| !have(program)).map(|(_, package)| *package).collect();
+    let root = capture(Command::new("id").arg("-u")).is_ok_and(|uid| uid.trim() == "0");
+    if !missing.is_empty() && root {
+        eprintln!("xtask: installing {} with apt-get", missing.join(" "));
+        let quiet = |command: &mut Command| {
+            let status = command.env("DEBIAN_FRONTEND", "noninteractive").status();
+            status.is_ok_and(|status| status.success())
+        };
+        if !quiet(Command::new("apt-get").args(["update", "-qq"]))
+            || !quiet(Command::new("apt-get").args(["install", "-y", "-qq"]).args(&missing))
+        {
+            bail!("apt-get could not install {}; install them by hand and run again", missing.join(" "));
+        }
+    }
+    require(programs)
+}
+
 /// The target directory cargo uses: `CARGO_TARGET_DIR` (made absolute) or `<workspace>/target`.
 pub(crate) fn target_dir() -> anyhow::Result<PathBuf> {
     match std::env::var_os("CARGO_TARGET_DIR") {

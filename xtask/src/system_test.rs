@@ -31,10 +31,11 @@ As root: boots a minimal Debian 12 (debootstrap --variant=minbase, cached in
 <target dir>/system-test/bookworm-minbase; delete it to start afresh) under its real systemd
 with systemd-nspawn, installs the package (built by `cargo xtask dist` unless --deb is given)
 with apt, and proves it end to end: install, sealed credentials and Type=notify start, the bus
-policy, the sandbox, reload, kill -9, the watchdog (about 40 s), D-Bus activation, a journal
-without secrets, purge. Takes about 2 minutes with the cached root; the first run also
-downloads about 250 MB (a few minutes). Needs systemd-nspawn (apt-get install
-systemd-container), debootstrap and network access to the Debian mirror.
+policy, token files, the proxy unit template, the sandbox and sealed sessions, reload, kill -9,
+the watchdog (about 40 s), D-Bus activation, a journal without secrets, purge. Takes about
+2 minutes with the cached root; the first run also downloads about 250 MB (a few minutes).
+Needs systemd-nspawn (systemd-container), debootstrap and network access to the Debian
+mirror; missing tools are installed with apt-get.
 
   --deb PATH     the package to test instead of building one
   --mirror URL   the Debian mirror for debootstrap and apt (default http://deb.debian.org/debian)
@@ -163,11 +164,11 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Root, the tools.
+/// Root, the tools (installed when missing).
 fn preflight() -> anyhow::Result<()> {
     let uid = sys::capture(Command::new("id").arg("-u"))?;
     ensure!(uid.trim() == "0", "system-test boots a container with systemd-nspawn: run it as root");
-    sys::require(&[
+    sys::install_missing(&[
         ("systemd-nspawn", "systemd-container"),
         ("debootstrap", "debootstrap"),
         ("nsenter", "util-linux"),
