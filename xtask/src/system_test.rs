@@ -765,8 +765,9 @@ impl Test<'_> {
         let token = self.get(Some(READER), "auto")?;
         // The container shares the host's network: ask from here, once the proxy listens.
         let deadline = Instant::now() + Duration::from_secs(10);
-        let reply = loop {
-            match proxied_get(port, "/me/grounds") {
+        let proxy = format!("http://127.0.0.1:{port}");
+        let (status, body) = loop {
+            match testbed::http(&proxy, "GET", "/me/grounds", "", "") {
                 Ok(reply) => break reply,
                 Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
                 Err(e) => {
@@ -776,11 +777,7 @@ impl Test<'_> {
                 }
             }
         };
-        ensure!(
-            reply.starts_with("HTTP/1.1 200"),
-            "GET /me/grounds through att-token-proxy@auto: {}",
-            reply.lines().next().unwrap_or_default()
-        );
+        ensure!(status == 200, "GET /me/grounds through att-token-proxy@auto answered {status}: {body}");
         let user = self.c.check(&["systemctl", "show", "-P", "User", "att-token-proxy@auto.service"])?;
         let journal = self.c.check(&["journalctl", "-u", "att-token-proxy@auto", "--no-pager", "--output=cat"])?;
         ensure!(journal.contains("/me/grounds"), "the proxy logged no line for the request:\n{journal}");
@@ -1032,17 +1029,6 @@ impl Test<'_> {
         );
         Ok(())
     }
-}
-
-/// `GET path` to the proxy on the host's loopback, as an app would send it; the whole reply.
-fn proxied_get(port: u16, path: &str) -> anyhow::Result<String> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n")?;
-    let mut reply = Vec::new();
-    stream.read_to_end(&mut reply)?;
-    Ok(String::from_utf8_lossy(&reply).into_owned())
 }
 
 /// `Overall exposure level for att-tokend.service: 1.2 OK` → `1.2 OK`.

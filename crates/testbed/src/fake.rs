@@ -104,37 +104,46 @@ impl FakeControl {
     }
 }
 
-/// One HTTP/1.1 exchange with the control API over loopback (so that xtask needs no HTTP client crate).
+/// A control API call: [`http`], then the JSON of a 2xx reply.
 fn request(base: &str, method: &str, path: &str, body: &str) -> anyhow::Result<Value> {
-    let host = base
-        .strip_prefix("http://")
-        .with_context(|| format!("the fake cloud's URL {base:?} is not http://HOST:PORT"))?
-        .trim_end_matches('/');
     let what = format!("{method} {base}/_control/{path}");
-    let mut stream = std::net::TcpStream::connect(host).with_context(|| format!("{what}: could not connect"))?;
-    stream.set_read_timeout(Some(PATIENCE))?;
-    stream.set_write_timeout(Some(PATIENCE))?;
-    write!(
-        stream,
-        "{method} /_control/{path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .with_context(|| format!("{what}: could not send the request"))?;
-    let mut reply = Vec::new();
-    stream.read_to_end(&mut reply).with_context(|| format!("{what}: could not read the reply"))?;
-    let reply = String::from_utf8_lossy(&reply);
-    let (head, rest) = reply.split_once("\r\n\r\n").unwrap_or((&reply, ""));
-    let status = head.lines().next().unwrap_or_default();
-    let chunked = head.lines().any(|l| l.to_ascii_lowercase().replace(' ', "") == "transfer-encoding:chunked");
-    let text = if chunked { dechunk(rest) } else { rest.to_owned() };
-    if !status.split_whitespace().nth(1).is_some_and(|code| code.starts_with('2')) {
-        bail!("{what} answered {status:?}: {text}");
+    let headers = format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len());
+    let (status, text) = http(base, method, &format!("/_control/{path}"), &headers, body)?;
+    if !(200..300).contains(&status) {
+        bail!("{what} answered {status}: {text}");
     }
     if text.trim().is_empty() {
         return Ok(Value::Null);
     }
     serde_json::from_str(&text).with_context(|| format!("{what} answered something that is not JSON: {text}"))
+}
+
+/// One HTTP/1.1 exchange over loopback (so that xtask needs no HTTP client crate): `method path` to `base`
+/// (`http://HOST:PORT`) with `Host: HOST:PORT`, the `headers` lines (each ending in CRLF) and `body`, on a
+/// connection closed after it. Returns the status and the body (de-chunked).
+pub fn http(base: &str, method: &str, path: &str, headers: &str, body: &str) -> anyhow::Result<(u16, String)> {
+    let host = base
+        .strip_prefix("http://")
+        .with_context(|| format!("the URL {base:?} is not http://HOST:PORT"))?
+        .trim_end_matches('/');
+    let what = format!("{method} {base}{path}");
+    let mut stream = std::net::TcpStream::connect(host).with_context(|| format!("{what}: could not connect"))?;
+    stream.set_read_timeout(Some(PATIENCE))?;
+    stream.set_write_timeout(Some(PATIENCE))?;
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{headers}Connection: close\r\n\r\n{body}")
+        .with_context(|| format!("{what}: could not send the request"))?;
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).with_context(|| format!("{what}: could not read the reply"))?;
+    let reply = String::from_utf8_lossy(&reply);
+    let (head, rest) = reply.split_once("\r\n\r\n").unwrap_or((&reply, ""));
+    let line = head.lines().next().unwrap_or_default();
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .with_context(|| format!("{what} answered {line:?}, not an HTTP status line"))?;
+    let chunked = head.lines().any(|l| l.to_ascii_lowercase().replace(' ', "") == "transfer-encoding:chunked");
+    Ok((status, if chunked { dechunk(rest) } else { rest.to_owned() }))
 }
 
 /// The body of a `Transfer-Encoding: chunked` reply.

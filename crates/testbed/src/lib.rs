@@ -31,7 +31,7 @@ use anyhow::Context as _;
 
 pub use bus::Bus;
 pub use daemon::{Daemon, wait_served};
-pub use fake::{Fake, FakeControl};
+pub use fake::{Fake, FakeControl, http};
 pub use proc::Proc;
 pub use programs::{Bins, Profile, cargo, workspace_root};
 pub use scratch::Scratch;
