@@ -89,19 +89,20 @@ fn send(child: &Child, signal: Signal) {
     let _ = kill(child.pid, signal);
 }
 
-type Changes = zbus::proxy::SignalStream<'static>;
+pub(crate) type Changes = zbus::proxy::SignalStream<'static>;
 
 /// Subscribes to `TokenChanged` for `name` alone.
 async fn subscribe(agent: &TokenAgentProxy<'static>, name: &str) -> zbus::Result<Changes> {
     Ok(agent.receive_token_changed_with_args(&[(0, name)]).await?.into_inner())
 }
 
-/// Connects to the bus again: the new agent and its subscription.
-async fn reconnect(bus: &Bus, name: &str) -> Option<(TokenAgentProxy<'static>, Changes)> {
-    let connection = client::connect(bus).await.ok()?;
-    let agent = TokenAgentProxy::new(&connection).await.ok()?;
-    let changes = subscribe(&agent, name).await.ok()?;
-    Some((agent, changes))
+/// Connects to the bus (again): a new agent and its subscription to `TokenChanged` for `name`. Shared with
+/// `proxy`, which watches the same signal.
+pub(crate) async fn connect_and_subscribe(bus: &Bus, name: &str) -> zbus::Result<(TokenAgentProxy<'static>, Changes)> {
+    let connection = client::connect(bus).await?;
+    let agent = TokenAgentProxy::new(&connection).await?;
+    let changes = subscribe(&agent, name).await?;
+    Ok((agent, changes))
 }
 
 /// Runs `exec`; returns PROGRAM's status.
@@ -186,7 +187,7 @@ pub(crate) async fn run(bus: &Bus, agent: TokenAgentProxy<'static>, args: ExecAr
                 apply_change(&agent, &args, &mut token, &child, &mut restarting, &mut restart_deadline).await;
             }
             _ = reconnect_timer.tick(), if !watching => {
-                if let Some((new_agent, stream)) = reconnect(bus, &args.name).await {
+                if let Ok((new_agent, stream)) = connect_and_subscribe(bus, &args.name).await {
                     agent = new_agent;
                     changes = Some(stream);
                     eprintln!("att-token exec: connected to the bus again");

@@ -70,31 +70,22 @@ impl TokenSource for Daemon {
 async fn watch_changes(bus: Bus, name: String, cache: Arc<TokenCache>) {
     let mut first = true;
     loop {
-        let subscribed = async {
-            let connection = client::connect(&bus).await?;
-            let agent = TokenAgentProxy::new(&connection).await?;
-            let changes = agent.receive_token_changed_with_args(&[(0, name.as_str())]).await?;
-            zbus::Result::Ok((connection, changes))
-        };
-        match subscribed.await {
-            Ok((_connection, mut changes)) => {
-                if !first {
-                    eprintln!("att-token proxy: connected to the bus again");
-                }
-                // Whatever happened while no one listened.
-                cache.invalidate();
-                while changes.next().await.is_some() {
-                    cache.invalidate();
-                }
-                eprintln!(
-                    "att-token proxy: the connection to the bus was closed; requests get 502 until att-tokend is \
-                     back; reconnecting every {} s",
-                    RECONNECT_EVERY.as_secs()
-                );
+        // The agent is kept for as long as the stream: it holds the connection.
+        if let Ok((_agent, mut changes)) = crate::exec::connect_and_subscribe(&bus, &name).await {
+            if !first {
+                eprintln!("att-token proxy: connected to the bus again");
+            }
+            // Whatever happened while no one listened.
+            cache.invalidate();
+            while changes.next().await.is_some() {
                 cache.invalidate();
             }
-            Err(_) if first => {}
-            Err(_) => {}
+            eprintln!(
+                "att-token proxy: the connection to the bus was closed; requests get 502 until att-tokend is \
+                 back; reconnecting every {} s",
+                RECONNECT_EVERY.as_secs()
+            );
+            cache.invalidate();
         }
         first = false;
         tokio::time::sleep(RECONNECT_EVERY).await;
