@@ -201,9 +201,11 @@ impl Proxy {
         let client = tls_client(&upstream, &limits)?;
         let (listener, local, hosts) = match listen {
             Listen::Tcp(address) => {
-                let listener = TcpListener::bind(address)
-                    .await
-                    .map_err(|e| io::Error::other(format!("cannot listen on {address}: {e}")))?;
+                let listener = TcpListener::bind(address).await.map_err(|e| {
+                    io::Error::other(format!(
+                        "cannot listen on {address}: {e}; choose another port, or stop what holds this one"
+                    ))
+                })?;
                 let local = listener.local_addr()?;
                 let ip_text = match local.ip() {
                     std::net::IpAddr::V4(ip) => ip.to_string(),
@@ -214,8 +216,12 @@ impl Proxy {
             Listen::Unix(path) => {
                 use std::os::unix::fs::PermissionsExt as _;
                 let listener = bind_unix(path)?;
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(socket_mode))
-                    .map_err(|e| io::Error::other(format!("cannot set the mode of {}: {e}", path.display())))?;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(socket_mode)).map_err(|e| {
+                    io::Error::other(format!(
+                        "cannot set the mode of {}: {e}; check who owns it and its directory",
+                        path.display()
+                    ))
+                })?;
                 (Listener::Unix(listener, path.clone()), Listen::Unix(path.clone()), HostRule::Any)
             }
         };
@@ -384,7 +390,10 @@ async fn respond(state: &State, request: Request<Incoming>) -> (Response<reqwest
 
 fn upstream_failed(state: &State, error: &reqwest::Error) -> (Response<reqwest::Body>, Option<String>) {
     if error.is_timeout() {
-        let message = format!("the API did not answer within {} s", state.limits.upstream_timeout.as_secs());
+        let message = format!(
+            "the API did not answer within {} s; retry, or give the proxy a longer --timeout",
+            state.limits.upstream_timeout.as_secs()
+        );
         return (text(504, &message), Some("upstream timeout".into()));
     }
     let mut message = format!("the API at {} could not be reached", state.upstream.base());
@@ -395,6 +404,7 @@ fn upstream_failed(state: &State, error: &reqwest::Error) -> (Response<reqwest::
         }
         source = cause.source();
     }
+    message.push_str("; check the gateway's network and [api] url in att-tokend's config");
     (text(502, &message), Some("upstream unreachable".into()))
 }
 
@@ -406,7 +416,8 @@ fn bearer(token: &Zeroizing<String>) -> Option<HeaderValue> {
     Some(value)
 }
 
-const BAD_TOKEN: &str = "the daemon's token has characters not allowed in an HTTP header";
+const BAD_TOKEN: &str = "the daemon's token has characters not allowed in an HTTP header; check the device \
+                         or ground token's token_file or credential in att-tokend's config";
 
 async fn send(
     state: &State,
