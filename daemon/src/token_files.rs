@@ -441,7 +441,9 @@ fn hint(path: &Path, error: &io::Error, what: &str) -> String {
         Some(nix::errno::Errno::EISDIR | nix::errno::Errno::ENOTEMPTY | nix::errno::Errno::EEXIST) => {
             format!("a directory is in the way at {}; remove it or name another file", path.display())
         }
-        Some(nix::errno::Errno::ENOSPC | nix::errno::Errno::EDQUOT) => format!("the file system of {dir} is full"),
+        Some(nix::errno::Errno::ENOSPC | nix::errno::Errno::EDQUOT) => {
+            format!("the file system of {dir} is full; free space there")
+        }
         _ => format!("check {dir} and its permissions"),
     }
 }
