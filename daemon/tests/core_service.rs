@@ -214,7 +214,12 @@ async fn outage_serves_last_good_token_then_unavailable_then_recovers_body() {
         }
     })
     .await;
-    assert!(!main.last_error().await.unwrap().is_empty());
+    // The cloud counts the fault before the daemon has read the failed reply: LastError follows shortly.
+    eventually(LONG, "the failed refresh in LastError", || {
+        let main = main.clone();
+        async move { (!main.last_error().await.unwrap().is_empty()).then_some(()) }
+    })
+    .await;
 
     // Never after its safety margin: then Unavailable, state expired.
     let name = eventually(LONG, "Unavailable once the token lapsed", || {
