@@ -9,12 +9,14 @@
 //! so an overdue refresh happens at once after a resume.
 //!
 //! On a gateway without a real-time clock, the wall clock at boot is the last time saved to disk: plausible and
-//! wrong. A restored access token is served only once the time is confirmed: the kernel says an NTP client has
-//! synchronised the clock (the adjtimex status that `timedatectl` shows as "System clock synchronized"), unless
-//! `[daemon] trust_kernel_time_sync = false`. Otherwise the restored token is refreshed first, and the cloud's
-//! reply (with its `Date`) gives a fresh one.
+//! wrong. A restored access token is served only once the time is confirmed: the system says an NTP client has
+//! synchronised the clock, unless `[daemon] trust_kernel_time_sync = false`. The daemon asks systemd's timedated
+//! on the bus ([`ask_timedated`], its `NTPSynchronized`, which is what `timedatectl` shows as "System clock
+//! synchronized"), since the shipped unit's sandbox forbids the `adjtimex` call that reads the kernel's flag.
+//! Otherwise the restored token is refreshed first, and the cloud's reply (with its `Date`) gives a fresh one.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use nix::sys::time::TimeSpec;
@@ -157,49 +159,72 @@ impl BootTimer {
     }
 }
 
-/// Whether the kernel reports the system clock synchronised (by NTP, PTP, ...).
+/// The service on the system bus that says whether the wall clock is synchronised: systemd's timedated, whose
+/// `NTPSynchronized` property is what `timedatectl` shows as "System clock synchronized".
+pub const TIMEDATED: &str = "org.freedesktop.timedate1";
+/// timedated's object.
+const TIMEDATED_PATH: &str = "/org/freedesktop/timedate1";
+/// How long the daemon waits for timedated's answer (it is started on demand, which takes a moment at boot).
+pub const TIMEDATED_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Asks timedated on `connection`'s bus whether the system clock is synchronised (its `NTPSynchronized`).
 ///
-/// `adjtimex(2)` with no modes only reads: it returns `TIME_ERROR` while the clock is not synchronised, and sets
-/// `STA_UNSYNC` in the status. There is no wrapper in the crates the daemon uses, so this is the one place the
-/// daemon calls the C library itself.
-#[allow(unsafe_code)]
-pub fn kernel_reports_synchronised() -> bool {
-    use nix::libc;
-    // SAFETY: `timex` is plain old data, zeroed is a valid value (modes = 0: read only), and the pointer is valid
-    // for the duration of the call, which writes only into that struct.
-    let (state, status) = unsafe {
-        let mut timex: libc::timex = std::mem::zeroed();
-        let state = libc::adjtimex(&mut timex);
-        (state, timex.status)
+/// The daemon's sandbox (`ProtectClock=yes`, `SystemCallFilter=~@privileged`) forbids reading the kernel's flag
+/// with `adjtimex`, even read-only; timedated reads it with the privileges of its own unit, and any bus client
+/// may read its properties. The error says why there is no answer (no timedated on the bus, no answer in
+/// [`TIMEDATED_TIMEOUT`], an unexpected reply).
+pub async fn ask_timedated(connection: &zbus::Connection) -> Result<bool, String> {
+    let call = connection.call_method(
+        Some(TIMEDATED),
+        TIMEDATED_PATH,
+        Some("org.freedesktop.DBus.Properties"),
+        "Get",
+        &(TIMEDATED, "NTPSynchronized"),
+    );
+    let reply = match tokio::time::timeout(TIMEDATED_TIMEOUT, call).await {
+        Err(_) => return Err(format!("{TIMEDATED} did not answer within {} s", TIMEDATED_TIMEOUT.as_secs())),
+        Ok(Err(e)) => return Err(format!("could not ask {TIMEDATED} (systemd-timedated): {e}")),
+        Ok(Ok(reply)) => reply,
     };
-    state != -1 && state != libc::TIME_ERROR && status & libc::STA_UNSYNC == 0
+    let body = reply.body();
+    match body.deserialize::<zbus::Variant<'_>>() {
+        Ok(zbus::Variant::Bool(synchronised)) => Ok(synchronised),
+        Ok(other) => Err(format!("{TIMEDATED}'s NTPSynchronized is not a boolean but {other:?}")),
+        Err(e) => Err(format!("{TIMEDATED} sent an unexpected reply: {e}")),
+    }
 }
 
-/// How the daemon decides whether the wall clock is confirmed at start.
-#[derive(Debug, Clone, Copy)]
+/// Whether the daemon counts the wall clock as confirmed: `[daemon] trust_kernel_time_sync`, and what the
+/// system said when last asked ([`ask_timedated`], at start and at each reload). Clones share what was said.
+#[derive(Debug, Clone)]
 pub struct ClockPolicy {
-    /// Believe the kernel's "synchronised" flag (`[daemon] trust_kernel_time_sync`).
+    /// Believe the system's "synchronised" flag (`[daemon] trust_kernel_time_sync`).
     pub trust_kernel_time_sync: bool,
-    /// Reads the kernel's flag: [`kernel_reports_synchronised`], or a stand-in where the process's own clock
-    /// state must not decide (tests of the daemon's core).
-    pub kernel_synchronised: fn() -> bool,
+    /// What the system said when last asked; false until it said otherwise.
+    synchronised: Arc<AtomicBool>,
 }
 
 impl Default for ClockPolicy {
     fn default() -> Self {
-        ClockPolicy { trust_kernel_time_sync: true, kernel_synchronised: kernel_reports_synchronised }
+        ClockPolicy::new(true)
     }
 }
 
 impl ClockPolicy {
-    /// The policy of `[daemon] trust_kernel_time_sync`, reading the kernel's flag.
+    /// The policy of `[daemon] trust_kernel_time_sync`; the clock is not synchronised until [`Self::set_synchronised`]
+    /// says so.
     pub fn new(trust_kernel_time_sync: bool) -> Self {
-        ClockPolicy { trust_kernel_time_sync, ..ClockPolicy::default() }
+        ClockPolicy { trust_kernel_time_sync, synchronised: Arc::new(AtomicBool::new(false)) }
+    }
+
+    /// Records what the system said: whether the clock is synchronised.
+    pub fn set_synchronised(&self, synchronised: bool) {
+        self.synchronised.store(synchronised, Ordering::Release);
     }
 
     /// Whether the wall clock is confirmed now.
     pub fn confirmed(&self) -> bool {
-        self.trust_kernel_time_sync && (self.kernel_synchronised)()
+        self.trust_kernel_time_sync && self.synchronised.load(Ordering::Acquire)
     }
 }
 
@@ -219,11 +244,16 @@ mod tests {
     }
 
     #[test]
-    fn distrusting_the_kernel_never_confirms() {
-        assert!(!ClockPolicy { trust_kernel_time_sync: false, kernel_synchronised: || true }.confirmed());
-        assert!(ClockPolicy { trust_kernel_time_sync: true, kernel_synchronised: || true }.confirmed());
-        assert!(!ClockPolicy { trust_kernel_time_sync: true, kernel_synchronised: || false }.confirmed());
-        // Whatever this machine's state, the call answers without failing, and the default policy follows it.
-        assert_eq!(ClockPolicy::default().confirmed(), kernel_reports_synchronised());
+    fn distrusting_the_system_never_confirms_and_clones_share_what_it_said() {
+        let trusting = ClockPolicy::new(true);
+        let clone = trusting.clone();
+        assert!(!trusting.confirmed(), "not confirmed before the system was asked");
+        clone.set_synchronised(true);
+        assert!(trusting.confirmed(), "a clone shares what the system said");
+        trusting.set_synchronised(false);
+        assert!(!clone.confirmed());
+        let distrusting = ClockPolicy::new(false);
+        distrusting.set_synchronised(true);
+        assert!(!distrusting.confirmed());
     }
 }

@@ -75,9 +75,9 @@ pub struct DaemonConfig {
     pub state_dir: PathBuf,
     /// Who may log in, refresh and log out (root always may).
     pub admins: Principals,
-    /// Whether the kernel's "clock synchronised" flag (set by an NTP client) confirms the wall clock, so that a
-    /// restored access token may be served at once (default true). Without it, a restored token is refreshed
-    /// before it is served.
+    /// Whether the system's "clock synchronised" flag (set by an NTP client, read from systemd's timedated)
+    /// confirms the wall clock, so that a restored access token may be served at once (default true). Without it,
+    /// a restored token is refreshed before it is served.
     pub trust_kernel_time_sync: bool,
     /// A file holding the 32-byte state key that seals the session files (`state_key_file`), for running outside
     /// systemd; under systemd the key comes as the credential `state-key`. `None`: the credential, if any.

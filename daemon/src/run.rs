@@ -141,6 +141,44 @@ pub fn rekey(
     ))
 }
 
+/// Asks the system whether the wall clock is synchronised ([`crate::clock::ask_timedated`]) on `connection`, or on
+/// a short-lived connection to `bus` when there is none (at start, before the objects are served), records the
+/// answer in `clock` and logs it. Nothing is asked under `[daemon] trust_kernel_time_sync = false`. Bounded by
+/// [`crate::clock::TIMEDATED_TIMEOUT`] (plus the time to connect, bounded the same).
+pub async fn check_clock(clock: &crate::clock::ClockPolicy, bus: &Bus, connection: Option<&Connection>) {
+    if !clock.trust_kernel_time_sync {
+        tracing::info!("[daemon] trust_kernel_time_sync = false: the wall clock is never taken as confirmed");
+        return;
+    }
+    let answer = match connection {
+        Some(connection) => crate::clock::ask_timedated(connection).await,
+        None => {
+            let connect = builder(bus).build();
+            match tokio::time::timeout(crate::clock::TIMEDATED_TIMEOUT, connect).await {
+                Ok(Ok(connection)) => crate::clock::ask_timedated(&connection).await,
+                Ok(Err(e)) => Err(format!("could not connect to the {bus} bus: {e}")),
+                Err(_) => Err(format!("the {bus} bus did not answer")),
+            }
+        }
+    };
+    let synchronised = answer.as_ref().is_ok_and(|yes| *yes);
+    let was = clock.confirmed();
+    clock.set_synchronised(synchronised);
+    match answer {
+        Ok(true) if !was => tracing::info!("the wall clock is confirmed: timedated reports it synchronised"),
+        Ok(true) => {}
+        Ok(false) => tracing::info!(
+            "the wall clock is not confirmed: timedated reports it not synchronised (timedatectl: System clock \
+             synchronized: no), so a saved access token is refreshed before it is served; enable an NTP client \
+             (timedatectl set-ntp true)"
+        ),
+        Err(e) => tracing::info!(
+            "the wall clock is not confirmed: {e}; a saved access token is refreshed before it is served \
+             (systemd-timedated answers on the system bus where systemd runs)"
+        ),
+    }
+}
+
 /// What the daemon says at start when no state key is configured.
 pub const UNSEALED_WARNING: &str = "no state key is configured, so user sessions are stored unsealed: the refresh \
      token is on disk in clear in the state directory. Give the service the state-key credential (the package creates \
@@ -186,14 +224,18 @@ pub fn engine_config(config: &Config) -> anyhow::Result<EngineConfig> {
     Ok(EngineConfig { admins: principals(&access.admins), tokens })
 }
 
-/// Connects to the configured bus with every object served (without requesting a name).
-pub async fn serve(bus: &Bus, engine: Engine, credentials: Arc<Credentials>) -> anyhow::Result<Service> {
-    let builder = match bus {
+/// A connection builder for the configured bus.
+fn builder(bus: &Bus) -> zbus::connection::Builder<'_> {
+    match bus {
         Bus::System => zbus::connection::Builder::system(),
         Bus::Session => zbus::connection::Builder::session(),
         Bus::Address(address) => zbus::connection::Builder::address(address.as_str()),
-    };
-    Service::serve(builder, engine, credentials).await.with_context(|| {
+    }
+}
+
+/// Connects to the configured bus with every object served (without requesting a name).
+pub async fn serve(bus: &Bus, engine: Engine, credentials: Arc<Credentials>) -> anyhow::Result<Service> {
+    Service::serve(builder(bus), engine, credentials).await.with_context(|| {
         format!(
             "could not connect to the {bus} D-Bus bus; check that the bus is running and [daemon] bus in the config"
         )
@@ -322,11 +364,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let engine_config = engine_config(&config)?;
     let cloud = cloud(&config.api)?;
     let store = Arc::new(StateStore::new(dir.clone(), origin(&config.api)?));
+    // Whether the wall clock is confirmed decides whether restored access tokens are served at once.
+    let clock = crate::clock::ClockPolicy::new(config.daemon.trust_kernel_time_sync);
+    check_clock(&clock, &config.daemon.bus, None).await;
     let settings = SessionSettings {
         cloud: Some(cloud.clone()),
         store: Some(store),
         policy: policy(&config.refresh),
-        clock: crate::clock::ClockPolicy::new(config.daemon.trust_kernel_time_sync),
+        clock: clock.clone(),
     };
     let engine = Engine::start(engine_config, settings);
     // Token files follow the engine's events from here on, off the serving path.
@@ -370,6 +415,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
             _ = hangup.recv() => {
                 notify(&[sd_notify::NotifyState::Reloading, sd_notify::NotifyState::monotonic_usec_now().unwrap_or(sd_notify::NotifyState::Custom(""))]);
+                check_clock(&clock, &bus, connection.as_ref()).await;
                 match reload(&config, &engine).await {
                     Ok(new) => {
                         if new.maintenance != config.maintenance || lapse_horizon(&new) != lapse_horizon(&config) {

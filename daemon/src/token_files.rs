@@ -202,6 +202,7 @@ impl Files {
         if !self.opened {
             let configured: Vec<PathBuf> = wanted.iter().map(|(path, ..)| path.clone()).collect();
             self = Files::open(self.dir, &configured);
+            self.adopt_unchanged(wanted);
         }
         let ops = self.plan(wanted);
         if ops.is_empty() {
@@ -239,6 +240,28 @@ impl Files {
             }
         }
         Files { dir, written, opened: true }
+    }
+
+    /// At start: a file the manifest lists that still is the daemon's (same inode, its user's) and holds exactly the
+    /// wanted token with the readers' ACL is taken as written, so that a restart serving the same token leaves it
+    /// untouched (same inode, time and bytes) instead of writing it again.
+    fn adopt_unchanged(&mut self, wanted: &[(PathBuf, TokenName, Principals, Option<TokenValue>)]) {
+        for (path, token, readers, value) in wanted {
+            let (Some(value), Some(known)) = (value, self.written.get_mut(path)) else { continue };
+            if known.value.is_some() || known.token != token.as_str() {
+                continue;
+            }
+            let current = Written {
+                token: known.token.clone(),
+                value: Some(value.clone()),
+                readers: readers.clone(),
+                ids: known.ids.clone(),
+            };
+            if is_ours(path, &current) && has_acl_of(path, readers) {
+                tracing::debug!(token = %token, file = %path.display(), "the token file already holds the token");
+                *known = current;
+            }
+        }
     }
 
     /// What to change so that the files are as `wanted` says (see [`Engine::token_files`]).
@@ -423,6 +446,17 @@ fn is_ours(path: &Path, written: &Written) -> bool {
     let mut held = zeroize::Zeroizing::new(Vec::with_capacity(expected.len() + 1));
     let opened = std::fs::OpenOptions::new().read(true).custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits()).open(path);
     opened.and_then(|file| file.take(expected.len() as u64 + 1).read_to_end(&mut held)).is_ok() && *held == expected
+}
+
+/// Whether the file at `path` carries exactly the access ACL a write for `readers` sets (none when no reader needs
+/// an entry).
+fn has_acl_of(path: &Path, readers: &Principals) -> bool {
+    let (uids, gids) = acl_ids(readers);
+    let mut held = vec![0_u8; 4 + 8 * (uids.len() + gids.len() + 4) + 1];
+    match rustix::fs::lgetxattr(path, ACL_XATTR, &mut held[..]) {
+        Ok(len) => !(uids.is_empty() && gids.is_empty()) && held[..len] == access_acl(&uids, &gids)[..],
+        Err(errno) => errno == rustix::io::Errno::NODATA && uids.is_empty() && gids.is_empty(),
+    }
 }
 
 /// The fix for a failed file operation in `path`'s directory.

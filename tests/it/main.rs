@@ -30,6 +30,9 @@ mod e2e_unattended;
 /// End to end: SIGHUP reloads token files, tokens and refresh timings; a broken config is reported and ignored.
 mod e2e_reload;
 
+/// End to end: the wall clock confirmed through timedated on the bus; a restart serves a saved token at once only then.
+mod e2e_clock;
+
 /// End to end: short grants, hammering readers, refused credentials, outages, verdicts, logout, clocks, reloads.
 mod e2e_pressure;
 

@@ -60,6 +60,8 @@ const AUTO_PASSWORD: &str = "sealed password, never logged";
 const AUTO_TOTP_SEED: &str = "KRSXG5CTMVRXEZLUKRSXG5CTMVRXEZLU";
 /// The token file the daemon keeps for `sensor-7`, in its `RuntimeDirectory=`.
 const TOKEN_FILE: &str = "/run/att-tokend/sensor-7.token";
+/// The token file the daemon keeps for the user token `main`.
+const MAIN_FILE: &str = "/run/att-tokend/main.token";
 /// An account the config does not list as a reader (Debian's base-passwd always has it, group nogroup).
 const STRANGER: &str = "nobody";
 const CREDENTIALS_DIR: &str = "/run/credentials/att-tokend.service";
@@ -148,9 +150,10 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     test.step("2 sealed credentials, Type=notify start", Test::credentials)?;
     test.step("3 the system bus: readers, outsiders, login", Test::bus_access)?;
     test.step("4 the sandbox", Test::sandbox)?;
-    test.step("5 reload, kill -9, watchdog, D-Bus activation", Test::lifecycle)?;
-    test.step("6 no secret in the journal at debug level", Test::journal)?;
-    test.step("7 purge", Test::purge)?;
+    test.step("5 the wall clock, asked of timedated", Test::clock)?;
+    test.step("6 reload, kill -9, watchdog, D-Bus activation", Test::lifecycle)?;
+    test.step("7 no secret in the journal at debug level", Test::journal)?;
+    test.step("8 purge", Test::purge)?;
     drop(test);
     container.poweroff();
     drop(run_dir);
@@ -644,7 +647,7 @@ impl Test<'_> {
             "{shipped}\n\n# Added by cargo xtask system-test.\n[api]\nurl = \"{url}\"\n\n\
              [[token]]\nname = \"sensor-7\"\nkind = \"device\"\ndevice_id = \"{DEVICE_ID}\"\ncredential = \"sensor-7\"\n\
              files = [\"{TOKEN_FILE}\"]\n{readers}\n\n\
-             [[token]]\nname = \"main\"\nkind = \"user\"\n{readers}\n\n\
+             [[token]]\nname = \"main\"\nkind = \"user\"\nfiles = [\"{MAIN_FILE}\"]\n{readers}\n\n\
              [[token]]\nname = \"auto\"\nkind = \"user\"\nusername = \"{AUTO_USERNAME}\"\n\
              password_file = \"{CREDENTIALS_DIR}/auto-password\"\ntotp_secret_file = \"{CREDENTIALS_DIR}/auto-totp\"\n{readers}\n",
             url = self.url
@@ -869,7 +872,72 @@ impl Test<'_> {
         Ok(())
     }
 
-    /// Step 5: reload (good and broken), kill -9, the watchdog, D-Bus activation.
+    /// Step 5: the daemon's view of the wall clock is the system's (`timedatectl`), under the shipped unit's sandbox;
+    /// with the clock synchronised, a restart serves the saved user token at once, with no refresh and the token
+    /// file untouched. The clock is made synchronised or not in the host's kernel, which the container shares, the
+    /// way an NTP client does (the maximum error that timedated reads); what was there is put back afterwards.
+    fn clock(&mut self) -> anyhow::Result<()> {
+        let host = testbed::KernelClock::read()?;
+        let result = self.clock_cases();
+        let restored = host.restore();
+        result?;
+        restored.context("could not put back the host kernel's clock state")?;
+        println!(
+            "system-test:   the host kernel's clock state is back as it was (synchronised: {})",
+            host.synchronised()
+        );
+        Ok(())
+    }
+
+    fn clock_cases(&mut self) -> anyhow::Result<()> {
+        for synchronised in [false, true] {
+            testbed::KernelClock::set_synchronised(synchronised)?;
+            let system = self.c.check(&["timedatectl", "show", "--property=NTPSynchronized", "--value"])?;
+            ensure!(
+                system == if synchronised { "yes" } else { "no" },
+                "timedatectl says NTPSynchronized={system} after the kernel's clock was made synchronised={synchronised}"
+            );
+            let before = refreshes(&self.url)?;
+            let token = self.get(Some(READER), "main")?;
+            let file = self.c.check(&["stat", "-c", "%i %y", MAIN_FILE])?;
+            self.c.check(&["systemctl", "restart", "att-tokend.service"])?;
+            let seen =
+                self.c.check(&["busctl", "--system", "get-property", BUS_NAME, OBJECT, BUS_NAME, "ClockConfirmed"])?;
+            let daemon = match seen.as_str() {
+                "b true" => "yes",
+                "b false" => "no",
+                other => bail!("ClockConfirmed is {other:?}, not a boolean"),
+            };
+            ensure!(
+                daemon == system,
+                "the daemon's ClockConfirmed is {daemon}, timedatectl's NTPSynchronized {system}"
+            );
+            if synchronised {
+                // Served at once: the first call after the restart, before any refresh could have been answered.
+                let served = self.get(Some(READER), "main")?;
+                ensure!(served == token, "with a confirmed clock the restart did not serve the saved access token");
+                std::thread::sleep(Duration::from_secs(2));
+                ensure!(refreshes(&self.url)? == before, "with a confirmed clock the restart refreshed a saved token");
+                let after = self.c.check(&["stat", "-c", "%i %y", MAIN_FILE])?;
+                ensure!(after == file, "the restart rewrote {MAIN_FILE} (inode and time were {file}, now {after})");
+                println!(
+                    "system-test:   synchronised: timedatectl NTPSynchronized=yes, ClockConfirmed true; after a restart the \
+                     saved token of main was served at once, no refresh, {MAIN_FILE} untouched ({file})"
+                );
+            } else {
+                let fresh = self.wait_get(Some(READER), "main")?;
+                ensure!(fresh != token, "with an unconfirmed clock the restart served the saved access token");
+                ensure!(refreshes(&self.url)? > before, "with an unconfirmed clock no refresh followed the restart");
+                println!(
+                    "system-test:   not synchronised: timedatectl NTPSynchronized=no, ClockConfirmed false; after a restart \
+                     the saved token of main was refreshed before it was served"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Step 6: reload (good and broken), kill -9, the watchdog, D-Bus activation.
     fn lifecycle(&mut self) -> anyhow::Result<()> {
         // Reload: a new token from a file appears without a restart.
         let pid = self.c.main_pid()?;
@@ -963,7 +1031,7 @@ impl Test<'_> {
         Ok(String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect())
     }
 
-    /// Step 6: the whole run's journal, at debug level, holds none of the secrets.
+    /// Step 7: the whole run's journal, at debug level, holds none of the secrets.
     fn journal(&mut self) -> anyhow::Result<()> {
         let journal = self.journal_lines()?.join("\n");
         ensure!(journal.contains("DEBUG"), "the journal has no debug lines; the RUST_LOG=debug drop-in did not apply");
@@ -982,7 +1050,7 @@ impl Test<'_> {
         Ok(())
     }
 
-    /// Step 7: `apt purge` leaves no file of the package, no state, no credentials of ours.
+    /// Step 8: `apt purge` leaves no file of the package, no state, no credentials of ours.
     fn purge(&mut self) -> anyhow::Result<()> {
         let listing = self.c.check(&["dpkg", "-L", "att-tokend"])?;
         // Directories dpkg lists that other packages own too (/usr, /etc) stay: only files count.
@@ -1038,6 +1106,11 @@ fn exposure(report: &str) -> anyhow::Result<String> {
         .find_map(|line| line.split_once("Overall exposure level for att-tokend.service:"))
         .map(|(_, figure)| figure.trim().to_owned())
         .context("systemd-analyze security printed no overall exposure level")
+}
+
+/// The fake cloud's count of refreshes asked for.
+fn refreshes(url: &str) -> anyhow::Result<u64> {
+    testbed::FakeControl::new(url).counter("refreshes")
 }
 
 /// The fake cloud's count of password grants.

@@ -11,6 +11,7 @@
 //! - [`Bus`] is a private `dbus-daemon` (open to every local uid, or with the system bus's policy) with its
 //!   address; [`Fake`] is `att-fake-cloud` with its URL and its control API; [`Daemon`] is `att-tokend`
 //!   with a config file, started once it answers on the bus.
+//! - [`KernelClock`] makes the host kernel's clock count as synchronised or not (root), as timedated reports it.
 //!
 //! Every fallible function returns an [`anyhow::Result`] whose message says what failed and what to do:
 //! xtask prints it once, and the tests' thin layer (`tests/it/support`) turns it into a panic. This crate is
@@ -20,6 +21,7 @@
 mod bus;
 mod daemon;
 mod fake;
+mod kernel_clock;
 mod proc;
 mod programs;
 mod scratch;
@@ -32,6 +34,7 @@ use anyhow::Context as _;
 pub use bus::Bus;
 pub use daemon::{Daemon, wait_served};
 pub use fake::{Fake, FakeControl, http};
+pub use kernel_clock::KernelClock;
 pub use proc::Proc;
 pub use programs::{Bins, Profile, cargo, workspace_root};
 pub use scratch::Scratch;

@@ -215,6 +215,14 @@ impl Agent {
         self.engine.api_url()
     }
 
+    /// Whether the daemon counts the wall clock as confirmed, as it found when it last asked (at start and at each
+    /// reload): systemd's timedated reports it synchronised (`timedatectl show -p NTPSynchronized`) and
+    /// `[daemon] trust_kernel_time_sync` is on. While false, a saved access token is refreshed before it is served.
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn clock_confirmed(&self) -> bool {
+        self.engine.clock_confirmed()
+    }
+
     /// A token changed: a new one is served, with this expiry (0 when none is served now). Never the token.
     #[zbus(signal)]
     async fn token_changed(emitter: &SignalEmitter<'_>, name: &str, expires_at: i64) -> zbus::Result<()>;

@@ -374,6 +374,11 @@ impl Engine {
         read(&self.inner.sessions).store.as_ref().map_or("memory", |store| store.storage())
     }
 
+    /// Whether the wall clock counted as confirmed when the system was last asked (at start and at each reload).
+    pub fn clock_confirmed(&self) -> bool {
+        read(&self.inner.sessions).clock.confirmed()
+    }
+
     /// The cloud's REST base URL (`[api] url` as requests are sent), empty when the engine has no cloud client.
     pub fn api_url(&self) -> String {
         read(&self.inner.sessions).cloud.as_ref().map_or_else(String::new, |cloud| cloud.api_url())

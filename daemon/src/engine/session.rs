@@ -389,7 +389,7 @@ impl Session {
                 } else if !self.settings.clock.confirmed() {
                     // Plausible is not confirmed: without a real-time clock the time at boot is the last saved one.
                     trust = time::WallClockTrust::Untrusted(time::UntrustedReason::Unconfirmed);
-                    tracing::info!(token = %self.name, "the wall clock is not confirmed yet (the kernel does not report it synchronised); the saved access token is refreshed before it is served");
+                    tracing::info!(token = %self.name, "the wall clock is not confirmed (the system does not report it synchronised: timedatectl shows NTPSynchronized=no, or timedated did not answer); the saved access token is refreshed before it is served");
                 }
                 // The plan decides what the restored session needs; a refresh-token deadline that seems past
                 // by the local clock is not a verdict (only the cloud's answer is).

@@ -170,9 +170,10 @@ pub fn start_engine(config: &config::Config) -> Engine {
         store: Some(store),
         policy: run::policy(&config.refresh),
         // The machine's own time-sync state must not decide these tests: its clock counts as synchronised.
-        clock: att_tokend::clock::ClockPolicy {
-            trust_kernel_time_sync: config.daemon.trust_kernel_time_sync,
-            kernel_synchronised: || true,
+        clock: {
+            let clock = att_tokend::clock::ClockPolicy::new(config.daemon.trust_kernel_time_sync);
+            clock.set_synchronised(true);
+            clock
         },
     };
     Engine::start(engine_config, settings)

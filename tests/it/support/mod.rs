@@ -7,6 +7,7 @@
 
 pub(crate) mod build;
 pub(crate) mod process;
+pub(crate) mod timedated;
 pub(crate) mod world;
 
 use std::fmt::Write as _;
@@ -17,6 +18,7 @@ use std::time::Duration;
 pub(crate) use build::bins;
 pub(crate) use process::Proc;
 pub(crate) use testbed::PATIENCE;
+pub(crate) use timedated::FakeTimedated;
 pub(crate) use world::World;
 
 /// Fails the test with a harness error, its causes included.
