@@ -1,6 +1,30 @@
+//! What becomes of the process's memory: no core dumps of it, and memory the daemon gives back.
+//!
+//! The daemon and `att-token` hold tokens, and the daemon the state key and refresh tokens, in clear in memory. A
+//! crash (`panic = "abort"`, the watchdog's SIGABRT) would otherwise write that memory to disk wherever the system
+//! collects core dumps (systemd-coredump, apport, a `core` file), and another process of the same user could read
+//! it through ptrace or `/proc/PID/mem`. [`keep_out_of_core_dumps`] closes both at start; the units add
+//! `LimitCORE=0`, and `MemorySwapMax=0` so that none of it is written to swap either.
+//!
 //! Memory the daemon gives back. A caller may send a message of many MiB (the bus allows 32 MiB by default); the
 //! daemon refuses it at once, but glibc's malloc would by default keep the freed buffer in its heap for reuse, so
 //! that each hostile message size would stay resident for the daemon's life.
+
+/// Marks the process undumpable (`PR_SET_DUMPABLE` 0): the kernel writes no core dump of it, whatever the core
+/// pattern, the `ulimit -c` or `fs.suid_dumpable` say, its `/proc/PID` files belong to root, and processes of the
+/// same user may not ptrace it or read its memory. With `no_core_limit`, the core file size limit is also set to 0
+/// (soft and hard), which children would inherit: the daemon, which starts none, sets it; `att-token exec` does
+/// not, since its program's own limits are its business (the mark is not inherited across `execve`).
+///
+/// Returns what could not be done, for the caller to say once; on Linux neither call fails.
+pub fn keep_out_of_core_dumps(no_core_limit: bool) -> Result<(), String> {
+    nix::sys::prctl::set_dumpable(false).map_err(|e| format!("could not mark the process undumpable: {e}"))?;
+    if no_core_limit {
+        nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0)
+            .map_err(|e| format!("could not set the core file size limit to 0: {e}"))?;
+    }
+    Ok(())
+}
 
 /// Makes glibc's malloc serve every allocation of [`MMAP_THRESHOLD`] bytes or more from a mapping of its own,
 /// unmapped when freed, whatever sizes came before. (Left alone, glibc raises that threshold to the largest block

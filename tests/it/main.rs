@@ -33,6 +33,9 @@ mod e2e_reload;
 /// End to end: the wall clock confirmed through timedated on the bus; a restart serves a saved token at once only then.
 mod e2e_clock;
 
+/// End to end: an abort of the daemon, `exec` or `proxy` writes no core dump, where a plain process's would.
+mod e2e_cores;
+
 /// End to end: short grants, hammering readers, refused credentials, outages, verdicts, logout, clocks, reloads.
 mod e2e_pressure;
 

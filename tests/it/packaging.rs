@@ -100,9 +100,14 @@ fn the_proxy_unit_template_passes_verify_and_is_hardened() {
     let shipped = read(&data("att-token-proxy@.service"));
     let dist = read(&workspace_root().join("xtask/src/dist.rs"));
     assert!(dist.contains("\"att-token-proxy@.service\""), "the package installs the template");
-    for setting in
-        ["User=att-token-proxy", "SupplementaryGroups=att-tokens", "NoNewPrivileges=yes", "ProtectSystem=strict"]
-    {
+    for setting in [
+        "User=att-token-proxy",
+        "SupplementaryGroups=att-tokens",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "LimitCORE=0\n",
+        "MemorySwapMax=0\n",
+    ] {
         assert!(shipped.contains(setting), "the proxy's unit lost {setting:?}");
     }
 }
@@ -148,6 +153,8 @@ fn the_unit_exposure_is_at_most_two() {
         "MemoryMax=",
         "TasksMax=",
         "LimitNOFILE=",
+        "LimitCORE=0\n",
+        "MemorySwapMax=0\n",
     ] {
         assert!(unit.contains(setting), "the unit lost {setting:?}");
     }

@@ -782,12 +782,40 @@ impl Test<'_> {
         };
         ensure!(status == 200, "GET /me/grounds through att-token-proxy@auto answered {status}: {body}");
         let user = self.c.check(&["systemctl", "show", "-P", "User", "att-token-proxy@auto.service"])?;
+        let pid = self.c.check(&["systemctl", "show", "-P", "MainPID", "att-token-proxy@auto.service"])?;
+        self.undumpable("att-token-proxy@auto.service", &pid, &user)?;
         let journal = self.c.check(&["journalctl", "-u", "att-token-proxy@auto", "--no-pager", "--output=cat"])?;
         ensure!(journal.contains("/me/grounds"), "the proxy logged no line for the request:\n{journal}");
         ensure!(!journal.contains(&token), "the proxy's journal holds the token");
         println!(
             "system-test:   att-token-proxy@auto (as {user}, in att-tokens) answered GET /me/grounds on 127.0.0.1:{port} \
              with 200 from the fake cloud; its journal logs the request without the token (left running for the purge)"
+        );
+        Ok(())
+    }
+
+    /// No core dump and no swap for `unit`'s main process `pid` (running as `user`): it marked itself undumpable (the
+    /// kernel then gives its `/proc/PID` to root), its core size limit is 0, and the unit keeps it out of swap.
+    fn undumpable(&self, unit: &str, pid: &str, user: &str) -> anyhow::Result<()> {
+        let owner = self.c.check(&["stat", "-c", "%U", &format!("/proc/{pid}")])?;
+        ensure!(
+            owner == "root",
+            "/proc/{pid} of {unit} (running as {user}) belongs to {owner}: the process is dumpable, so an abort \
+             would write its memory to a core dump"
+        );
+        let limits = self.c.check(&["cat", &format!("/proc/{pid}/limits")])?;
+        let core = limits.lines().find(|line| line.starts_with("Max core file size")).unwrap_or_default();
+        ensure!(
+            core.split_whitespace().skip(4).take(2).all(|figure| figure == "0"),
+            "{unit}'s core file size limit is not 0: {core}"
+        );
+        let shown = self.c.check(&["systemctl", "show", "--property=LimitCORE,MemorySwapMax", unit])?;
+        for expected in ["LimitCORE=0", "MemorySwapMax=0"] {
+            ensure!(shown.lines().any(|line| line == expected), "{unit} shows no {expected}:\n{shown}");
+        }
+        println!(
+            "system-test:   {unit}: undumpable (/proc/{pid} belongs to root, the process to {user}), core limit 0, \
+             LimitCORE=0, MemorySwapMax=0"
         );
         Ok(())
     }
@@ -805,6 +833,7 @@ impl Test<'_> {
         let caps = status.lines().find_map(|line| line.strip_prefix("CapEff:")).unwrap_or_default().trim().to_owned();
         ensure!(caps.trim_start_matches('0').is_empty(), "the daemon has effective capabilities {caps}");
         println!("system-test:   the daemon (pid {pid}) runs as att-tokend (uid {uid}) with no capabilities");
+        self.undumpable("att-tokend.service", &pid, "att-tokend")?;
 
         self.c.write("/root/att-system-test-marker", "root's file\n", "0600", "root")?;
         self.c.write("/home/someone/att-system-test-marker", "someone's file\n", "0600", "root")?;

@@ -12,6 +12,9 @@ use att_tokend::{config, logging, run};
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // First: no core dump ever holds the tokens, the state key or the refresh tokens, and no process of the same
+    // user reads this one's memory.
+    let undumpable = att_tokend::memory::keep_out_of_core_dumps(true);
     // Before any other thread: freed large buffers (a hostile caller's message) go back to the system.
     att_tokend::memory::return_large_allocations();
     let args = TokendArgs::parse();
@@ -25,6 +28,11 @@ fn main() -> ExitCode {
         return finish(rekeyed);
     }
     logging::init();
+    if let Err(e) = undumpable {
+        tracing::warn!(
+            "{e}; a crash could write the tokens in memory to a core dump (the unit's LimitCORE=0 still applies)"
+        );
+    }
     finish(serve(&args.config).map(|()| String::new()))
 }
 

@@ -57,6 +57,11 @@ fn is_mfa_required(error: &zbus::Error) -> bool {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
+    // Tokens pass through this process (and `exec` and `proxy` hold them for long): no core dump of it, no reading
+    // of its memory by other processes of the user. Not the core size limit, which `exec`'s program would inherit.
+    if let Err(e) = att_tokend::memory::keep_out_of_core_dumps(false) {
+        eprintln!("att-token: warning: {e}; a crash could write a token to a core dump");
+    }
     let args = TokenArgs::parse();
     match run(args).await {
         Ok(code) => ExitCode::from(code),
