@@ -514,10 +514,12 @@ impl StateDir {
         }
     }
 
-    /// Renames `file` to `<name>.json.<label>-<now>` (with `-2`, `-3`, ... when that name is taken, so an earlier
+    /// Renames `file` (`<name>.json` or `<name>.hold`) to `<file>.<label>-<now>` (with `-2`, `-3`, ... when that name is taken, so an earlier
     /// set-aside file is never replaced) and returns the new path.
     fn set_aside(&self, file: &Path, name: &TokenName, label: &str, now: i64) -> Result<PathBuf, StateError> {
-        let base = format!("{}.json.{label}-{now}", name.as_str());
+        debug_assert!(file.file_name().is_some_and(|f| f.to_string_lossy().starts_with(name.as_str())));
+        let file_name = file.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        let base = format!("{file_name}.{label}-{now}");
         // The directory's lock keeps other daemons out, so a name found free stays free until the rename.
         let moved_to = std::iter::once(self.path.join(&base))
             .chain((2..).map(|n| self.path.join(format!("{base}-{n}"))))
@@ -542,6 +544,88 @@ impl StateDir {
             Err(error) => Err(io_error("remove", &file)(error)),
         }
     }
+}
+
+impl StateDir {
+    /// The file that keeps the unattended-login hold of `name` ([`HoldRecord`]).
+    pub fn hold_file_of(&self, name: &TokenName) -> PathBuf {
+        self.path.join(format!("{}.hold", name.as_str()))
+    }
+
+    /// The unattended-login hold of `name`, if one was saved. A file that cannot be read as a hold of this name is
+    /// set aside (`<name>.hold.corrupt-<now>`, bytes intact) and the error says so: the daemon then goes on as if
+    /// there were none.
+    pub fn load_hold(&self, name: &TokenName, now: i64) -> Result<Option<HoldRecord>, String> {
+        let file = self.hold_file_of(name);
+        let bytes = match fs::read(&file) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(io_error("read", &file)(error).to_string()),
+        };
+        let reason = match serde_json::from_slice::<HoldRecord>(&bytes) {
+            Ok(hold) if hold.name == *name && hold.version <= HOLD_VERSION => return Ok(Some(hold)),
+            Ok(hold) if hold.name != *name => format!("it is the hold of {:?}", hold.name.as_str()),
+            Ok(hold) => format!("it was written by a newer att-tokend (format {})", hold.version),
+            Err(error) => format!("it is not a valid hold file ({})", describe(&error)),
+        };
+        let moved = self.set_aside(&file, name, "corrupt", now).map_err(|e| e.to_string())?;
+        Err(format!("{} was unusable ({reason}) and was moved to {}", file.display(), moved.display()))
+    }
+
+    /// Saves the unattended-login hold of `record.name` durably (it holds no secret: see [`HoldRecord`]).
+    pub fn save_hold(&self, record: &HoldRecord) -> Result<(), StateError> {
+        let bytes = serde_json::to_vec_pretty(record)
+            .map_err(|error| StateError::Encode { name: record.name.to_string(), error })?;
+        self.write_atomic(&self.hold_file_of(&record.name), &bytes, |_| Ok(()))
+    }
+
+    /// Forgets the unattended-login hold of `name`. Returns whether a file was there.
+    pub fn remove_hold(&self, name: &TokenName) -> Result<bool, StateError> {
+        let file = self.hold_file_of(name);
+        match fs::remove_file(&file) {
+            Ok(()) => {
+                self.sync_dir()?;
+                Ok(true)
+            }
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(error) => Err(io_error("remove", &file)(error)),
+        }
+    }
+}
+
+/// The format version of hold files written by this build.
+pub const HOLD_VERSION: u32 = 1;
+
+/// Why the daemon does not log a token in by itself until a person acts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HoldReason {
+    /// The cloud refused the configured credentials: sending them again would only count towards a lockout.
+    Refused,
+    /// An admin logged the token out.
+    LoggedOut,
+}
+
+/// What the daemon learned about a token's unattended login that must outlive a restart (`<name>.hold` in the state
+/// directory): the cloud refused its configured credentials, or an admin logged it out. The credentials are named
+/// by a salted fingerprint only (HMAC-SHA-256 keyed with a random salt), never stored: the hold applies while the
+/// configured credentials still have that fingerprint, and a `Login` or other credentials lift it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldRecord {
+    /// Format version ([`HOLD_VERSION`] when written by this build).
+    pub version: u32,
+    /// The token name; must match the file name.
+    pub name: TokenName,
+    /// Why unattended login is held.
+    pub reason: HoldReason,
+    /// Unix seconds when it began.
+    pub since: i64,
+    /// The salt of [`HoldRecord::fingerprint`], hex.
+    pub salt: String,
+    /// HMAC-SHA-256 of the configured username, password and TOTP seed under the salt, hex.
+    pub fingerprint: String,
+    /// What the daemon said then (the cloud's refusal as login-flow words it); never a secret.
+    pub message: String,
 }
 
 /// A file written by [`write_durably`], named by its device and inode: the same file as long as nobody replaced it.

@@ -36,6 +36,9 @@ mod e2e_clock;
 /// End to end: an abort of the daemon, `exec` or `proxy` writes no core dump, where a plain process's would.
 mod e2e_cores;
 
+/// End to end: refused credentials and logouts outlive restarts; a refresh refused for a config reason keeps the session.
+mod e2e_lockout;
+
 /// End to end: short grants, hammering readers, refused credentials, outages, verdicts, logout, clocks, reloads.
 mod e2e_pressure;
 

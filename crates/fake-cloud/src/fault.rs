@@ -29,6 +29,9 @@ pub enum FaultKind {
     /// The request is carried out (a refresh rotates the refresh token) and its reply never sent: the server
     /// did its part and the client never learns the outcome (it times out, or is stopped while waiting).
     LostReply,
+    /// HTTP 400 `{"error":"invalid_clientId"}`: the answer to a request whose client id the cloud does not accept
+    /// (a refresh with another client id than its login's). A verdict about the configuration, not the token.
+    InvalidClient,
     /// The request waits this long, then is answered normally.
     Slow {
         /// The delay in milliseconds.

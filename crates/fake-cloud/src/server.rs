@@ -203,6 +203,12 @@ async fn cloud_front(shared: &Arc<Shared>, path: &str, request: Request, next: N
             // The connection task drops this future when it resets the connection.
             return std::future::pending().await;
         }
+        Some(FaultKind::InvalidClient) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                json!({"error": "invalid_clientId", "error_description": "The client id is not valid for this token."}),
+            );
+        }
         Some(FaultKind::Slow { delay_ms }) => {
             tokio::time::sleep(Duration::from_millis(delay_ms)).await;
         }

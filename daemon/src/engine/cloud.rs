@@ -15,14 +15,16 @@ pub(crate) enum Failure {
     /// request may have been carried out although no answer was read (a timeout, a connection lost after it
     /// was made), so a refresh may have rotated the refresh token at the cloud.
     Transient { why: String, retry_after: Option<Duration>, in_doubt: bool },
-    /// The cloud said no: retrying the same request cannot help.
-    Verdict { why: String },
+    /// The cloud said no: retrying the same request cannot help. `ends_session`: it refused the refresh token
+    /// itself (`invalid_grant`), so the session is over; any other refusal (a client id, a grant type) is about
+    /// the configuration, and the session is kept for a try once that is fixed.
+    Verdict { why: String, ends_session: bool },
 }
 
 impl Failure {
     pub(crate) fn why(&self) -> &str {
         match self {
-            Failure::Transient { why, .. } | Failure::Verdict { why } => why,
+            Failure::Transient { why, .. } | Failure::Verdict { why, .. } => why,
         }
     }
 }
@@ -32,7 +34,7 @@ impl From<LoginError> for Failure {
         if e.is_transient() {
             Failure::Transient { why: e.to_string(), retry_after: e.retry_after(), in_doubt: e.outcome_unknown() }
         } else {
-            Failure::Verdict { why: e.to_string() }
+            Failure::Verdict { why: e.to_string(), ends_session: matches!(e, LoginError::RefreshRejected) }
         }
     }
 }

@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::cloud::{Cloud, Failure, LoginFailure};
 use super::{Engine, EngineError, Entry, Event, Live, Served, State, TokenValue, write};
+use crate::state::{HoldReason, HoldRecord};
 
 /// Credentials for unattended re-login (password grant plus a TOTP code computed from the seed).
 #[derive(Clone)]
@@ -39,6 +40,34 @@ pub struct Unattended {
     pub password: Password,
     /// The base32 TOTP seed, to compute MFA codes; `None` for an account without MFA.
     pub totp_seed: Option<TotpSeed>,
+}
+
+impl Unattended {
+    /// HMAC-SHA-256 of the username, password and TOTP seed under `salt`, in hex: names these credentials in a hold
+    /// ([`crate::state::HoldRecord`]) without keeping them. Each part is length-prefixed, so two different sets of
+    /// credentials never give the same input.
+    fn fingerprint(&self, salt: &[u8]) -> String {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, salt);
+        let mut context = ring::hmac::Context::with_key(&key);
+        context.update(b"att-tokend unattended credentials 1\0");
+        let seed = self.totp_seed.as_ref().map(|seed| seed.expose_secret().as_bytes());
+        for part in [Some(self.username.as_bytes()), Some(self.password.expose_secret().as_bytes()), seed] {
+            match part {
+                Some(bytes) => {
+                    context.update(&[1]);
+                    context.update(&(bytes.len() as u64).to_le_bytes());
+                    context.update(bytes);
+                }
+                None => context.update(&[0]),
+            }
+        }
+        hex(context.sign().as_ref())
+    }
+}
+
+/// Lower-case hex of `bytes`.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl fmt::Debug for Unattended {
@@ -80,6 +109,18 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     fn save(&self, name: &TokenName, session: &SavedSession) -> Result<(), String>;
     /// Forgets the session of `name`.
     fn remove(&self, name: &TokenName) -> Result<(), String>;
+    /// The unattended-login hold of `name`, if one was saved (see [`crate::state::HoldRecord`]).
+    fn load_hold(&self, _name: &TokenName) -> Result<Option<crate::state::HoldRecord>, String> {
+        Ok(None)
+    }
+    /// Saves an unattended-login hold.
+    fn save_hold(&self, _hold: &crate::state::HoldRecord) -> Result<(), String> {
+        Ok(())
+    }
+    /// Forgets the unattended-login hold of `name`.
+    fn remove_hold(&self, _name: &TokenName) -> Result<(), String> {
+        Ok(())
+    }
     /// How sessions are kept at rest, as the `SessionStorage` property shows it: `sealed` (encrypted with the
     /// state key) or `unsealed` (in clear).
     fn storage(&self) -> &'static str {
@@ -311,7 +352,7 @@ pub(crate) fn spawn(
         login_retry_at: None,
         last_error: String::new(),
         nudged,
-        unattended_suspended: false,
+        hold: None,
         short_grant_warned: false,
     };
     // One task at a time owns a token's session: a token removed and added again by quick reloads gets its new
@@ -360,8 +401,9 @@ struct Session {
     last_error: String,
     /// Shared with the handle: a nudge is queued.
     nudged: Arc<std::sync::atomic::AtomicBool>,
-    /// `Logout` suspended unattended login until the next `Login` or a reload with other credentials.
-    unattended_suspended: bool,
+    /// Unattended login is held until the next `Login` or other credentials: the cloud refused these, or an admin
+    /// logged out. Kept on disk too (`<name>.hold`), so a restart does not send refused credentials again.
+    hold: Option<HoldReason>,
     /// A grant too short to serve was logged at warn level; later ones go to debug until a normal grant.
     short_grant_warned: bool,
 }
@@ -380,6 +422,7 @@ impl Session {
             self.publish(false);
             return;
         };
+        self.restore_hold(store.as_ref());
         match store.load(&self.name) {
             Ok(Some(saved)) => {
                 let pair = clock_pair();
@@ -426,7 +469,7 @@ impl Session {
     fn next(&self, now: MonoTime) -> (Action, Option<MonoTime>) {
         let action = plan::plan(self.plan.as_ref(), self.policy(), now);
         let mut wake = action.at();
-        if self.plan.is_none() && self.unattended.is_some() && !self.unattended_suspended {
+        if self.plan.is_none() && self.unattended.is_some() && self.hold.is_none() {
             wake = Some(self.login_retry_at.unwrap_or(now));
         }
         if let Some(end) = self.serve_until().filter(|end| *end > now) {
@@ -535,7 +578,7 @@ impl Session {
                     }
                     self.login_failures = 0;
                     self.login_retry_at = None;
-                    self.unattended_suspended = false;
+                    self.lift_hold().await;
                     if let Some(plan) = &mut self.plan {
                         plan.credentials_changed();
                     }
@@ -667,8 +710,7 @@ impl Session {
         let now = now();
         let (action, _) = self.next(now);
         if self.plan.is_none() {
-            if self.unattended.is_some() && !self.unattended_suspended && self.login_retry_at.is_none_or(|at| at <= now)
-            {
+            if self.unattended.is_some() && self.hold.is_none() && self.login_retry_at.is_none_or(|at| at <= now) {
                 self.login_unattended().await;
             }
             return;
@@ -767,7 +809,32 @@ impl Session {
                 self.publish(false);
                 Err(self.unavailable())
             }
-            Err(Failure::Verdict { why }) => {
+            Err(Failure::Verdict { why, ends_session: false }) => {
+                // Not about the refresh token (a client id or grant type the cloud refused): the configuration is
+                // wrong, and the session stays, saved, for the next try, which waits the longest backoff.
+                let retry_after = Some(policy.backoff_max);
+                if let Some(plan) = &mut self.plan {
+                    plan.apply(Attempt::Refresh, Outcome::Transient { retry_after }, pair, &policy, Self::jitter());
+                }
+                let message = format!(
+                    "the cloud refused the refresh for a reason other than the refresh token: {why}; the session is kept \
+                     and the refresh is tried again in {}",
+                    human(policy.backoff_max)
+                );
+                // The request was answered: the refresh token is the same, and no answer is lost.
+                self.refresh_sent_at = None;
+                if let (Some(access), Some(refresh)) = (self.saved_access.clone(), self.refresh.clone()) {
+                    self.save(&access, &refresh, pair).await;
+                }
+                if message != self.last_error {
+                    tracing::warn!(token = %self.name, "{message}");
+                    self.engine.emit(Event::AttentionNeeded { name: self.name.clone(), reason: message.clone() });
+                }
+                self.last_error = message;
+                self.publish(false);
+                Err(self.unavailable())
+            }
+            Err(Failure::Verdict { why, ends_session: true }) => {
                 if let Some(plan) = &mut self.plan {
                     plan.apply(Attempt::Refresh, Outcome::Verdict, pair, &policy, Self::jitter());
                 }
@@ -890,7 +957,7 @@ impl Session {
         match result {
             Ok(grant) => {
                 self.username = username;
-                self.unattended_suspended = false;
+                self.lift_hold().await;
                 self.start_session(grant).await;
                 tracing::info!(token = %self.name, "logged in");
                 Ok(self.expires_at())
@@ -941,8 +1008,8 @@ impl Session {
 
     /// Logs in again with the configured credentials, if any. True when a session was established.
     async fn login_unattended(&mut self) -> bool {
-        if self.unattended_suspended {
-            tracing::debug!(token = %self.name, "unattended login is suspended since the logout; waiting for a Login");
+        if let Some(hold) = self.hold {
+            tracing::debug!(token = %self.name, ?hold, "unattended login is held; waiting for a Login or other credentials");
             return false;
         }
         let Some(unattended) = self.unattended.clone() else { return false };
@@ -971,6 +1038,9 @@ impl Session {
                 let unconfirmed_code = matches!(failure, LoginFailure::BadMfaCode(Some(CodeClock::Local)))
                     && !self.settings.clock.confirmed();
                 let transient = unconfirmed_code || matches!(failure, LoginFailure::Transient { .. });
+                // The cloud judged the credentials themselves (not a client id or a grant type it refused).
+                let refused_credentials =
+                    !transient && matches!(failure, LoginFailure::BadCredentials(_) | LoginFailure::BadMfaCode(_));
                 let retry_after = match &failure {
                     LoginFailure::Transient { retry_after, .. } => *retry_after,
                     _ => None,
@@ -1000,12 +1070,89 @@ impl Session {
                         self.last_error,
                         self.name.as_str()
                     );
+                    if refused_credentials {
+                        // Sending refused credentials again only counts towards the account's lockout: held, also
+                        // across restarts, until a person logs in or gives other credentials.
+                        self.last_error = format!(
+                            "{reason}; unattended login is held until then, also across restarts, so that the refused \
+                             credentials are not sent again"
+                        );
+                        self.set_hold(HoldReason::Refused).await;
+                    }
                     self.engine.emit(Event::AttentionNeeded { name: self.name.clone(), reason });
                 }
                 self.publish(false);
                 false
             }
         }
+    }
+
+    /// Holds unattended login for `reason` and saves the hold (with a fingerprint of the configured credentials, never
+    /// the credentials) so that a restart keeps it. A failed save is logged: the hold then lasts until a restart.
+    async fn set_hold(&mut self, reason: HoldReason) {
+        self.hold = Some(reason);
+        let (Some(store), Some(unattended)) = (self.settings.store.clone(), self.unattended.as_ref()) else { return };
+        let mut salt = [0_u8; 16];
+        if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salt).is_err() {
+            tracing::warn!(token = %self.name, "no random salt for the hold's fingerprint; the hold is not saved");
+            return;
+        }
+        let record = HoldRecord {
+            version: crate::state::HOLD_VERSION,
+            name: self.name.clone(),
+            reason,
+            since: super::unix_seconds(SystemTime::now()),
+            salt: hex(&salt),
+            fingerprint: unattended.fingerprint(&salt),
+            message: self.last_error.clone(),
+        };
+        if let Err(e) = on_blocking_pool(store, self.name.clone(), move |store, _| store.save_hold(&record)).await {
+            tracing::error!(token = %self.name, "could not save that unattended login is held ({e}); a restart would try the credentials again");
+        }
+    }
+
+    /// Ends a hold of unattended login, on disk too.
+    async fn lift_hold(&mut self) {
+        if self.hold.take().is_none() {
+            return;
+        }
+        tracing::info!(token = %self.name, "unattended login is no longer held");
+        if let Some(store) = self.settings.store.clone()
+            && let Err(e) = on_blocking_pool(store, self.name.clone(), |store, name| store.remove_hold(name)).await
+        {
+            tracing::error!(token = %self.name, "could not remove the saved hold of unattended login: {e}");
+        }
+    }
+
+    /// At start: a saved hold applies while the configured credentials are the ones it was made for; otherwise
+    /// (other credentials, or none any more) it is removed.
+    fn restore_hold(&mut self, store: &dyn SessionStore) {
+        let hold = match store.load_hold(&self.name) {
+            Ok(Some(hold)) => hold,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(token = %self.name, "{e}; unattended login is not held");
+                return;
+            }
+        };
+        let salt: Option<Vec<u8>> = (0..hold.salt.len())
+            .step_by(2)
+            .map(|i| hold.salt.get(i..i + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok()))
+            .collect();
+        let same = match (self.unattended.as_ref(), salt) {
+            (Some(unattended), Some(salt)) => unattended.fingerprint(&salt) == hold.fingerprint,
+            _ => false,
+        };
+        if !same {
+            tracing::info!(token = %self.name, "the credentials changed since unattended login was held ({:?} at {}); it is tried again", hold.reason, time::rfc3339(hold.since));
+            if let Err(e) = store.remove_hold(&self.name) {
+                tracing::error!(token = %self.name, "could not remove the saved hold of unattended login: {e}");
+            }
+            return;
+        }
+        self.hold = Some(hold.reason);
+        self.last_error = format!("{} (since {})", hold.message, time::rfc3339(hold.since));
+        tracing::warn!(token = %self.name, "unattended login is held: {}", self.last_error);
     }
 
     async fn logout(&mut self) -> Result<(), EngineError> {
@@ -1017,10 +1164,10 @@ impl Session {
         self.in_doubt_since = None;
         self.last_error = "logged out".to_owned();
         if self.unattended.is_some() {
-            self.unattended_suspended = true;
             self.last_error = "logged out; unattended login is suspended until `att-token login` or a reload with \
                                other credentials"
                 .to_owned();
+            self.set_hold(HoldReason::LoggedOut).await;
         }
         let result =
             match self.settings.store.clone() {

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 use token_model::ids::TokenName;
 
 use super::session::{SavedSession, SessionStore};
-use crate::state::{FORMAT_VERSION, LoadOutcome, Origin, SessionRecord, StateDir};
+use crate::state::{FORMAT_VERSION, HoldRecord, LoadOutcome, Origin, SessionRecord, StateDir};
 
 /// The state directory as a session store, for one cloud instance and client.
 #[derive(Debug)]
@@ -108,5 +108,17 @@ impl SessionStore for StateStore {
 
     fn remove(&self, name: &TokenName) -> Result<(), String> {
         self.dir.remove(name).map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    fn load_hold(&self, name: &TokenName) -> Result<Option<HoldRecord>, String> {
+        self.dir.load_hold(name, super::unix_seconds(SystemTime::now()))
+    }
+
+    fn save_hold(&self, hold: &HoldRecord) -> Result<(), String> {
+        self.dir.save_hold(hold).map_err(|e| e.to_string())
+    }
+
+    fn remove_hold(&self, name: &TokenName) -> Result<(), String> {
+        self.dir.remove_hold(name).map(|_| ()).map_err(|e| e.to_string())
     }
 }
