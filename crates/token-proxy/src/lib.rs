@@ -7,6 +7,11 @@
 //! not the proxy's own loopback name (421, a defence against DNS rebinding from a browser on the same machine).
 //! The client's own `Authorization`, `Proxy-Authorization` and hop-by-hop headers are dropped.
 //!
+//! A web page in a browser can never use it: a request with an `Origin` header, or with a `Sec-Fetch-Site`
+//! other than `none` or `same-origin`, is refused (403); `OPTIONS` is answered by the proxy itself (204 with
+//! `Allow`) and never forwarded, so a CORS preflight, which always has `Origin`, gets 403; and every
+//! `Access-Control-*` header is dropped from the API's replies, so no browser lets a page read one.
+//!
 //! The crate knows nothing of where tokens come from: the caller implements [`TokenSource`] (att-token asks
 //! att-tokend over D-Bus) and tells the [`TokenCache`] when the token changed. Tokens are cached in memory,
 //! zeroized when dropped, and fetched again when the cache is told, when they are about to lapse, or once after

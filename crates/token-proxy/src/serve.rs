@@ -24,7 +24,7 @@ use zeroize::Zeroizing;
 
 use crate::cache::TokenCache;
 use crate::listen::Listen;
-use crate::target::{self, HostRule, Upstream};
+use crate::target::{self, HostRule, Upstream, Verdict};
 
 /// How much the proxy takes on. Every figure bounds something a client could otherwise make it hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -312,6 +312,14 @@ fn text(status: u16, message: &str) -> Response<reqwest::Body> {
     response
 }
 
+/// The proxy's own answer to `OPTIONS`: 204 with the methods it forwards, and no CORS header.
+fn options() -> Response<reqwest::Body> {
+    let mut response = Response::new(reqwest::Body::from(Bytes::new()));
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(target::ALLOWED_METHODS));
+    response
+}
+
 async fn handle(state: &State, request: Request<Incoming>) -> Response<reqwest::Body> {
     let started = Instant::now();
     let method = request.method().clone();
@@ -332,9 +340,13 @@ async fn respond(state: &State, request: Request<Incoming>) -> (Response<reqwest
         let message = format!("too many requests at once (at most {}); retry shortly", state.limits.max_in_flight);
         return (text(503, &message), Some("refused: too many in flight".into()));
     };
-    if let Err(refusal) = target::check(request.method(), request.uri(), request.headers(), &state.hosts) {
-        let note = format!("refused: {}", refusal.message.split(':').next().unwrap_or("refused"));
-        return (text(refusal.status, &refusal.message), Some(note));
+    match target::check(request.method(), request.uri(), request.headers(), &state.hosts) {
+        Ok(Verdict::Forward) => {}
+        Ok(Verdict::Options) => return (options(), Some("answered here: OPTIONS is never forwarded".into())),
+        Err(refusal) => {
+            let note = format!("refused: {}", refusal.message.split(':').next().unwrap_or("refused"));
+            return (text(refusal.status, &refusal.message), Some(note));
+        }
     }
     let token = match state.cache.get().await {
         Ok(token) => token,
