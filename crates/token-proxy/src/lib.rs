@@ -12,6 +12,10 @@
 //! `Allow`) and never forwarded, so a CORS preflight, which always has `Origin`, gets 403; and every
 //! `Access-Control-*` header is dropped from the API's replies, so no browser lets a page read one.
 //!
+//! A slow client holds a connection, never a slot among [`Limits::max_in_flight`]: a body the proxy holds is read
+//! before the request takes a slot, and must arrive within [`Limits::body_timeout`]; a streamed body may pause
+//! no longer than that; either gets 408 otherwise.
+//!
 //! The crate knows nothing of where tokens come from: the caller implements [`TokenSource`] (att-token asks
 //! att-tokend over D-Bus) and tells the [`TokenCache`] when the token changed. Tokens are cached in memory,
 //! zeroized when dropped, and fetched again when the cache is told, when they are about to lapse, or once after

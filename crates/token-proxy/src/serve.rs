@@ -5,7 +5,10 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -44,6 +47,9 @@ pub struct Limits {
     /// A request body up to this size is held, so that the request can be sent again after a 401; a larger one,
     /// or one of unknown length, is streamed and never retried.
     pub retry_body_bytes: usize,
+    /// How long a client may take to send a body the proxy holds, and the longest pause within a streamed one;
+    /// then 408.
+    pub body_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -55,6 +61,7 @@ impl Default for Limits {
             upstream_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(30),
             retry_body_bytes: 64 * 1024,
+            body_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -336,10 +343,6 @@ enum Held {
 }
 
 async fn respond(state: &State, request: Request<Incoming>) -> (Response<reqwest::Body>, Option<String>) {
-    let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
-        let message = format!("too many requests at once (at most {}); retry shortly", state.limits.max_in_flight);
-        return (text(503, &message), Some("refused: too many in flight".into()));
-    };
     match target::check(request.method(), request.uri(), request.headers(), &state.hosts) {
         Ok(Verdict::Forward) => {}
         Ok(Verdict::Options) => return (options(), Some("answered here: OPTIONS is never forwarded".into())),
@@ -348,33 +351,38 @@ async fn respond(state: &State, request: Request<Incoming>) -> (Response<reqwest
             return (text(refusal.status, &refusal.message), Some(note));
         }
     }
+    let (mut parts, body) = request.into_parts();
+    // A body the proxy holds is read before a slot is taken, within a deadline: a client that announces a body
+    // and sends nothing holds a connection, never a slot.
+    let body = match read_body(state, body).await {
+        Ok(body) => body,
+        Err(refused) => return refused,
+    };
+    let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
+        let message = format!("too many requests at once (at most {}); retry shortly", state.limits.max_in_flight);
+        return (text(503, &message), Some("refused: too many in flight".into()));
+    };
     let token = match state.cache.get().await {
         Ok(token) => token,
         Err(error) => return (text(error.status(), error.message()), Some("no token".into())),
     };
-    let (mut parts, body) = request.into_parts();
     target::strip_request_headers(&mut parts.headers);
     let url = state.upstream.url_for(&parts.uri);
-    let small =
-        body.is_end_stream() || body.size_hint().exact().is_some_and(|n| n <= state.limits.retry_body_bytes as u64);
-    let body = if small {
-        match http_body_util::Limited::new(body, state.limits.retry_body_bytes).collect().await {
-            Ok(collected) => Held::Bytes(collected.to_bytes()),
-            Err(_) => return (text(400, "the request body could not be read"), Some("bad body".into())),
-        }
-    } else {
-        Held::Streamed(body)
-    };
     let held = match &body {
         Held::Bytes(bytes) => Some(bytes.clone()),
         Held::Streamed(_) => None,
     };
+    // A streamed body that pauses longer than the body timeout ends the request, and so frees its slot.
+    let stalled = Arc::new(AtomicBool::new(false));
     let first_body = match body {
         Held::Bytes(bytes) => reqwest::Body::from(bytes),
-        Held::Streamed(incoming) => reqwest::Body::wrap(incoming),
+        Held::Streamed(incoming) => reqwest::Body::wrap(IdleBody::new(incoming, state.limits.body_timeout, &stalled)),
     };
     let Some(authorization) = bearer(&token) else { return (text(502, BAD_TOKEN), Some("bad token".into())) };
     let first = send(state, &parts.method, url.clone(), &parts.headers, first_body, authorization).await;
+    if first.is_err() && stalled.load(Ordering::SeqCst) {
+        return body_too_slow(state, "paused for more than");
+    }
     match first {
         Ok(response) if response.status() == StatusCode::UNAUTHORIZED => {
             let Some(bytes) = held else {
@@ -397,6 +405,91 @@ async fn respond(state: &State, request: Request<Incoming>) -> (Response<reqwest
         }
         Ok(response) => (relay(response), None),
         Err(error) => upstream_failed(state, &error),
+    }
+}
+
+/// Holds a body of known length up to [`Limits::retry_body_bytes`] (all of it, within
+/// [`Limits::body_timeout`]), or leaves a larger one, or one of unknown length, to be streamed.
+async fn read_body(state: &State, body: Incoming) -> Result<Held, (Response<reqwest::Body>, Option<String>)> {
+    let limit = state.limits.retry_body_bytes;
+    let small = body.is_end_stream() || body.size_hint().exact().is_some_and(|n| n <= limit as u64);
+    if !small {
+        return Ok(Held::Streamed(body));
+    }
+    match tokio::time::timeout(state.limits.body_timeout, http_body_util::Limited::new(body, limit).collect()).await {
+        Ok(Ok(collected)) => Ok(Held::Bytes(collected.to_bytes())),
+        Ok(Err(_)) => Err((text(400, "the request body could not be read"), Some("bad body".into()))),
+        Err(_) => Err(body_too_slow(state, "did not arrive within")),
+    }
+}
+
+/// 408 for a body that did not come in time; the connection is closed, since the rest of the body may still
+/// come.
+fn body_too_slow(state: &State, what: &str) -> (Response<reqwest::Body>, Option<String>) {
+    let message = format!(
+        "the request body {what} {} s; send the whole body right after the request head, then retry",
+        state.limits.body_timeout.as_secs_f64()
+    );
+    let mut response = text(408, &message);
+    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    (response, Some("request body too slow".into()))
+}
+
+/// A streamed request body that fails once the client sends nothing for `idle` (counted from the first time it
+/// is asked for data, then from each frame), and says so in `stalled`.
+struct IdleBody {
+    inner: Incoming,
+    idle: Duration,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    stalled: Arc<AtomicBool>,
+}
+
+impl IdleBody {
+    fn new(inner: Incoming, idle: Duration, stalled: &Arc<AtomicBool>) -> Self {
+        IdleBody { inner, idle, deadline: None, stalled: stalled.clone() }
+    }
+}
+
+/// The error an [`IdleBody`] ends with.
+#[derive(Debug)]
+struct BodyStalled;
+
+impl fmt::Display for BodyStalled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the client stopped sending the request body")
+    }
+}
+
+impl std::error::Error for BodyStalled {}
+
+impl hyper::body::Body for IdleBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            this.deadline = None;
+            return Poll::Ready(frame.map(|result| result.map_err(Into::into)));
+        }
+        let idle = this.idle;
+        let deadline = this.deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+        if deadline.as_mut().poll(cx).is_ready() {
+            this.stalled.store(true, Ordering::SeqCst);
+            return Poll::Ready(Some(Err(Box::new(BodyStalled))));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -6,6 +6,7 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use fake_cloud::{FakeCloud, FakeConfig};
 use token_proxy::{Fetched, Limits, Listen, Proxy, SourceError, TokenCache, TokenSource, Upstream};
@@ -261,6 +262,109 @@ async fn a_web_page_in_a_browser_cannot_use_the_token() {
     assert_eq!(api.request_lines(), ["GET /me HTTP/1.1"; 3], "only the three were forwarded");
     let logs = proxy.logs.lock().unwrap().join("\n");
     assert!(logs.contains("GET /me 403") && logs.contains("OPTIONS /me 204"), "{logs}");
+    let _ = proxy.stop.take().unwrap().send(());
+    proxy.task.await.unwrap().unwrap();
+}
+
+/// How long a test waits for an answer that must come; far longer than any deadline the proxy is given.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Reads from `stream` until `done` says the text is complete, the peer closes, or [`PATIENCE`] runs out.
+async fn read_until(stream: &mut tokio::net::TcpStream, done: impl Fn(&str) -> bool) -> String {
+    use tokio::io::AsyncReadExt as _;
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let _ = tokio::time::timeout(PATIENCE, async {
+        while !done(&String::from_utf8_lossy(&bytes)) {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Opens a connection, sends `head` (with a body announced and not sent) and `partial`, and returns it with the
+/// proxy's first answer: `100 Continue` once it reads the body, when the head asked for it.
+async fn stall(address: std::net::SocketAddr, head: &str, partial: &str) -> (tokio::net::TcpStream, String) {
+    use tokio::io::AsyncWriteExt as _;
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(partial.as_bytes()).await.unwrap();
+    let first = if head.contains("Expect: 100-continue") {
+        read_until(&mut stream, |t| t.contains("\r\n\r\n")).await
+    } else {
+        String::new()
+    };
+    (stream, first)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_bodies_hold_no_slot_and_get_408() {
+    let cloud = cloud().await;
+    let limits = Limits { max_in_flight: 2, body_timeout: Duration::from_secs(3), ..Limits::default() };
+    let mut proxy = start_at(&cloud.url(), vec![Ok(OLD)], limits).await;
+    let address = proxy.address;
+    // Twice as many as may be in flight announce a 10-byte body and send none; each waits until the proxy reads.
+    let head = format!(
+        "POST /device/{DEVICE} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+         Content-Length: 10\r\nExpect: 100-continue\r\n\r\n"
+    );
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        stalled.push(stall(address, &head, "").await);
+    }
+    let told: Vec<String> = stalled.iter().map(|(_, first)| first.lines().next().unwrap_or("").to_owned()).collect();
+
+    let started = Instant::now();
+    let (status, text) = raw(address, get(address, &format!("/device/{DEVICE}"), "")).await;
+    let waited = started.elapsed();
+    println!(
+        "a normal request while 4 connections stall their bodies (max_in_flight 2): {status} after {:.1} ms",
+        waited.as_secs_f64() * 1000.0
+    );
+    assert_eq!(status, 200, "a normal client is served while bodies stall: {text}\nthe stalled were told {told:?}");
+    for line in &told {
+        assert_eq!(line, "HTTP/1.1 100 Continue", "the proxy was reading every stalled body: {told:?}");
+    }
+    for (mut stream, _) in stalled {
+        let answer = read_until(&mut stream, |_| false).await;
+        assert!(answer.contains("HTTP/1.1 408 "), "a stalled body gets 408: {answer:?}");
+        assert!(answer.contains("within 3 s"), "says how long it waited and what to do: {answer}");
+    }
+    let logs = proxy.logs.lock().unwrap().join("\n");
+    assert_eq!(logs.matches(" 408 ").count(), 4, "{logs}");
+    let _ = proxy.stop.take().unwrap().send(());
+    proxy.task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_streamed_body_gets_408_and_frees_its_slot() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    // An API that reads whatever comes and never answers: only the proxy's own deadlines end a request.
+    let api = Canned::start(None).await;
+    let limits = Limits {
+        max_in_flight: 1,
+        body_timeout: Duration::from_secs(1),
+        upstream_timeout: Duration::from_secs(20),
+        ..Limits::default()
+    };
+    let mut proxy = start_at(&api.url, vec![Ok(OLD)], limits).await;
+    let address = proxy.address;
+    // Bodies the proxy streams: of unknown length, and longer than it holds. Each sends a little and stalls; the
+    // second can only be forwarded once the first let go of the one slot.
+    for (framing, partial) in [("Transfer-Encoding: chunked", "5\r\nhello\r\n"), ("Content-Length: 100000", "hello")] {
+        let head = format!("POST /upload HTTP/1.1\r\nHost: {address}\r\n{framing}\r\n\r\n");
+        let (mut stream, _) = stall(address, &head, partial).await;
+        let started = Instant::now();
+        let answer = read_until(&mut stream, |_| false).await;
+        println!("{framing}: answered after {:.1} s", started.elapsed().as_secs_f64());
+        assert!(answer.contains("HTTP/1.1 408 "), "{framing}: a stalled stream gets 408: {answer:?}");
+        assert!(answer.contains("1 s"), "{framing}: says how long it waited and what to do: {answer}");
+    }
+    assert_eq!(api.request_lines(), ["POST /upload HTTP/1.1"; 2], "both were streamed to the API");
     let _ = proxy.stop.take().unwrap().send(());
     proxy.task.await.unwrap().unwrap();
 }
