@@ -5,6 +5,8 @@
 //! It is never an open proxy: only origin-form targets (`GET /me/grounds`) are accepted and joined to the base
 //! URL's path; absolute-form targets are refused (400), `CONNECT` too (405), and so is a `Host` header that is
 //! not the proxy's own loopback name (421, a defence against DNS rebinding from a browser on the same machine).
+//! A path with a backslash (raw or `%5C`), a `.` or `..` segment (raw or `%2E`) or an encoded slash (`%2F`) is
+//! refused (400), and so is one whose joined URL is not under the base URL's path, on its scheme, host and port.
 //! The client's own `Authorization`, `Proxy-Authorization` and hop-by-hop headers are dropped.
 //!
 //! A web page in a browser can never use it: a request with an `Origin` header, or with a `Sec-Fetch-Site`

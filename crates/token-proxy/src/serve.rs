@@ -352,6 +352,10 @@ async fn respond(state: &State, request: Request<Incoming>) -> (Response<reqwest
         }
     }
     let (mut parts, body) = request.into_parts();
+    let url = match state.upstream.url_for(&parts.uri) {
+        Ok(url) => url,
+        Err(refusal) => return (text(refusal.status, &refusal.message), Some("refused: path outside the API".into())),
+    };
     // A body the proxy holds is read before a slot is taken, within a deadline: a client that announces a body
     // and sends nothing holds a connection, never a slot.
     let body = match read_body(state, body).await {
@@ -367,7 +371,6 @@ async fn respond(state: &State, request: Request<Incoming>) -> (Response<reqwest
         Err(error) => return (text(error.status(), error.message()), Some("no token".into())),
     };
     target::strip_request_headers(&mut parts.headers);
-    let url = state.upstream.url_for(&parts.uri);
     let held = match &body {
         Held::Bytes(bytes) => Some(bytes.clone()),
         Held::Streamed(_) => None,

@@ -50,12 +50,27 @@ impl Upstream {
 
     /// The upstream URL for an accepted origin-form target: the base URL's path, then the target's path and
     /// query.
-    pub(crate) fn url_for(&self, target: &Uri) -> Url {
+    /// The result is refused (400) unless it is still under the base URL's path, on the same scheme, host and
+    /// port: the URL parser reads `\\` as `/` and resolves dot segments, whatever [`check`] let through.
+    pub(crate) fn url_for(&self, target: &Uri) -> Result<Url, Refusal> {
         let mut url = self.base.clone();
         let base_path = self.base.path().trim_end_matches('/');
         url.set_path(&format!("{base_path}{}", target.path()));
         url.set_query(target.query());
-        url
+        let under = url.path() == base_path || url.path().starts_with(&format!("{base_path}/"));
+        let same_origin = url.scheme() == self.base.scheme()
+            && url.host() == self.base.host()
+            && url.port_or_known_default() == self.base.port_or_known_default();
+        if !under || !same_origin {
+            return Err(refuse(
+                400,
+                format!(
+                    "the path leaves the API's base path {}; send a path under it, like /me/grounds",
+                    self.base.path()
+                ),
+            ));
+        }
+        Ok(url)
     }
 
     /// Whether requests go to a loopback host (plain http is then fine and no system proxy applies).
@@ -156,12 +171,24 @@ pub(crate) fn check(method: &Method, uri: &Uri, headers: &HeaderMap, hosts: &Hos
     if !path.starts_with('/') {
         return Err(refuse(400, "the request target must be a path starting with /"));
     }
-    let dot_segment = path.split('/').any(|segment| {
-        let lower = segment.to_ascii_lowercase().replace("%2e", ".");
-        lower == "." || lower == ".."
+    let lower = path.to_ascii_lowercase();
+    if path.contains('\\') || lower.contains("%5c") {
+        return Err(refuse(
+            400,
+            "paths with a backslash (\\ or %5C) are refused: the API could read it as / and leave its base path; \
+             write the path with / alone, like /me/grounds",
+        ));
+    }
+    let dot_segment = lower.split('/').any(|segment| {
+        let segment = segment.replace("%2e", ".");
+        segment == "." || segment == ".."
     });
-    if dot_segment || path.to_ascii_lowercase().contains("%2f") {
-        return Err(refuse(400, "paths with . or .. segments (or encoded slashes) are refused"));
+    if dot_segment || lower.contains("%2f") {
+        return Err(refuse(
+            400,
+            "paths with . or .. segments or encoded slashes (%2F) are refused: they could leave the API's base \
+             path; send the path as the API names it, like /me/grounds",
+        ));
     }
     if method == Method::OPTIONS {
         return Ok(Verdict::Options);
@@ -309,6 +336,61 @@ mod tests {
     }
 
     #[test]
+    fn a_path_that_could_leave_the_base_path_is_refused() {
+        // The url crate reads \\ as / in http and https URLs, and some servers decode %5C to \\ and then read it so.
+        for target in [
+            "/x\\..\\..\\secret",
+            "/x%5c..%5c..%5csecret",
+            "/x%5C..%5C..%5Csecret",
+            "/x\\secret",
+            "/..\\secret",
+            "/a/%5c",
+            "/a/.%2E/b",
+            "/a/%2e%2e%2fb",
+            "/a/b/..",
+        ] {
+            let refusal = check(&Method::GET, &target.parse().unwrap(), &headers(&[]), &rule()).unwrap_err();
+            assert_eq!(refusal.status, 400, "{target}");
+            assert!(refusal.message.contains("; "), "{target}: says what to do: {}", refusal.message);
+        }
+        for target in ["/a%5", "/a%5Cb?q=\\"] {
+            let refused = check(&Method::GET, &target.parse().unwrap(), &headers(&[]), &rule()).is_err();
+            assert_eq!(refused, target.contains("%5C"), "{target}");
+        }
+        for target in ["/me/grounds", "/a.b/c..d/.e", "/a/b?q=%5c..%2f", "/%7e/x"] {
+            assert_eq!(status("GET", target, "127.0.0.1:8099"), None, "{target}");
+        }
+    }
+
+    #[test]
+    fn the_joined_url_stays_under_the_base_path() {
+        // url_for is the last word, whatever check let through.
+        let nested = Upstream::parse("http://127.0.0.1:9/api/v1/").unwrap();
+        let table: &[(&str, Option<&str>)] = &[
+            ("/me", Some("http://127.0.0.1:9/api/v1/me")),
+            ("/", Some("http://127.0.0.1:9/api/v1/")),
+            ("/a/b?c=d", Some("http://127.0.0.1:9/api/v1/a/b?c=d")),
+            ("//evil.example/x", Some("http://127.0.0.1:9/api/v1//evil.example/x")),
+            ("/a\\b", Some("http://127.0.0.1:9/api/v1/a/b")),
+            ("/x\\..\\..\\secret", None),
+            ("/a/%2e%2e/%2e%2e/x", None),
+            ("/..", None),
+            ("/../v1x", None),
+            ("/../v1/me", Some("http://127.0.0.1:9/api/v1/me")),
+        ];
+        for (target, expected) in table {
+            let url = nested.url_for(&target.parse().unwrap());
+            assert_eq!(url.as_ref().ok().map(Url::as_str), *expected, "{target}");
+            if let Err(refusal) = url {
+                assert_eq!(refusal.status, 400, "{target}");
+                assert!(refusal.message.contains("/api/v1"), "{target}: names the base path: {}", refusal.message);
+            }
+        }
+        let plain = Upstream::parse("https://api.allthingstalk.io").unwrap();
+        assert_eq!(plain.url_for(&"/a/../../x".parse().unwrap()).unwrap().as_str(), "https://api.allthingstalk.io/x");
+    }
+
+    #[test]
     fn what_a_browser_sends_for_a_web_page_is_refused() {
         type Headers = &'static [(&'static str, &'static str)];
         let table: &[(Headers, Option<u16>)] = &[
@@ -355,11 +437,11 @@ mod tests {
     fn targets_join_the_base_path() {
         let plain = Upstream::parse("https://api.allthingstalk.io").unwrap();
         assert_eq!(
-            plain.url_for(&"/me/grounds?a=1".parse().unwrap()).as_str(),
+            plain.url_for(&"/me/grounds?a=1".parse().unwrap()).unwrap().as_str(),
             "https://api.allthingstalk.io/me/grounds?a=1"
         );
         let nested = Upstream::parse("http://127.0.0.1:9/api/v1/").unwrap();
-        assert_eq!(nested.url_for(&"/me".parse().unwrap()).as_str(), "http://127.0.0.1:9/api/v1/me");
+        assert_eq!(nested.url_for(&"/me".parse().unwrap()).unwrap().as_str(), "http://127.0.0.1:9/api/v1/me");
         assert!(nested.is_loopback() && !plain.is_loopback());
         for bad in ["ftp://x", "https://u:p@x", "https://x/?q", "not a url"] {
             assert!(Upstream::parse(bad).is_err(), "{bad}");

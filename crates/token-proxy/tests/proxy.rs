@@ -368,3 +368,21 @@ async fn a_stalled_streamed_body_gets_408_and_frees_its_slot() {
     let _ = proxy.stop.take().unwrap().send(());
     proxy.task.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_never_leaves_the_api_base_path() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let api = Canned::start(Some("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")).await;
+    let mut proxy = start_at(&format!("{}/api/v1", api.url), vec![Ok(OLD)], Limits::default()).await;
+    let address = proxy.address;
+    for path in ["/x\\..\\..\\secret", "/x%5c..%5c..%5csecret", "/x%5C..%5C..%5Csecret"] {
+        let (status, text) = raw(address, get(address, path, "")).await;
+        assert_eq!(status, 400, "{path}: {text}");
+        assert!(text.contains("backslash"), "{path}: says why: {text}");
+    }
+    let (status, text) = raw(address, get(address, "/me", "")).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(api.request_lines(), ["GET /api/v1/me HTTP/1.1"], "only the request under the base path went out");
+    let _ = proxy.stop.take().unwrap().send(());
+    proxy.task.await.unwrap().unwrap();
+}
