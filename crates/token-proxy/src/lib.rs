@@ -9,6 +9,10 @@
 //! refused (400), and so is one whose joined URL is not under the base URL's path, on its scheme, host and port.
 //! The client's own `Authorization`, `Proxy-Authorization` and hop-by-hop headers are dropped.
 //!
+//! On TCP it serves loopback peers only (127.0.0.0/8, `::1`, and 127.0.0.0/8 mapped into IPv6): with
+//! `route_localnet=1` a host on the network can reach 127.0.0.1, so a connection from any other address is
+//! closed at once, with one line to [`Proxy::on_notice`].
+//!
 //! A web page in a browser can never use it: a request with an `Origin` header, or with a `Sec-Fetch-Site`
 //! other than `none` or `same-origin`, is refused (403); `OPTIONS` is answered by the proxy itself (204 with
 //! `Allow`) and never forwarded, so a CORS preflight, which always has `Origin`, gets 403; and every

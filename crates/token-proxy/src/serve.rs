@@ -4,6 +4,7 @@ use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -26,7 +27,7 @@ use tokio::task::JoinSet;
 use zeroize::Zeroizing;
 
 use crate::cache::TokenCache;
-use crate::listen::Listen;
+use crate::listen::{self, Listen};
 use crate::target::{self, HostRule, Upstream, Verdict};
 
 /// How much the proxy takes on. Every figure bounds something a client could otherwise make it hold.
@@ -94,6 +95,7 @@ impl fmt::Display for RequestLog {
 }
 
 type Log = Arc<dyn Fn(&RequestLog) + Send + Sync>;
+type Notice = Arc<dyn Fn(&str) + Send + Sync>;
 
 enum Listener {
     Tcp(TcpListener),
@@ -104,14 +106,15 @@ trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 impl Listener {
-    async fn accept(&self) -> io::Result<Box<dyn Io>> {
+    /// The next connection, with its peer's address when it came over TCP.
+    async fn accept(&self) -> io::Result<(Box<dyn Io>, Option<SocketAddr>)> {
         match self {
             Listener::Tcp(listener) => {
-                let (stream, _) = listener.accept().await?;
+                let (stream, peer) = listener.accept().await?;
                 let _ = stream.set_nodelay(true);
-                Ok(Box::new(stream))
+                Ok((Box::new(stream), Some(peer)))
             }
-            Listener::Unix(listener, _) => Ok(Box::new(listener.accept().await?.0)),
+            Listener::Unix(listener, _) => Ok((Box::new(listener.accept().await?.0), None)),
         }
     }
 }
@@ -125,6 +128,9 @@ struct State {
     limits: Limits,
     in_flight: Arc<Semaphore>,
     log: Log,
+    notice: Notice,
+    /// Which TCP peers are served: [`listen::peer_is_loopback`]; a test may narrow it.
+    peer_allowed: fn(IpAddr) -> bool,
 }
 
 /// A bound proxy, ready to [`run`](Proxy::run).
@@ -234,7 +240,10 @@ impl Proxy {
         };
         let in_flight = Arc::new(Semaphore::new(limits.max_in_flight));
         let log: Log = Arc::new(|_: &RequestLog| {});
-        Ok(Proxy { listener, local, state: Arc::new(State { upstream, cache, client, hosts, limits, in_flight, log }) })
+        let notice: Notice = Arc::new(|_: &str| {});
+        let peer_allowed = listen::peer_is_loopback;
+        let state = State { upstream, cache, client, hosts, limits, in_flight, log, notice, peer_allowed };
+        Ok(Proxy { listener, local, state: Arc::new(state) })
     }
 
     /// Where the proxy listens (with the real port when port 0 was asked for).
@@ -246,6 +255,23 @@ impl Proxy {
     pub fn on_request(mut self, log: impl Fn(&RequestLog) + Send + Sync + 'static) -> Self {
         if let Some(state) = Arc::get_mut(&mut self.state) {
             state.log = Arc::new(log);
+        }
+        self
+    }
+
+    /// Calls `notice` with one line for each event that concerns no request: a connection refused because of its
+    /// peer.
+    pub fn on_notice(mut self, notice: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        if let Some(state) = Arc::get_mut(&mut self.state) {
+            state.notice = Arc::new(notice);
+        }
+        self
+    }
+
+    #[cfg(test)]
+    fn with_peer_rule(mut self, rule: fn(IpAddr) -> bool) -> Self {
+        if let Some(state) = Arc::get_mut(&mut self.state) {
+            state.peer_allowed = rule;
         }
         self
     }
@@ -264,7 +290,15 @@ impl Proxy {
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 accepted = listener.accept() => {
                     let io = match accepted {
-                        Ok(io) => io,
+                        Ok((_, Some(peer))) if !(state.peer_allowed)(peer.ip()) => {
+                            (state.notice)(&format!(
+                                "refused a connection from {peer}: only loopback peers may use the proxy; a host on \
+                                 the network reaches 127.0.0.1 only with net.ipv4.conf.*.route_localnet=1, so turn \
+                                 that off or firewall the port"
+                            ));
+                            continue;
+                        }
+                        Ok((io, _)) => io,
                         Err(_) => {
                             // Out of file descriptors or similar: wait a little rather than spin.
                             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -553,4 +587,82 @@ fn relay(response: reqwest::Response) -> Response<reqwest::Body> {
     *out.status_mut() = status;
     *out.headers_mut() = headers;
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+    use std::sync::Mutex;
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+    use crate::cache::{Fetched, SourceError, TokenSource};
+
+    struct NoToken;
+
+    #[async_trait::async_trait]
+    impl TokenSource for NoToken {
+        async fn fetch(&self) -> Result<Fetched, SourceError> {
+            Err(SourceError::NotServed("no token in this test".into()))
+        }
+    }
+
+    /// A proxy on 127.0.0.1 with `rule` deciding its peers, its notices, and what stops it.
+    async fn serve(
+        rule: Option<fn(IpAddr) -> bool>,
+    ) -> (SocketAddr, Arc<Mutex<Vec<String>>>, tokio::sync::oneshot::Sender<()>) {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let cache = Arc::new(TokenCache::new(Arc::new(NoToken)));
+        let upstream = Upstream::parse("http://127.0.0.1:9").unwrap();
+        let listen = "127.0.0.1:0".parse().unwrap();
+        let mut proxy = Proxy::bind(&listen, upstream, cache, Limits::default(), 0o600).await.unwrap();
+        if let Some(rule) = rule {
+            proxy = proxy.with_peer_rule(rule);
+        }
+        let Listen::Tcp(address) = proxy.local().clone() else { panic!("a TCP address") };
+        let notices = Arc::new(Mutex::new(Vec::new()));
+        let sink = notices.clone();
+        let proxy = proxy.on_notice(move |line| sink.lock().unwrap().push(line.to_owned()));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(proxy.run(async {
+            let _ = stopped.await;
+        }));
+        (address, notices, stop)
+    }
+
+    /// Sends `OPTIONS *` from `source` and returns whatever comes back before the connection closes.
+    async fn options_from(source: Ipv4Addr, address: SocketAddr) -> String {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(source.into(), 0)).unwrap();
+        let mut stream = socket.connect(address).await.unwrap();
+        let request = format!("OPTIONS * HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+        // A refused peer may find the connection closed before it writes.
+        let _ = stream.write_all(request.as_bytes()).await;
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut answer)).await;
+        assert!(read.is_ok(), "the proxy neither answered nor closed the connection");
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_accepted_connection_is_checked_against_the_peer_rule() {
+        // 127.0.0.2 stands for a LAN host: this rule lets 127.0.0.1 alone in.
+        let (address, notices, stop) = serve(Some(|ip| ip == IpAddr::V4(Ipv4Addr::LOCALHOST))).await;
+        let refused = options_from(Ipv4Addr::new(127, 0, 0, 2), address).await;
+        assert_eq!(refused, "", "a refused peer's connection is closed without an answer");
+        let served = options_from(Ipv4Addr::LOCALHOST, address).await;
+        assert!(served.starts_with("HTTP/1.1 204 "), "{served}");
+        let notices = notices.lock().unwrap().clone();
+        assert_eq!(notices.len(), 1, "one line per refused connection: {notices:?}");
+        assert!(notices[0].contains("127.0.0.2") && notices[0].contains("route_localnet"), "{notices:?}");
+        let _ = stop.send(());
+
+        // The shipped rule serves every loopback peer.
+        let (address, notices, stop) = serve(None).await;
+        let served = options_from(Ipv4Addr::new(127, 0, 0, 2), address).await;
+        assert!(served.starts_with("HTTP/1.1 204 "), "{served}");
+        assert!(notices.lock().unwrap().is_empty());
+        let _ = stop.send(());
+    }
 }
