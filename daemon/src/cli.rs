@@ -219,7 +219,13 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "ADDRESS", env = "ATT_TOKEN_PROXY_LISTEN")]
     pub listen: String,
     /// The mode of a unix socket, in octal: 600 lets only the proxy's user connect, 660 its group too.
-    #[arg(long, value_name = "MODE", default_value = "600", value_parser = parse_socket_mode)]
+    #[arg(
+        long,
+        value_name = "MODE",
+        default_value = "600",
+        env = "ATT_TOKEN_PROXY_SOCKET_MODE",
+        value_parser = parse_socket_mode
+    )]
     pub socket_mode: u32,
     /// Requests forwarded at once; more are answered 503 at once.
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
