@@ -160,20 +160,27 @@ AllThingsTalk API that att-tokend uses ([api] url), adding `Authorization: Beare
 The token is asked for as the user running the proxy, so the daemon's reader rules decide: a user who may not \
 read NAME gets 403 from the proxy for every request, with the daemon's reason. An app then needs no token at \
 all: `curl http://127.0.0.1:8127/me/grounds`.\n\n\
-It is not an open proxy: it only sends requests to the API's base URL. A request line with a full URL is \
-refused (400), so is CONNECT (405), and so is a Host header other than localhost or the address it listens on \
-(421; this stops a web page from reaching the proxy through DNS rebinding). The client's own Authorization and \
-Proxy-Authorization headers are dropped. Addresses the network can reach (0.0.0.0, a LAN address) are refused.\n\n\
+It is not an open proxy: it only sends requests to the API's base URL, under its path. A request line with a \
+full URL is refused (400), so is CONNECT (405), so is a Host header other than localhost or the address it \
+listens on (421; this stops a web page from reaching the proxy through DNS rebinding), and so is a path with a \
+backslash (\\ or %5C), a . or .. segment or an encoded slash (400). The client's own Authorization and \
+Proxy-Authorization headers are dropped. Addresses the network can reach (0.0.0.0, a LAN address) are refused, \
+and on TCP a connection from any peer but loopback is closed at once.\n\n\
+No web page can use it: a request with an Origin header, or a Sec-Fetch-Site other than none or same-origin, \
+is refused (403); OPTIONS is answered by the proxy (204) and never forwarded, so a CORS preflight gets 403; \
+and Access-Control-* headers are dropped from the API's replies.\n\n\
 The token is cached in memory and asked for again when att-tokend announces a change, shortly before it lapses, \
 and once after the API answers 401; a request whose body is at most 64 KiB is then sent again with the new \
 token. Larger bodies are streamed both ways and not retried. Answers: 502 when att-tokend cannot be reached, \
 503 when the token is not served now (it needs a login, or the cloud is unreachable) or when more than \
 --max-in-flight requests are under way, 504 when the API does not answer within --timeout, 431 for a request \
-head over 16 KiB. A connection idle for 30 s is closed.\n\n\
+head over 16 KiB, 408 when a request body does not arrive within 30 s (or a streamed one pauses that long); a \
+request takes a place among --max-in-flight only once its body is in. A connection idle for 30 s is closed.\n\n\
 It prints `listening on ADDRESS` on stdout once ready, then one line per request on stderr (method, path \
 without the query string, status, time), never the token. SIGTERM or Ctrl-C stop it after the requests under \
 way (at most 10 s). A unix socket is created with mode 600 (only the proxy's user may connect; see \
---socket-mode), a stale one left by a crash is replaced, and it is removed on exit.")]
+--socket-mode), a stale one left by a crash is replaced, and it is removed on exit. Under systemd the \
+environment file of att-token-proxy@NAME sets ATT_TOKEN_PROXY_LISTEN and ATT_TOKEN_PROXY_SOCKET_MODE.")]
     Proxy(ProxyArgs),
 }
 
@@ -219,7 +226,13 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "ADDRESS", env = "ATT_TOKEN_PROXY_LISTEN")]
     pub listen: String,
     /// The mode of a unix socket, in octal: 600 lets only the proxy's user connect, 660 its group too.
-    #[arg(long, value_name = "MODE", default_value = "600", value_parser = parse_socket_mode)]
+    #[arg(
+        long,
+        value_name = "MODE",
+        default_value = "600",
+        env = "ATT_TOKEN_PROXY_SOCKET_MODE",
+        value_parser = parse_socket_mode
+    )]
     pub socket_mode: u32,
     /// Requests forwarded at once; more are answered 503 at once.
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]

@@ -158,7 +158,16 @@ fn help_texts_explain_usage_and_exit_status() {
         assert!(exec.contains(needle), "exec --help lacks {needle:?}:\n{exec}");
     }
     let proxy = command.find_subcommand_mut("proxy").unwrap().render_long_help().to_string();
-    for needle in ["--listen", "unix:PATH", "403", "CONNECT", "Host header", "64 KiB", "ATT_TOKEN_PROXY_LISTEN"] {
+    for needle in [
+        "--listen",
+        "unix:PATH",
+        "403",
+        "CONNECT",
+        "Host header",
+        "64 KiB",
+        "ATT_TOKEN_PROXY_LISTEN",
+        "ATT_TOKEN_PROXY_SOCKET_MODE",
+    ] {
         assert!(proxy.contains(needle), "proxy --help lacks {needle:?}:\n{proxy}");
     }
     let tokend = tokend_command().render_long_help().to_string();

@@ -143,3 +143,43 @@ fn a_non_reader_gets_403_from_the_proxy_and_a_unix_socket_is_private() {
     let (status, _) = status_and_body(&["--unix-socket", &socket_text, &format!("http://localhost/device/{DEVICE}")]);
     assert_eq!(status, 200);
 }
+
+#[test]
+fn the_environment_alone_sets_a_unix_socket_and_its_mode() {
+    // What att-token-proxy@.service does: the listen address and the socket's mode come from its environment file.
+    let device_arg = format!("{DEVICE_TOKEN}={DEVICE}");
+    let mut world = World::new("proxy-env", &["--device-token", &device_arg]);
+    let file = world.secret_file("device.token", DEVICE_TOKEN);
+    let config = format!(
+        "[[token]]\nname = \"sensor\"\nkind = \"device\"\ndevice_id = \"{DEVICE}\"\ntoken_file = \"{}\"\n",
+        file.display()
+    );
+    world.start_daemon(&config, "debug");
+    let socket = world.scratch.path().join("http.sock");
+    let mut command = Command::new(&bins().token);
+    command
+        .arg("--bus")
+        .arg(&world.bus.address)
+        .args(["proxy", "sensor"])
+        .env("ATT_TOKEN_PROXY_LISTEN", format!("unix:{}", socket.display()))
+        .env("ATT_TOKEN_PROXY_SOCKET_MODE", "660");
+    let (mut proxy, line) = Proc::spawn_reading_first_line("att-token-proxy", command, world.scratch.path(), PATIENCE);
+    assert_eq!(line.trim(), format!("listening on unix:{}", socket.display()));
+    let meta = std::fs::symlink_metadata(&socket).expect("the socket exists");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660, "ATT_TOKEN_PROXY_SOCKET_MODE sets the mode");
+    let socket_text = socket.display().to_string();
+    let (status, body) =
+        status_and_body(&["--unix-socket", &socket_text, &format!("http://localhost/device/{DEVICE}")]);
+    assert_eq!(status, 200, "{body}");
+    // A browser's request is refused on a unix socket too.
+    let (status, body) = status_and_body(&[
+        "--unix-socket",
+        &socket_text,
+        "-H",
+        "Origin: http://attacker.example",
+        &format!("http://localhost/device/{DEVICE}"),
+    ]);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("Origin"), "{body}");
+    assert!(proxy.terminate().success(), "{}", proxy.stderr());
+}

@@ -59,15 +59,34 @@ fn the_unit_passes_systemd_analyze_verify() {
     assert!(out.status.success() && said.trim().is_empty(), "systemd-analyze verify is not clean:\n{said}");
 }
 
+/// The `VAR=value` lines of the environment file the proxy's unit documents for a unix socket (for the instance
+/// `main`), as its comments show them.
+fn unix_socket_env_in_the_proxy_unit(unit: &str) -> Vec<String> {
+    let env: Vec<String> = unit
+        .lines()
+        .filter_map(|line| line.strip_prefix('#'))
+        .map(str::trim)
+        .filter(|line| line.starts_with("ATT_TOKEN_PROXY_"))
+        .map(str::to_owned)
+        .collect();
+    let unix: Vec<String> = env.into_iter().filter(|line| !line.starts_with("ATT_TOKEN_PROXY_LISTEN=127.")).collect();
+    assert!(
+        unix.iter().any(|line| line.starts_with("ATT_TOKEN_PROXY_LISTEN=unix:")),
+        "the proxy's unit documents how to listen on a unix socket: {unix:?}"
+    );
+    unix
+}
+
 /// A copy of the proxy's unit template as the instance `main`, with `ExecStart=` naming an executable that exists
-/// and the environment file it reads.
+/// and the environment file it reads: the one its comments show for a unix socket.
 fn proxy_unit_copy() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let stub = dir.path().join("att-token");
     std::fs::write(&stub, "#!/bin/sh\nexit 0\n").unwrap();
     std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).unwrap();
     let env = dir.path().join("main.env");
-    std::fs::write(&env, "ATT_TOKEN_PROXY_LISTEN=127.0.0.1:8127\n").unwrap();
+    let unix = unix_socket_env_in_the_proxy_unit(&read(&data("att-token-proxy@.service")));
+    std::fs::write(&env, unix.join("\n") + "\n").unwrap();
     let unit = read(&data("att-token-proxy@.service"));
     for line in ["ExecStart=/usr/bin/att-token --bus system proxy %i", "EnvironmentFile=/etc/att-tokend/proxy/%i.env"] {
         assert!(unit.contains(line), "the proxy's unit must keep {line:?}");
@@ -109,6 +128,35 @@ fn the_proxy_unit_template_passes_verify_and_is_hardened() {
         "MemorySwapMax=0\n",
     ] {
         assert!(shipped.contains(setting), "the proxy's unit lost {setting:?}");
+    }
+}
+
+#[test]
+fn the_proxy_unit_gives_a_unix_socket_a_directory_its_group_can_reach() {
+    let unit = read(&data("att-token-proxy@.service"));
+    let setting = |name: &str| -> String {
+        let values: Vec<&str> = unit.lines().filter_map(|line| line.strip_prefix(name)).collect();
+        assert_eq!(values.len(), 1, "the proxy's unit sets {name} once: {values:?}");
+        values[0].to_owned()
+    };
+    // /run is read-only under ProtectSystem=strict: the socket needs a runtime directory of its own.
+    let runtime = setting("RuntimeDirectory=");
+    assert_eq!(runtime, "att-token-proxy/%i", "one directory per instance");
+    let mode = u32::from_str_radix(&setting("RuntimeDirectoryMode="), 8).expect("an octal mode");
+    assert_eq!(mode, 0o750, "the proxy's user and group may enter it, nobody else");
+    assert_eq!(setting("Group="), "att-token-proxy", "the group that owns the directory and the socket");
+
+    let env = unix_socket_env_in_the_proxy_unit(&unit);
+    let value = |name: &str| env.iter().find_map(|line| line.strip_prefix(name)).map(str::to_owned);
+    let listen = value("ATT_TOKEN_PROXY_LISTEN=unix:").expect("a unix listen address");
+    let socket = Path::new(&listen);
+    let directory = Path::new("/run").join(runtime.replace("%i", "main"));
+    assert_eq!(socket.parent(), Some(directory.as_path()), "the documented socket lies in the runtime directory");
+    let socket_mode = value("ATT_TOKEN_PROXY_SOCKET_MODE=").expect("the socket's mode");
+    assert_eq!(socket_mode, "660", "the group att-token-proxy may connect");
+    let readme = read(&workspace_root().join("README.md"));
+    for line in &env {
+        assert!(readme.contains(line.as_str()), "README shows the unit's {line:?}");
     }
 }
 

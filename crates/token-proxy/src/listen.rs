@@ -57,6 +57,16 @@ impl FromStr for Listen {
     }
 }
 
+/// Whether a TCP peer may use the proxy: loopback only (127.0.0.0/8, `::1`, and 127.0.0.0/8 mapped into IPv6).
+/// A loopback listener is not enough on its own: with `net.ipv4.conf.*.route_localnet=1` a host on the LAN can
+/// reach 127.0.0.1.
+pub(crate) fn peer_is_loopback(peer: IpAddr) -> bool {
+    match peer {
+        IpAddr::V4(ip) => ip.is_loopback(),
+        IpAddr::V6(ip) => ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|ip| ip.is_loopback()),
+    }
+}
+
 impl fmt::Display for Listen {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -77,6 +87,34 @@ mod tests {
         assert_eq!("localhost:9".parse::<Listen>().unwrap(), Listen::Tcp("127.0.0.1:9".parse().unwrap()));
         assert_eq!("127.1.2.3:80".parse::<Listen>().unwrap(), Listen::Tcp("127.1.2.3:80".parse().unwrap()));
         assert_eq!("unix:/run/p.sock".parse::<Listen>().unwrap(), Listen::Unix("/run/p.sock".into()));
+    }
+
+    #[test]
+    fn only_loopback_peers_are_accepted() {
+        let table = [
+            ("127.0.0.1", true),
+            ("127.0.0.2", true),
+            ("127.255.255.254", true),
+            ("::1", true),
+            ("::ffff:127.0.0.1", true),
+            ("::ffff:127.1.2.3", true),
+            ("192.168.1.7", false),
+            ("10.0.0.1", false),
+            ("0.0.0.0", false),
+            ("169.254.1.1", false),
+            ("128.0.0.1", false),
+            ("126.255.255.255", false),
+            ("::", false),
+            ("::2", false),
+            ("fe80::1", false),
+            ("::ffff:192.168.1.7", false),
+            ("::127.0.0.1", false),
+            ("::ffff:0.0.0.1", false),
+            ("2001:db8::1", false),
+        ];
+        for (text, expected) in table {
+            assert_eq!(peer_is_loopback(text.parse().unwrap()), expected, "{text}");
+        }
     }
 
     #[test]

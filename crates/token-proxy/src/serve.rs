@@ -4,8 +4,12 @@ use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -23,8 +27,8 @@ use tokio::task::JoinSet;
 use zeroize::Zeroizing;
 
 use crate::cache::TokenCache;
-use crate::listen::Listen;
-use crate::target::{self, HostRule, Upstream};
+use crate::listen::{self, Listen};
+use crate::target::{self, HostRule, Upstream, Verdict};
 
 /// How much the proxy takes on. Every figure bounds something a client could otherwise make it hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +48,9 @@ pub struct Limits {
     /// A request body up to this size is held, so that the request can be sent again after a 401; a larger one,
     /// or one of unknown length, is streamed and never retried.
     pub retry_body_bytes: usize,
+    /// How long a client may take to send a body the proxy holds, and the longest pause within a streamed one;
+    /// then 408.
+    pub body_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -55,6 +62,7 @@ impl Default for Limits {
             upstream_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(30),
             retry_body_bytes: 64 * 1024,
+            body_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -87,6 +95,7 @@ impl fmt::Display for RequestLog {
 }
 
 type Log = Arc<dyn Fn(&RequestLog) + Send + Sync>;
+type Notice = Arc<dyn Fn(&str) + Send + Sync>;
 
 enum Listener {
     Tcp(TcpListener),
@@ -97,14 +106,15 @@ trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 impl Listener {
-    async fn accept(&self) -> io::Result<Box<dyn Io>> {
+    /// The next connection, with its peer's address when it came over TCP.
+    async fn accept(&self) -> io::Result<(Box<dyn Io>, Option<SocketAddr>)> {
         match self {
             Listener::Tcp(listener) => {
-                let (stream, _) = listener.accept().await?;
+                let (stream, peer) = listener.accept().await?;
                 let _ = stream.set_nodelay(true);
-                Ok(Box::new(stream))
+                Ok((Box::new(stream), Some(peer)))
             }
-            Listener::Unix(listener, _) => Ok(Box::new(listener.accept().await?.0)),
+            Listener::Unix(listener, _) => Ok((Box::new(listener.accept().await?.0), None)),
         }
     }
 }
@@ -118,6 +128,9 @@ struct State {
     limits: Limits,
     in_flight: Arc<Semaphore>,
     log: Log,
+    notice: Notice,
+    /// Which TCP peers are served: [`listen::peer_is_loopback`]; a test may narrow it.
+    peer_allowed: fn(IpAddr) -> bool,
 }
 
 /// A bound proxy, ready to [`run`](Proxy::run).
@@ -227,7 +240,10 @@ impl Proxy {
         };
         let in_flight = Arc::new(Semaphore::new(limits.max_in_flight));
         let log: Log = Arc::new(|_: &RequestLog| {});
-        Ok(Proxy { listener, local, state: Arc::new(State { upstream, cache, client, hosts, limits, in_flight, log }) })
+        let notice: Notice = Arc::new(|_: &str| {});
+        let peer_allowed = listen::peer_is_loopback;
+        let state = State { upstream, cache, client, hosts, limits, in_flight, log, notice, peer_allowed };
+        Ok(Proxy { listener, local, state: Arc::new(state) })
     }
 
     /// Where the proxy listens (with the real port when port 0 was asked for).
@@ -239,6 +255,23 @@ impl Proxy {
     pub fn on_request(mut self, log: impl Fn(&RequestLog) + Send + Sync + 'static) -> Self {
         if let Some(state) = Arc::get_mut(&mut self.state) {
             state.log = Arc::new(log);
+        }
+        self
+    }
+
+    /// Calls `notice` with one line for each event that concerns no request: a connection refused because of its
+    /// peer.
+    pub fn on_notice(mut self, notice: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        if let Some(state) = Arc::get_mut(&mut self.state) {
+            state.notice = Arc::new(notice);
+        }
+        self
+    }
+
+    #[cfg(test)]
+    fn with_peer_rule(mut self, rule: fn(IpAddr) -> bool) -> Self {
+        if let Some(state) = Arc::get_mut(&mut self.state) {
+            state.peer_allowed = rule;
         }
         self
     }
@@ -257,7 +290,15 @@ impl Proxy {
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 accepted = listener.accept() => {
                     let io = match accepted {
-                        Ok(io) => io,
+                        Ok((_, Some(peer))) if !(state.peer_allowed)(peer.ip()) => {
+                            (state.notice)(&format!(
+                                "refused a connection from {peer}: only loopback peers may use the proxy; a host on \
+                                 the network reaches 127.0.0.1 only with net.ipv4.conf.*.route_localnet=1, so turn \
+                                 that off or firewall the port"
+                            ));
+                            continue;
+                        }
+                        Ok((io, _)) => io,
                         Err(_) => {
                             // Out of file descriptors or similar: wait a little rather than spin.
                             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -312,6 +353,14 @@ fn text(status: u16, message: &str) -> Response<reqwest::Body> {
     response
 }
 
+/// The proxy's own answer to `OPTIONS`: 204 with the methods it forwards, and no CORS header.
+fn options() -> Response<reqwest::Body> {
+    let mut response = Response::new(reqwest::Body::from(Bytes::new()));
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(target::ALLOWED_METHODS));
+    response
+}
+
 async fn handle(state: &State, request: Request<Incoming>) -> Response<reqwest::Body> {
     let started = Instant::now();
     let method = request.method().clone();
@@ -328,41 +377,49 @@ enum Held {
 }
 
 async fn respond(state: &State, request: Request<Incoming>) -> (Response<reqwest::Body>, Option<String>) {
+    match target::check(request.method(), request.uri(), request.headers(), &state.hosts) {
+        Ok(Verdict::Forward) => {}
+        Ok(Verdict::Options) => return (options(), Some("answered here: OPTIONS is never forwarded".into())),
+        Err(refusal) => {
+            let note = format!("refused: {}", refusal.message.split(':').next().unwrap_or("refused"));
+            return (text(refusal.status, &refusal.message), Some(note));
+        }
+    }
+    let (mut parts, body) = request.into_parts();
+    let url = match state.upstream.url_for(&parts.uri) {
+        Ok(url) => url,
+        Err(refusal) => return (text(refusal.status, &refusal.message), Some("refused: path outside the API".into())),
+    };
+    // A body the proxy holds is read before a slot is taken, within a deadline: a client that announces a body
+    // and sends nothing holds a connection, never a slot.
+    let body = match read_body(state, body).await {
+        Ok(body) => body,
+        Err(refused) => return refused,
+    };
     let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
         let message = format!("too many requests at once (at most {}); retry shortly", state.limits.max_in_flight);
         return (text(503, &message), Some("refused: too many in flight".into()));
     };
-    if let Err(refusal) = target::check(request.method(), request.uri(), request.headers(), &state.hosts) {
-        let note = format!("refused: {}", refusal.message.split(':').next().unwrap_or("refused"));
-        return (text(refusal.status, &refusal.message), Some(note));
-    }
     let token = match state.cache.get().await {
         Ok(token) => token,
         Err(error) => return (text(error.status(), error.message()), Some("no token".into())),
     };
-    let (mut parts, body) = request.into_parts();
     target::strip_request_headers(&mut parts.headers);
-    let url = state.upstream.url_for(&parts.uri);
-    let small =
-        body.is_end_stream() || body.size_hint().exact().is_some_and(|n| n <= state.limits.retry_body_bytes as u64);
-    let body = if small {
-        match http_body_util::Limited::new(body, state.limits.retry_body_bytes).collect().await {
-            Ok(collected) => Held::Bytes(collected.to_bytes()),
-            Err(_) => return (text(400, "the request body could not be read"), Some("bad body".into())),
-        }
-    } else {
-        Held::Streamed(body)
-    };
     let held = match &body {
         Held::Bytes(bytes) => Some(bytes.clone()),
         Held::Streamed(_) => None,
     };
+    // A streamed body that pauses longer than the body timeout ends the request, and so frees its slot.
+    let stalled = Arc::new(AtomicBool::new(false));
     let first_body = match body {
         Held::Bytes(bytes) => reqwest::Body::from(bytes),
-        Held::Streamed(incoming) => reqwest::Body::wrap(incoming),
+        Held::Streamed(incoming) => reqwest::Body::wrap(IdleBody::new(incoming, state.limits.body_timeout, &stalled)),
     };
     let Some(authorization) = bearer(&token) else { return (text(502, BAD_TOKEN), Some("bad token".into())) };
     let first = send(state, &parts.method, url.clone(), &parts.headers, first_body, authorization).await;
+    if first.is_err() && stalled.load(Ordering::SeqCst) {
+        return body_too_slow(state, "paused for more than");
+    }
     match first {
         Ok(response) if response.status() == StatusCode::UNAUTHORIZED => {
             let Some(bytes) = held else {
@@ -385,6 +442,91 @@ async fn respond(state: &State, request: Request<Incoming>) -> (Response<reqwest
         }
         Ok(response) => (relay(response), None),
         Err(error) => upstream_failed(state, &error),
+    }
+}
+
+/// Holds a body of known length up to [`Limits::retry_body_bytes`] (all of it, within
+/// [`Limits::body_timeout`]), or leaves a larger one, or one of unknown length, to be streamed.
+async fn read_body(state: &State, body: Incoming) -> Result<Held, (Response<reqwest::Body>, Option<String>)> {
+    let limit = state.limits.retry_body_bytes;
+    let small = body.is_end_stream() || body.size_hint().exact().is_some_and(|n| n <= limit as u64);
+    if !small {
+        return Ok(Held::Streamed(body));
+    }
+    match tokio::time::timeout(state.limits.body_timeout, http_body_util::Limited::new(body, limit).collect()).await {
+        Ok(Ok(collected)) => Ok(Held::Bytes(collected.to_bytes())),
+        Ok(Err(_)) => Err((text(400, "the request body could not be read"), Some("bad body".into()))),
+        Err(_) => Err(body_too_slow(state, "did not arrive within")),
+    }
+}
+
+/// 408 for a body that did not come in time; the connection is closed, since the rest of the body may still
+/// come.
+fn body_too_slow(state: &State, what: &str) -> (Response<reqwest::Body>, Option<String>) {
+    let message = format!(
+        "the request body {what} {} s; send the whole body right after the request head, then retry",
+        state.limits.body_timeout.as_secs_f64()
+    );
+    let mut response = text(408, &message);
+    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    (response, Some("request body too slow".into()))
+}
+
+/// A streamed request body that fails once the client sends nothing for `idle` (counted from the first time it
+/// is asked for data, then from each frame), and says so in `stalled`.
+struct IdleBody {
+    inner: Incoming,
+    idle: Duration,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    stalled: Arc<AtomicBool>,
+}
+
+impl IdleBody {
+    fn new(inner: Incoming, idle: Duration, stalled: &Arc<AtomicBool>) -> Self {
+        IdleBody { inner, idle, deadline: None, stalled: stalled.clone() }
+    }
+}
+
+/// The error an [`IdleBody`] ends with.
+#[derive(Debug)]
+struct BodyStalled;
+
+impl fmt::Display for BodyStalled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the client stopped sending the request body")
+    }
+}
+
+impl std::error::Error for BodyStalled {}
+
+impl hyper::body::Body for IdleBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            this.deadline = None;
+            return Poll::Ready(frame.map(|result| result.map_err(Into::into)));
+        }
+        let idle = this.idle;
+        let deadline = this.deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+        if deadline.as_mut().poll(cx).is_ready() {
+            this.stalled.store(true, Ordering::SeqCst);
+            return Poll::Ready(Some(Err(Box::new(BodyStalled))));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -445,4 +587,82 @@ fn relay(response: reqwest::Response) -> Response<reqwest::Body> {
     *out.status_mut() = status;
     *out.headers_mut() = headers;
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+    use std::sync::Mutex;
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+    use crate::cache::{Fetched, SourceError, TokenSource};
+
+    struct NoToken;
+
+    #[async_trait::async_trait]
+    impl TokenSource for NoToken {
+        async fn fetch(&self) -> Result<Fetched, SourceError> {
+            Err(SourceError::NotServed("no token in this test".into()))
+        }
+    }
+
+    /// A proxy on 127.0.0.1 with `rule` deciding its peers, its notices, and what stops it.
+    async fn serve(
+        rule: Option<fn(IpAddr) -> bool>,
+    ) -> (SocketAddr, Arc<Mutex<Vec<String>>>, tokio::sync::oneshot::Sender<()>) {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let cache = Arc::new(TokenCache::new(Arc::new(NoToken)));
+        let upstream = Upstream::parse("http://127.0.0.1:9").unwrap();
+        let listen = "127.0.0.1:0".parse().unwrap();
+        let mut proxy = Proxy::bind(&listen, upstream, cache, Limits::default(), 0o600).await.unwrap();
+        if let Some(rule) = rule {
+            proxy = proxy.with_peer_rule(rule);
+        }
+        let Listen::Tcp(address) = proxy.local().clone() else { panic!("a TCP address") };
+        let notices = Arc::new(Mutex::new(Vec::new()));
+        let sink = notices.clone();
+        let proxy = proxy.on_notice(move |line| sink.lock().unwrap().push(line.to_owned()));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(proxy.run(async {
+            let _ = stopped.await;
+        }));
+        (address, notices, stop)
+    }
+
+    /// Sends `OPTIONS *` from `source` and returns whatever comes back before the connection closes.
+    async fn options_from(source: Ipv4Addr, address: SocketAddr) -> String {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(source.into(), 0)).unwrap();
+        let mut stream = socket.connect(address).await.unwrap();
+        let request = format!("OPTIONS * HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+        // A refused peer may find the connection closed before it writes.
+        let _ = stream.write_all(request.as_bytes()).await;
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut answer)).await;
+        assert!(read.is_ok(), "the proxy neither answered nor closed the connection");
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_accepted_connection_is_checked_against_the_peer_rule() {
+        // 127.0.0.2 stands for a LAN host: this rule lets 127.0.0.1 alone in.
+        let (address, notices, stop) = serve(Some(|ip| ip == IpAddr::V4(Ipv4Addr::LOCALHOST))).await;
+        let refused = options_from(Ipv4Addr::new(127, 0, 0, 2), address).await;
+        assert_eq!(refused, "", "a refused peer's connection is closed without an answer");
+        let served = options_from(Ipv4Addr::LOCALHOST, address).await;
+        assert!(served.starts_with("HTTP/1.1 204 "), "{served}");
+        let notices = notices.lock().unwrap().clone();
+        assert_eq!(notices.len(), 1, "one line per refused connection: {notices:?}");
+        assert!(notices[0].contains("127.0.0.2") && notices[0].contains("route_localnet"), "{notices:?}");
+        let _ = stop.send(());
+
+        // The shipped rule serves every loopback peer.
+        let (address, notices, stop) = serve(None).await;
+        let served = options_from(Ipv4Addr::new(127, 0, 0, 2), address).await;
+        assert!(served.starts_with("HTTP/1.1 204 "), "{served}");
+        assert!(notices.lock().unwrap().is_empty());
+        let _ = stop.send(());
+    }
 }

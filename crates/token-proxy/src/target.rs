@@ -50,12 +50,27 @@ impl Upstream {
 
     /// The upstream URL for an accepted origin-form target: the base URL's path, then the target's path and
     /// query.
-    pub(crate) fn url_for(&self, target: &Uri) -> Url {
+    /// The result is refused (400) unless it is still under the base URL's path, on the same scheme, host and
+    /// port: the URL parser reads `\\` as `/` and resolves dot segments, whatever [`check`] let through.
+    pub(crate) fn url_for(&self, target: &Uri) -> Result<Url, Refusal> {
         let mut url = self.base.clone();
         let base_path = self.base.path().trim_end_matches('/');
         url.set_path(&format!("{base_path}{}", target.path()));
         url.set_query(target.query());
-        url
+        let under = url.path() == base_path || url.path().starts_with(&format!("{base_path}/"));
+        let same_origin = url.scheme() == self.base.scheme()
+            && url.host() == self.base.host()
+            && url.port_or_known_default() == self.base.port_or_known_default();
+        if !under || !same_origin {
+            return Err(refuse(
+                400,
+                format!(
+                    "the path leaves the API's base path {}; send a path under it, like /me/grounds",
+                    self.base.path()
+                ),
+            ));
+        }
+        Ok(url)
     }
 
     /// Whether requests go to a loopback host (plain http is then fine and no system proxy applies).
@@ -106,9 +121,23 @@ impl HostRule {
     }
 }
 
-/// Checks a request before it is forwarded: no `CONNECT`, origin-form only, no dot segments, a `Host` that is
-/// the proxy's own.
-pub(crate) fn check(method: &Method, uri: &Uri, headers: &HeaderMap, hosts: &HostRule) -> Result<(), Refusal> {
+/// What to do with a request that passed [`check`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Forward it to the API.
+    Forward,
+    /// Answer it here: `OPTIONS`, which the API is never asked (a browser's CORS preflight is one, and carries
+    /// `Origin`, so it never gets this far).
+    Options,
+}
+
+/// The methods the proxy forwards, as its own `OPTIONS` answer lists them.
+pub(crate) const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+
+/// Checks a request before it is forwarded: no `CONNECT`, origin-form only, nothing a browser sends for a web
+/// page, a `Host` that is the proxy's own, a path that stays under the API's base path; `OPTIONS` is answered
+/// here.
+pub(crate) fn check(method: &Method, uri: &Uri, headers: &HeaderMap, hosts: &HostRule) -> Result<Verdict, Refusal> {
     if method == Method::CONNECT {
         return Err(refuse(405, "CONNECT is refused: this proxy only forwards requests to the AllThingsTalk API"));
     }
@@ -119,17 +148,7 @@ pub(crate) fn check(method: &Method, uri: &Uri, headers: &HeaderMap, hosts: &Hos
              GET /me/grounds, and the proxy forwards it to the configured API",
         ));
     }
-    let path = uri.path();
-    if !path.starts_with('/') {
-        return Err(refuse(400, "the request target must be a path starting with /"));
-    }
-    let dot_segment = path.split('/').any(|segment| {
-        let lower = segment.to_ascii_lowercase().replace("%2e", ".");
-        lower == "." || lower == ".."
-    });
-    if dot_segment || path.to_ascii_lowercase().contains("%2f") {
-        return Err(refuse(400, "paths with . or .. segments (or encoded slashes) are refused"));
-    }
+    check_not_a_web_page(headers)?;
     let hosts_given: Vec<_> = headers.get_all(header::HOST).iter().collect();
     match hosts_given.as_slice() {
         [] => {}
@@ -145,8 +164,63 @@ pub(crate) fn check(method: &Method, uri: &Uri, headers: &HeaderMap, hosts: &Hos
         }
         _ => return Err(refuse(400, "more than one Host header")),
     }
+    if method == Method::OPTIONS && uri.path() == "*" {
+        return Ok(Verdict::Options);
+    }
+    let path = uri.path();
+    if !path.starts_with('/') {
+        return Err(refuse(400, "the request target must be a path starting with /"));
+    }
+    let lower = path.to_ascii_lowercase();
+    if path.contains('\\') || lower.contains("%5c") {
+        return Err(refuse(
+            400,
+            "paths with a backslash (\\ or %5C) are refused: the API could read it as / and leave its base path; \
+             write the path with / alone, like /me/grounds",
+        ));
+    }
+    let dot_segment = lower.split('/').any(|segment| {
+        let segment = segment.replace("%2e", ".");
+        segment == "." || segment == ".."
+    });
+    if dot_segment || lower.contains("%2f") {
+        return Err(refuse(
+            400,
+            "paths with . or .. segments or encoded slashes (%2F) are refused: they could leave the API's base \
+             path; send the path as the API names it, like /me/grounds",
+        ));
+    }
+    if method == Method::OPTIONS {
+        return Ok(Verdict::Options);
+    }
+    Ok(Verdict::Forward)
+}
+
+/// Refuses what only a browser sends on behalf of a web page: any `Origin` (every cross-origin `fetch()`, every
+/// CORS preflight, every form post) and a `Sec-Fetch-Site` other than `none` (typed in the address bar) or
+/// `same-origin`. A web page on any site must never get a request sent with the token.
+fn check_not_a_web_page(headers: &HeaderMap) -> Result<(), Refusal> {
+    if headers.contains_key(header::ORIGIN) {
+        return Err(refuse(
+            403,
+            "requests with an Origin header are refused: a web page in a browser must never use the proxy's \
+             token; send the request from an app or script, which sends no Origin",
+        ));
+    }
+    let same_site =
+        headers.get_all(SEC_FETCH_SITE).iter().all(|value| matches!(value.as_bytes(), b"none" | b"same-origin"));
+    if !same_site {
+        return Err(refuse(
+            403,
+            "requests a browser sends for another site are refused (Sec-Fetch-Site other than none or \
+             same-origin): a web page must never use the proxy's token; send the request from an app or script",
+        ));
+    }
     Ok(())
 }
+
+/// The fetch-metadata header browsers add to every request they send (not in `http`'s list of names).
+const SEC_FETCH_SITE: &str = "sec-fetch-site";
 
 /// Headers that describe one connection, never forwarded (RFC 9110, section 7.6.1), and the credentials the proxy
 /// replaces.
@@ -172,10 +246,16 @@ pub(crate) fn strip_request_headers(headers: &mut HeaderMap) {
     }
 }
 
-/// Removes hop-by-hop headers from a response.
+/// Removes hop-by-hop headers from a response, and every CORS header (`Access-Control-*`: the `Allow-*` ones,
+/// `Expose-Headers`, `Max-Age`), so that no browser ever lets a web page read a reply.
 pub(crate) fn strip_response_headers(headers: &mut HeaderMap) {
     strip_hop_by_hop(headers);
     for name in [header::CONNECTION, header::TE, header::TRAILER, header::TRANSFER_ENCODING, header::UPGRADE] {
+        headers.remove(name);
+    }
+    let cors: Vec<HeaderName> =
+        headers.keys().filter(|name| name.as_str().starts_with("access-control-")).cloned().collect();
+    for name in cors {
         headers.remove(name);
     }
 }
@@ -213,9 +293,22 @@ mod tests {
     }
 
     fn status(method: &str, target: &str, host: &str) -> Option<u16> {
+        status_with(method, target, &with_host(host))
+    }
+
+    fn status_with(method: &str, target: &str, headers: &HeaderMap) -> Option<u16> {
         let method = Method::from_bytes(method.as_bytes()).unwrap();
         let uri: Uri = target.parse().unwrap();
-        check(&method, &uri, &with_host(host), &rule()).err().map(|r| r.status)
+        check(&method, &uri, headers, &rule()).err().map(|r| r.status)
+    }
+
+    /// `Host: 127.0.0.1:8099` and the given headers.
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut headers = with_host("127.0.0.1:8099");
+        for (name, value) in pairs {
+            headers.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
+        }
+        headers
     }
 
     #[test]
@@ -224,7 +317,7 @@ mod tests {
         assert_eq!(status("GET", "/me/grounds?x=1", "localhost:8099"), None);
         assert_eq!(status("POST", "/device/x", "LOCALHOST:8099"), None);
         let none = check(&Method::GET, &"/x".parse().unwrap(), &HeaderMap::new(), &rule());
-        assert_eq!(none, Ok(()), "HTTP/1.0 without Host");
+        assert_eq!(none, Ok(Verdict::Forward), "HTTP/1.0 without Host");
     }
 
     #[test]
@@ -238,20 +331,117 @@ mod tests {
         assert_eq!(status("GET", "/../login", "127.0.0.1:8099"), Some(400));
         assert_eq!(status("GET", "/a/%2E%2e/login", "127.0.0.1:8099"), Some(400));
         assert_eq!(status("GET", "/a%2Fb", "127.0.0.1:8099"), Some(400));
-        assert_eq!(status("OPTIONS", "*", "127.0.0.1:8099"), Some(400));
         let any = HostRule::Any;
-        assert_eq!(check(&Method::GET, &"/x".parse().unwrap(), &with_host("whatever"), &any), Ok(()));
+        assert_eq!(check(&Method::GET, &"/x".parse().unwrap(), &with_host("whatever"), &any), Ok(Verdict::Forward));
+    }
+
+    #[test]
+    fn a_path_that_could_leave_the_base_path_is_refused() {
+        // The url crate reads \\ as / in http and https URLs, and some servers decode %5C to \\ and then read it so.
+        for target in [
+            "/x\\..\\..\\secret",
+            "/x%5c..%5c..%5csecret",
+            "/x%5C..%5C..%5Csecret",
+            "/x\\secret",
+            "/..\\secret",
+            "/a/%5c",
+            "/a/.%2E/b",
+            "/a/%2e%2e%2fb",
+            "/a/b/..",
+        ] {
+            let refusal = check(&Method::GET, &target.parse().unwrap(), &headers(&[]), &rule()).unwrap_err();
+            assert_eq!(refusal.status, 400, "{target}");
+            assert!(refusal.message.contains("; "), "{target}: says what to do: {}", refusal.message);
+        }
+        for target in ["/a%5", "/a%5Cb?q=\\"] {
+            let refused = check(&Method::GET, &target.parse().unwrap(), &headers(&[]), &rule()).is_err();
+            assert_eq!(refused, target.contains("%5C"), "{target}");
+        }
+        for target in ["/me/grounds", "/a.b/c..d/.e", "/a/b?q=%5c..%2f", "/%7e/x"] {
+            assert_eq!(status("GET", target, "127.0.0.1:8099"), None, "{target}");
+        }
+    }
+
+    #[test]
+    fn the_joined_url_stays_under_the_base_path() {
+        // url_for is the last word, whatever check let through.
+        let nested = Upstream::parse("http://127.0.0.1:9/api/v1/").unwrap();
+        let table: &[(&str, Option<&str>)] = &[
+            ("/me", Some("http://127.0.0.1:9/api/v1/me")),
+            ("/", Some("http://127.0.0.1:9/api/v1/")),
+            ("/a/b?c=d", Some("http://127.0.0.1:9/api/v1/a/b?c=d")),
+            ("//evil.example/x", Some("http://127.0.0.1:9/api/v1//evil.example/x")),
+            ("/a\\b", Some("http://127.0.0.1:9/api/v1/a/b")),
+            ("/x\\..\\..\\secret", None),
+            ("/a/%2e%2e/%2e%2e/x", None),
+            ("/..", None),
+            ("/../v1x", None),
+            ("/../v1/me", Some("http://127.0.0.1:9/api/v1/me")),
+        ];
+        for (target, expected) in table {
+            let url = nested.url_for(&target.parse().unwrap());
+            assert_eq!(url.as_ref().ok().map(Url::as_str), *expected, "{target}");
+            if let Err(refusal) = url {
+                assert_eq!(refusal.status, 400, "{target}");
+                assert!(refusal.message.contains("/api/v1"), "{target}: names the base path: {}", refusal.message);
+            }
+        }
+        let plain = Upstream::parse("https://api.allthingstalk.io").unwrap();
+        assert_eq!(plain.url_for(&"/a/../../x".parse().unwrap()).unwrap().as_str(), "https://api.allthingstalk.io/x");
+    }
+
+    #[test]
+    fn what_a_browser_sends_for_a_web_page_is_refused() {
+        type Headers = &'static [(&'static str, &'static str)];
+        let table: &[(Headers, Option<u16>)] = &[
+            (&[("origin", "http://attacker.example")], Some(403)),
+            (&[("origin", "null")], Some(403)),
+            (&[("origin", "http://127.0.0.1:8099")], Some(403)),
+            (&[("sec-fetch-site", "cross-site")], Some(403)),
+            (&[("sec-fetch-site", "same-site")], Some(403)),
+            (&[("sec-fetch-site", "")], Some(403)),
+            (&[("sec-fetch-site", "none"), ("sec-fetch-site", "cross-site")], Some(403)),
+            (&[("sec-fetch-site", "none")], None),
+            (&[("sec-fetch-site", "same-origin")], None),
+            (&[("sec-fetch-mode", "navigate")], None),
+            (&[], None),
+        ];
+        for (pairs, expected) in table {
+            for method in ["GET", "POST", "DELETE"] {
+                assert_eq!(status_with(method, "/me", &headers(pairs)), *expected, "{method} with {pairs:?}");
+            }
+        }
+        let refusal =
+            check(&Method::GET, &"/me".parse().unwrap(), &headers(&[("origin", "http://a.example")]), &rule())
+                .unwrap_err();
+        assert!(refusal.message.contains("Origin") && refusal.message.contains("app"), "{}", refusal.message);
+        // Over a unix socket too: the rule does not depend on how the request came in.
+        let any = check(&Method::GET, &"/me".parse().unwrap(), &headers(&[("origin", "null")]), &HostRule::Any);
+        assert_eq!(any.map_err(|r| r.status), Err(403));
+    }
+
+    #[test]
+    fn options_is_answered_by_the_proxy_and_a_preflight_is_refused() {
+        let options = |target: &str, pairs: &[(&str, &str)]| {
+            check(&Method::OPTIONS, &target.parse().unwrap(), &headers(pairs), &rule()).map_err(|r| r.status)
+        };
+        assert_eq!(options("/me", &[]), Ok(Verdict::Options));
+        assert_eq!(options("*", &[]), Ok(Verdict::Options));
+        let preflight = [("origin", "http://a.example"), ("access-control-request-method", "DELETE")];
+        assert_eq!(options("/me", &preflight), Err(403));
+        assert_eq!(options("/me", &[("sec-fetch-site", "cross-site")]), Err(403));
+        assert_eq!(options("http://example.com/", &[]), Err(400), "still origin-form only");
     }
 
     #[test]
     fn targets_join_the_base_path() {
         let plain = Upstream::parse("https://api.allthingstalk.io").unwrap();
         assert_eq!(
-            plain.url_for(&"/me/grounds?a=1".parse().unwrap()).as_str(),
+            plain.url_for(&"/me/grounds?a=1".parse().unwrap()).unwrap().as_str(),
             "https://api.allthingstalk.io/me/grounds?a=1"
         );
         let nested = Upstream::parse("http://127.0.0.1:9/api/v1/").unwrap();
-        assert_eq!(nested.url_for(&"/me".parse().unwrap()).as_str(), "http://127.0.0.1:9/api/v1/me");
+        assert_eq!(nested.url_for(&"/me".parse().unwrap()).unwrap().as_str(), "http://127.0.0.1:9/api/v1/me");
         assert!(nested.is_loopback() && !plain.is_loopback());
         for bad in ["ftp://x", "https://u:p@x", "https://x/?q", "not a url"] {
             assert!(Upstream::parse(bad).is_err(), "{bad}");
@@ -275,5 +465,28 @@ mod tests {
         strip_request_headers(&mut headers);
         let names: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
         assert_eq!(names, ["accept"]);
+    }
+
+    #[test]
+    fn no_cors_header_leaves_the_proxy() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("access-control-allow-origin", "*"),
+            ("access-control-allow-credentials", "true"),
+            ("access-control-allow-headers", "authorization"),
+            ("access-control-allow-methods", "GET, POST"),
+            ("access-control-allow-private-network", "true"),
+            ("access-control-expose-headers", "x-total"),
+            ("access-control-max-age", "600"),
+            ("content-type", "application/json"),
+            ("x-total", "1"),
+            ("vary", "Origin"),
+        ] {
+            headers.append(name, HeaderValue::from_static(value));
+        }
+        strip_response_headers(&mut headers);
+        let mut names: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["content-type", "vary", "x-total"]);
     }
 }

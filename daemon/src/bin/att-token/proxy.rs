@@ -149,6 +149,7 @@ pub(crate) async fn run(bus: &Bus, connection: zbus::Connection, args: ProxyArgs
     let _ = std::io::stdout().flush();
     proxy
         .on_request(|line| eprintln!("att-token proxy: {line}"))
+        .on_notice(|line| eprintln!("att-token proxy: {line}"))
         .run(stop_signal())
         .await
         .map_err(|error| fail(Exit::Other, error.to_string()))?;
