@@ -940,6 +940,7 @@ mod tests {
                 relogin_rejected: false,
                 lapse_warned_secs: None,
                 clock_offset: None,
+                retry_not_before: None,
             },
             refresh_sent_at: None,
         }

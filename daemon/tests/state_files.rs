@@ -41,6 +41,7 @@ fn record(token: &str, refresh: &str) -> SessionRecord {
             relogin_rejected: false,
             lapse_warned_secs: Some(604_800),
             clock_offset: Some(ClockOffset::from_millis(-3_000)),
+            retry_not_before: None,
         },
         refresh_sent_at: None,
     }

@@ -130,6 +130,33 @@ fn callers_cannot_spend_the_session() {
 }
 
 #[test]
+fn a_retry_after_is_a_floor_that_no_reader_moves() {
+    // 20 s tokens: within the window below the token passes half its life (a reader may ask for a refresh) and
+    // then its serving window ends (a reader's GetToken nudges the session).
+    let mut world = World::new("retry-after", &["--access-lifetime", "20s"]);
+    world.start_daemon(&format!("[refresh]\nretry_initial = \"1s\"\nretry_max = \"2s\"\n\n{USER_TOKEN}"), "debug");
+    world.login_ok("main");
+    world
+        .fake
+        .inject_fault(json!({"kind": "too_many_requests", "retry_after_secs": 600, "times": 1, "path": "/login"}));
+    let out = world.att_token(&["refresh", "main"]);
+    assert!(!out.status.success(), "the refresh meets the 429: {}", describe(&out));
+    let before = world.fake.counter("requests_total");
+    // A reader asks every second, for 30 s, alternately for any token and for one valid 10 s.
+    for n in 0..30 {
+        let args: &[&str] = if n % 2 == 0 { &["get", "main"] } else { &["get", "main", "--min-valid", "10"] };
+        let _ = world.att_token(args);
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let out = world.att_token(&["refresh", "main"]);
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success() && said.contains("Retry-After"), "an admin's refresh is refused too: {said}");
+    let extra = world.fake.counter("requests_total") - before;
+    eprintln!("a 600 s Retry-After, 30 reader calls and an admin's refresh over 30 s: {extra} requests to the cloud");
+    assert_eq!(extra, 0, "no request before the Retry-After, whoever asks");
+}
+
+#[test]
 fn a_refused_unattended_password_is_not_retried_for_readers() {
     // The refused password is not sent again, whatever readers do (nor after a restart: e2e_lockout).
     let mut world = World::new("refused-password", &["--access-lifetime", "60s"]);

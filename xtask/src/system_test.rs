@@ -538,6 +538,8 @@ impl Test<'_> {
             "system-test:   apt-get install ./{} pulled ca-certificates and procps",
             deb.rsplit('/').next().unwrap_or(deb)
         );
+        // curl reaches the proxy template's unix socket in step 3 (not a dependency of the package).
+        self.c.check(&["apt-get", "install", "-y", "-q", "--no-install-recommends", "curl"])?;
         let state = self.c.output(&["systemctl", "is-active", "att-tokend.service"])?;
         ensure!(
             text(&state.stdout) == "active",
@@ -782,26 +784,97 @@ impl Test<'_> {
         };
         ensure!(status == 200, "GET /me/grounds through att-token-proxy@auto answered {status}: {body}");
         let user = self.c.check(&["systemctl", "show", "-P", "User", "att-token-proxy@auto.service"])?;
-        let pid = self.c.check(&["systemctl", "show", "-P", "MainPID", "att-token-proxy@auto.service"])?;
-        self.undumpable("att-token-proxy@auto.service", &pid, &user)?;
         let journal = self.c.check(&["journalctl", "-u", "att-token-proxy@auto", "--no-pager", "--output=cat"])?;
         ensure!(journal.contains("/me/grounds"), "the proxy logged no line for the request:\n{journal}");
         ensure!(!journal.contains(&token), "the proxy's journal holds the token");
         println!(
             "system-test:   att-token-proxy@auto (as {user}, in att-tokens) answered GET /me/grounds on 127.0.0.1:{port} \
-             with 200 from the fake cloud; its journal logs the request without the token (left running for the purge)"
+             with 200 from the fake cloud; its journal logs the request without the token"
+        );
+        self.proxy_unix_socket()
+    }
+
+    /// The template on a unix socket in its runtime directory, as README recommends: members of the group
+    /// att-token-proxy get through, others cannot connect, and a web page's request (with `Origin`) is refused.
+    fn proxy_unix_socket(&mut self) -> anyhow::Result<()> {
+        const SOCKET: &str = "/run/att-token-proxy/auto/http.sock";
+        self.c.write(
+            "/etc/att-tokend/proxy/auto.env",
+            &format!("ATT_TOKEN_PROXY_LISTEN=unix:{SOCKET}\nATT_TOKEN_PROXY_SOCKET_MODE=660\n"),
+            "0644",
+            "root",
+        )?;
+        self.c.check(&["usermod", "-aG", "att-token-proxy", READER])?;
+        self.c.check(&["systemctl", "restart", "att-token-proxy@auto.service"])?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.c.output(&["test", "-S", SOCKET])?.status.success() {
+            ensure!(Instant::now() < deadline, "{SOCKET} did not appear within 10 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let modes = self.c.check(&["stat", "-c", "%a %U %G", "/run/att-token-proxy/auto", SOCKET])?;
+        ensure!(
+            modes.lines().collect::<Vec<_>>()
+                == ["750 att-token-proxy att-token-proxy", "660 att-token-proxy att-token-proxy"],
+            "the runtime directory and socket are not 750 and 660 of att-token-proxy: {modes}"
+        );
+        let curl = |user: Option<&str>, extra: &[&str]| -> anyhow::Result<Output> {
+            let mut args = vec!["curl", "-sS", "--unix-socket", SOCKET, "-o", "/dev/null", "-w", "%{http_code}"];
+            args.extend_from_slice(extra);
+            args.push("http://localhost/me/grounds");
+            let mut command = match user {
+                Some(user) => self.c.as_user(user, &args),
+                None => self.c.command(&args),
+            };
+            command.output().context("could not run curl in the container")
+        };
+        let ok = curl(Some(READER), &[])?;
+        ensure!(
+            ok.status.success() && text(&ok.stdout) == "200",
+            "GET /me/grounds through {SOCKET} as {READER} (in att-token-proxy) answered {}: {}",
+            text(&ok.stdout),
+            text(&ok.stderr)
+        );
+        let page = curl(Some(READER), &["-H", "Origin: http://attacker.example"])?;
+        ensure!(text(&page.stdout) == "403", "a request with Origin through {SOCKET} answered {}", text(&page.stdout));
+        let stranger = self
+            .c
+            .command(&[
+                "setpriv",
+                "--reuid=nobody",
+                "--regid=nogroup",
+                "--clear-groups",
+                "--",
+                "curl",
+                "-sS",
+                "--unix-socket",
+                SOCKET,
+                "http://localhost/me/grounds",
+            ])
+            .output()?;
+        ensure!(
+            stranger.status.code() == Some(7),
+            "{STRANGER} (not in att-token-proxy) could connect to {SOCKET}, or failed otherwise: {}",
+            text(&stranger.stderr)
+        );
+        let pid = self.c.check(&["systemctl", "show", "-P", "MainPID", "att-token-proxy@auto.service"])?;
+        self.undumpable("att-token-proxy@auto.service", &pid, "att-token-proxy")?;
+        println!(
+            "system-test:   att-token-proxy@auto on {SOCKET} (dir 750, socket 660): {READER}, in att-token-proxy, gets 200; \
+             a request with Origin gets 403; {STRANGER} cannot connect (left running for the purge)"
         );
         Ok(())
     }
 
     /// No core dump and no swap for `unit`'s main process `pid` (running as `user`): it marked itself undumpable (the
-    /// kernel then gives its `/proc/PID` to root), its core size limit is 0, and the unit keeps it out of swap.
+    /// kernel then gives the files in its `/proc/PID`, but the directory, to root), its core size limit is 0, and
+    /// the unit keeps it out of swap.
     fn undumpable(&self, unit: &str, pid: &str, user: &str) -> anyhow::Result<()> {
-        let owner = self.c.check(&["stat", "-c", "%U", &format!("/proc/{pid}")])?;
+        let owners =
+            self.c.check(&["stat", "-c", "%U", &format!("/proc/{pid}/status"), &format!("/proc/{pid}/mem")])?;
         ensure!(
-            owner == "root",
-            "/proc/{pid} of {unit} (running as {user}) belongs to {owner}: the process is dumpable, so an abort \
-             would write its memory to a core dump"
+            owners.lines().all(|owner| owner == "root"),
+            "/proc/{pid}/status and mem of {unit} (running as {user}) belong to {owners:?}, not root: the process is \
+             dumpable, so an abort would write its memory to a core dump"
         );
         let limits = self.c.check(&["cat", &format!("/proc/{pid}/limits")])?;
         let core = limits.lines().find(|line| line.starts_with("Max core file size")).unwrap_or_default();
@@ -814,8 +887,8 @@ impl Test<'_> {
             ensure!(shown.lines().any(|line| line == expected), "{unit} shows no {expected}:\n{shown}");
         }
         println!(
-            "system-test:   {unit}: undumpable (/proc/{pid} belongs to root, the process to {user}), core limit 0, \
-             LimitCORE=0, MemorySwapMax=0"
+            "system-test:   {unit}: undumpable (/proc/{pid}/status and mem belong to root, the process to {user}), \
+             core limit 0, LimitCORE=0, MemorySwapMax=0"
         );
         Ok(())
     }

@@ -444,6 +444,9 @@ pub struct Session {
     known_good: Option<WallTime>,
     /// When the outcome of the last request (refresh or login) was applied; `None` before any in this run.
     last_request: Option<MonoTime>,
+    /// The cloud's `Retry-After` (at most [`Policy::retry_after_max`]): no request is planned or granted to a
+    /// caller before this.
+    not_before: Option<MonoTime>,
     jitter: f64,
 }
 
@@ -464,6 +467,7 @@ impl Session {
             offset: None,
             known_good: None,
             last_request: Some(grant.arrived.mono),
+            not_before: None,
             jitter: clamp_jitter(jitter),
         };
         s.take_login(grant, policy);
@@ -535,6 +539,11 @@ impl Session {
     pub fn apply(&mut self, attempt: Attempt, outcome: Outcome, at: ClockPair, policy: &Policy, jitter: f64) {
         self.jitter = clamp_jitter(jitter);
         self.last_request = Some(at.mono);
+        // A server's Retry-After is a floor for every later request, whoever asks; any other answer ends it.
+        self.not_before = match outcome {
+            Outcome::Transient { retry_after: Some(ra) } => Some(at.mono + ra.min(policy.retry_after_max)),
+            _ => None,
+        };
         match (attempt, outcome) {
             (Attempt::Login, Outcome::Success(grant)) => self.take_login(&grant, policy),
             (Attempt::Refresh, Outcome::Success(grant)) => self.take_refresh(&grant, policy),
@@ -584,17 +593,16 @@ impl Session {
     /// The backoff delay, never beyond the remaining (servable) lifetime. (The plan never retries before
     /// [`Policy::refresh_floor`] either; that is applied when planning.)
     fn retry_delay(&self, policy: &Policy, now: MonoTime, retry_after: Option<Duration>) -> Duration {
-        let mut delay = policy.backoff(self.failures, self.jitter);
-        if let Some(ra) = retry_after {
-            delay = delay.max(ra.min(policy.retry_after_max));
-        }
+        let backoff = policy.backoff(self.failures, self.jitter);
         let access_left = self.access.map(|a| a.deadline.remaining(now).saturating_sub(self.margin(policy)));
         let refresh_left = self.refresh_deadline.map(|d| d.remaining(now).saturating_sub(policy.safety_margin));
         let limit = [access_left, refresh_left].into_iter().flatten().find(|d| !d.is_zero());
-        match limit {
-            Some(l) => delay.min(l),
-            None => delay,
-        }
+        let delay = match limit {
+            Some(l) => backoff.min(l),
+            None => backoff,
+        };
+        // The server's Retry-After is a floor even when the token lapses first: asking earlier would be refused.
+        delay.max(retry_after.map_or(Duration::ZERO, |ra| ra.min(policy.retry_after_max)))
     }
 
     /// Records that the lapse warning planned by [`Action::WarnLapse`] was given at `now`.
@@ -675,9 +683,17 @@ impl Session {
         }
     }
 
-    /// The earliest time the next request may be sent: [`Policy::refresh_floor`] after the last one.
+    /// The earliest time the next request may be sent: [`Policy::refresh_floor`] after the last one, and not
+    /// before the cloud's `Retry-After` ([`Session::not_before`]).
     fn floor(&self, policy: &Policy) -> MonoTime {
-        self.last_request.map_or(MonoTime::ORIGIN, |l| l + policy.refresh_floor)
+        let floor = self.last_request.map_or(MonoTime::ORIGIN, |l| l + policy.refresh_floor);
+        self.not_before.map_or(floor, |nb| floor.max(nb))
+    }
+
+    /// Until when the cloud asked (`Retry-After`, at most [`Policy::retry_after_max`]) that no request be sent;
+    /// `None` when it did not, or once an answer other than that one came.
+    pub fn not_before(&self) -> Option<MonoTime> {
+        self.not_before
     }
 
     /// The serving margin of the access token in hand ([`Policy::margin_for`] its life); the full safety
@@ -783,7 +799,8 @@ impl Session {
     ///    [`Policy::caller_retry_gap`] since the last request;
     /// 7. otherwise refresh now, once [`Policy::refresh_floor`] has passed since the last request.
     ///
-    /// [`CallerAction::RefreshNow`] is never returned before [`Session::last_request`] plus the floor. The
+    /// Rules 6 and 7 never grant a request before the cloud's `Retry-After` ([`Session::not_before`]): no caller
+    /// moves it. [`CallerAction::RefreshNow`] is never returned before [`Session::last_request`] plus the floor. The
     /// daemon performs it and applies its outcome, which moves `last_request` on: between two applied
     /// outcomes at most one caller gets it.
     pub fn for_caller(&self, now: MonoTime, want: Duration, policy: &Policy) -> CallerAction {
@@ -819,7 +836,11 @@ impl Session {
         if self.failures > 0 && renewal.at().is_some_and(|at| at > now) {
             gap = gap.max(policy.caller_retry_gap);
         }
-        match self.last_request.map(|l| l + gap) {
+        let next = match (self.last_request.map(|l| l + gap), self.not_before) {
+            (Some(next), Some(nb)) => Some(next.max(nb)),
+            (next, nb) => next.or(nb),
+        };
+        match next {
             Some(next) if now < next => refuse(Some(next)),
             _ => CallerAction::RefreshNow,
         }
@@ -903,6 +924,7 @@ impl Session {
             relogin_rejected: self.relogin_rejected,
             lapse_warned_secs: self.lapse_warned.map(|d| d.as_secs()),
             clock_offset: self.offset,
+            retry_not_before: self.not_before.filter(|nb| *nb > pair.mono).map(|nb| pair.wall_at(nb)),
         }
     }
 }
@@ -937,6 +959,10 @@ pub struct PersistedSession {
     pub lapse_warned_secs: Option<u64>,
     /// The latest clock-offset estimate.
     pub clock_offset: Option<ClockOffset>,
+    /// Until when the cloud asked (`Retry-After`) that no request be sent, if that was still ahead; absent in
+    /// files written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_not_before: Option<WallTime>,
 }
 
 impl PersistedSession {
@@ -973,6 +999,14 @@ impl PersistedSession {
             offset: self.clock_offset,
             known_good: self.known_good,
             last_request: None,
+            // Kept whatever the clock's trust: a clock that is wrong can only shorten it to nothing or lengthen it
+            // to the longest Retry-After honoured.
+            not_before: self.retry_not_before.and_then(|nb| {
+                let left = nb.millis_since(pair.wall);
+                (left > 0).then(|| {
+                    pair.mono + Duration::from_millis(left.unsigned_abs()).min(Policy::default().retry_after_max)
+                })
+            }),
             jitter: clamp_jitter(jitter),
         }
     }

@@ -166,7 +166,7 @@ fn fixed_window_without_unattended_login_warns_then_fetches_a_last_access_token(
 }
 
 #[test]
-fn retry_after_is_honoured_up_to_the_tokens_life() {
+fn retry_after_is_a_floor_even_past_the_tokens_life() {
     let (mut s, policy) = logged_in(false);
     s.apply(
         Attempt::Refresh,
@@ -176,7 +176,8 @@ fn retry_after_is_honoured_up_to_the_tokens_life() {
         0.0,
     );
     assert_eq!(s.plan(&policy, mono(2700)).at(), Some(mono(2820)));
-    // Ten minutes before the deadline, a Retry-After of an hour is cut to the servable life left.
+    // Ten minutes before the deadline, a Retry-After of an hour still holds: the token lapses first, since a
+    // request sent earlier would only be refused again, and the cloud asked for the pause.
     s.apply(
         Attempt::Refresh,
         Outcome::Transient { retry_after: Some(Duration::from_secs(3600)) },
@@ -184,8 +185,19 @@ fn retry_after_is_honoured_up_to_the_tokens_life() {
         &policy,
         0.0,
     );
-    assert_eq!(s.plan(&policy, mono(3000)).at(), Some(mono(3599 - 60)));
+    assert_eq!(s.plan(&policy, mono(3000)).at(), Some(mono(6600)));
+    assert_eq!(s.not_before(), Some(mono(6600)));
     assert_eq!(s.failures(), 2);
+    // A longer one is cut to retry_after_max (an hour).
+    let mut longer = s.clone();
+    longer.apply(
+        Attempt::Refresh,
+        Outcome::Transient { retry_after: Some(Duration::from_secs(86_400)) },
+        at(3100),
+        &policy,
+        0.0,
+    );
+    assert_eq!(longer.not_before(), Some(mono(6700)));
     // Once the token is gone, the backoff grows to at most 5 minutes.
     for n in 3..20 {
         s.apply(Attempt::Refresh, Outcome::Transient { retry_after: None }, at(4000 + n * 1000), &policy, 0.999);
@@ -394,22 +406,23 @@ fn a_caller_triggers_at_most_one_early_retry_per_gap_and_never_inside_the_floor(
     assert_eq!(s.plan(&policy, mono(2900)).at(), Some(mono(3020)));
     // The token has 2900 → 3539 s to serve: 639 s, so a caller wanting 600 s is served until 2939 s.
     assert_eq!(s.for_caller(mono(2901), want, &policy), CallerAction::Serve);
-    // A caller wanting 700 s may trigger one early attempt 10 s (the caller gap) after the failure.
+    // A caller wanting 700 s may not bring the attempt before the Retry-After: no caller moves it.
     let longer = Duration::from_secs(700);
-    let refused = CallerAction::Refuse { valid_for: Duration::from_secs(3599 - 2905 - 61), until: Some(mono(2910)) };
-    assert_eq!(s.for_caller(mono(2905), longer, &policy), refused, "within the caller gap");
-    assert_eq!(s.for_caller(mono(2910), longer, &policy), CallerAction::RefreshNow);
-    assert_eq!(s.for_caller(mono(2940), want, &policy), CallerAction::RefreshNow);
-    // The daemon performs it at 2940 s; it fails again.
-    s.apply(Attempt::Refresh, Outcome::Transient { retry_after: None }, at(2940), &policy, 0.0);
-    // The daemon's own retry (backoff 1 s, floor 5 s) is at 2945 s; a caller's next early one at 2950 s.
-    assert_eq!(s.plan(&policy, mono(2940)).at(), Some(mono(2945)));
+    for t in [2905, 2910, 2950, 3019] {
+        let refused = CallerAction::Refuse { valid_for: Duration::from_secs(3599 - t - 61), until: Some(mono(3020)) };
+        assert_eq!(s.for_caller(mono(t), longer, &policy), refused, "at {t} s, before the Retry-After");
+    }
+    assert_eq!(s.for_caller(mono(3020), want, &policy), CallerAction::RefreshNow);
+    // The daemon performs it at 3020 s; it fails again, without a Retry-After.
+    s.apply(Attempt::Refresh, Outcome::Transient { retry_after: None }, at(3020), &policy, 0.0);
+    // The daemon's own retry (backoff 1 s, floor 5 s) is at 3025 s; a caller's next early one at 3030 s.
+    assert_eq!(s.plan(&policy, mono(3020)).at(), Some(mono(3025)));
     assert_eq!(
-        s.for_caller(mono(2944), want, &policy),
-        CallerAction::Refuse { valid_for: Duration::from_secs(3599 - 2944 - 61), until: Some(mono(2950)) }
+        s.for_caller(mono(3024), want, &policy),
+        CallerAction::Refuse { valid_for: Duration::from_secs(3599 - 3024 - 61), until: Some(mono(3030)) }
     );
     // Once the daemon's retry is due, a caller may have it (the floor has passed).
-    assert_eq!(s.for_caller(mono(2945), want, &policy), CallerAction::RefreshNow);
+    assert_eq!(s.for_caller(mono(3025), want, &policy), CallerAction::RefreshNow);
 }
 
 #[test]

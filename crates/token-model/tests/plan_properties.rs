@@ -156,7 +156,8 @@ proptest! {
     }
 
     /// Backoff: bounded by 5 minutes (without Retry-After), by the honoured Retry-After otherwise, and never
-    /// beyond the remaining (servable) lifetime; never inside the refresh floor either.
+    /// beyond the remaining (servable) lifetime unless a Retry-After holds it back; never inside the refresh floor
+    /// nor before the Retry-After either.
     #[test]
     fn backoff_is_bounded(
         case in arb_case(), later in later(), failures in 1usize..40,
@@ -183,11 +184,13 @@ proptest! {
             prop_assert!(delay <= bound, "delay {delay:?} over {bound:?}");
             let access_margin = policy.margin_for(s.access_lifetime().unwrap());
             let access_left = s.access_deadline().unwrap().remaining(mono_ms(now)).saturating_sub(access_margin);
+            let honoured = ra.map_or(Duration::ZERO, |ra| ra.min(policy.retry_after_max));
             if !access_left.is_zero() {
-                // The refresh floor may hold a retry back further.
-                let limit = access_left.max(policy.refresh_floor);
+                // The refresh floor and the cloud's Retry-After may hold a retry back further.
+                let limit = access_left.max(policy.refresh_floor).max(honoured);
                 prop_assert!(delay <= limit, "delay {delay:?} beyond the token's life {access_left:?}");
             }
+            prop_assert!(delay >= honoured, "a retry {delay:?} after the failure, before the Retry-After {honoured:?}");
             prop_assert!(delay >= policy.refresh_floor, "a retry {delay:?} after the failure, inside the floor");
             now = at.since_origin().as_millis() as u64;
         }
@@ -389,6 +392,8 @@ proptest! {
         let mut last = mono_ms(t0);
         prop_assert_eq!(s.last_request(), Some(last));
         let mut now = last;
+        // The cloud's last Retry-After, as a point in time: no request before it, whoever asks.
+        let mut not_before: Option<MonoTime> = None;
         for step in steps {
             let mut plan = s.plan(&policy, now);
             while let Action::WarnLapse { at, .. } = plan {
@@ -412,6 +417,7 @@ proptest! {
             };
             prop_assert!(at >= now, "{plan:?} planned in the past of {now:?}");
             prop_assert!(at >= last + policy.refresh_floor, "{plan:?} within the floor after {last:?}");
+            prop_assert!(not_before.is_none_or(|nb| at >= nb), "{plan:?} before the Retry-After {not_before:?}");
             let mut attempt = attempt;
             if let Some((after, want)) = step.caller {
                 let t = now + Duration::from_millis(after);
@@ -421,6 +427,7 @@ proptest! {
                     let asked = s.for_caller(t, want, &policy);
                     if asked == CallerAction::RefreshNow {
                         prop_assert!(t >= last + policy.refresh_floor, "a caller's refresh at {t:?} after {last:?}");
+                        prop_assert!(not_before.is_none_or(|nb| t >= nb), "a caller's refresh at {t:?} before the Retry-After");
                         attempt = Attempt::Refresh;
                         at = t;
                     }
@@ -436,6 +443,11 @@ proptest! {
             };
             let pair = at_ms(at.since_origin().as_millis() as u64);
             s.apply(attempt, outcome, pair, &policy, jitter);
+            not_before = match outcome {
+                Outcome::Transient { retry_after: Some(ra) } => Some(pair.mono + ra.min(policy.retry_after_max)),
+                _ => None,
+            };
+            prop_assert_eq!(s.not_before(), not_before);
             last = pair.mono;
             now = pair.mono;
             prop_assert_eq!(s.last_request(), Some(last));
@@ -585,10 +597,12 @@ proptest! {
         want in 0u64..7_200_000, jitter in 0.0f64..1.0, fail_at in 0u64..7_200_000,
     ) {
         let life = Duration::from_millis(life);
+        // A long backoff keeps the retry pending: callers may bring it forward, one early attempt per gap.
+        let policy = Policy { backoff_initial: Duration::from_secs(3600), backoff_max: Duration::from_secs(3600), ..policy };
         let g = Grant::new(at_ms(0), life, RefreshTokenChange::Rotated);
         let mut s = Session::logged_in(&g, &policy, false, jitter);
         let fail_at = fail_at.max(policy.refresh_floor.as_millis() as u64);
-        s.apply(Attempt::Refresh, Outcome::Transient { retry_after: Some(Duration::from_secs(3600)) }, at_ms(fail_at), &policy, jitter);
+        s.apply(Attempt::Refresh, Outcome::Transient { retry_after: None }, at_ms(fail_at), &policy, jitter);
         let mut times: Vec<u64> = callers.iter().map(|c| fail_at + c).collect();
         times.sort_unstable();
         let want = Duration::from_millis(want);
@@ -604,6 +618,46 @@ proptest! {
                 s.apply(Attempt::Refresh, Outcome::Transient { retry_after: None }, at_ms(t), &policy, jitter);
                 last = t;
             }
+        }
+    }
+    /// (f): a server's `Retry-After` is a floor that nobody moves: after a transient failure carrying one, neither
+    /// the plan nor any caller sends a request before it (at most `retry_after_max`), whatever the token's life,
+    /// and a restart in between keeps it.
+    #[test]
+    fn retry_after_is_a_floor_for_the_plan_every_caller_and_a_restart(
+        policy in arb_policy(), life in arb_life(), retry_after_s in 1u64..7_200,
+        callers in proptest::collection::vec(0u64..7_200_000, 1..200), want in 0u64..600_000,
+        jitter in 0.0f64..1.0, fail_at in 0u64..7_200_000, restart_after in 0u64..7_200_000,
+    ) {
+        let g = Grant::new(at_ms(0), Duration::from_millis(life), RefreshTokenChange::Rotated);
+        let mut s = Session::logged_in(&g, &policy, true, jitter);
+        let fail_at = fail_at.max(policy.refresh_floor.as_millis() as u64);
+        let retry_after = Duration::from_secs(retry_after_s);
+        s.apply(Attempt::Refresh, Outcome::Transient { retry_after: Some(retry_after) }, at_ms(fail_at), &policy, jitter);
+        let until = mono_ms(fail_at) + retry_after.min(policy.retry_after_max);
+        prop_assert_eq!(s.not_before(), Some(until));
+        let mut times: Vec<u64> = callers.iter().map(|c| fail_at + c).collect();
+        times.sort_unstable();
+        for &t in &times {
+            if let Some(at) = s.plan(&policy, mono_ms(t)).at() {
+                prop_assert!(at >= until, "the plan asks at {at:?}, before {until:?}");
+            }
+            if s.for_caller(mono_ms(t), Duration::from_millis(want), &policy) == CallerAction::RefreshNow {
+                prop_assert!(mono_ms(t) >= until, "a caller's request at {t} ms, before {until:?}");
+            }
+        }
+        // Saved and restored on another monotonic line, under a trusted clock: the floor is the same point in time.
+        let saved_at = fail_at + restart_after;
+        let persisted = s.to_persisted(at_ms(saved_at));
+        let boot = ClockPair::new(mono_ms(7), at_ms(saved_at + 1_000).wall);
+        let restored = persisted.restore(boot, WallClockTrust::Trusted, true, jitter);
+        let left = until.saturating_since(mono_ms(saved_at + 1_000));
+        match restored.not_before() {
+            Some(nb) => prop_assert!(nb.saturating_since(mono_ms(7)).abs_diff(left) <= Duration::from_millis(1)),
+            None => prop_assert!(left <= Duration::from_millis(1), "a Retry-After {left:?} ahead was lost at restore"),
+        }
+        if let Some(at) = restored.plan(&policy, mono_ms(7)).at() {
+            prop_assert!(at + Duration::from_millis(1) >= mono_ms(7) + left, "after the restart the plan asks at {at:?}");
         }
     }
 }

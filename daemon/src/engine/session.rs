@@ -753,8 +753,22 @@ impl Session {
         }
     }
 
+    /// While the cloud's `Retry-After` lasts, the refusal for whoever asks for a request: no caller moves it.
+    fn retry_after_refusal(&self) -> Option<EngineError> {
+        let until = self.plan.as_ref().and_then(plan::Session::not_before).filter(|at| *at > now())?;
+        let why = format!(
+            "the cloud asked (HTTP 429 or 503 with Retry-After) that no request be sent before {}; the daemon sends \
+             the next one then, on its own; ask again after that",
+            clock_pair().wall_at(until)
+        );
+        Some(EngineError::Unavailable { name: self.name.clone(), why })
+    }
+
     /// One refresh with the current refresh token. Never two at once: only this task refreshes.
     async fn refresh_now(&mut self) -> Result<(), EngineError> {
+        if let Some(refusal) = self.retry_after_refusal() {
+            return Err(refusal);
+        }
         let cloud = self.cloud()?;
         let Some(sent) = self.refresh.clone() else { return Err(self.needs_login_error()) };
         // The floor between two requests holds whoever asks (an admin's Refresh included): wait it out.
@@ -949,6 +963,9 @@ impl Session {
         password: Password,
         code: Option<MfaCode>,
     ) -> Result<i64, EngineError> {
+        if let Some(refusal) = self.retry_after_refusal() {
+            return Err(refusal);
+        }
         let cloud = self.cloud()?;
         self.busy = true;
         self.publish(false);
