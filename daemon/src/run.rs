@@ -6,6 +6,10 @@
 //! bus → bus name requested → `READY=1`. `SIGHUP` re-reads the config and the token files; `SIGTERM` and `SIGINT`
 //! save every session and exit cleanly.
 //!
+//! The loop itself never waits on anything slow: a reconnection attempt and a reload's preparation (the config and
+//! secret files, users and groups from NSS, timedated) run beside it and it takes their results, so `WATCHDOG=1`
+//! goes out every half watchdog interval whatever the bus or NSS do.
+//!
 //! Losing the bus is not losing a session: when the connection closes (the bus restarted, or it dropped the
 //! connection), the engine and its session tasks go on (a refresh in flight finishes and is saved), and the D-Bus
 //! side is rebuilt on a new connection ([`connect_bus`]) with backoff. After [`RECONNECT_ATTEMPTS`] failed
@@ -402,6 +406,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut watchdog = tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
     watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut status_events = engine.subscribe();
+    // Work that may take long runs beside the loop, which only starts it and takes its result, so that signals and
+    // the watchdog are never held up: a reconnection (a bus may accept a connection and never answer) and a
+    // reload's preparation (files, users and groups from NSS, which may sit behind LDAP, and timedated).
+    let reconnect_to = reconnect_bus(&bus);
+    let mut reconnecting: Option<
+        std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<Connection>> + '_>>,
+    > = None;
+    let mut reloading: Option<tokio::task::JoinHandle<anyhow::Result<Prepared>>> = None;
+    let mut reload_again = false;
 
     loop {
         tokio::select! {
@@ -414,10 +427,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 break;
             }
             _ = hangup.recv() => {
-                notify(&[sd_notify::NotifyState::Reloading, sd_notify::NotifyState::monotonic_usec_now().unwrap_or(sd_notify::NotifyState::Custom(""))]);
-                check_clock(&clock, &bus, connection.as_ref()).await;
-                match reload(&config, &engine).await {
-                    Ok(new) => {
+                if reloading.is_some() {
+                    reload_again = true;
+                    tracing::info!("SIGHUP while a reload is under way: reloading again once it is done");
+                } else {
+                    reloading = Some(start_reload(&config, &clock, connection.as_ref()));
+                }
+            }
+            prepared = finished(&mut reloading), if reloading.is_some() => {
+                reloading = None;
+                match prepared.unwrap_or_else(|e| Err(anyhow::anyhow!("the reload stopped: {e}"))) {
+                    Ok(prepared) => {
+                        let new = prepared.config;
+                        apply_reload(&config, &new, prepared.engine, &engine);
                         if new.maintenance != config.maintenance || lapse_horizon(&new) != lapse_horizon(&config) {
                             if let Some(mut old) = scheduler.take() {
                                 let _ = old.shutdown().await;
@@ -434,6 +456,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 }
                 let status = status_line(&engine, &config.daemon.bus);
                 notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&status)]);
+                if std::mem::take(&mut reload_again) {
+                    reloading = Some(start_reload(&config, &clock, connection.as_ref()));
+                }
             }
             _ = watchdog.tick(), if watchdog_every.is_some() => {
                 notify(&[sd_notify::NotifyState::Watchdog]);
@@ -453,12 +478,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 tracing::warn!(bus = %bus, "lost the connection to the D-Bus bus (the bus stopped or closed the connection); the sessions keep running, reconnecting");
                 notify(&[sd_notify::NotifyState::Status("the D-Bus bus was lost; reconnecting")]);
             }
-            () = tokio::time::sleep_until(reconnect_at), if connection.is_none() => {
+            () = tokio::time::sleep_until(reconnect_at), if connection.is_none() && reconnecting.is_none() => {
                 reconnect_attempts += 1;
-                // A bus that accepts the connection and never answers must not hold up signals and the watchdog.
-                let attempt = tokio::time::timeout(RECONNECT_MAX_DELAY, connect_bus(&reconnect_bus(&bus), &engine, &credentials))
-                    .await
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("the bus did not answer within {} s", RECONNECT_MAX_DELAY.as_secs())));
+                // Bounded, and polled beside the loop: a bus that accepts and never answers holds up nothing else.
+                let (to, engine, credentials) = (&reconnect_to, &engine, &credentials);
+                reconnecting = Some(Box::pin(async move {
+                    tokio::time::timeout(RECONNECT_MAX_DELAY, connect_bus(to, engine, credentials))
+                        .await
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("the bus did not answer within {} s", RECONNECT_MAX_DELAY.as_secs())))
+                }));
+            }
+            attempt = finished(&mut reconnecting), if reconnecting.is_some() => {
+                reconnecting = None;
                 match attempt {
                     Ok(new) => {
                         connection = Some(new);
@@ -483,6 +514,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
         }
     }
+    drop(reconnecting);
     notify(&[sd_notify::NotifyState::Stopping, sd_notify::NotifyState::Status("stopping: saving sessions")]);
     if let Some(mut scheduler) = scheduler {
         let _ = scheduler.shutdown().await;
@@ -497,15 +529,54 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
 }
 
-/// Re-reads the config file and the token files and applies them, refresh timings included. Settings that
-/// need a restart (bus, state directory, API) are reported.
-async fn reload(current: &Config, engine: &Engine) -> anyhow::Result<Config> {
-    let new = config::load(&current.path)?;
-    new.check_files()?;
+/// What a reload prepared off the runtime thread: the new config, and the engine's view of it (users and groups
+/// resolved, secret files read).
+struct Prepared {
+    config: Config,
+    engine: EngineConfig,
+}
+
+/// Resolves with `job`'s output once it is done; never while there is none.
+async fn finished<F: std::future::Future + Unpin>(job: &mut Option<F>) -> F::Output {
+    match job {
+        Some(job) => job.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Starts a reload beside the loop (`RELOADING=1` first): asks timedated again, and re-reads the config file, the
+/// secret files and the users and groups on the blocking pool ([`prepare_reload`]).
+fn start_reload(
+    current: &Config,
+    clock: &crate::clock::ClockPolicy,
+    connection: Option<&Connection>,
+) -> tokio::task::JoinHandle<anyhow::Result<Prepared>> {
+    let monotonic = sd_notify::NotifyState::monotonic_usec_now().unwrap_or(sd_notify::NotifyState::Custom(""));
+    notify(&[sd_notify::NotifyState::Reloading, monotonic]);
+    let (path, clock, bus, connection) =
+        (current.path.clone(), clock.clone(), current.daemon.bus.clone(), connection.cloned());
+    tokio::spawn(async move {
+        check_clock(&clock, &bus, connection.as_ref()).await;
+        tokio::task::spawn_blocking(move || prepare_reload(&path))
+            .await
+            .unwrap_or_else(|e| Err(anyhow::anyhow!("the reload stopped: {e}")))
+    })
+}
+
+/// Re-reads the config file and the token files and resolves its users and groups (blocking I/O, NSS).
+fn prepare_reload(path: &std::path::Path) -> anyhow::Result<Prepared> {
+    let config = config::load(path)?;
+    config.check_files()?;
+    let engine = engine_config(&config)?;
+    Ok(Prepared { config, engine })
+}
+
+/// Applies a prepared reload, refresh timings included. Settings that need a restart (bus, state directory, API)
+/// are reported.
+fn apply_reload(current: &Config, new: &Config, engine_config: EngineConfig, engine: &Engine) {
     for advice in new.advice() {
         tracing::warn!("{advice}");
     }
-    let engine_config = engine_config(&new)?;
     if new.daemon.bus != current.daemon.bus
         || new.daemon.state_dir != current.daemon.state_dir
         || new.daemon.state_key_file != current.daemon.state_key_file
@@ -521,7 +592,6 @@ async fn reload(current: &Config, engine: &Engine) -> anyhow::Result<Config> {
         engine.set_policy(policy(&new.refresh));
         tracing::info!("[refresh] timings applied; a new refresh_token_lifetime counts from each session's next grant");
     }
-    Ok(new)
 }
 
 #[cfg(test)]

@@ -39,6 +39,9 @@ mod e2e_cores;
 /// End to end: refused credentials and logouts outlive restarts; a refresh refused for a config reason keeps the session.
 mod e2e_lockout;
 
+/// End to end: WATCHDOG=1 keeps coming while a bus accepts and never answers, and while a reload blocks on its files.
+mod e2e_watchdog;
+
 /// End to end: short grants, hammering readers, refused credentials, outages, verdicts, logout, clocks, reloads.
 mod e2e_pressure;
 

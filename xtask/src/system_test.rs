@@ -276,6 +276,10 @@ impl Container {
             .arg("--directory")
             .arg(root)
             .args(["--boot", "--register=no", "--keep-unit", "--quiet"])
+            // timedated reads the kernel's clock state with adjtimex, which nspawn's seccomp filter refuses to a
+            // container without CAP_SYS_TIME; a gateway's timedated has it. The daemon's unit drops every
+            // capability whatever the container has.
+            .arg("--capability=CAP_SYS_TIME")
             .arg(format!("--machine={MACHINE}"));
         let mut nspawn = Running::spawn("systemd-nspawn", command, scratch)?;
         let deadline = Instant::now() + PATIENCE;

@@ -88,5 +88,9 @@ fn serve(path: &Path) -> anyhow::Result<()> {
         .max_blocking_threads(32)
         .build()
         .context("could not start the async runtime; check the process limits (ulimit -u)")?;
-    runtime.block_on(run::run(config))
+    let result = runtime.block_on(run::run(config));
+    // Sessions are saved by now; a blocking task still waiting (a DNS lookup, a reload stuck on a file or on NSS)
+    // does not hold up the exit for long.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    result
 }

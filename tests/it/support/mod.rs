@@ -67,6 +67,11 @@ impl Bus {
         Bus(testbed::Bus::start(scratch).unwrap_or_else(fail))
     }
 
+    /// Kills this `dbus-daemon` (every connection drops at once, as when the bus crashes), leaving its socket file.
+    pub(crate) fn kill(&mut self) {
+        self.0.proc.kill9().unwrap_or_else(fail);
+    }
+
     /// Kills this `dbus-daemon` (every connection drops at once, as when the bus crashes) and starts a new one
     /// listening on the same socket path, as a restarted system bus does. Returns once the new one listens.
     pub(crate) fn restart(&mut self, scratch: &Scratch) {
