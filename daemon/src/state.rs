@@ -20,7 +20,9 @@
 //!
 //! Sealed at rest: with a state key ([`StateDir::with_key`]) every file is sealed ([`crate::seal`]: encrypted and
 //! authenticated, bound to its token's name), so neither token is on disk in clear. A clear file found with a key
-//! is sealed at once (the sealed file replaces it by the same atomic rename). A sealed file that the configured key
+//! is never read: whoever can write the directory (an SD card in another machine) could have planted it to make
+//! every app use their account. It is set aside as `<name>.json.unsealed-<unix seconds>`, bytes intact, and
+//! `att-tokend --rekey` adopts it once its owner moves it back. A sealed file that the configured key
 //! cannot open because the key is missing or another one is never deleted or overwritten: it stays in place for the
 //! key to come back, and is only moved aside (`<name>.json.other-key-<unix seconds>`) when a new login or a logout
 //! replaces it. A sealed file that fails to authenticate (altered, damaged, another token's) is set aside as corrupt.
@@ -143,6 +145,13 @@ pub enum LoadOutcome {
     TooNew {
         /// The version found.
         version: u32,
+    },
+    /// The file is in clear although a state key is configured: it was not read (whoever can write the state
+    /// directory could have planted it) and was renamed to `moved_to`, bytes intact. `att-tokend --rekey`
+    /// adopts such a file once it is moved back.
+    Unsealed {
+        /// Where its bytes are now.
+        moved_to: PathBuf,
     },
     /// The file could not be read or set aside; it was left in place.
     Failed(StateError),
@@ -445,12 +454,21 @@ impl StateDir {
                 Err(error) => return LoadOutcome::Failed(io_error("chmod", &file)(error)),
             }
         }
-        let (bytes, was_sealed) = if seal::is_sealed(&bytes) {
+        if self.key.is_some() && !seal::is_sealed(&bytes) {
+            return match self.set_aside(&file, name, "unsealed", now) {
+                Ok(moved_to) => {
+                    tracing::warn!(file = %file.display(), moved_to = %moved_to.display(), "set aside a session file in clear: a state key is configured, so it was not used");
+                    LoadOutcome::Unsealed { moved_to }
+                }
+                Err(error) => LoadOutcome::Failed(error),
+            };
+        }
+        let bytes = if seal::is_sealed(&bytes) {
             let Some(key) = &self.key else {
                 return LoadOutcome::SealedWithoutKey { found: seal::key_id_of(&bytes) };
             };
             match seal::open(key, name.as_str(), &bytes) {
-                Ok(plaintext) => (plaintext, true),
+                Ok(plaintext) => plaintext,
                 Err(OpenError::OtherKey { found, configured }) => return LoadOutcome::OtherKey { found, configured },
                 Err(OpenError::Unknown { version, .. }) => return LoadOutcome::TooNew { version: u32::from(version) },
                 Err(error @ (OpenError::Refused | OpenError::NotSealed)) => {
@@ -458,7 +476,7 @@ impl StateDir {
                 }
             }
         } else {
-            (bytes, false)
+            bytes
         };
         let reason = match parse(&bytes, name) {
             Parsed::TooNew { version } => return LoadOutcome::TooNew { version },
@@ -466,17 +484,6 @@ impl StateDir {
             Parsed::Record(record) => {
                 let same_url = record.api_url.as_ref().is_none_or(|url| *url == origin.api_url);
                 if same_url && record.client_id == origin.client_id {
-                    if !was_sealed && self.key.is_some() {
-                        // Sealed in place: the rename replaces the clear file only once the sealed one is on disk.
-                        match self.save(&record) {
-                            Ok(()) => {
-                                tracing::info!(file = %file.display(), "sealed a clear session file with the state key")
-                            }
-                            Err(error) => {
-                                tracing::warn!(file = %file.display(), "could not seal a clear session file; it stays clear until the next save: {error}")
-                            }
-                        }
-                    }
                     return LoadOutcome::Loaded(record);
                 }
                 return match self.set_aside(&file, name, "other-instance", now) {
@@ -1064,24 +1071,37 @@ mod tests {
     }
 
     #[test]
-    fn a_clear_file_is_sealed_at_load_and_a_sealed_one_holds_no_token() {
+    fn with_a_key_a_clear_file_is_set_aside_unread_and_rekey_adopts_it() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("state");
         let name = TokenName::new("main").unwrap();
         let clear = StateDir::open(&path).unwrap();
         clear.save(&record("main")).unwrap();
-        assert!(contains(&fs::read(clear.file_of(&name)).unwrap(), "rt-1"), "clear without a key, as before");
+        let bytes = fs::read(clear.file_of(&name)).unwrap();
+        assert!(contains(&bytes, "rt-1"), "clear without a key, as before");
         drop(clear);
 
+        // Someone who can write the state directory (an SD card in another machine) planted it, or it is from
+        // before the key: either way it is not used, and its bytes are kept.
         let dir = StateDir::open(&path).unwrap().with_key(Some(key(1)));
-        let LoadOutcome::Loaded(back) = dir.load(&name, &origin(), 0) else { panic!("the clear file loads") };
+        let LoadOutcome::Unsealed { moved_to } = dir.load(&name, &origin(), 42) else { panic!("set aside") };
+        assert_eq!(moved_to, dir.path().join("main.json.unsealed-42"));
+        assert_eq!(fs::read(&moved_to).unwrap(), bytes, "bytes intact");
+        assert!(matches!(dir.load(&name, &origin(), 43), LoadOutcome::Missing));
+        drop(dir);
+
+        // Moved back by its owner, `--rekey` (here with the same key) adopts it: sealed, then loaded.
+        fs::rename(&moved_to, path.join("main.json")).unwrap();
+        let dir = StateDir::open(&path).unwrap();
+        let report = dir.rekey(Some(&key(1)), &key(1)).unwrap();
+        assert_eq!(report.sealed.len(), 1, "the clear file is sealed");
+        let dir = dir.with_key(Some(key(1)));
+        let sealed = fs::read(dir.file_of(&name)).unwrap();
+        assert!(seal::is_sealed(&sealed));
+        assert!(!contains(&sealed, "rt-1") && !contains(&sealed, "at-1") && !contains(&sealed, "alice"));
+        let LoadOutcome::Loaded(back) = dir.load(&name, &origin(), 44) else { panic!("the sealed file loads") };
         assert_eq!(back.refresh_token.expose_secret(), "rt-1");
-        let bytes = fs::read(dir.file_of(&name)).unwrap();
-        assert!(seal::is_sealed(&bytes), "sealed in place");
-        assert!(!contains(&bytes, "rt-1") && !contains(&bytes, "at-1") && !contains(&bytes, "alice"));
-        assert_eq!(names_in(dir.path()), [LOCK_FILE, "main.json"], "the clear file is gone, no other copy");
-        let LoadOutcome::Loaded(again) = dir.load(&name, &origin(), 0) else { panic!("the sealed file loads") };
-        assert_eq!(*again, *back);
+        assert_eq!(names_in(dir.path()), [LOCK_FILE, "main.json"], "no other copy");
     }
 
     #[test]

@@ -141,3 +141,40 @@ fn bad_usage_and_unknown_tokens_fail_before_the_program_starts() {
     let out = exec_command(&world, &["sensor", "--", "/nonexistent/program"]).output().expect("run att-token exec");
     assert_eq!(out.status.code(), Some(127), "{}", describe(&out));
 }
+
+/// The pids that the pidfds open in process `pid` name (from `/proc/PID/fdinfo`).
+fn pidfd_targets(pid: u32) -> Vec<i64> {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).expect("list att-token's descriptors");
+    fds.flatten()
+        .filter(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target.to_string_lossy() == "anon_inode:[pidfd]"))
+        .filter_map(|fd| {
+            let info =
+                std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", fd.file_name().to_string_lossy())).ok()?;
+            info.lines().find_map(|line| line.strip_prefix("Pid:")).and_then(|p| p.trim().parse().ok())
+        })
+        .collect()
+}
+
+#[test]
+fn signals_reach_the_program_through_a_pidfd_never_a_pid_that_could_be_reused() {
+    let world = world_with_device();
+    let dir = world.scratch.path();
+    let (pid_file, log) = (dir.join("child.pid"), dir.join("signals.log"));
+    let script = format!(
+        "echo $$ > {}; trap 'echo usr1 >> {}' USR1; while :; do sleep 0.1; done",
+        pid_file.display(),
+        log.display()
+    );
+    let mut exec = Proc::spawn("att-token-exec", exec_command(&world, &["sensor", "--", "sh", "-c", &script]), dir);
+    let child: i64 = wait_until("PROGRAM to start", PATIENCE, || {
+        std::fs::read_to_string(&pid_file).ok().and_then(|t| t.trim().parse().ok()).ok_or_else(|| "not yet".to_owned())
+    });
+    // att-token holds a pidfd of its program, opened before anything could reap it, and signals through it.
+    assert_eq!(pidfd_targets(exec.id()), [child], "one pidfd, naming PROGRAM");
+    exec.signal(nix::sys::signal::Signal::SIGUSR1);
+    wait_until("SIGUSR1 to reach PROGRAM", PATIENCE, || {
+        if lines(&log).contains(&"usr1".to_owned()) { Ok(()) } else { Err("not yet".to_owned()) }
+    });
+    let status = exec.terminate();
+    assert_eq!(status.code(), Some(128 + 15), "SIGTERM forwarded ended PROGRAM, and its status came back");
+}

@@ -1,6 +1,6 @@
 //! End to end, as separate processes: sessions sealed with a state key hold no byte of any token, resume after a
 //! restart with the same key, are left intact (and ask for a login, saying why) without the key or with another,
-//! are sealed when found in clear, refuse a swapped or altered file, and follow `att-tokend --rekey`.
+//! are set aside when found in clear (until `--rekey` adopts them), refuse a swapped or altered file, and follow `att-tokend --rekey`.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -124,7 +124,7 @@ fn a_sealed_state_holds_no_piece_of_any_token_and_resumes_with_the_same_key() {
 }
 
 #[test]
-fn a_clear_file_is_sealed_and_a_missing_or_different_key_leaves_it_intact_asking_for_a_login() {
+fn a_clear_file_is_set_aside_until_rekey_adopts_it_and_a_missing_or_different_key_leaves_it_intact() {
     let mut world = World::new("sealed-keys", FAKE_ARGS);
     world.start_daemon(&with_key(None, TOKENS), "debug");
     // Without a key the daemon says so: at start, in `att-token list`, and in a property.
@@ -138,9 +138,36 @@ fn a_clear_file_is_sealed_and_a_missing_or_different_key_leaves_it_intact_asking
     let secrets: Vec<String> =
         ["refresh_token", "access_token"].map(|field| record[field].as_str().unwrap().to_owned()).into();
 
-    // With a key, the clear file is sealed at start, and the session goes on.
+    // With a key, a clear file is not used (whoever can write the state directory could have planted it): it is
+    // set aside, bytes intact, and the token asks for a login, saying why and how to adopt the file.
     let key_a = new_key(&world, "a.key");
     world.write_config(&with_key(Some(&key_a), TOKENS));
+    world.restart_daemon();
+    world.wait_for_state("main", "needs-login");
+    let reason = last_error(&world, "main");
+    assert!(reason.contains("in clear") && reason.contains("--rekey") && reason.contains(".unsealed-"), "{reason}");
+    assert!(world.stop_daemon().success());
+    let aside = state_files(&world)
+        .into_iter()
+        .map(|(p, _)| p)
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("main.json.unsealed-"))
+        .expect("the clear file is set aside");
+    assert_eq!(std::fs::read_to_string(&aside).unwrap(), clear, "its bytes are intact");
+
+    // Its owner adopts it: moved back and sealed with `att-tokend --rekey` (the same key as old and new).
+    std::fs::rename(&aside, world.state_dir().join("main.json")).unwrap();
+    let config = world.config.clone().unwrap();
+    let out = std::process::Command::new(&bins().tokend)
+        .arg("--config")
+        .arg(&config)
+        .arg("--rekey")
+        .arg(&key_a)
+        .arg("--old-key-file")
+        .arg(&key_a)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "att-tokend --rekey: {}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 clear ones sealed"), "{}", describe(&out));
     world.restart_daemon();
     world.wait_for_state("main", "valid");
     assert_no_piece_of(&world, &secrets);

@@ -533,14 +533,25 @@ fn the_unit_loads_the_state_key_that_postinst_creates_once() {
     std::fs::create_dir(&bin).unwrap();
     let fake = bin.join("systemd-creds");
     let args_log = scratch.path().join("args");
-    std::fs::write(&fake, format!("#!/bin/sh\necho \"$@\" > {}\ncat > \"$5\"\n", args_log.display())).unwrap();
+    // `has-tpm2` answers as $TPM2 says (0: a chip); `encrypt` records its arguments and writes what it is given.
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = has-tpm2 ]; then exit \"$TPM2\"; fi\necho \"$@\" > {}\ncat > \"$5\"\n",
+            args_log.display()
+        ),
+    )
+    .unwrap();
     std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let run = || {
+    let run_with = |tpm2: &str| {
         let path_var = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
-        let out = output(Command::new("sh").args(["-e", "-c", &step]).env("PATH", path_var));
+        let out = output(Command::new("sh").args(["-e", "-c", &step]).env("PATH", path_var).env("TPM2", tpm2));
         assert!(out.status.success(), "postinst's key step failed: {}", text(&out.stderr));
+        text(&out.stdout)
     };
-    run();
+    let run = || run_with("1");
+    let said = run();
+    assert!(said.contains("host key only") && said.contains("not a copy of the whole storage"), "{said}");
     let key_file = store.join(Path::new(&path).file_name().unwrap());
     let key = std::fs::read(&key_file).expect("postinst created the key");
     assert_eq!(key.len(), att_tokend::seal::KEY_LEN, "32 random bytes");
@@ -549,4 +560,8 @@ fn the_unit_loads_the_state_key_that_postinst_creates_once() {
     assert_eq!(read(&args_log).trim(), format!("encrypt --with-key=auto --name={name} - {}.new", key_file.display()));
     run();
     assert_eq!(std::fs::read(&key_file).unwrap(), key, "an existing key is never overwritten");
+    // With a TPM2 chip, postinst says the key is bound to it.
+    std::fs::remove_file(&key_file).unwrap();
+    let said = run_with("0");
+    assert!(said.contains("TPM2 chip: a copy of its storage cannot open the sessions"), "{said}");
 }

@@ -538,6 +538,14 @@ impl Test<'_> {
         for package in ["att-tokend", "ca-certificates", "procps"] {
             ensure!(self.installed(package), "after apt-get install, {package} is not installed");
         }
+        // The container has no TPM2 chip: postinst says what the seal is then worth.
+        let said = text(&out.stdout);
+        let binding = said.lines().find(|line| line.contains("created the state key")).unwrap_or_default();
+        ensure!(
+            binding.contains("host key only"),
+            "postinst did not say the state key is bound to the host key only: {said}"
+        );
+        println!("system-test:   postinst: {binding}");
         println!(
             "system-test:   apt-get install ./{} pulled ca-certificates and procps",
             deb.rsplit('/').next().unwrap_or(deb)

@@ -80,6 +80,15 @@ impl SessionStore for StateStore {
                  kept as {name}.json.other-key-<time>)",
                 file = self.dir.file_of(name).display(),
             )),
+            LoadOutcome::Unsealed { moved_to } => Err(format!(
+                "a session file in clear was found at {file} although a state key is configured, so it was not used \
+                 (whoever can write the state directory could have put it there to make apps use their account) and \
+                 was moved to {moved}. If it is this gateway's own (written before the key was set up), stop \
+                 att-tokend, move it back to {file} and seal it with att-tokend --rekey (README, \"Sealed sessions\"); \
+                 otherwise log in again with att-token login {name}",
+                file = self.dir.file_of(name).display(),
+                moved = moved_to.display(),
+            )),
             LoadOutcome::TooNew { version } => Err(format!(
                 "the saved session was written by a newer att-tokend (format {version}); upgrade att-tokend or log in again"
             )),

@@ -8,8 +8,7 @@ use att_tokend::cli::{ExecArgs, OnChange};
 use att_tokend::client::{self, Exit, TokenAgentProxy};
 use att_tokend::config::Bus;
 use futures_util::StreamExt as _;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use tokio::signal::unix::{SignalKind, signal};
 use zeroize::Zeroizing;
 
@@ -30,11 +29,12 @@ async fn fetch(agent: &TokenAgentProxy<'_>, args: &ExecArgs) -> zbus::Result<Zer
     Ok(Zeroizing::new(token))
 }
 
-/// A running PROGRAM: its pid, and its exit status once a thread of its own has reaped it. (A thread rather
+/// A running PROGRAM: a pidfd of it, and its exit status once a thread of its own has reaped it. (A thread rather
 /// than tokio's process support, whose driver would then be part of every runtime the package builds, the
-/// daemon's included.)
+/// daemon's included.) Signals go through the pidfd, opened before anything can reap PROGRAM: once it is reaped
+/// they fail with ESRCH, where a raw pid could by then name another process.
 struct Child {
-    pid: Pid,
+    pidfd: std::os::fd::OwnedFd,
     exited: tokio::sync::oneshot::Receiver<std::io::Result<std::process::ExitStatus>>,
 }
 
@@ -53,12 +53,26 @@ fn spawn(args: &ExecArgs, token: &Zeroizing<String>) -> anyhow::Result<Child> {
             message: format!("{} {what} ({error})", program.to_string_lossy()),
         })
     })?;
-    let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+    // Before the thread below can reap it: a pidfd names this process and no other, ever.
+    let pidfd = match rustix::process::pidfd_open(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::PidfdFlags::empty(),
+    ) {
+        Ok(pidfd) => pidfd,
+        Err(error) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(fail(
+                Exit::Other,
+                format!("cannot watch PROGRAM through a pidfd ({error}); att-token exec needs Linux 5.3 or later"),
+            ));
+        }
+    };
     let (done, exited) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
         let _ = done.send(child.wait());
     });
-    Ok(Child { pid, exited })
+    Ok(Child { pidfd, exited })
 }
 
 /// PROGRAM could not be started: exit with `code` (127 or 126, as shells do).
@@ -85,8 +99,11 @@ fn status_code(status: std::process::ExitStatus) -> u8 {
     }
 }
 
+/// Sends `signal` to PROGRAM through its pidfd; nothing happens once it has exited.
 fn send(child: &Child, signal: Signal) {
-    let _ = kill(child.pid, signal);
+    if let Some(signal) = rustix::process::Signal::from_named_raw(signal as i32) {
+        let _ = rustix::process::pidfd_send_signal(&child.pidfd, signal);
+    }
 }
 
 pub(crate) type Changes = zbus::proxy::SignalStream<'static>;
