@@ -542,13 +542,18 @@ impl StateDir {
     pub fn remove(&self, name: &TokenName) -> Result<bool, StateError> {
         let file = self.file_of(name);
         self.keep_unopenable(&file, name)?;
-        match fs::remove_file(&file) {
+        self.remove_file(&file)
+    }
+
+    /// Removes `file` from the directory durably (the directory is synced); whether it was there.
+    fn remove_file(&self, file: &Path) -> Result<bool, StateError> {
+        match fs::remove_file(file) {
             Ok(()) => {
                 self.sync_dir()?;
                 Ok(true)
             }
             Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(error) => Err(io_error("remove", &file)(error)),
+            Err(error) => Err(io_error("remove", file)(error)),
         }
     }
 }
@@ -588,15 +593,7 @@ impl StateDir {
 
     /// Forgets the unattended-login hold of `name`. Returns whether a file was there.
     pub fn remove_hold(&self, name: &TokenName) -> Result<bool, StateError> {
-        let file = self.hold_file_of(name);
-        match fs::remove_file(&file) {
-            Ok(()) => {
-                self.sync_dir()?;
-                Ok(true)
-            }
-            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(error) => Err(io_error("remove", &file)(error)),
-        }
+        self.remove_file(&self.hold_file_of(name))
     }
 }
 
