@@ -164,32 +164,29 @@ impl BootTimer {
 pub const TIMEDATED: &str = "org.freedesktop.timedate1";
 /// timedated's object.
 const TIMEDATED_PATH: &str = "/org/freedesktop/timedate1";
-/// How long the daemon waits for timedated's answer (it is started on demand, which takes a moment at boot).
-pub const TIMEDATED_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Asks timedated on `connection`'s bus whether the system clock is synchronised (its `NTPSynchronized`).
 ///
 /// The daemon's sandbox (`ProtectClock=yes`, `SystemCallFilter=~@privileged`) forbids reading the kernel's flag
 /// with `adjtimex`, even read-only; timedated reads it with the privileges of its own unit, and any bus client
-/// may read its properties. The error says why there is no answer (no timedated on the bus, no answer in
-/// [`TIMEDATED_TIMEOUT`], an unexpected reply).
+/// may read its properties. The daemon's connections bound every call ([`crate::run::BUS_CALL_TIMEOUT`]), timedated
+/// started on demand included. The error says why there is no answer (no timedated on the bus, no answer in time,
+/// an unexpected reply).
 pub async fn ask_timedated(connection: &zbus::Connection) -> Result<bool, String> {
-    let call = connection.call_method(
-        Some(TIMEDATED),
-        TIMEDATED_PATH,
-        Some("org.freedesktop.DBus.Properties"),
-        "Get",
-        &(TIMEDATED, "NTPSynchronized"),
-    );
-    let reply = match tokio::time::timeout(TIMEDATED_TIMEOUT, call).await {
-        Err(_) => return Err(format!("{TIMEDATED} did not answer within {} s", TIMEDATED_TIMEOUT.as_secs())),
-        Ok(Err(e)) => return Err(format!("could not ask {TIMEDATED} (systemd-timedated): {e}")),
-        Ok(Ok(reply)) => reply,
-    };
+    let reply = connection
+        .call_method(
+            Some(TIMEDATED),
+            TIMEDATED_PATH,
+            Some("org.freedesktop.DBus.Properties"),
+            "Get",
+            &(TIMEDATED, "NTPSynchronized"),
+        )
+        .await
+        .map_err(|e| format!("could not ask {TIMEDATED} (systemd-timedated): {e}"))?;
     let body = reply.body();
     match body.deserialize::<zbus::Variant<'_>>() {
         Ok(zbus::Variant::Bool(synchronised)) => Ok(synchronised),
-        Ok(other) => Err(format!("{TIMEDATED}'s NTPSynchronized is not a boolean but {other:?}")),
+        Ok(_) => Err(format!("{TIMEDATED}'s NTPSynchronized is not a boolean")),
         Err(e) => Err(format!("{TIMEDATED} sent an unexpected reply: {e}")),
     }
 }

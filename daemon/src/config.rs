@@ -686,17 +686,19 @@ struct RawPrincipals {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawToken {
-    name: Option<Spanned<TokenName>>,
+    // Ids are read as text and checked in `validate`, with the same message at the same line: one string decoder
+    // serves them all (a decoder per id type cost the stripped daemon about 14 KiB).
+    name: Option<Spanned<String>>,
     kind: Option<Spanned<String>>,
     readers: Option<Spanned<RawPrincipals>>,
     username: Option<Spanned<String>>,
     password_file: Option<Spanned<PathBuf>>,
     totp_secret_file: Option<Spanned<PathBuf>>,
-    device_id: Option<Spanned<DeviceId>>,
-    ground_id: Option<Spanned<GroundId>>,
+    device_id: Option<Spanned<String>>,
+    ground_id: Option<Spanned<String>>,
     token_file: Option<Spanned<PathBuf>>,
     credential: Option<Spanned<String>>,
-    devices: Option<Spanned<Vec<DeviceId>>>,
+    devices: Option<Spanned<Vec<Spanned<String>>>>,
     files: Option<Spanned<Vec<Spanned<PathBuf>>>>,
 }
 
@@ -1003,6 +1005,17 @@ fn at_most(
     value.map(|value| bound(value, section, key, most, ctx)).transpose()
 }
 
+/// An id written as text, checked by `new` (its error names the id and what a valid one is), at its line.
+fn id<T>(
+    value: Spanned<String>,
+    new: fn(String) -> Result<T, token_model::ids::IdError>,
+    ctx: &Ctx<'_>,
+    section: &str,
+) -> Result<T, ConfigError> {
+    let span = value.span();
+    new(value.into_inner()).map_err(|error| ctx.at(span, format!("in {section}: {error}")))
+}
+
 /// A kind-specific key: its name, where it was written (if it was) and the kinds it belongs to.
 type KeyUse<'a> = (&'a str, Option<Range<usize>>, &'a [TokenKind]);
 
@@ -1016,7 +1029,8 @@ impl RawToken {
         };
         let line = ctx.line(name.span());
         let name_span = name.span();
-        let name = name.into_inner();
+        let name = TokenName::new(name.into_inner())
+            .map_err(|error| ctx.at(name_span.clone(), format!("in [[token]]: {error}")))?;
         let section = format!("[[token]] \"{name}\"");
         let Some(kind) = self.kind else {
             return Err(
@@ -1124,7 +1138,7 @@ impl RawToken {
                             ),
                         ));
                     };
-                    TokenSpec::Device { device_id: device_id.into_inner(), secret }
+                    TokenSpec::Device { device_id: id(device_id, DeviceId::new, ctx, &section)?, secret }
                 } else {
                     let Some(ground_id) = self.ground_id else {
                         return Err(ctx.at(
@@ -1134,11 +1148,16 @@ impl RawToken {
                             ),
                         ));
                     };
+                    let ground_id = id(ground_id, GroundId::new, ctx, &section)?;
                     let devices = match self.devices {
                         None => None,
                         Some(list) => {
                             let span = list.span();
-                            let list = list.into_inner();
+                            let list = list
+                                .into_inner()
+                                .into_iter()
+                                .map(|device| id(device, DeviceId::new, ctx, &section))
+                                .collect::<Result<Vec<DeviceId>, ConfigError>>()?;
                             let mut seen = BTreeSet::new();
                             if let Some(repeat) = list.iter().find(|id| !seen.insert(id.as_str())) {
                                 return Err(ctx.at(
@@ -1151,7 +1170,7 @@ impl RawToken {
                             Some(list)
                         }
                     };
-                    TokenSpec::Ground { ground_id: ground_id.into_inner(), secret, devices }
+                    TokenSpec::Ground { ground_id, secret, devices }
                 }
             }
         };

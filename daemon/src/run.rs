@@ -145,42 +145,52 @@ pub fn rekey(
     ))
 }
 
-/// Asks the system whether the wall clock is synchronised ([`crate::clock::ask_timedated`]) on `connection`, or on
-/// a short-lived connection to `bus` when there is none (at start, before the objects are served), records the
-/// answer in `clock` and logs it. Nothing is asked under `[daemon] trust_kernel_time_sync = false`. Bounded by
-/// [`crate::clock::TIMEDATED_TIMEOUT`] (plus the time to connect, bounded the same).
-pub async fn check_clock(clock: &crate::clock::ClockPolicy, bus: &Bus, connection: Option<&Connection>) {
+/// [`check_clock`] at start, before the objects are served, on a short-lived connection to `bus` (the daemon's own
+/// connection comes next, and waits on the bus the same way).
+pub async fn check_clock_at_start(clock: &crate::clock::ClockPolicy, bus: &Bus) {
     if !clock.trust_kernel_time_sync {
         tracing::info!("[daemon] trust_kernel_time_sync = false: the wall clock is never taken as confirmed");
         return;
     }
-    let answer = match connection {
-        Some(connection) => crate::clock::ask_timedated(connection).await,
-        None => {
-            let connect = builder(bus).build();
-            match tokio::time::timeout(crate::clock::TIMEDATED_TIMEOUT, connect).await {
-                Ok(Ok(connection)) => crate::clock::ask_timedated(&connection).await,
-                Ok(Err(e)) => Err(format!("could not connect to the {bus} bus: {e}")),
-                Err(_) => Err(format!("the {bus} bus did not answer")),
-            }
-        }
+    match builder(bus).build().await {
+        Ok(connection) => check_clock(clock, Some(&connection)).await,
+        Err(e) => record_clock(clock, Err(format!("could not connect to the {bus} bus: {e}"))),
+    }
+}
+
+/// Asks the system whether the wall clock is synchronised ([`crate::clock::ask_timedated`], bounded by
+/// [`BUS_CALL_TIMEOUT`]) on `connection`, records the answer in `clock` and logs it. Without a
+/// connection (the bus is lost) the last answer stands: timedated lives on that bus. Nothing is asked under
+/// `[daemon] trust_kernel_time_sync = false`.
+pub async fn check_clock(clock: &crate::clock::ClockPolicy, connection: Option<&Connection>) {
+    if !clock.trust_kernel_time_sync {
+        return;
+    }
+    let Some(connection) = connection else {
+        tracing::debug!("the bus is lost: the wall clock stays as timedated last said");
+        return;
     };
+    record_clock(clock, crate::clock::ask_timedated(connection).await);
+}
+
+/// Records timedated's answer (or why there is none) in `clock`, and logs what it means.
+fn record_clock(clock: &crate::clock::ClockPolicy, answer: Result<bool, String>) {
     let synchronised = answer.as_ref().is_ok_and(|yes| *yes);
     let was = clock.confirmed();
     clock.set_synchronised(synchronised);
-    match answer {
-        Ok(true) if !was => tracing::info!("the wall clock is confirmed: timedated reports it synchronised"),
-        Ok(true) => {}
-        Ok(false) => tracing::info!(
-            "the wall clock is not confirmed: timedated reports it not synchronised (timedatectl: System clock \
-             synchronized: no), so a saved access token is refreshed before it is served; enable an NTP client \
-             (timedatectl set-ntp true)"
-        ),
-        Err(e) => tracing::info!(
+    let said = match answer {
+        Ok(true) if was => return,
+        Ok(true) => "the wall clock is confirmed: timedated reports it synchronised".to_owned(),
+        Ok(false) => "the wall clock is not confirmed: timedated reports it not synchronised (timedatectl: System \
+                      clock synchronized: no), so a saved access token is refreshed before it is served; enable an \
+                      NTP client (timedatectl set-ntp true)"
+            .to_owned(),
+        Err(e) => format!(
             "the wall clock is not confirmed: {e}; a saved access token is refreshed before it is served \
              (systemd-timedated answers on the system bus where systemd runs)"
         ),
-    }
+    };
+    tracing::info!("{said}");
 }
 
 /// What the daemon says at start when no state key is configured.
@@ -228,13 +238,18 @@ pub fn engine_config(config: &Config) -> anyhow::Result<EngineConfig> {
     Ok(EngineConfig { admins: principals(&access.admins), tokens })
 }
 
-/// A connection builder for the configured bus.
+/// How long any method call the daemon makes on the bus may wait for its answer (the bus's own, and timedated's,
+/// which the bus may have to start first): a bus or service that never answers holds up nothing for longer.
+pub const BUS_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection builder for the configured bus, its method calls bounded by [`BUS_CALL_TIMEOUT`].
 fn builder(bus: &Bus) -> zbus::connection::Builder<'_> {
-    match bus {
+    let builder = match bus {
         Bus::System => zbus::connection::Builder::system(),
         Bus::Session => zbus::connection::Builder::session(),
         Bus::Address(address) => zbus::connection::Builder::address(address.as_str()),
-    }
+    };
+    builder.method_timeout(BUS_CALL_TIMEOUT)
 }
 
 /// Connects to the configured bus with every object served (without requesting a name).
@@ -370,7 +385,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let store = Arc::new(StateStore::new(dir.clone(), origin(&config.api)?));
     // Whether the wall clock is confirmed decides whether restored access tokens are served at once.
     let clock = crate::clock::ClockPolicy::new(config.daemon.trust_kernel_time_sync);
-    check_clock(&clock, &config.daemon.bus, None).await;
+    check_clock_at_start(&clock, &config.daemon.bus).await;
     let settings = SessionSettings {
         cloud: Some(cloud.clone()),
         store: Some(store),
@@ -413,7 +428,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut reconnecting: Option<
         std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<Connection>> + '_>>,
     > = None;
-    let mut reloading: Option<tokio::task::JoinHandle<anyhow::Result<Prepared>>> = None;
+    let mut reloading: Option<std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<Prepared>>>>> = None;
     let mut reload_again = false;
 
     loop {
@@ -436,7 +451,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
             prepared = finished(&mut reloading), if reloading.is_some() => {
                 reloading = None;
-                match prepared.unwrap_or_else(|e| Err(anyhow::anyhow!("the reload stopped: {e}"))) {
+                match prepared {
                     Ok(prepared) => {
                         let new = prepared.config;
                         apply_reload(&config, &new, prepared.engine, &engine);
@@ -544,19 +559,18 @@ async fn finished<F: std::future::Future + Unpin>(job: &mut Option<F>) -> F::Out
     }
 }
 
-/// Starts a reload beside the loop (`RELOADING=1` first): asks timedated again, and re-reads the config file, the
-/// secret files and the users and groups on the blocking pool ([`prepare_reload`]).
+/// Starts a reload (`RELOADING=1` first), for the loop to poll beside everything else: asks timedated again, and
+/// re-reads the config file, the secret files and the users and groups on the blocking pool ([`prepare_reload`]).
 fn start_reload(
     current: &Config,
     clock: &crate::clock::ClockPolicy,
     connection: Option<&Connection>,
-) -> tokio::task::JoinHandle<anyhow::Result<Prepared>> {
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<Prepared>>>> {
     let monotonic = sd_notify::NotifyState::monotonic_usec_now().unwrap_or(sd_notify::NotifyState::Custom(""));
     notify(&[sd_notify::NotifyState::Reloading, monotonic]);
-    let (path, clock, bus, connection) =
-        (current.path.clone(), clock.clone(), current.daemon.bus.clone(), connection.cloned());
-    tokio::spawn(async move {
-        check_clock(&clock, &bus, connection.as_ref()).await;
+    let (path, clock, connection) = (current.path.clone(), clock.clone(), connection.cloned());
+    Box::pin(async move {
+        check_clock(&clock, connection.as_ref()).await;
         tokio::task::spawn_blocking(move || prepare_reload(&path))
             .await
             .unwrap_or_else(|e| Err(anyhow::anyhow!("the reload stopped: {e}")))

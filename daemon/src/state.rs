@@ -574,11 +574,9 @@ impl StateDir {
             Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(error) => return Err(io_error("read", &file)(error).to_string()),
         };
-        let reason = match serde_json::from_slice::<HoldRecord>(&bytes) {
-            Ok(hold) if hold.name == *name && hold.version <= HOLD_VERSION => return Ok(Some(hold)),
-            Ok(hold) if hold.name != *name => format!("it is the hold of {:?}", hold.name.as_str()),
-            Ok(hold) => format!("it was written by a newer att-tokend (format {})", hold.version),
-            Err(error) => format!("it is not a valid hold file ({})", describe(&error)),
+        let reason = match parse_hold(&bytes, name) {
+            Ok(hold) => return Ok(Some(hold)),
+            Err(reason) => reason,
         };
         let moved = self.set_aside(&file, name, "corrupt", now).map_err(|e| e.to_string())?;
         Err(format!("{} was unusable ({reason}) and was moved to {}", file.display(), moved.display()))
@@ -586,9 +584,7 @@ impl StateDir {
 
     /// Saves the unattended-login hold of `record.name` durably (it holds no secret: see [`HoldRecord`]).
     pub fn save_hold(&self, record: &HoldRecord) -> Result<(), StateError> {
-        let bytes = serde_json::to_vec_pretty(record)
-            .map_err(|error| StateError::Encode { name: record.name.to_string(), error })?;
-        self.write_atomic(&self.hold_file_of(&record.name), &bytes, |_| Ok(()))
+        self.write_atomic(&self.hold_file_of(&record.name), encode_hold(record).as_bytes(), |_| Ok(()))
     }
 
     /// Forgets the unattended-login hold of `name`. Returns whether a file was there.
@@ -597,12 +593,11 @@ impl StateDir {
     }
 }
 
-/// The format version of hold files written by this build.
-pub const HOLD_VERSION: u32 = 1;
+/// The first line of a hold file; a file starting otherwise is not read.
+const HOLD_HEADER: &str = "att-tokend hold 1";
 
 /// Why the daemon does not log a token in by itself until a person acts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HoldReason {
     /// The cloud refused the configured credentials: sending them again would only count towards a lockout.
     Refused,
@@ -610,14 +605,25 @@ pub enum HoldReason {
     LoggedOut,
 }
 
+impl HoldReason {
+    /// The reason as a hold file writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldReason::Refused => "refused",
+            HoldReason::LoggedOut => "logged-out",
+        }
+    }
+}
+
 /// What the daemon learned about a token's unattended login that must outlive a restart (`<name>.hold` in the state
 /// directory): the cloud refused its configured credentials, or an admin logged it out. The credentials are named
 /// by a salted fingerprint only (HMAC-SHA-256 keyed with a random salt), never stored: the hold applies while the
 /// configured credentials still have that fingerprint, and a `Login` or other credentials lift it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// On disk it is a few lines of text ([`encode_hold`], read by [`parse_hold`]), like the token files' manifest:
+/// the header, then `name`, `reason`, `since` (Unix seconds), `salt` and `fingerprint` (hex) and `message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HoldRecord {
-    /// Format version ([`HOLD_VERSION`] when written by this build).
-    pub version: u32,
     /// The token name; must match the file name.
     pub name: TokenName,
     /// Why unattended login is held.
@@ -628,8 +634,56 @@ pub struct HoldRecord {
     pub salt: String,
     /// HMAC-SHA-256 of the configured username, password and TOTP seed under the salt, hex.
     pub fingerprint: String,
-    /// What the daemon said then (the cloud's refusal as login-flow words it); never a secret.
+    /// What the daemon said then (the cloud's refusal as login-flow words it); never a secret. One line.
     pub message: String,
+}
+
+/// The text of a hold file. Line breaks in the message become spaces.
+pub fn encode_hold(hold: &HoldRecord) -> String {
+    format!(
+        "{HOLD_HEADER}\nname {}\nreason {}\nsince {}\nsalt {}\nfingerprint {}\nmessage {}\n",
+        hold.name.as_str(),
+        hold.reason.as_str(),
+        hold.since,
+        hold.salt,
+        hold.fingerprint,
+        hold.message.replace(['\n', '\r'], " ")
+    )
+}
+
+/// Reads the bytes of the hold file of `name` ([`encode_hold`]'s text). The error says what is wrong in at most
+/// [`REASON_MAX_CHARS`] characters, without quoting the file.
+pub fn parse_hold(bytes: &[u8], name: &TokenName) -> Result<HoldRecord, String> {
+    let text = std::str::from_utf8(bytes).map_err(|_| "it is not text".to_owned())?;
+    let mut lines = text.lines();
+    if lines.next() != Some(HOLD_HEADER) {
+        return Err(format!("it does not start with {HOLD_HEADER:?}"));
+    }
+    let mut field = |key: &str| -> Result<&str, String> {
+        lines
+            .next()
+            .and_then(|line| line.strip_prefix(key))
+            .and_then(|rest| rest.strip_prefix(' '))
+            .ok_or_else(|| format!("its line {key:?} is missing"))
+    };
+    let hex = |value: &str| !value.is_empty() && value.bytes().all(|b| b.is_ascii_hexdigit());
+    let named = field("name")?;
+    if named != name.as_str() {
+        return Err("it is the hold of another token".to_owned());
+    }
+    let reason = match field("reason")? {
+        "refused" => HoldReason::Refused,
+        "logged-out" => HoldReason::LoggedOut,
+        _ => return Err("its reason is neither refused nor logged-out".to_owned()),
+    };
+    let since = field("since")?.parse().map_err(|_| "its time is not a number".to_owned())?;
+    let salt = field("salt")?.to_owned();
+    let fingerprint = field("fingerprint")?.to_owned();
+    if !hex(&salt) || !hex(&fingerprint) {
+        return Err("its salt or fingerprint is not hex".to_owned());
+    }
+    let message = truncate_chars(field("message")?, 4 * REASON_MAX_CHARS);
+    Ok(HoldRecord { name: name.clone(), reason, since, salt, fingerprint, message })
 }
 
 /// A file written by [`write_durably`], named by its device and inode: the same file as long as nobody replaced it.
@@ -1065,6 +1119,37 @@ mod tests {
 
     fn contains(haystack: &[u8], needle: &str) -> bool {
         haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+    }
+
+    #[test]
+    fn a_hold_reads_back_as_written_and_anything_else_is_refused_without_quoting_it() {
+        let name = TokenName::new("main").unwrap();
+        let hold = HoldRecord {
+            name: name.clone(),
+            reason: HoldReason::Refused,
+            since: 1_796_619_434,
+            salt: "00ff".repeat(8),
+            fingerprint: "ab".repeat(32),
+            message: "the cloud refused it;\nfix the password".to_owned(),
+        };
+        let text = encode_hold(&hold);
+        let back = parse_hold(text.as_bytes(), &name).unwrap();
+        assert_eq!(back, HoldRecord { message: "the cloud refused it; fix the password".to_owned(), ..hold.clone() });
+        let logged_out = HoldRecord { reason: HoldReason::LoggedOut, ..hold.clone() };
+        assert_eq!(parse_hold(encode_hold(&logged_out).as_bytes(), &name).unwrap().reason, HoldReason::LoggedOut);
+        let other = TokenName::new("other").unwrap();
+        for (bytes, why) in [
+            (text.replace("att-tokend hold 1", "att-tokend hold 2"), "does not start"),
+            (text.replace("reason refused", "reason secret-password"), "neither refused"),
+            (text.replace("since 1796619434", "since soon"), "not a number"),
+            (text.replace(&"ab".repeat(32), "secret-password"), "not hex"),
+            (text.lines().take(4).collect::<Vec<_>>().join("\n"), "\"salt\" is missing"),
+        ] {
+            let error = parse_hold(bytes.as_bytes(), &name).unwrap_err();
+            assert!(error.contains(why) && !error.contains("secret"), "{error}");
+        }
+        assert!(parse_hold(text.as_bytes(), &other).unwrap_err().contains("another token"));
+        assert!(parse_hold(&[0xff, 0xfe], &name).unwrap_err().contains("not text"));
     }
 
     #[test]

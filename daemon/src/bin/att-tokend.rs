@@ -89,8 +89,8 @@ fn serve(path: &Path) -> anyhow::Result<()> {
         .build()
         .context("could not start the async runtime; check the process limits (ulimit -u)")?;
     let result = runtime.block_on(run::run(config));
-    // Sessions are saved by now; a blocking task still waiting (a DNS lookup, a reload stuck on a file or on NSS)
-    // does not hold up the exit for long.
-    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    // Sessions are saved by now. The process ends without waiting for the blocking pool: a task still there (a
+    // DNS lookup, a reload stuck on a file or on NSS) must not hold up the exit, and the kernel reclaims the rest.
+    std::mem::forget(runtime);
     result
 }

@@ -736,7 +736,9 @@ impl Engine {
                 list.push((file.clone(), entry.name.clone(), entry.readers.clone(), value.clone()));
             }
         }
-        list.sort_by(|a, b| a.0.cmp(&b.0));
+        // Paths are unique across tokens (the config refuses duplicates), so an unstable sort gives one order; it
+        // links no merge sort for this element type (about 7 KiB of the stripped daemon).
+        list.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         list
     }
 

@@ -288,14 +288,25 @@ impl SessionHandle {
     }
 }
 
-/// Runs a store operation on tokio's blocking pool (file writes with fsync must not hold up a runtime thread).
-async fn on_blocking_pool<F>(store: Arc<dyn SessionStore>, name: TokenName, operation: F) -> Result<(), String>
-where
-    F: FnOnce(&dyn SessionStore, &TokenName) -> Result<(), String> + Send + 'static,
-{
-    tokio::task::spawn_blocking(move || operation(store.as_ref(), &name))
-        .await
-        .unwrap_or_else(|e| Err(format!("the state writer stopped: {e}")))
+/// One store operation, for [`on_blocking_pool`].
+enum StoreOp {
+    Save(Box<SavedSession>),
+    Remove,
+    SaveHold(Box<HoldRecord>),
+    RemoveHold,
+}
+
+/// Runs a store operation on tokio's blocking pool (file writes with fsync must not hold up a runtime thread). One
+/// operation type for every kind: the pool's task machinery is built once (each closure type would add its own).
+async fn on_blocking_pool(store: Arc<dyn SessionStore>, name: TokenName, operation: StoreOp) -> Result<(), String> {
+    tokio::task::spawn_blocking(move || match operation {
+        StoreOp::Save(saved) => store.save(&name, &saved),
+        StoreOp::Remove => store.remove(&name),
+        StoreOp::SaveHold(hold) => store.save_hold(&hold),
+        StoreOp::RemoveHold => store.remove_hold(&name),
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("the state writer stopped: {e}")))
 }
 
 /// Now on the boot-time clock, which keeps counting while the machine is suspended (see [`crate::clock`]).
@@ -888,7 +899,7 @@ impl Session {
 
     async fn forget_saved(&self) {
         if let Some(store) = self.settings.store.clone()
-            && let Err(e) = on_blocking_pool(store, self.name.clone(), |store, name| store.remove(name)).await
+            && let Err(e) = on_blocking_pool(store, self.name.clone(), StoreOp::Remove).await
         {
             tracing::error!(token = %self.name, "could not remove the saved session: {e}");
         }
@@ -906,7 +917,7 @@ impl Session {
                 session: plan.to_persisted(pair),
                 refresh_sent_at: self.refresh_sent_at,
             };
-            let result = on_blocking_pool(store, self.name.clone(), move |store, name| store.save(name, &saved)).await;
+            let result = on_blocking_pool(store, self.name.clone(), StoreOp::Save(Box::new(saved))).await;
             if let Err(e) = result {
                 let reason = format!(
                     "the session of {:?} could not be saved ({e}); it will not survive a restart: check the state \
@@ -1115,7 +1126,6 @@ impl Session {
             return;
         }
         let record = HoldRecord {
-            version: crate::state::HOLD_VERSION,
             name: self.name.clone(),
             reason,
             since: super::unix_seconds(SystemTime::now()),
@@ -1123,7 +1133,7 @@ impl Session {
             fingerprint: unattended.fingerprint(&salt),
             message: self.last_error.clone(),
         };
-        if let Err(e) = on_blocking_pool(store, self.name.clone(), move |store, _| store.save_hold(&record)).await {
+        if let Err(e) = on_blocking_pool(store, self.name.clone(), StoreOp::SaveHold(Box::new(record))).await {
             tracing::error!(token = %self.name, "could not save that unattended login is held ({e}); a restart would try the credentials again");
         }
     }
@@ -1135,7 +1145,7 @@ impl Session {
         }
         tracing::info!(token = %self.name, "unattended login is no longer held");
         if let Some(store) = self.settings.store.clone()
-            && let Err(e) = on_blocking_pool(store, self.name.clone(), |store, name| store.remove_hold(name)).await
+            && let Err(e) = on_blocking_pool(store, self.name.clone(), StoreOp::RemoveHold).await
         {
             tracing::error!(token = %self.name, "could not remove the saved hold of unattended login: {e}");
         }
@@ -1186,16 +1196,15 @@ impl Session {
                 .to_owned();
             self.set_hold(HoldReason::LoggedOut).await;
         }
-        let result =
-            match self.settings.store.clone() {
-                Some(store) => on_blocking_pool(store, self.name.clone(), |store, name| store.remove(name))
-                    .await
-                    .map_err(|why| EngineError::Unavailable {
-                        name: self.name.clone(),
-                        why: format!("the saved session could not be removed: {why}"),
-                    }),
-                None => Ok(()),
-            };
+        let result = match self.settings.store.clone() {
+            Some(store) => on_blocking_pool(store, self.name.clone(), StoreOp::Remove).await.map_err(|why| {
+                EngineError::Unavailable {
+                    name: self.name.clone(),
+                    why: format!("the saved session could not be removed: {why}"),
+                }
+            }),
+            None => Ok(()),
+        };
         tracing::info!(token = %self.name, "logged out");
         self.publish(true);
         result
