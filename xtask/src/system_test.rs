@@ -31,11 +31,13 @@ As root: boots a minimal Debian 12 (debootstrap --variant=minbase, cached in
 <target dir>/system-test/bookworm-minbase; delete it to start afresh) under its real systemd
 with systemd-nspawn, installs the package (built by `cargo xtask dist` unless --deb is given)
 with apt, and proves it end to end: install, sealed credentials and Type=notify start, the bus
-policy, token files, the proxy unit template, the sandbox and sealed sessions, reload, kill -9,
+policy, token files, the proxy unit template (loopback and unix socket), the sandbox (no core
+dumps, no swap) and sealed sessions, the wall clock as timedated reports it, reload, kill -9,
 the watchdog (about 40 s), D-Bus activation, a journal without secrets, purge. Takes about
 2 minutes with the cached root; the first run also downloads about 250 MB (a few minutes).
 Needs systemd-nspawn (systemd-container), debootstrap and network access to the Debian
-mirror; missing tools are installed with apt-get.
+mirror; missing tools are installed with apt-get. The wall-clock step sets the host kernel's
+clock state (maximum error and STA_UNSYNC, never the time) for a few seconds, then puts it back.
 
   --deb PATH     the package to test instead of building one
   --mirror URL   the Debian mirror for debootstrap and apt (default http://deb.debian.org/debian)
