@@ -14,6 +14,7 @@ mod release;
 mod sys;
 mod system_test;
 mod util;
+mod vm;
 
 const HELP: &str = "\
 cargo xtask <command>
@@ -33,6 +34,8 @@ Commands:
   bench         release-build figures: GetToken vs Ping latency, idle RSS, idle wakeups,
                 time to READY, the cost of saving a session sealed and clear
                 (--save-cost: that figure alone)
+  vm-check      as root: boot Debian 12 for arm64 or armhf in qemu-system (image built once,
+                cached) and check what the system test needs there (--arch arm64|armhf)
   fuzz          run the fuzz targets on nightly (--seconds N, default 60; --cmin; TARGET...);
                 needs cargo-fuzz, installs nothing
 ";
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
         Some("demo") => demo::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("fuzz") => fuzz::run(&args[1..]),
+        Some("vm-check") => vm::run(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             print!("{HELP}");
             Ok(())
