@@ -31,8 +31,9 @@ pub(crate) fn debian_version(version: &str) -> String {
     format!("{}-1", version.replacen('-', "~", 1))
 }
 
-/// Builds `att-tokend_<version>-1_<arch>.deb` in the dist directory from the staged tree.
-pub(crate) fn build(stage: &Path, bin_dir: &Path, build: &Build) -> anyhow::Result<PathBuf> {
+/// Builds `att-tokend_<version>-1_<arch>.deb` in the dist directory from the staged tree; `shlib_depends` is
+/// what `dpkg-shlibdeps` said the binaries need ([`shlib_depends`] on the host, the build root's for ARM).
+pub(crate) fn build(stage: &Path, shlib_depends: &str, build: &Build) -> anyhow::Result<PathBuf> {
     let data = workspace_root().join("daemon").join("data");
     let version = debian_version(&build.version);
     let root = build.dist_dir.join("deb").join(format!("att-tokend_{version}_{}", build.arch));
@@ -54,7 +55,7 @@ pub(crate) fn build(stage: &Path, bin_dir: &Path, build: &Build) -> anyhow::Resu
     let md5sums = sys::capture(Command::new("md5sum").arg("--").args(&payload).current_dir(&root))?;
     // ca-certificates: the daemon talks HTTPS and will not start without CA certificates (a minimal
     // Debian has none). procps: `kill`, which the unit's ExecReload= runs.
-    let depends = format!("{}, ca-certificates, dbus, procps, systemd", shlib_depends(bin_dir, build)?);
+    let depends = format!("{shlib_depends}, ca-certificates, dbus, procps, systemd");
     let control = control(&version, &build.arch, &depends, installed_size_kib(&root, &payload)?);
     sys::write(&control_dir.join("control"), control, 0o644)?;
     sys::write(&control_dir.join("md5sums"), md5sums, 0o644)?;
@@ -105,7 +106,7 @@ fn control(version: &str, arch: &str, depends: &str, installed_size: u64) -> Str
 }
 
 /// The library dependencies of the binaries, as `dpkg-shlibdeps` computes them (`libc6 (>= 2.34)`).
-fn shlib_depends(bin_dir: &Path, build: &Build) -> anyhow::Result<String> {
+pub(crate) fn shlib_depends(bin_dir: &Path, build: &Build) -> anyhow::Result<String> {
     // dpkg-shlibdeps wants to run in a source tree; an empty debian/control is enough.
     let work = build.dist_dir.join("deb").join("shlibdeps");
     sys::fresh_dir(&work.join("debian"))?;
@@ -118,10 +119,15 @@ fn shlib_depends(bin_dir: &Path, build: &Build) -> anyhow::Result<String> {
             .current_dir(&work),
     )
     .context("dpkg-shlibdeps could not work out the library dependencies")?;
+    parse_shlibdeps(&out)
+}
+
+/// The `shlibs:Depends=` value of `dpkg-shlibdeps -O` output; an error when there is none.
+pub(crate) fn parse_shlibdeps(out: &str) -> anyhow::Result<String> {
     let depends =
         out.lines().find_map(|line| line.strip_prefix("shlibs:Depends=")).map(str::to_owned).unwrap_or_default();
     if depends.is_empty() {
-        bail!("dpkg-shlibdeps found no library dependencies; is the binary for this machine's architecture?");
+        bail!("dpkg-shlibdeps found no library dependencies; is the binary for the architecture being packaged?");
     }
     Ok(depends)
 }

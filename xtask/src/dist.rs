@@ -7,21 +7,31 @@ use std::process::Command;
 use anyhow::{Context, bail};
 
 use crate::util::{cargo, run as run_command, workspace_root};
-use crate::{deb, sys};
+use crate::{cross, deb, sys};
 
 /// Help for `cargo xtask dist`.
 pub(crate) const HELP: &str = "\
 cargo xtask dist [--target TRIPLE] [--lintian]
 
-Builds att-tokend with the release (gateway) profile and writes to <target dir>/dist/:
-  att-tokend-<version>-<triple>.tar.gz   FHS layout below one top directory; install with
-                                         tar -xzf FILE --strip-components=1 -C /
-  att-tokend_<version>-1_<arch>.deb      Debian package (dpkg-deb)
-  SHA256SUMS
+Builds att-tokend and att-token with the release (gateway) profile for one machine type and
+writes to <target dir>/dist/:
+  att-tokend-<version>-<triple>.tar.gz     FHS layout below one top directory; install with
+                                           tar -xzf FILE --strip-components=1 -C /
+  att-tokend_<version>-1_<arch>.deb        Debian package (dpkg-deb)
+  att-tokend_<version>-1_<arch>.buildinfo  what built them: toolchain versions, build date,
+                                           SHA-256 of the two files above
+  SHA256SUMS                               every tarball, package and build info of this
+                                           version in dist/ (all architectures built so far)
 
-  --target TRIPLE   passed to cargo. Only the host's target builds on this machine: another one
-                    needs its Rust standard library (rustup target add) and a cross linker.
-  --lintian         also run lintian on the package and fail on errors
+  --target TRIPLE   the machine type to build for; without it, this machine's.
+                    aarch64-unknown-linux-gnu      64-bit ARM gateways (Debian arm64)
+                    armv7-unknown-linux-gnueabihf  32-bit ARMv7 gateways (Debian armhf)
+                    These two build with Debian 13's Rust in a build root kept in
+                    <target dir>/cross/trixie-root, made on first use (needs root, about
+                    3 GB and a few minutes; `cargo xtask cross-test --help` says more).
+                    The man pages and completions are built on this machine for any target.
+  --lintian         also run lintian on the package and fail on errors (installs lintian
+                    when missing and run as root)
 ";
 
 /// What `dist` was asked to do.
@@ -68,6 +78,20 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         return Ok(());
     }
     let options = parse(args)?;
+    preflight(options.lintian)?;
+    let outputs = dist(options.target.as_deref())?;
+    if options.lintian {
+        deb::lintian(&outputs.deb)?;
+    }
+    for path in [&outputs.tarball, &outputs.deb, &outputs.buildinfo, &outputs.sums] {
+        let size = std::fs::metadata(path).map(|meta| meta.len()).unwrap_or(0);
+        println!("{} ({} KiB)", path.display(), size.div_ceil(1024));
+    }
+    Ok(())
+}
+
+/// The host tools packaging needs (installed when missing and run as root); lintian when `lintian`.
+pub(crate) fn preflight(lintian: bool) -> anyhow::Result<()> {
     sys::install_missing(&[
         ("tar", "tar"),
         ("gzip", "gzip"),
@@ -76,16 +100,8 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         ("md5sum", "coreutils"),
         ("sha256sum", "coreutils"),
     ])?;
-    if options.lintian {
+    if lintian {
         sys::install_missing(&[("lintian", "lintian")])?;
-    }
-    let outputs = dist(options.target.as_deref())?;
-    if options.lintian {
-        deb::lintian(&outputs.deb)?;
-    }
-    for path in [&outputs.tarball, &outputs.deb, &outputs.sums] {
-        let size = std::fs::metadata(path).map(|meta| meta.len()).unwrap_or(0);
-        println!("{} ({} KiB)", path.display(), size.div_ceil(1024));
     }
     Ok(())
 }
@@ -96,6 +112,8 @@ pub(crate) struct Outputs {
     pub(crate) tarball: PathBuf,
     /// The `.deb`.
     pub(crate) deb: PathBuf,
+    /// The `.buildinfo`.
+    pub(crate) buildinfo: PathBuf,
     /// `SHA256SUMS`.
     pub(crate) sums: PathBuf,
 }
@@ -113,24 +131,37 @@ pub(crate) fn dist(target: Option<&str>) -> anyhow::Result<Outputs> {
         dist_dir: target_dir.join("dist"),
     };
 
-    let mut release = cargo();
-    release.env("CARGO_TARGET_DIR", &target_dir).args(["build", "--release", "--locked", "-p", "att-tokend"]);
-    if let Some(triple) = target {
-        release.args(["--target", triple]);
-    }
-    run_command(&mut release).with_context(|| {
-        if triple == host {
-            "the release build failed; fix the error above".to_owned()
-        } else {
-            format!(
-                "the release build for {triple} failed: only the host target ({host}) builds on this machine; \
-                 elsewhere install the target (rustup target add {triple}) and a linker for it"
-            )
+    let cross = if triple == host {
+        None
+    } else {
+        Some(cross::Arch::parse(&triple).with_context(|| {
+            format!("{triple} does not build here: only this machine's target ({host}) and the ARM gateways' do")
+        })?)
+    };
+    let (bin_dir, toolchain, depends) = match cross {
+        Some(arch) => {
+            let root = cross::Root::get()?;
+            let toolchain = root.toolchain(arch)?;
+            print_toolchain(&toolchain, &triple);
+            let bin_dir = root.build_release(arch)?;
+            (bin_dir, toolchain, root.shlib_depends(arch)?)
         }
-    })?;
-    let bin_dir = match target {
-        Some(triple) => target_dir.join(triple).join("release"),
-        None => target_dir.join("release"),
+        None => {
+            let toolchain = host_toolchain()?;
+            print_toolchain(&toolchain, &triple);
+            let mut release = cargo();
+            release.env("CARGO_TARGET_DIR", &target_dir).args(["build", "--release", "--locked", "-p", "att-tokend"]);
+            if let Some(triple) = target {
+                release.args(["--target", triple]);
+            }
+            run_command(&mut release).context("the release build failed; fix the error above")?;
+            let bin_dir = match target {
+                Some(triple) => target_dir.join(triple).join("release"),
+                None => target_dir.join("release"),
+            };
+            let depends = deb::shlib_depends(&bin_dir, &build)?;
+            (bin_dir, toolchain, depends)
+        }
     };
 
     let assets = build.dist_dir.join("assets");
@@ -150,14 +181,137 @@ pub(crate) fn dist(target: Option<&str>) -> anyhow::Result<Outputs> {
 
     let tarball = build.dist_dir.join(format!("{name}.tar.gz"));
     tar_gz(&stage, &tarball, build.epoch)?;
-    let deb = deb::build(&stage, &bin_dir, &build)?;
+    let deb = deb::build(&stage, &depends, &build)?;
+    let buildinfo = write_buildinfo(&build, &toolchain, &host, &[&deb, &tarball])?;
 
     let sums = build.dist_dir.join("SHA256SUMS");
-    let listing = sys::capture(
-        Command::new("sha256sum").arg("--").arg(file_name(&tarball)).arg(file_name(&deb)).current_dir(&build.dist_dir),
-    )?;
+    let mut names = Vec::new();
+    for entry in
+        std::fs::read_dir(&build.dist_dir).with_context(|| format!("cannot list {}", build.dist_dir.display()))?
+    {
+        names.push(entry?.file_name().to_string_lossy().into_owned());
+    }
+    let listed = release_files(&names, &build.version);
+    let listing = sys::capture(Command::new("sha256sum").arg("--").args(&listed).current_dir(&build.dist_dir))?;
     sys::write(&sums, listing, 0o644)?;
-    Ok(Outputs { tarball, deb, sums })
+    Ok(Outputs { tarball, deb, buildinfo, sums })
+}
+
+/// The names among `names` that `SHA256SUMS` lists for `version`: tarballs, packages and build infos of every
+/// architecture, sorted.
+fn release_files(names: &[String], version: &str) -> Vec<String> {
+    let tarball = format!("att-tokend-{version}-");
+    let package = format!("att-tokend_{}_", deb::debian_version(version));
+    let mut listed: Vec<String> = names
+        .iter()
+        .filter(|name| {
+            (name.starts_with(&tarball) && name.ends_with(".tar.gz"))
+                || (name.starts_with(&package) && (name.ends_with(".deb") || name.ends_with(".buildinfo")))
+        })
+        .cloned()
+        .collect();
+    listed.sort();
+    listed
+}
+
+/// Prints what builds for `triple`.
+fn print_toolchain(toolchain: &cross::Toolchain, triple: &str) {
+    println!("dist: building for {triple} with:");
+    for tool in &toolchain.tools {
+        println!("  {tool}");
+    }
+    for (package, version) in &toolchain.packages {
+        println!("  {package} {version}");
+    }
+}
+
+/// This machine's toolchain: rustc and cargo (rustup's when installed), the C compiler that links.
+fn host_toolchain() -> anyhow::Result<cross::Toolchain> {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let verbose = sys::capture(Command::new(rustc).arg("-vV"))?;
+    let cargo_version = sys::capture(cargo().arg("-V"))?;
+    let mut tools =
+        vec![verbose.lines().next().unwrap_or_default().to_owned(), format!("rustc {}", cross::rustc_detail(&verbose))];
+    if let Ok(active) =
+        sys::capture(Command::new("rustup").args(["show", "active-toolchain"]).current_dir(workspace_root()))
+    {
+        tools.push(format!("rustup toolchain {}", active.trim()));
+    }
+    tools.push(cargo_version.trim().to_owned());
+    let cc =
+        sys::capture(Command::new("cc").arg("--version")).context("no C compiler (cc) to link with; install gcc")?;
+    tools.push(cc.lines().next().unwrap_or_default().to_owned());
+    let packages = sys::capture(Command::new("dpkg-query").args([
+        "-W",
+        "-f",
+        "${Package}:${Architecture} ${Version}\\n",
+        "gcc",
+        "libc6-dev",
+    ]))
+    .map(|out| cross::parse_package_versions(&out))
+    .unwrap_or_default();
+    Ok(cross::Toolchain { tools, packages })
+}
+
+/// Writes `att-tokend_<version>-1_<arch>.buildinfo` next to the package, with the checksums of `files`.
+fn write_buildinfo(
+    build: &Build,
+    toolchain: &cross::Toolchain,
+    host: &str,
+    files: &[&Path],
+) -> anyhow::Result<PathBuf> {
+    let mut checksums = Vec::new();
+    for file in files {
+        let sum = sys::capture(Command::new("sha256sum").arg("--").arg(file))?;
+        let sha256 = sum.split_whitespace().next().context("sha256sum printed nothing")?.to_owned();
+        let size = std::fs::metadata(file).with_context(|| format!("cannot stat {}", file.display()))?.len();
+        checksums.push((sha256, size, file_name(file).to_string_lossy().into_owned()));
+    }
+    let date = sys::capture(Command::new("date").args(["--utc", "--rfc-email", &format!("--date=@{}", build.epoch)]))?;
+    let text = buildinfo_text(build, debian_arch(host)?, date.trim(), toolchain, &checksums);
+    let path =
+        build.dist_dir.join(format!("att-tokend_{}_{}.buildinfo", deb::debian_version(&build.version), build.arch));
+    sys::write(&path, text, 0o644)?;
+    Ok(path)
+}
+
+/// The build information in the layout of Debian's `.buildinfo` (deb-buildinfo(5)), plus `Build-Toolchain:`
+/// naming the compilers. `checksums` are (SHA-256, size, file name).
+fn buildinfo_text(
+    build: &Build,
+    build_arch: &str,
+    date: &str,
+    toolchain: &cross::Toolchain,
+    checksums: &[(String, u64, String)],
+) -> String {
+    let mut text = format!(
+        "Format: 1.0\nSource: att-tokend\nBinary: att-tokend\nArchitecture: {arch}\nVersion: {version}\n",
+        arch = build.arch,
+        version = deb::debian_version(&build.version),
+    );
+    text.push_str("Checksums-Sha256:\n");
+    for (sha256, size, name) in checksums {
+        text.push_str(&format!(" {sha256} {size} {name}\n"));
+    }
+    text.push_str(&format!("Build-Architecture: {build_arch}\nBuild-Date: {date}\nBuild-Target: {}\n", build.triple));
+    text.push_str("Build-Toolchain:\n");
+    for tool in &toolchain.tools {
+        text.push_str(&format!(" {tool}\n"));
+    }
+    if !toolchain.packages.is_empty() {
+        text.push_str("Installed-Build-Depends:\n");
+        let last = toolchain.packages.len() - 1;
+        for (index, (package, version)) in toolchain.packages.iter().enumerate() {
+            let package = match package.rsplit_once(':') {
+                Some((name, arch)) if arch == build_arch || arch == "all" => name,
+                _ => package,
+            };
+            let comma = if index == last { "" } else { "," };
+            text.push_str(&format!(" {package} (= {version}){comma}\n"));
+        }
+    }
+    text.push_str(&format!("Environment:\n SOURCE_DATE_EPOCH=\"{}\"\n", build.epoch));
+    text
 }
 
 /// Lays out the installed files below `stage`, as they go on a gateway.
@@ -264,7 +418,7 @@ fn version_from_pkgid(pkgid: &str) -> Option<String> {
 }
 
 /// The triple rustc builds for by default.
-fn host_triple() -> anyhow::Result<String> {
+pub(crate) fn host_triple() -> anyhow::Result<String> {
     let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
     let info = sys::capture(Command::new(rustc).arg("-vV"))?;
     info.lines()
@@ -313,6 +467,97 @@ mod tests {
             assert_eq!(debian_arch(triple).unwrap(), arch, "{triple}");
         }
         assert!(debian_arch("wasm32-unknown-unknown").is_err());
+    }
+
+    fn build(arch: &str, triple: &str) -> Build {
+        Build {
+            version: "0.2.0-rc.1".to_owned(),
+            triple: triple.to_owned(),
+            arch: arch.to_owned(),
+            epoch: 1_780_000_000,
+            dist_dir: PathBuf::from("/t/dist"),
+        }
+    }
+
+    #[test]
+    fn the_build_info_names_the_files_the_toolchain_and_the_packages() {
+        let toolchain = cross::Toolchain {
+            tools: vec![
+                "rustc 1.96.0 (f1 2026-01-01)".to_owned(),
+                "aarch64-linux-gnu-gcc (Debian 14.2.0-19) 14.2.0".to_owned(),
+            ],
+            packages: vec![
+                ("rustc-web:amd64".to_owned(), "1.96.0+dfsg1-1".to_owned()),
+                ("libstd-rust-web-dev:arm64".to_owned(), "1.96.0+dfsg1-1".to_owned()),
+            ],
+        };
+        let checksums = [
+            ("ab".repeat(32), 1234, "att-tokend_0.2.0~rc.1-1_arm64.deb".to_owned()),
+            ("cd".repeat(32), 5678, "att-tokend-0.2.0-rc.1-aarch64-unknown-linux-gnu.tar.gz".to_owned()),
+        ];
+        let text = buildinfo_text(
+            &build("arm64", "aarch64-unknown-linux-gnu"),
+            "amd64",
+            "Thu, 28 May 2026 20:26:40 +0000",
+            &toolchain,
+            &checksums,
+        );
+        let expected = format!(
+            "Format: 1.0\n\
+             Source: att-tokend\n\
+             Binary: att-tokend\n\
+             Architecture: arm64\n\
+             Version: 0.2.0~rc.1-1\n\
+             Checksums-Sha256:\n \
+             {ab} 1234 att-tokend_0.2.0~rc.1-1_arm64.deb\n \
+             {cd} 5678 att-tokend-0.2.0-rc.1-aarch64-unknown-linux-gnu.tar.gz\n\
+             Build-Architecture: amd64\n\
+             Build-Date: Thu, 28 May 2026 20:26:40 +0000\n\
+             Build-Target: aarch64-unknown-linux-gnu\n\
+             Build-Toolchain:\n \
+             rustc 1.96.0 (f1 2026-01-01)\n \
+             aarch64-linux-gnu-gcc (Debian 14.2.0-19) 14.2.0\n\
+             Installed-Build-Depends:\n \
+             rustc-web (= 1.96.0+dfsg1-1),\n \
+             libstd-rust-web-dev:arm64 (= 1.96.0+dfsg1-1)\n\
+             Environment:\n \
+             SOURCE_DATE_EPOCH=\"1780000000\"\n",
+            ab = "ab".repeat(32),
+            cd = "cd".repeat(32),
+        );
+        assert_eq!(text, expected);
+        let host = cross::Toolchain { tools: vec!["rustc 1.95.0".to_owned()], packages: Vec::new() };
+        let text = buildinfo_text(&build("amd64", "x86_64-unknown-linux-gnu"), "amd64", "D", &host, &[]);
+        assert!(!text.contains("Installed-Build-Depends"), "{text}");
+        assert!(text.contains("Build-Toolchain:\n rustc 1.95.0\nEnvironment:"), "{text}");
+    }
+
+    #[test]
+    fn the_checksum_list_covers_this_version_of_every_architecture() {
+        let names: Vec<String> = [
+            "att-tokend_0.2.0-1_arm64.deb",
+            "att-tokend_0.2.0-1_arm64.buildinfo",
+            "att-tokend_0.2.0-1_amd64.deb",
+            "att-tokend-0.2.0-aarch64-unknown-linux-gnu.tar.gz",
+            "att-tokend-0.2.0-x86_64-unknown-linux-gnu.tar.gz",
+            "att-tokend_0.1.0-1_amd64.deb",
+            "att-tokend-0.1.0-x86_64-unknown-linux-gnu.tar.gz",
+            "SHA256SUMS",
+            "assets",
+            "stage",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        assert_eq!(
+            release_files(&names, "0.2.0"),
+            [
+                "att-tokend-0.2.0-aarch64-unknown-linux-gnu.tar.gz",
+                "att-tokend-0.2.0-x86_64-unknown-linux-gnu.tar.gz",
+                "att-tokend_0.2.0-1_amd64.deb",
+                "att-tokend_0.2.0-1_arm64.buildinfo",
+                "att-tokend_0.2.0-1_arm64.deb",
+            ]
+        );
     }
 
     #[test]

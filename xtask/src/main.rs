@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 mod bench;
 mod ci;
+mod cross;
 mod deb;
 mod demo;
 mod dist;
@@ -21,9 +22,14 @@ cargo xtask <command>
 
 Commands:
   ci            format check, clippy with warnings denied, then the whole test suite
-  dist          release build, then tarball, Debian package and SHA256SUMS in <target>/dist
-                (--target TRIPLE, --lintian; see `cargo xtask dist --help`)
-  release       X.Y.Z: bump the workspace version, commit \"Release X.Y.Z\", tag vX.Y.Z
+  dist          release build, then tarball, Debian package, build info and SHA256SUMS in
+                <target>/dist, for this machine or an ARM gateway (--target
+                aarch64-unknown-linux-gnu | armv7-unknown-linux-gnueabihf, --lintian;
+                see `cargo xtask dist --help`)
+  cross-test    the unit and property tests built for arm64 and armhf, run under qemu in a
+                cached Debian 13 build root (--arch arm64|armhf; see `cargo xtask cross-test --help`)
+  release       X.Y.Z: bump the workspace version, commit \"Release X.Y.Z\", tag vX.Y.Z, then
+                dist for x86_64, arm64 and armhf
   install-test  as root on Debian: install the .deb, run the daemon on a private bus, check
                 who may call it, purge, check what is left
   system-test   as root: boot a minimal Debian 12 under its real systemd (systemd-nspawn), install
@@ -45,6 +51,9 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci::run(&args[1..]),
         Some("dist") => dist::run(&args[1..]),
+        Some("cross-test") => cross::run_tests(&args[1..]),
+        // Internal: what cross-test and dist run inside `unshare --mount` to enter the ARM build root.
+        Some(cross::ENTER) => cross::enter(&args[1..]),
         Some("release") => release::run(&args[1..]),
         Some("install-test") => install_test::run(&args[1..]),
         Some("system-test") => system_test::run(&args[1..]),

@@ -1,4 +1,5 @@
-//! `cargo xtask release X.Y.Z`: bump the workspace version, commit `Release X.Y.Z`, tag `vX.Y.Z`.
+//! `cargo xtask release X.Y.Z`: bump the workspace version, commit `Release X.Y.Z`, tag `vX.Y.Z`, then build
+//! the release files of every architecture with `dist`.
 //!
 //! Refuses on a dirty tree, an existing tag, a version that goes backwards, or a CHANGELOG.md
 //! without a section for the version. Safe to re-run: when HEAD already is that release, commit
@@ -18,7 +19,16 @@ cargo xtask release X.Y.Z
 Sets [workspace.package] version in Cargo.toml to X.Y.Z, updates Cargo.lock, commits
 \"Release X.Y.Z\" and tags vX.Y.Z (annotated). Needs a clean tree and a `## X.Y.Z` (or
 `## [X.Y.Z]`) section in CHANGELOG.md. Pushing is left to you: git push --follow-tags.
+
+Then builds the release files of the tagged commit with `cargo xtask dist`, once per gateway
+architecture: this machine's (x86_64-unknown-linux-gnu), aarch64-unknown-linux-gnu (arm64)
+and armv7-unknown-linux-gnueabihf (armhf); tarballs, packages, build infos and one
+SHA256SUMS end up in <target dir>/dist/. The ARM builds need root (see `cargo xtask dist
+--help`). Re-running on a released HEAD only builds.
 ";
+
+/// What a release builds, after the host's own: the ARM gateways' targets.
+const CROSS_TARGETS: [&str; 2] = ["aarch64-unknown-linux-gnu", "armv7-unknown-linux-gnueabihf"];
 
 /// Runs `cargo xtask release`.
 pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
@@ -31,10 +41,33 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
             let outcome = release(&crate::util::workspace_root(), version, Path::new(&cargo))?;
             println!("{outcome}");
-            Ok(())
+            build_all()
         }
         _ => bail!("usage: cargo xtask release X.Y.Z (e.g. cargo xtask release 0.2.0)"),
     }
+}
+
+/// Builds the release files for this machine and [`CROSS_TARGETS`] with `dist`, and lists them.
+fn build_all() -> anyhow::Result<()> {
+    crate::dist::preflight(false)?;
+    let targets = std::iter::once(None).chain(CROSS_TARGETS.map(Some));
+    let mut built = Vec::new();
+    let mut sums = None;
+    for target in targets {
+        let outputs = crate::dist::dist(target).with_context(|| {
+            format!(
+                "the release is committed and tagged, but building for {} failed; fix the error and run \
+                 `cargo xtask release` again (it only builds then)",
+                target.unwrap_or("this machine")
+            )
+        })?;
+        built.extend([outputs.tarball, outputs.deb, outputs.buildinfo]);
+        sums = Some(outputs.sums);
+    }
+    for path in built.iter().chain(&sums) {
+        println!("{}", path.display());
+    }
+    Ok(())
 }
 
 /// What a release run did.
