@@ -181,11 +181,12 @@ pub(crate) fn cached_image(arch: Arch, mirror: &str) -> anyhow::Result<Image> {
         })?;
         Ok(release.trim().to_owned())
     };
+    boot_tools()?;
     if Image::complete(&dir) {
         println!("vm: using the cached {} image {}", arch.debian(), dir.display());
         return Ok(Image { arch, kernel_release: release_of(&dir)?, dir });
     }
-    preflight(arch)?;
+    build_tools(arch)?;
     let partial = cache.join(format!("vm-{}.tmp", arch.debian()));
     std::fs::create_dir_all(&partial).with_context(|| format!("cannot create {}", partial.display()))?;
     let started = Instant::now();
@@ -206,22 +207,29 @@ pub(crate) fn cached_image(arch: Arch, mirror: &str) -> anyhow::Result<Image> {
     Ok(Image { arch, kernel_release: release_of(&dir)?, dir })
 }
 
-/// Root, the host tools (installed when missing), and a binfmt_misc handler that runs `arch`'s binaries.
-fn preflight(arch: Arch) -> anyhow::Result<()> {
+/// The tools that boot and drive a machine (installed when missing).
+fn boot_tools() -> anyhow::Result<()> {
+    sys::install_missing(&[
+        ("qemu-system-aarch64", "qemu-system-arm"),
+        ("qemu-system-arm", "qemu-system-arm"),
+        ("qemu-img", "qemu-utils"),
+        ("ssh", "openssh-client"),
+    ])
+}
+
+/// Root, the tools that build an image (installed when missing), and a binfmt_misc handler that runs `arch`'s
+/// binaries.
+fn build_tools(arch: Arch) -> anyhow::Result<()> {
     let uid = sys::capture(Command::new("id").arg("-u"))?;
     ensure!(uid.trim() == "0", "building the emulated machine's image needs debootstrap and chroot: run as root");
     sys::install_missing(&[
         ("debootstrap", "debootstrap"),
         ("qemu-aarch64-static", "qemu-user-static"),
         ("update-binfmts", "binfmt-support"),
-        ("qemu-system-aarch64", "qemu-system-arm"),
-        ("qemu-system-arm", "qemu-system-arm"),
-        ("qemu-img", "qemu-utils"),
         ("mkfs.ext4", "e2fsprogs"),
         ("depmod", "kmod"),
         ("cpio", "cpio"),
         ("dpkg-deb", "dpkg"),
-        ("ssh", "openssh-client"),
         ("ssh-keygen", "openssh-client"),
         ("xz", "xz-utils"),
     ])?;
@@ -861,7 +869,6 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         return Ok(());
     };
     let arch = options.arch;
-    preflight(arch)?;
     let image = cached_image(arch, &options.mirror)?;
     let scratch = Scratch::new("vm")?;
     let vm = Vm::boot(&image, &scratch)?;
