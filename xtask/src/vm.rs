@@ -47,6 +47,9 @@ const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
 const INCLUDE: &str = "systemd,systemd-sysv,dbus,libpam-systemd,udev,kmod,openssh-server,busybox-static,adjtimex";
 /// The guest's host name.
 const HOSTNAME: &str = "att-vm";
+/// The image recipe's version, kept in the cache's `format` file: a cache of another version is rebuilt. Raise it
+/// with every change to what [`cached_image`] puts in the image.
+const FORMAT: &str = "1";
 /// The size of the root file system (a sparse file; the guest's apt needs room for its lists and packages).
 const IMAGE_SIZE: &str = "4G";
 /// What the guest's commands run with, as in the container.
@@ -161,11 +164,12 @@ impl Image {
         self.dir.join("id_ed25519")
     }
 
-    /// Whether every file of a finished image is in `dir`.
+    /// Whether every file of a finished image of this [`FORMAT`] is in `dir`.
     fn complete(dir: &Path) -> bool {
         ["root.img", "vmlinuz", "initrd.img", "id_ed25519", "kernel-release"]
             .iter()
             .all(|name| dir.join(name).is_file())
+            && std::fs::read_to_string(dir.join("format")).is_ok_and(|format| format.trim() == FORMAT)
     }
 }
 
@@ -181,11 +185,15 @@ pub(crate) fn cached_image(arch: Arch, mirror: &str) -> anyhow::Result<Image> {
         })?;
         Ok(release.trim().to_owned())
     };
+    boot_tools()?;
     if Image::complete(&dir) {
         println!("vm: using the cached {} image {}", arch.debian(), dir.display());
         return Ok(Image { arch, kernel_release: release_of(&dir)?, dir });
     }
-    preflight(arch)?;
+    if dir.exists() {
+        println!("vm: {} is not a complete image of format {FORMAT}; building it afresh", dir.display());
+    }
+    build_tools(arch)?;
     let partial = cache.join(format!("vm-{}.tmp", arch.debian()));
     std::fs::create_dir_all(&partial).with_context(|| format!("cannot create {}", partial.display()))?;
     let started = Instant::now();
@@ -206,22 +214,29 @@ pub(crate) fn cached_image(arch: Arch, mirror: &str) -> anyhow::Result<Image> {
     Ok(Image { arch, kernel_release: release_of(&dir)?, dir })
 }
 
-/// Root, the host tools (installed when missing), and a binfmt_misc handler that runs `arch`'s binaries.
-fn preflight(arch: Arch) -> anyhow::Result<()> {
+/// The tools that boot and drive a machine (installed when missing).
+fn boot_tools() -> anyhow::Result<()> {
+    sys::install_missing(&[
+        ("qemu-system-aarch64", "qemu-system-arm"),
+        ("qemu-system-arm", "qemu-system-arm"),
+        ("qemu-img", "qemu-utils"),
+        ("ssh", "openssh-client"),
+    ])
+}
+
+/// Root, the tools that build an image (installed when missing), and a binfmt_misc handler that runs `arch`'s
+/// binaries.
+fn build_tools(arch: Arch) -> anyhow::Result<()> {
     let uid = sys::capture(Command::new("id").arg("-u"))?;
     ensure!(uid.trim() == "0", "building the emulated machine's image needs debootstrap and chroot: run as root");
     sys::install_missing(&[
         ("debootstrap", "debootstrap"),
         ("qemu-aarch64-static", "qemu-user-static"),
         ("update-binfmts", "binfmt-support"),
-        ("qemu-system-aarch64", "qemu-system-arm"),
-        ("qemu-system-arm", "qemu-system-arm"),
-        ("qemu-img", "qemu-utils"),
         ("mkfs.ext4", "e2fsprogs"),
         ("depmod", "kmod"),
         ("cpio", "cpio"),
         ("dpkg-deb", "dpkg"),
-        ("ssh", "openssh-client"),
         ("ssh-keygen", "openssh-client"),
         ("xz", "xz-utils"),
     ])?;
@@ -292,6 +307,7 @@ fn build(arch: Arch, mirror: &str, partial: &Path) -> anyhow::Result<()> {
     std::fs::remove_dir_all(&root).with_context(|| format!("cannot remove {}", root.display()))?;
     std::fs::remove_file(&bootstrapped)?;
     sys::write(&partial.join("kernel-release"), format!("{release}\n"), 0o644)?;
+    sys::write(&partial.join("format"), format!("{FORMAT}\n"), 0o644)?;
     println!("vm: phase image: {} s", started.elapsed().as_secs());
     Ok(())
 }
@@ -861,7 +877,6 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         return Ok(());
     };
     let arch = options.arch;
-    preflight(arch)?;
     let image = cached_image(arch, &options.mirror)?;
     let scratch = Scratch::new("vm")?;
     let vm = Vm::boot(&image, &scratch)?;
@@ -901,6 +916,9 @@ fn checks(vm: &Vm, image: &Image) -> anyhow::Result<()> {
         arch.triple()
     );
     println!("vm-check: systemctl is-system-running: {}", vm.check(&["systemctl", "is-system-running"])?);
+    let analyze = vm.check(&["systemd-analyze", "time"])?;
+    let blame = vm.check(&["sh", "-c", "systemd-analyze blame | head -n 5"])?;
+    println!("vm-check: {}\nvm-check: the slowest units:\n{blame}", analyze.lines().next().unwrap_or_default());
 
     let tricky = ["a b", "it's", "\"quoted\"", "$HOME", "a&b;c|d", "x=y", "line1\nline2", "", "*", "\\", "`id`"];
     let mut args = vec!["printf", "[%s]"];
