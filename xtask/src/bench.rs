@@ -286,7 +286,7 @@ fn save_rows(bins: &Bins) -> anyhow::Result<Vec<Row>> {
 }
 
 /// A number from the flat JSON the examples print: `"section":{..."key":N...}`.
-fn json_field(json: &str, section: &str, key: &str) -> anyhow::Result<f64> {
+pub(crate) fn json_field(json: &str, section: &str, key: &str) -> anyhow::Result<f64> {
     let start = json.find(&format!("\"{section}\"")).with_context(|| format!("no {section} in {json}"))?;
     let rest = &json[start..];
     let at = rest.find(&format!("\"{key}\":")).with_context(|| format!("no {section}.{key} in {json}"))?;

@@ -127,8 +127,9 @@ impl Arch {
         }
     }
 
-    /// The user-mode emulator from `qemu-user` that runs this architecture's programs.
-    fn qemu(self) -> &'static str {
+    /// The user-mode emulator from `qemu-user` that runs this architecture's programs (also the name of its
+    /// binfmt_misc handler).
+    pub(crate) fn qemu(self) -> &'static str {
         match self {
             Arch::Arm64 => "qemu-aarch64",
             Arch::Armhf => "qemu-arm",
@@ -371,6 +372,19 @@ impl Root {
         })?;
         println!("cross: release build for {} took {} s", arch.triple(), started.elapsed().as_secs());
         Ok(self.target.join(arch.triple()).join("release"))
+    }
+
+    /// Builds the example `name` of att-tokend (e.g. the benchmark client) for `arch` with the release profile;
+    /// returns where it is on the host.
+    pub(crate) fn build_example(&self, arch: Arch, name: &str) -> anyhow::Result<PathBuf> {
+        run_command(&mut self.cargo(arch, &["build", "--release", "-p", "att-tokend", "--example", name]))
+            .with_context(|| {
+                format!(
+                    "building the example {name} for {} failed in the build root; fix the error above",
+                    arch.triple()
+                )
+            })?;
+        Ok(self.target.join(arch.triple()).join("release").join("examples").join(name))
     }
 
     /// Runs `argv` in the root and returns its output (`/target` mounted).

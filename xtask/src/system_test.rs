@@ -1,17 +1,21 @@
 //! `cargo xtask system-test`: the released `.deb` on a real Debian 12 systemd, end to end.
 //!
-//! Boots a minimal Debian 12 root (`debootstrap --variant=minbase`, cached under the target directory
-//! and copied afresh for each run) with `systemd-nspawn --boot`, and runs every command inside with
-//! `nsenter` into the container's namespaces. The fake cloud runs on the host: the container shares
-//! the host's network, so the daemon reaches it on loopback. In order, it proves that `apt install`
-//! pulls the dependencies and starts the service; that sealed credentials reach the daemon through
-//! `LoadCredentialEncrypted=` and `Type=notify` start; the bus policy with real users; the sandbox as
-//! systemd builds it; reload (and a failed one), `kill -9`, the watchdog and D-Bus activation; a
-//! journal at debug level free of secrets; and a purge that leaves nothing of ours.
+//! On this machine's architecture it boots a minimal Debian 12 root (`debootstrap --variant=minbase`, cached
+//! under the target directory and copied afresh for each run) with `systemd-nspawn --boot`, and runs every
+//! command inside with `nsenter` into the container's namespaces; the container shares the host's network and
+//! kernel. With `--arch arm64|armhf` it boots an emulated ARM machine ([`crate::vm`]) with Debian's own ARM
+//! kernel and runs every command over ssh; loopback ports are forwarded both ways. Either way the fake cloud
+//! runs on the host and the daemon reaches it at `127.0.0.1`. In order, it proves that `apt install` pulls the
+//! dependencies and starts the service; that sealed credentials reach the daemon through
+//! `LoadCredentialEncrypted=` and `Type=notify` start; the bus policy with real users; the sandbox as systemd
+//! builds it; the wall clock as timedated reports it; reload (and a failed one), `kill -9`, the watchdog and
+//! D-Bus activation; the figures on that architecture; a journal at debug level free of secrets; and a purge
+//! that leaves nothing of ours.
 //!
-//! Cleanup happens on every path, failure included: the container is powered off (SIGTERM to
-//! `systemd-nspawn`, then SIGKILL to it and to the container's init), the fake cloud stopped, and
-//! the run's copy of the root removed. The cached root is never written to.
+//! Cleanup happens on every path, failure included: the machine is powered off (the container: SIGTERM to
+//! `systemd-nspawn`, then SIGKILL to it and to the container's init; the emulator: killed when it does not
+//! stop), the fake cloud stopped, and the run's copy of the root removed. Cached roots and images are never
+//! written to.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -22,23 +26,36 @@ use anyhow::{Context, bail, ensure};
 use crate::procs::{Running, Scratch};
 use crate::sys;
 use crate::util::{cargo, run as run_command};
+use crate::vm;
 
 /// Help for `cargo xtask system-test`.
 pub(crate) const HELP: &str = "\
-cargo xtask system-test [--deb PATH] [--mirror URL]
+cargo xtask system-test [--arch arm64|armhf] [--deb PATH] [--mirror URL]
 
-As root: boots a minimal Debian 12 (debootstrap --variant=minbase, cached in
-<target dir>/system-test/bookworm-minbase; delete it to start afresh) under its real systemd
-with systemd-nspawn, installs the package (built by `cargo xtask dist` unless --deb is given)
-with apt, and proves it end to end: install, sealed credentials and Type=notify start, the bus
-policy, token files, the proxy unit template (loopback and unix socket), the sandbox (no core
-dumps, no swap) and sealed sessions, the wall clock as timedated reports it, reload, kill -9,
-the watchdog (about 40 s), D-Bus activation, a journal without secrets, purge. Takes about
-2 minutes with the cached root; the first run also downloads about 250 MB (a few minutes).
-Needs systemd-nspawn (systemd-container), debootstrap and network access to the Debian
-mirror; missing tools are installed with apt-get. The wall-clock step sets the host kernel's
-clock state (maximum error and STA_UNSYNC, never the time) for a few seconds, then puts it back.
+As root: boots a minimal Debian 12 under its real systemd, installs the package (built by
+`cargo xtask dist` for that architecture unless --deb is given) with apt, and proves it end to
+end: install, sealed credentials and Type=notify start, the bus policy, token files, the proxy
+unit template (loopback and unix socket), the sandbox (no core dumps, no swap) and sealed
+sessions, the wall clock as timedated reports it, reload, kill -9, the watchdog (about 40 s),
+D-Bus activation, the figures (stripped size, idle memory with 10 tokens, GetToken against
+Ping), a journal without secrets, purge.
 
+Without --arch: this machine's architecture, in a container (systemd-nspawn; root cached in
+<target dir>/system-test/bookworm-minbase). Takes about 2 minutes with the cached root; the first
+run also downloads about 250 MB. The wall-clock step sets the host kernel's clock state (maximum
+error and STA_UNSYNC, never the time) for a few seconds, then puts it back.
+
+With --arch arm64 or armhf: an emulated ARM machine (qemu-system-aarch64 / qemu-system-arm) that
+runs Debian's own ARM kernel, so the unit's seccomp filter, sandbox and credentials are the
+kernel's, as on a gateway. Its disk image is cached in <target dir>/system-test/vm-ARCH; the
+package is cross-built in the build root that `cargo xtask dist --target` keeps. Commands reach
+the machine over ssh on a loopback-forwarded port. Slower: the emulator runs several times
+slower than the host.
+
+Needs network access to the Debian mirror; missing tools (systemd-container, debootstrap, qemu)
+are installed with apt-get.
+
+  --arch ARCH    arm64 or armhf: test on an emulated ARM machine (default: this machine's own)
   --deb PATH     the package to test instead of building one
   --mirror URL   the Debian mirror for debootstrap and apt (default http://deb.debian.org/debian)
 ";
@@ -67,12 +84,22 @@ const MAIN_FILE: &str = "/run/att-tokend/main.token";
 /// An account the config does not list as a reader (Debian's base-passwd always has it, group nogroup).
 const STRANGER: &str = "nobody";
 const CREDENTIALS_DIR: &str = "/run/credentials/att-tokend.service";
+/// Device tokens added for the figures step, so the daemon holds 10 tokens as on a busy gateway.
+const FIGURE_TOKENS: usize = 6;
+/// The stripped daemon's size limit, on every architecture.
+const SIZE_LIMIT: u64 = 4 * 1024 * 1024;
+/// The idle RSS limit with 10 tokens, in KiB.
+const RSS_LIMIT_KIB: u64 = 6 * 1024;
 const PATIENCE: Duration = Duration::from_secs(60);
+/// Where the benchmark client goes inside.
+const CLIENT_INSIDE: &str = "/usr/local/bin/att-bench-client";
 const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
 
 /// What `system-test` was asked to do.
 #[derive(Debug, Default, PartialEq)]
 struct Options {
+    /// The emulated ARM machine to test on; `None`: a container on this machine's own architecture.
+    arch: Option<vm::Arch>,
     deb: Option<PathBuf>,
     mirror: Option<String>,
 }
@@ -87,6 +114,13 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Options>> {
                 let path =
                     args.next().context("--deb needs a path, e.g. --deb target/dist/att-tokend_0.1.0-1_amd64.deb")?;
                 options.deb = Some(std::path::absolute(path)?);
+            }
+            "--arch" => {
+                let name = args.next().context("--arch needs a value: arm64 or armhf")?;
+                options.arch = match name.as_str() {
+                    "amd64" | "x86_64" | "host" => None,
+                    other => Some(vm::Arch::parse(other)?),
+                };
             }
             "--mirror" => {
                 let url = args.next().context("--mirror needs a URL, e.g. --mirror http://deb.debian.org/debian")?;
@@ -104,7 +138,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         print!("{HELP}");
         return Ok(());
     };
-    preflight()?;
+    preflight(options.arch)?;
     let started = Instant::now();
     let deb = match options.deb {
         Some(deb) => {
@@ -115,19 +149,12 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
             );
             deb
         }
-        None => crate::dist::dist(None)?.deb,
+        None => crate::dist::dist(options.arch.map(vm::Arch::triple))?.deb,
     };
     let fake = build_fake_cloud()?;
+    let client = bench_client(options.arch)?;
     let mirror = options.mirror.as_deref().unwrap_or(DEFAULT_MIRROR);
     let built = Instant::now();
-
-    let cache = sys::target_dir()?.join("system-test");
-    let base = cached_root(&cache, mirror)?;
-    let rooted = Instant::now();
-    let run_dir = RunDir::copy_of(&base, &cache)?;
-    let deb_name = deb.file_name().context("the package path ends in a file name")?.to_string_lossy().into_owned();
-    let deb_inside = format!("/var/cache/att-system-test/{deb_name}");
-    sys::install(&deb, &run_dir.path.join(deb_inside.trim_start_matches('/')), 0o644)?;
 
     let scratch = Scratch::new("system-test")?;
     let fake_args = [
@@ -140,13 +167,51 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         "--user".to_owned(),
         format!("{AUTO_USERNAME}:{AUTO_PASSWORD}:{AUTO_TOTP_SEED}"),
     ];
+    let mut fake_args = fake_args.to_vec();
+    for n in 0..FIGURE_TOKENS {
+        fake_args.extend(["--device-token".to_owned(), format!("{}={}", figure_token(n), figure_device(n))]);
+    }
     let (_fake, url) = crate::procs::start_fake(&fake, &scratch, &fake_args)?;
-    println!("system-test: the fake cloud listens on {url} (host loopback, shared with the container)");
+    let fake_port = url.rsplit(':').next().and_then(|port| port.parse::<u16>().ok());
+    let fake_port = fake_port.with_context(|| format!("the fake cloud's address {url} ends in no port"))?;
+    let deb_name = deb.file_name().context("the package path ends in a file name")?.to_string_lossy().into_owned();
+    let deb_inside = format!("/var/cache/att-system-test/{deb_name}");
 
-    let container = Container::boot(&run_dir.path, &scratch)?;
-    println!("system-test: booted Debian 12 minbase under systemd (container init is host pid {})", container.pid);
+    let cache = sys::target_dir()?.join("system-test");
+    let (guest, run_dir, rooted) = match options.arch {
+        None => {
+            let base = cached_root(&cache, mirror)?;
+            let rooted = Instant::now();
+            let run_dir = RunDir::copy_of(&base, &cache)?;
+            sys::install(&deb, &run_dir.path.join(deb_inside.trim_start_matches('/')), 0o644)?;
+            sys::install(&client, &run_dir.path.join(CLIENT_INSIDE.trim_start_matches('/')), 0o755)?;
+            let container = Container::boot(&run_dir.path, &scratch)?;
+            println!(
+                "system-test: booted Debian 12 minbase under systemd (container init is host pid {})",
+                container.pid
+            );
+            (Guest::Container(container), Some(run_dir), rooted)
+        }
+        Some(arch) => {
+            let image = vm::cached_image(arch, mirror)?;
+            let rooted = Instant::now();
+            let machine = vm::Vm::boot(&image, &scratch)?;
+            println!(
+                "system-test: booted Debian 12 {} under its own kernel in the full-system emulator",
+                arch.debian()
+            );
+            machine.copy_in(&deb, &deb_inside)?;
+            machine.copy_in(&client, CLIENT_INSIDE)?;
+            (Guest::Vm(machine), None, rooted)
+        }
+    };
+    let inside = guest.reach_host(fake_port)?;
+    println!("system-test: the fake cloud listens on {url} (host loopback; {inside} inside)");
     let secrets = [DEVICE_TOKEN, DEVICE2_TOKEN, PASSWORD, TOTP_SEED, AUTO_PASSWORD, AUTO_TOTP_SEED];
-    let mut test = Test { c: &container, url, shipped: String::new(), secrets: secrets.map(str::to_owned).to_vec() };
+    let mut secrets = secrets.map(str::to_owned).to_vec();
+    secrets.extend((0..FIGURE_TOKENS).map(figure_token));
+    let arch = options.arch.map_or("amd64", vm::Arch::debian);
+    let mut test = Test { c: &guest, url, shipped: String::new(), secrets, arch };
     let steps_started = Instant::now();
     test.step("1 install", |t| t.install(&deb_inside))?;
     test.step("2 sealed credentials, Type=notify start", Test::credentials)?;
@@ -154,10 +219,11 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     test.step("4 the sandbox", Test::sandbox)?;
     test.step("5 the wall clock, asked of timedated", Test::clock)?;
     test.step("6 reload, kill -9, watchdog, D-Bus activation", Test::lifecycle)?;
-    test.step("7 no secret in the journal at debug level", Test::journal)?;
-    test.step("8 purge", Test::purge)?;
+    test.step("7 figures: size, idle memory with 10 tokens, GetToken against Ping", Test::figures)?;
+    test.step("8 no secret in the journal at debug level", Test::journal)?;
+    test.step("9 purge", Test::purge)?;
     drop(test);
-    container.poweroff();
+    guest.poweroff();
     drop(run_dir);
     println!(
         "system-test: passed in {} s (build {} s, root {} s, steps {} s)",
@@ -170,9 +236,13 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
 }
 
 /// Root, the tools (installed when missing).
-fn preflight() -> anyhow::Result<()> {
+fn preflight(arch: Option<vm::Arch>) -> anyhow::Result<()> {
     let uid = sys::capture(Command::new("id").arg("-u"))?;
-    ensure!(uid.trim() == "0", "system-test boots a container with systemd-nspawn: run it as root");
+    ensure!(uid.trim() == "0", "system-test boots a container or an emulated machine: run it as root");
+    if arch.is_some() {
+        // The emulated machine's own tools are checked (and installed) by the vm module.
+        return Ok(());
+    }
     sys::install_missing(&[
         ("systemd-nspawn", "systemd-container"),
         ("debootstrap", "debootstrap"),
@@ -264,6 +334,151 @@ impl Drop for RunDir {
     }
 }
 
+/// The Debian 12 machine the package is tested on: a container sharing the host's kernel, or an emulated ARM
+/// machine with its own.
+enum Guest {
+    Container(Container),
+    Vm(vm::Vm),
+}
+
+impl Guest {
+    /// What messages call it.
+    fn name(&self) -> &'static str {
+        match self {
+            Guest::Container(_) => "the container",
+            Guest::Vm(_) => "the emulated machine",
+        }
+    }
+
+    /// `program args…` run inside as root, with a small fixed environment and stdin from /dev/null.
+    fn command(&self, args: &[&str]) -> Command {
+        match self {
+            Guest::Container(container) => container.command(args),
+            Guest::Vm(vm) => vm.command(args),
+        }
+    }
+
+    /// The address inside at which the guest reaches the host's `127.0.0.1:port`.
+    fn reach_host(&self, port: u16) -> anyhow::Result<String> {
+        match self {
+            // The container shares the host's network.
+            Guest::Container(_) => {}
+            Guest::Vm(vm) => vm.forward_to_host(port)?,
+        }
+        Ok(format!("127.0.0.1:{port}"))
+    }
+
+    /// Makes the guest's `127.0.0.1:port` reachable from the host at the same address.
+    fn reach_guest(&self, port: u16) -> anyhow::Result<()> {
+        match self {
+            Guest::Container(_) => Ok(()),
+            Guest::Vm(vm) => vm.forward_from_host(port),
+        }
+    }
+
+    /// Powers the machine off and waits for it (killing it after a while; dropping does the same at once).
+    fn poweroff(self) {
+        match self {
+            Guest::Container(container) => container.poweroff(),
+            Guest::Vm(vm) => vm.poweroff(),
+        }
+    }
+
+    /// Makes the guest's kernel clock count as synchronised or not, as an NTP client does (maximum error and
+    /// `STA_UNSYNC`; never the time). The container shares the host's kernel; the emulated machine has its own,
+    /// set with adjtimex(8) inside.
+    fn set_clock_synchronised(&self, synchronised: bool) -> anyhow::Result<()> {
+        match self {
+            Guest::Container(_) => testbed::KernelClock::set_synchronised(synchronised),
+            Guest::Vm(_) => {
+                let shown = self.check(&["adjtimex", "--print"])?;
+                let status = shown
+                    .lines()
+                    .find_map(|line| line.trim().strip_prefix("status:"))
+                    .and_then(|value| value.trim().parse::<i64>().ok())
+                    .with_context(|| format!("adjtimex --print showed no status line:\n{shown}"))?;
+                const STA_UNSYNC: i64 = 0x40;
+                let (maxerror, esterror, status) = if synchronised {
+                    (10_000, 1_000, status & !STA_UNSYNC)
+                } else {
+                    (16_000_000, 0, status | STA_UNSYNC)
+                };
+                let (maxerror, esterror, status) = (maxerror.to_string(), esterror.to_string(), status.to_string());
+                self.check(&["adjtimex", "--maxerror", &maxerror, "--esterror", &esterror, "--status", &status])
+                    .map(drop)
+            }
+        }
+    }
+
+    /// How much longer than on the host things take inside: emulated ARM runs several times slower.
+    fn patience(&self) -> Duration {
+        match self {
+            Guest::Container(_) => PATIENCE,
+            Guest::Vm(_) => PATIENCE * 4,
+        }
+    }
+
+    /// Runs `args` inside as root and returns its output, whatever the exit status.
+    fn output(&self, args: &[&str]) -> anyhow::Result<Output> {
+        self.command(args).output().with_context(|| format!("could not run {args:?} in {}", self.name()))
+    }
+
+    /// Runs `args` inside as root; fails with its stderr unless it succeeds; returns stdout.
+    fn check(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = self.output(args)?;
+        ensure!(
+            out.status.success(),
+            "`{}` in {} failed with {}: {}",
+            args.join(" "),
+            self.name(),
+            out.status,
+            text(&out.stderr)
+        );
+        Ok(text(&out.stdout))
+    }
+
+    /// `args` run inside as `user`, with that user's groups.
+    fn as_user(&self, user: &str, args: &[&str]) -> Command {
+        let reuid = format!("--reuid={user}");
+        let regid = format!("--regid={user}");
+        let mut all = vec!["setpriv", reuid.as_str(), regid.as_str(), "--init-groups", "--"];
+        all.extend_from_slice(args);
+        self.command(&all)
+    }
+
+    /// Writes `contents` (from stdin, never an argument) to `path` inside, with `mode` and `owner`.
+    fn write(&self, path: &str, contents: &str, mode: &str, owner: &str) -> anyhow::Result<()> {
+        let command = self.command(&["install", "-D", "-m", mode, "-o", owner, "-g", owner, "/dev/stdin", path]);
+        let out = crate::procs::output_with_stdin(command, contents)?;
+        ensure!(out.status.success(), "could not write {path} in {}: {}", self.name(), text(&out.stderr));
+        Ok(())
+    }
+
+    /// The service's main pid, 0 when it has none.
+    fn main_pid(&self) -> anyhow::Result<u32> {
+        let pid = self.check(&["systemctl", "show", "--property=MainPID", "--value", "att-tokend.service"])?;
+        pid.parse().with_context(|| format!("systemctl show MainPID printed {pid:?}"))
+    }
+
+    fn property(&self, name: &str) -> anyhow::Result<String> {
+        self.check(&["systemctl", "show", &format!("--property={name}"), "--value", "att-tokend.service"])
+    }
+
+    /// The unit's last journal lines, for failures.
+    fn journal_tail(&self) -> String {
+        match self.output(&[
+            "journalctl",
+            "--unit=att-tokend.service",
+            "--lines=30",
+            "--no-pager",
+            "--output=short-monotonic",
+        ]) {
+            Ok(out) => text(&out.stdout),
+            Err(error) => format!("(could not read the journal: {error:#})"),
+        }
+    }
+}
+
 /// A booted container: `systemd-nspawn` (our child) and the container's systemd (its grandchild).
 struct Container {
     nspawn: Running,
@@ -306,12 +521,12 @@ impl Container {
         let container = Container { nspawn, pid };
         let deadline = Instant::now() + PATIENCE;
         loop {
-            let out = container.output(&["systemctl", "is-system-running"]);
+            let out = container.command(&["systemctl", "is-system-running"]).output();
             let state = out.as_ref().map(|out| text(&out.stdout)).unwrap_or_default();
             match state.as_str() {
                 "running" => break,
                 "degraded" => {
-                    let failed = container.output(&["systemctl", "--failed", "--no-legend", "--plain"])?;
+                    let failed = container.command(&["systemctl", "--failed", "--no-legend", "--plain"]).output()?;
                     bail!(
                         "the container booted degraded; failed units:\n{}\nWhat to do: `journalctl -u UNIT` inside \
                          the container says why; delete the cached root to rebuild it",
@@ -342,65 +557,6 @@ impl Container {
             .env("DEBIAN_FRONTEND", "noninteractive")
             .stdin(Stdio::null());
         command
-    }
-
-    /// Runs `args` inside as root and returns its output, whatever the exit status.
-    fn output(&self, args: &[&str]) -> anyhow::Result<Output> {
-        self.command(args).output().with_context(|| format!("could not run nsenter for {args:?}"))
-    }
-
-    /// Runs `args` inside as root; fails with its stderr unless it succeeds; returns stdout.
-    fn check(&self, args: &[&str]) -> anyhow::Result<String> {
-        let out = self.output(args)?;
-        ensure!(
-            out.status.success(),
-            "`{}` in the container failed with {}: {}",
-            args.join(" "),
-            out.status,
-            text(&out.stderr)
-        );
-        Ok(text(&out.stdout))
-    }
-
-    /// `args` run inside as `user`, with that user's groups.
-    fn as_user(&self, user: &str, args: &[&str]) -> Command {
-        let reuid = format!("--reuid={user}");
-        let regid = format!("--regid={user}");
-        let mut all = vec!["setpriv", reuid.as_str(), regid.as_str(), "--init-groups", "--"];
-        all.extend_from_slice(args);
-        self.command(&all)
-    }
-
-    /// Writes `contents` (from stdin, never an argument) to `path` inside, with `mode` and `owner`.
-    fn write(&self, path: &str, contents: &str, mode: &str, owner: &str) -> anyhow::Result<()> {
-        let command = self.command(&["install", "-D", "-m", mode, "-o", owner, "-g", owner, "/dev/stdin", path]);
-        let out = crate::procs::output_with_stdin(command, contents)?;
-        ensure!(out.status.success(), "could not write {path} in the container: {}", text(&out.stderr));
-        Ok(())
-    }
-
-    /// The service's main pid, 0 when it has none.
-    fn main_pid(&self) -> anyhow::Result<u32> {
-        let pid = self.check(&["systemctl", "show", "--property=MainPID", "--value", "att-tokend.service"])?;
-        pid.parse().with_context(|| format!("systemctl show MainPID printed {pid:?}"))
-    }
-
-    fn property(&self, name: &str) -> anyhow::Result<String> {
-        self.check(&["systemctl", "show", &format!("--property={name}"), "--value", "att-tokend.service"])
-    }
-
-    /// The unit's last journal lines, for failures.
-    fn journal_tail(&self) -> String {
-        match self.output(&[
-            "journalctl",
-            "--unit=att-tokend.service",
-            "--lines=30",
-            "--no-pager",
-            "--output=short-monotonic",
-        ]) {
-            Ok(out) => text(&out.stdout),
-            Err(error) => format!("(could not read the journal: {error:#})"),
-        }
     }
 
     /// SIGTERM to systemd-nspawn, which powers the container off; SIGKILL after 10 s (see [`Drop`]).
@@ -439,11 +595,13 @@ fn find_init(nspawn: u32) -> Option<u32> {
 
 /// The steps, sharing the container, the fake cloud's URL and every secret the journal must not hold.
 struct Test<'a> {
-    c: &'a Container,
+    c: &'a Guest,
     url: String,
     /// The conffile as the package installed it.
     shipped: String,
     secrets: Vec<String>,
+    /// The Debian architecture under test, for the figures.
+    arch: &'static str,
 }
 
 impl Test<'_> {
@@ -471,7 +629,7 @@ impl Test<'_> {
             Some(user) => self.c.as_user(user, &all),
             None => self.c.command(&all),
         };
-        command.output().context("could not run att-token in the container")
+        command.output().with_context(|| format!("could not run att-token in {}", self.c.name()))
     }
 
     /// `att-token get NAME` as `user`, which must work; returns the token.
@@ -493,7 +651,7 @@ impl Test<'_> {
 
     /// Polls `att-token get NAME` as `user` until it works.
     fn wait_get(&mut self, user: Option<&str>, name: &str) -> anyhow::Result<String> {
-        let deadline = Instant::now() + PATIENCE;
+        let deadline = Instant::now() + self.c.patience();
         loop {
             match self.get(user, name) {
                 Ok(token) => return Ok(token),
@@ -725,9 +883,10 @@ impl Test<'_> {
             "system-test:   {OUTSIDER} (listed as a reader, not in att-tokens) is refused by the bus policy: AccessDenied, \"Rejected send message\""
         );
 
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let patience = self.c.patience() / 6;
+        let deadline = Instant::now() + patience;
         while !self.c.output(&["test", "-f", TOKEN_FILE])?.status.success() {
-            ensure!(Instant::now() < deadline, "{TOKEN_FILE} did not appear within 10 s of the start");
+            ensure!(Instant::now() < deadline, "{TOKEN_FILE} did not appear within {patience:?} of the start");
             std::thread::sleep(Duration::from_millis(100));
         }
         let file = self.c.as_user(READER, &["cat", TOKEN_FILE]).output()?;
@@ -774,6 +933,7 @@ impl Test<'_> {
     /// answers on loopback with the daemon's token added, and its journal holds no token.
     fn proxy_template(&mut self) -> anyhow::Result<()> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        self.c.reach_guest(port)?;
         self.c.write(
             "/etc/att-tokend/proxy/auto.env",
             &format!("ATT_TOKEN_PROXY_LISTEN=127.0.0.1:{port}\n"),
@@ -782,8 +942,9 @@ impl Test<'_> {
         )?;
         self.c.check(&["systemctl", "start", "att-token-proxy@auto.service"])?;
         let token = self.get(Some(READER), "auto")?;
-        // The container shares the host's network: ask from here, once the proxy listens.
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // Asked from here (the container shares the host's network; the emulated machine's port is forwarded),
+        // once the proxy listens.
+        let deadline = Instant::now() + self.c.patience() / 6;
         let proxy = format!("http://127.0.0.1:{port}");
         let (status, body) = loop {
             match testbed::http(&proxy, "GET", "/me/grounds", "", "") {
@@ -820,9 +981,10 @@ impl Test<'_> {
         )?;
         self.c.check(&["usermod", "-aG", "att-token-proxy", READER])?;
         self.c.check(&["systemctl", "restart", "att-token-proxy@auto.service"])?;
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let patience = self.c.patience() / 6;
+        let deadline = Instant::now() + patience;
         while !self.c.output(&["test", "-S", SOCKET])?.status.success() {
-            ensure!(Instant::now() < deadline, "{SOCKET} did not appear within 10 s");
+            ensure!(Instant::now() < deadline, "{SOCKET} did not appear within {patience:?}");
             std::thread::sleep(Duration::from_millis(100));
         }
         let modes = self.c.check(&["stat", "-c", "%a %U %G", "/run/att-token-proxy/auto", SOCKET])?;
@@ -839,7 +1001,7 @@ impl Test<'_> {
                 Some(user) => self.c.as_user(user, &args),
                 None => self.c.command(&args),
             };
-            command.output().context("could not run curl in the container")
+            command.output().with_context(|| format!("could not run curl in {}", self.c.name()))
         };
         let ok = curl(Some(READER), &[])?;
         ensure!(
@@ -990,9 +1152,14 @@ impl Test<'_> {
 
     /// Step 5: the daemon's view of the wall clock is the system's (`timedatectl`), under the shipped unit's sandbox;
     /// with the clock synchronised, a restart serves the saved user token at once, with no refresh and the token
-    /// file untouched. The clock is made synchronised or not in the host's kernel, which the container shares, the
-    /// way an NTP client does (the maximum error that timedated reads); what was there is put back afterwards.
+    /// file untouched. The clock is made synchronised or not the way an NTP client does (the maximum error that
+    /// timedated reads): in the host's kernel, which the container shares, putting back what was there afterwards;
+    /// in the emulated machine's own kernel.
     fn clock(&mut self) -> anyhow::Result<()> {
+        let Guest::Container(_) = self.c else {
+            // The emulated machine's kernel is its own, thrown away with the machine.
+            return self.clock_cases();
+        };
         let host = testbed::KernelClock::read()?;
         let result = self.clock_cases();
         let restored = host.restore();
@@ -1007,7 +1174,7 @@ impl Test<'_> {
 
     fn clock_cases(&mut self) -> anyhow::Result<()> {
         for synchronised in [false, true] {
-            testbed::KernelClock::set_synchronised(synchronised)?;
+            self.c.set_clock_synchronised(synchronised)?;
             let system = self.c.check(&["timedatectl", "show", "--property=NTPSynchronized", "--value"])?;
             ensure!(
                 system == if synchronised { "yes" } else { "no" },
@@ -1095,7 +1262,7 @@ impl Test<'_> {
         let restarts = self.c.property("NRestarts")?;
         self.c.check(&["kill", "-KILL", &pid.to_string()])?;
         let started = Instant::now();
-        let pid = self.wait_restarted(pid, PATIENCE)?;
+        let pid = self.wait_restarted(pid, self.c.patience())?;
         self.wait_get(Some(READER), "main")?;
         self.get(Some(READER), "auto")?;
         ensure!(
@@ -1117,7 +1284,7 @@ impl Test<'_> {
         // The watchdog: a stopped daemon sends no WATCHDOG=1; systemd aborts it after 30 s and restarts it.
         self.c.check(&["kill", "-STOP", &pid.to_string()])?;
         let started = Instant::now();
-        let new = self.wait_restarted(pid, Duration::from_secs(120))?;
+        let new = self.wait_restarted(pid, Duration::from_secs(60) + self.c.patience())?;
         let waited = started.elapsed().as_secs();
         let journal =
             self.c.check(&["journalctl", "--unit=att-tokend.service", "--no-pager", "--output=cat", "--lines=60"])?;
@@ -1138,6 +1305,65 @@ impl Test<'_> {
         println!(
             "system-test:   after systemctl stop, {READER}'s att-token get started the service through D-Bus activation"
         );
+        Ok(())
+    }
+
+    /// Step 7: the figures on this architecture. The stripped `att-tokend` as installed (≤ 4 MiB), its resident memory
+    /// idle with 10 tokens (≤ 6 MiB), and `GetToken` against the bus's own `Peer.Ping` to the service, timed by the
+    /// benchmark client inside as a reader (a ratio, so an emulator's speed cancels out; printed, not asserted).
+    fn figures(&mut self) -> anyhow::Result<()> {
+        let size: u64 = self.c.check(&["stat", "-c", "%s", "/usr/bin/att-tokend"])?.parse()?;
+        ensure!(size <= SIZE_LIMIT, "the installed att-tokend is {size} bytes, over the {SIZE_LIMIT}-byte limit");
+        let mut config = self.config(true);
+        for n in 0..FIGURE_TOKENS {
+            let file = format!("/etc/att-tokend/figure-{n}.token");
+            self.c.write(&file, &figure_token(n), "0600", "att-tokend")?;
+            config.push_str(&format!(
+                "\n[[token]]\nname = \"figure-{n}\"\nkind = \"device\"\ndevice_id = \"{}\"\ntoken_file = \"{file}\"\n\
+                 readers = {{ users = [\"{READER}\"] }}\n",
+                figure_device(n)
+            ));
+        }
+        self.c.write("/etc/att-tokend/config.toml", &config, "0644", "root")?;
+        self.c.check(&["systemctl", "reload", "att-tokend.service"])?;
+        let listed = self.c.check(&["att-token", "list"])?;
+        // A header line, then one line per token.
+        let tokens = listed.lines().skip(1).filter(|line| !line.trim().is_empty()).count();
+        for n in 0..FIGURE_TOKENS {
+            self.wait_get(Some(READER), &format!("figure-{n}"))?;
+        }
+        self.wait_get(Some(READER), "main")?;
+        // Idle: what start-up and the first calls allocated has settled.
+        std::thread::sleep(self.c.patience() / 12);
+        let pid = self.c.main_pid()?;
+        let status = self.c.check(&["cat", &format!("/proc/{pid}/status")])?;
+        let rss_kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("/proc/{pid}/status has no VmRSS line"))?;
+        let calls = match self.c {
+            Guest::Container(_) => "20000",
+            Guest::Vm(_) => "3000",
+        };
+        let out = self
+            .c
+            .as_user(READER, &[CLIENT_INSIDE, "unix:path=/run/dbus/system_bus_socket", "sensor-7", calls])
+            .output()?;
+        ensure!(out.status.success(), "the benchmark client failed ({}): {}", out.status, text(&out.stderr));
+        let json = text(&out.stdout);
+        let get = crate::bench::json_field(&json, "get_token", "p50_us")?;
+        let ping = crate::bench::json_field(&json, "ping", "p50_us")?;
+        println!(
+            "system-test:   figures ({arch}): stripped att-tokend {size} bytes (limit {SIZE_LIMIT}); idle RSS with {tokens} \
+             tokens {rss:.2} MiB (limit 6 MiB); GetToken p50 ÷ Ping p50 {ratio:.2}× ({get:.0} / {ping:.0} µs, {calls} calls \
+             each as {READER} on the system bus)",
+            arch = self.arch,
+            rss = rss_kib as f64 / 1024.0,
+            ratio = get / ping,
+        );
+        ensure!(tokens >= 10, "att-token list shows {tokens} tokens, not the 10 the figures are for:\n{listed}");
+        ensure!(rss_kib <= RSS_LIMIT_KIB, "idle RSS with {tokens} tokens is {rss_kib} KiB, over the 6 MiB limit");
         Ok(())
     }
 
@@ -1215,6 +1441,37 @@ impl Test<'_> {
     }
 }
 
+/// The token of the figures step's device `n`.
+fn figure_token(n: usize) -> String {
+    format!("maker:4SystemTestFigureToken{n}")
+}
+
+/// The 24-character id of the figures step's device `n`.
+fn figure_device(n: usize) -> String {
+    format!("SystemTestFigure{n:0>8}")
+}
+
+/// The benchmark client (`daemon/examples/bench-client.rs`), release-built for the architecture under test.
+fn bench_client(arch: Option<vm::Arch>) -> anyhow::Result<PathBuf> {
+    let target_dir = sys::target_dir()?;
+    match arch {
+        None => {
+            run_command(cargo().env("CARGO_TARGET_DIR", &target_dir).args([
+                "build",
+                "--release",
+                "--locked",
+                "-p",
+                "att-tokend",
+                "--example",
+                "bench-client",
+            ]))
+            .context("building the benchmark client failed; fix the error above")?;
+            Ok(target_dir.join("release").join("examples").join("bench-client"))
+        }
+        Some(arch) => crate::cross::Root::get()?.build_example(arch, "bench-client"),
+    }
+}
+
 /// `Overall exposure level for att-tokend.service: 1.2 OK` → `1.2 OK`.
 fn exposure(report: &str) -> anyhow::Result<String> {
     report
@@ -1246,7 +1503,14 @@ mod tests {
     fn arguments_are_parsed_and_unknown_ones_refused() {
         let args = |list: &[&str]| list.iter().map(|arg| (*arg).to_owned()).collect::<Vec<_>>();
         let parsed = parse(&args(&["--deb", "/tmp/x.deb", "--mirror", "http://m/debian"])).unwrap().unwrap();
-        assert_eq!(parsed, Options { deb: Some("/tmp/x.deb".into()), mirror: Some("http://m/debian".into()) });
+        assert_eq!(
+            parsed,
+            Options { arch: None, deb: Some("/tmp/x.deb".into()), mirror: Some("http://m/debian".into()) }
+        );
+        let arm = parse(&args(&["--arch", "armhf"])).unwrap().unwrap();
+        assert_eq!(arm.arch, Some(vm::Arch::Armhf));
+        assert!(parse(&args(&["--arch", "sparc"])).is_err());
+        assert!(parse(&args(&["--arch"])).is_err());
         assert_eq!(parse(&args(&["--help"])).unwrap(), None);
         assert!(parse(&args(&["--deb"])).is_err());
         assert!(parse(&args(&["--bogus"])).is_err());

@@ -76,41 +76,10 @@ const BOOT_PATIENCE: Duration = Duration::from_secs(420);
 /// How long `poweroff` waits for qemu to exit before killing it.
 const POWEROFF_PATIENCE: Duration = Duration::from_secs(90);
 
-/// A guest architecture.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Arch {
-    /// 64-bit ARM (`qemu-system-aarch64`, `-cpu max`).
-    Arm64,
-    /// 32-bit ARM with hardware floating point (`qemu-system-arm`, Cortex-A15, an LPAE kernel).
-    Armhf,
-}
+pub(crate) use crate::cross::Arch;
 
+/// What the emulated machine needs to know of an architecture, beside what the build root knows.
 impl Arch {
-    /// Parses Debian's name, `arm64` or `armhf`.
-    pub(crate) fn parse(name: &str) -> anyhow::Result<Arch> {
-        match name {
-            "arm64" => Ok(Arch::Arm64),
-            "armhf" => Ok(Arch::Armhf),
-            other => bail!("unknown architecture {other:?}; use arm64 or armhf"),
-        }
-    }
-
-    /// Debian's name for it.
-    pub(crate) fn debian(self) -> &'static str {
-        match self {
-            Arch::Arm64 => "arm64",
-            Arch::Armhf => "armhf",
-        }
-    }
-
-    /// Rust's target triple for it.
-    pub(crate) fn triple(self) -> &'static str {
-        match self {
-            Arch::Arm64 => "aarch64-unknown-linux-gnu",
-            Arch::Armhf => "armv7-unknown-linux-gnueabihf",
-        }
-    }
-
     /// The metapackage naming the current bookworm kernel.
     fn kernel_package(self) -> &'static str {
         match self {
@@ -119,16 +88,8 @@ impl Arch {
         }
     }
 
-    /// The binfmt_misc handler that runs its binaries on the host.
-    fn binfmt(self) -> &'static str {
-        match self {
-            Arch::Arm64 => "qemu-aarch64",
-            Arch::Armhf => "qemu-arm",
-        }
-    }
-
     /// The full-system emulator and its machine arguments.
-    fn qemu(self) -> (&'static str, &'static [&'static str]) {
+    fn system_emulator(self) -> (&'static str, &'static [&'static str]) {
         match self {
             Arch::Arm64 => ("qemu-system-aarch64", &["-M", "virt", "-cpu", "max,pauth-impdef=on"]),
             Arch::Armhf => ("qemu-system-arm", &["-M", "virt", "-cpu", "cortex-a15"]),
@@ -245,10 +206,10 @@ fn build_tools(arch: Arch) -> anyhow::Result<()> {
         run_command(Command::new("mount").args(["-t", "binfmt_misc", "binfmt_misc"]).arg(binfmt))
             .context("cannot mount binfmt_misc; run `mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc`")?;
     }
-    let handler = binfmt.join(arch.binfmt());
+    let handler = binfmt.join(arch.qemu());
     let enabled = |path: &Path| std::fs::read_to_string(path).is_ok_and(|text| text.starts_with("enabled"));
     if !enabled(&handler) {
-        let _ = Command::new("update-binfmts").args(["--enable", arch.binfmt()]).status();
+        let _ = Command::new("update-binfmts").args(["--enable", arch.qemu()]).status();
     }
     ensure!(
         enabled(&handler),
@@ -256,7 +217,7 @@ fn build_tools(arch: Arch) -> anyhow::Result<()> {
          `update-binfmts --enable {}` (package qemu-user-static) and try again",
         handler.display(),
         arch.debian(),
-        arch.binfmt()
+        arch.qemu()
     );
     Ok(())
 }
@@ -602,7 +563,7 @@ impl Vm {
         .context("qemu-img could not create the overlay; install qemu-utils")?;
         let port = free_port()?;
         let console = scratch.join("console.log");
-        let (program, machine) = image.arch.qemu();
+        let (program, machine) = image.arch.system_emulator();
         let mut qemu = Command::new(program);
         qemu.args(machine)
             .args(["-smp", "2", "-m", "1024", "-no-reboot", "-display", "none", "-monitor", "none"])
