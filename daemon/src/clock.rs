@@ -138,7 +138,7 @@ impl BootTimer {
     async fn fire_after(&mut self, left: Duration) {
         // At least a microsecond: a zero expiry would disarm the timer.
         let left = left.max(Duration::from_micros(1));
-        let target = TimeSpec::from_duration(kernel_boot_time() + left);
+        let target = timer_expiry(kernel_boot_time(), left);
         if let Err(e) = self.fd.get_ref().0.set(Expiration::OneShot(target), TimerSetTimeFlags::TFD_TIMER_ABSTIME) {
             tracing::debug!("could not arm the boot-time timer ({e}); sleeping on the monotonic clock");
             tokio::time::sleep(left).await;
@@ -157,6 +157,15 @@ impl BootTimer {
             }
         }
     }
+}
+
+/// The absolute expiry, on the boot-time clock, of a timer armed at `now` to fire after `left`, as the kernel's
+/// `timespec`. Saturates at the largest `time_t` instead of wrapping: on 32-bit targets (armhf) `time_t` holds
+/// about 68 years of seconds, and `TimeSpec::from_duration` casts with `as`, which would turn a far deadline into
+/// a negative expiry (refused by the kernel) or a near one (a timer that fires again and again).
+fn timer_expiry(now: Duration, left: Duration) -> TimeSpec {
+    let latest = Duration::from_secs(u64::try_from(nix::libc::time_t::MAX).unwrap_or(u64::MAX));
+    TimeSpec::from_duration(now.saturating_add(left).min(latest))
 }
 
 /// The service on the system bus that says whether the wall clock is synchronised: systemd's timedated, whose
@@ -252,5 +261,38 @@ mod tests {
         let distrusting = ClockPolicy::new(false);
         distrusting.set_synchronised(true);
         assert!(!distrusting.confirmed());
+    }
+
+    /// The seconds a timer armed at `now` for `left` must expire at: the exact sum, or the largest `time_t`
+    /// when that does not hold it (32-bit targets such as armhf).
+    fn expected_seconds(now: u64, left: u64) -> i128 {
+        (i128::from(now) + i128::from(left)).min(i128::from(nix::libc::time_t::MAX))
+    }
+
+    #[test]
+    fn a_far_timer_expiry_is_neither_truncated_nor_wrapped() {
+        let now = Duration::from_secs(1_000);
+        let sixty_days = 60 * 86_400;
+        let expiry = timer_expiry(now, Duration::from_secs(sixty_days) + Duration::from_millis(250));
+        assert_eq!(i128::from(expiry.tv_sec()), 1_000 + i128::from(sixty_days));
+        assert_eq!(i128::from(expiry.tv_nsec()), 250_000_000);
+
+        // Past what a signed 32-bit time_t holds: `as` would make it negative there, and the kernel would refuse
+        // the timer.
+        let past_i32 = u64::from(i32::MAX.unsigned_abs()) + 1;
+        let expiry = timer_expiry(now, Duration::from_secs(past_i32));
+        assert_eq!(i128::from(expiry.tv_sec()), expected_seconds(1_000, past_i32));
+        assert!(expiry.tv_sec() > 0 && i128::from(expiry.tv_nsec()) == 0);
+
+        // Past 2^32 seconds: `as` would wrap to a small positive value there, a timer that fires almost at once,
+        // again and again.
+        let past_u32 = u64::from(u32::MAX) + 10;
+        let expiry = timer_expiry(now, Duration::from_secs(past_u32));
+        assert_eq!(i128::from(expiry.tv_sec()), expected_seconds(1_000, past_u32));
+        assert!(i128::from(expiry.tv_sec()) > 1_000 + i128::from(sixty_days));
+
+        // The longest wait there is.
+        let expiry = timer_expiry(now, Duration::MAX);
+        assert_eq!(expiry.tv_sec(), nix::libc::time_t::MAX);
     }
 }
