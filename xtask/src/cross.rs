@@ -1,9 +1,15 @@
-//! Builds and tests for the gateways' ARM boards (arm64 and armhf) in a cached Debian 13 (trixie) build root.
+//! Builds and tests for the gateways' ARM boards (arm64 and armhf) in a cached Debian 12 (bookworm) build root.
 //!
-//! The root lives in `<target dir>/cross/trixie-root`: `debootstrap --variant=minbase trixie` into
-//! `trixie-root.tmp`, then Debian's Rust toolchain with the standard library of both ARM architectures, their
+//! Debian 12 because the binaries link against the C library of the root: built with Debian 12's glibc 2.36,
+//! they run on Debian 12 and later and on Raspberry Pi OS bookworm (a root with Debian 13's glibc 2.41 made
+//! `att-token` need `GLIBC_2.39`, through the Rust standard library's weak `pidfd_spawnp`, so the package
+//! depended on `libc6 (>= 2.39)` and would not install there). Debian 12 carries the same Rust as Debian 13
+//! (`rustc-web` 1.96, in `bookworm-security`).
+//!
+//! The root lives in `<target dir>/cross/bookworm-root`: `debootstrap --variant=minbase bookworm` into
+//! `bookworm-root.tmp`, then Debian's Rust toolchain with the standard library of both ARM architectures, their
 //! cross C compilers, `qemu-user` (to run ARM test binaries) and `dpkg-dev` (for `dpkg-shlibdeps`). The
-//! directory is renamed to `trixie-root` only once everything is installed, so a half-made root is never used;
+//! directory is renamed to `bookworm-root` only once everything is installed, so a half-made root is never used;
 //! a later run reuses it. The host's packages are left alone (only `debootstrap` is installed when missing).
 //!
 //! Commands run in the root with `chroot`, inside `unshare --mount` (xtask runs itself there as `cross-enter`): the bind mounts (the workspace read-only
@@ -22,6 +28,10 @@ use crate::util::{run as run_command, workspace_root};
 
 /// The Debian mirror debootstrap and apt use.
 const MIRROR: &str = "http://deb.debian.org/debian";
+/// The release of the root: its C library is the oldest the packages run with.
+const SUITE: &str = "bookworm";
+/// Where `rustc-web` 1.96 and its standard libraries are for Debian 12.
+const SECURITY_SOURCE: &str = "deb http://deb.debian.org/debian-security bookworm-security main\n";
 
 /// The packages installed in the root besides the minimal base (each architecture adds its own, see
 /// [`Arch::packages`]).
@@ -46,8 +56,8 @@ pub(crate) const TEST_HELP: &str = "\
 cargo xtask cross-test [--arch arm64|armhf]...
 
 Runs the workspace's unit and property tests built for the gateways' ARM boards, each test binary
-under user-mode emulation (qemu-aarch64, qemu-arm), in the cached Debian 13 build root
-<target dir>/cross/trixie-root (made on first use: about 3 GB and a few minutes; needs root).
+under user-mode emulation (qemu-aarch64, qemu-arm), in the cached Debian 12 build root
+<target dir>/cross/bookworm-root (made on first use: about 3 GB and a few minutes; needs root).
 Without --arch, both: arm64 (aarch64-unknown-linux-gnu) and armhf (armv7-unknown-linux-gnueabihf,
 32-bit: time_t and usize are 32 bits wide there).
 
@@ -182,7 +192,7 @@ struct Mount {
 
 /// The cached build root, with the directories it shares with the host.
 pub(crate) struct Root {
-    /// `<target dir>/cross/trixie-root`.
+    /// `<target dir>/cross/bookworm-root`.
     path: PathBuf,
     /// `<target dir>/cross/target` (`/target` inside).
     target: PathBuf,
@@ -234,7 +244,7 @@ impl Root {
         ])?;
         let cache = sys::target_dir()?.join("cross");
         let root = Root {
-            path: cache.join("trixie-root"),
+            path: cache.join("bookworm-root"),
             target: cache.join("target"),
             cargo_home: cache.join("cargo-home"),
             xtask: std::env::current_exe().context("cannot find the running xtask program")?,
@@ -250,7 +260,7 @@ impl Root {
             root.host_files()?;
             root.install_packages()?;
         } else {
-            root.make(&cache.join("trixie-root.tmp"))?;
+            root.make(&cache.join("bookworm-root.tmp"))?;
         }
         root.host_files()?;
         Ok(root)
@@ -260,8 +270,8 @@ impl Root {
     fn make(&self, partial: &Path) -> anyhow::Result<()> {
         sys::fresh_dir(partial)?;
         let started = Instant::now();
-        println!("cross: debootstrap --variant=minbase trixie into {} (once)", partial.display());
-        run_command(Command::new("debootstrap").args(["--variant=minbase", "trixie"]).arg(partial).arg(MIRROR))
+        println!("cross: debootstrap --variant=minbase {SUITE} into {} (once)", partial.display());
+        run_command(Command::new("debootstrap").args(["--variant=minbase", SUITE]).arg(partial).arg(MIRROR))
             .with_context(|| format!("debootstrap failed; check that this machine reaches {MIRROR}, then run again"))?;
         let bootstrapped = Instant::now();
         println!("cross: debootstrap took {} s", (bootstrapped - started).as_secs());
@@ -295,6 +305,7 @@ impl Root {
         for arch in Arch::ALL {
             apt(&["dpkg", "--add-architecture", arch.debian()])?;
         }
+        sys::write(&self.path.join("etc/apt/sources.list.d/security.list"), SECURITY_SOURCE, 0o644)?;
         apt(&["apt-get", "update", "-qq"]).context("apt-get update failed in the build root; check the network")?;
         let list = package_list();
         let mut install = vec!["apt-get", "install", "-y", "-qq", "--no-install-recommends"];
@@ -617,7 +628,7 @@ mod tests {
     #[test]
     fn commands_in_the_root_get_a_clean_environment_and_their_mounts() {
         let root = Root {
-            path: PathBuf::from("/t/cross/trixie-root"),
+            path: PathBuf::from("/t/cross/bookworm-root"),
             target: PathBuf::from("/t/cross/target"),
             cargo_home: PathBuf::from("/t/cross/cargo-home"),
             xtask: PathBuf::from("/t/debug/xtask"),
@@ -632,8 +643,8 @@ mod tests {
         let at =
             |needle: &str| argv.iter().position(|arg| arg == needle).unwrap_or_else(|| panic!("{needle} in {argv:?}"));
         assert_eq!(
-            &argv[at("/t/cross/trixie-root")..at("/t/cross/target")],
-            ["/t/cross/trixie-root", &*workspace_root().to_string_lossy(), "/src", "ro"]
+            &argv[at("/t/cross/bookworm-root")..at("/t/cross/target")],
+            ["/t/cross/bookworm-root", &*workspace_root().to_string_lossy(), "/src", "ro"]
         );
         assert_eq!(&argv[at("/t/cross/target")..at("/t/cross/target") + 3], ["/t/cross/target", "/target", "rw"]);
         assert_eq!(&argv[at("/usr/bin/env")..at("/usr/bin/env") + 4], ["/usr/bin/env", "-i", "-C", "/src"]);

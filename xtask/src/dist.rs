@@ -26,8 +26,8 @@ writes to <target dir>/dist/:
   --target TRIPLE   the machine type to build for; without it, this machine's.
                     aarch64-unknown-linux-gnu      64-bit ARM gateways (Debian arm64)
                     armv7-unknown-linux-gnueabihf  32-bit ARMv7 gateways (Debian armhf)
-                    These two build with Debian 13's Rust in a build root kept in
-                    <target dir>/cross/trixie-root, made on first use (needs root, about
+                    These two build with Debian 12's Rust in a build root kept in
+                    <target dir>/cross/bookworm-root, made on first use (needs root, about
                     3 GB and a few minutes; `cargo xtask cross-test --help` says more).
                     The man pages and completions are built on this machine for any target.
   --lintian         also run lintian on the package and fail on errors (installs lintian

@@ -27,7 +27,7 @@ Commands:
                 aarch64-unknown-linux-gnu | armv7-unknown-linux-gnueabihf, --lintian;
                 see `cargo xtask dist --help`)
   cross-test    the unit and property tests built for arm64 and armhf, run under qemu in a
-                cached Debian 13 build root (--arch arm64|armhf; see `cargo xtask cross-test --help`)
+                cached Debian 12 build root (--arch arm64|armhf; see `cargo xtask cross-test --help`)
   release       X.Y.Z: bump the workspace version, commit \"Release X.Y.Z\", tag vX.Y.Z, then
                 dist for x86_64, arm64 and armhf
   install-test  as root on Debian: install the .deb, run the daemon on a private bus, check
