@@ -13,7 +13,7 @@
 //! a later run reuses it. The host's packages are left alone (only `debootstrap` is installed when missing).
 //!
 //! Commands run in the root with `chroot`, inside `unshare --mount` (xtask runs itself there as `cross-enter`): the bind mounts (the workspace read-only
-//! at `/src`, `<target dir>/cross/target` at `/target`, `<target dir>/cross/cargo-home` at `/cargo-home`, `/proc`
+//! at `/src`, `<target dir>/cross/bookworm-target` at `/target`, `<target dir>/cross/cargo-home` at `/cargo-home`, `/proc`
 //! and `/dev`) belong to that process's mount namespace and vanish with it, whatever happens.
 
 use std::io::{BufRead as _, BufReader};
@@ -194,7 +194,8 @@ struct Mount {
 pub(crate) struct Root {
     /// `<target dir>/cross/bookworm-root`.
     path: PathBuf,
-    /// `<target dir>/cross/target` (`/target` inside).
+    /// `<target dir>/cross/bookworm-target` (`/target` inside): named after the root, because its build scripts
+    /// are linked against the root's C library, so the artifacts of a root of another release must not be reused.
     target: PathBuf,
     /// `<target dir>/cross/cargo-home` (`/cargo-home` inside).
     cargo_home: PathBuf,
@@ -245,7 +246,7 @@ impl Root {
         let cache = sys::target_dir()?.join("cross");
         let root = Root {
             path: cache.join("bookworm-root"),
-            target: cache.join("target"),
+            target: cache.join(format!("{SUITE}-target")),
             cargo_home: cache.join("cargo-home"),
             xtask: std::env::current_exe().context("cannot find the running xtask program")?,
         };
