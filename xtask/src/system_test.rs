@@ -202,6 +202,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
             );
             machine.copy_in(&deb, &deb_inside)?;
             machine.copy_in(&client, CLIENT_INSIDE)?;
+            machine.check(&["chmod", "0755", CLIENT_INSIDE])?;
             (Guest::Vm(machine), None, rooted)
         }
     };
