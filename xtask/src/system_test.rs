@@ -211,7 +211,8 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     let secrets = [DEVICE_TOKEN, DEVICE2_TOKEN, PASSWORD, TOTP_SEED, AUTO_PASSWORD, AUTO_TOTP_SEED];
     let mut secrets = secrets.map(str::to_owned).to_vec();
     secrets.extend((0..FIGURE_TOKENS).map(figure_token));
-    let arch = options.arch.map_or("amd64", vm::Arch::debian);
+    let host = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+    let arch = options.arch.map_or_else(|| crate::dist::debian_arch(&host).unwrap_or("host"), vm::Arch::debian);
     let mut test = Test { c: &guest, url, shipped: String::new(), secrets, arch };
     let steps_started = Instant::now();
     test.step("1 install", |t| t.install(&deb_inside))?;
