@@ -408,6 +408,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&status)]);
 
     let mut scheduler = maintenance::start(&engine, Some(&cloud), &config.maintenance, lapse_horizon(&config)).await?;
+    // What start-up parsed, read and restored is freed by now: its pages go back rather than stay resident.
+    crate::memory::give_back_free_pages();
     {
         // Learn the grounds' devices now rather than at the first scheduled sync.
         let (engine, cloud) = (engine.clone(), cloud.clone());
@@ -471,6 +473,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 }
                 let status = status_line(&engine, &config.daemon.bus);
                 notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&status)]);
+                // The old config and what the reload read are freed: their pages go back.
+                crate::memory::give_back_free_pages();
                 if std::mem::take(&mut reload_again) {
                     reloading = Some(start_reload(&config, &clock, connection.as_ref()));
                 }

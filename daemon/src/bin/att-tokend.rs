@@ -15,8 +15,9 @@ fn main() -> ExitCode {
     // First: no core dump ever holds the tokens, the state key or the refresh tokens, and no process of the same
     // user reads this one's memory.
     let undumpable = att_tokend::memory::keep_out_of_core_dumps(true);
-    // Before any other thread: freed large buffers (a hostile caller's message) go back to the system.
-    att_tokend::memory::return_large_allocations();
+    // Before any other thread: freed large buffers (a hostile caller's message) go back to the system, and the
+    // blocking pool's threads keep no heaps of their own.
+    att_tokend::memory::tune_allocator();
     let args = TokendArgs::parse();
     if args.check_config {
         return finish(check_config(&args.config, args.skip_secrets));
