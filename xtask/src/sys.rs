@@ -37,12 +37,16 @@ pub(crate) fn require(programs: &[(&str, &str)]) -> anyhow::Result<()> {
 }
 
 /// Like [`require`], but as root installs the missing packages with apt-get first (a fresh machine has only
-/// what the project installs); as another user it names them.
+/// what the project installs); as another user it names them. Installing one package may remove another (bookworm's
+/// `qemu-system-arm` removes a `qemu-utils` from backports, and with it `qemu-img`), so what is still missing after
+/// the first round is installed in a second.
 pub(crate) fn install_missing(programs: &[(&str, &str)]) -> anyhow::Result<()> {
-    let missing: Vec<&str> =
-        programs.iter().filter(|(program, _)| !have(program)).map(|(_, package)| *package).collect();
     let root = capture(Command::new("id").arg("-u")).is_ok_and(|uid| uid.trim() == "0");
-    if !missing.is_empty() && root {
+    for _round in 0..2 {
+        let missing = missing_packages(programs, have);
+        if missing.is_empty() || !root {
+            break;
+        }
         eprintln!("xtask: installing {} with apt-get", missing.join(" "));
         let quiet = |command: &mut Command| {
             let status = command.env("DEBIAN_FRONTEND", "noninteractive").status();
@@ -55,6 +59,17 @@ pub(crate) fn install_missing(programs: &[(&str, &str)]) -> anyhow::Result<()> {
         }
     }
     require(programs)
+}
+
+/// The packages of the `(program, package)` pairs whose program `have` does not find, each once, in order.
+fn missing_packages<'a>(programs: &[(&str, &'a str)], have: impl Fn(&str) -> bool) -> Vec<&'a str> {
+    let mut missing = Vec::new();
+    for (program, package) in programs {
+        if !have(program) && !missing.contains(package) {
+            missing.push(*package);
+        }
+    }
+    missing
 }
 
 /// The target directory cargo uses: `CARGO_TARGET_DIR` (made absolute) or `<workspace>/target`.
@@ -177,4 +192,22 @@ pub(crate) fn source_date_epoch() -> u64 {
         return epoch;
     }
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_package_with_two_missing_programs_is_named_once() {
+        let programs = [
+            ("qemu-system-aarch64", "qemu-system-arm"),
+            ("qemu-system-arm", "qemu-system-arm"),
+            ("qemu-img", "qemu-utils"),
+            ("ssh", "openssh-client"),
+        ];
+        let missing = missing_packages(&programs, |program| program == "ssh");
+        assert_eq!(missing, vec!["qemu-system-arm", "qemu-utils"]);
+        assert!(missing_packages(&programs, |_| true).is_empty());
+    }
 }
