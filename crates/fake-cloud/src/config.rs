@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// The client ids the real cloud accepts (protocol.md), the fake's default list.
+/// The client ids the real cloud accepts (`crates/login-flow/PROTOCOL.md`), the fake's default list.
 pub const DEFAULT_CLIENT_IDS: [&str; 4] = ["web", "mobile", "postman", "maker"];
 
-/// How the fake answers a password grant for an account with MFA (protocol.md, step 1).
+/// How the fake answers a password grant for an account with MFA (PROTOCOL.md, step 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(try_from = "u8", into = "u8")]
 pub enum MfaShape {
@@ -17,7 +17,7 @@ pub enum MfaShape {
     TopLevel,
     /// Shape 2: HTTP 400 `{"error":"mfa_required","error_description":"{\"MfaUid\":…,\"UserId\":…}"}`.
     ErrorDescription,
-    /// Shape 1 sent with HTTP 400 instead of 200 (protocol.md allows either status): number 3.
+    /// Shape 1 sent with HTTP 400 instead of 200 (PROTOCOL.md allows either status): number 3.
     TopLevelBadRequest,
 }
 
@@ -46,7 +46,7 @@ impl From<MfaShape> for u8 {
     }
 }
 
-/// What a successful refresh does with the refresh token (protocol.md, "Refresh").
+/// What a successful refresh does with the refresh token (PROTOCOL.md, "Refresh").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Rotation {
@@ -72,7 +72,7 @@ impl std::str::FromStr for Rotation {
     }
 }
 
-/// The MFA step's `grant_type` value and form field names (protocol.md, step 2).
+/// The MFA step's `grant_type` value and form field names (PROTOCOL.md, step 2).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct MfaFields {

@@ -1,6 +1,6 @@
 //! A faithful fake of the AllThingsTalk cloud, for tests and the demo.
 //!
-//! It implements `shared/protocol.md` on its own (it shares no code with the client), so a client mistake
+//! It implements `crates/login-flow/PROTOCOL.md` on its own (it shares no code with the client), so a client mistake
 //! shows up as a failed test: `POST /login` with the password grant, the MFA step and the refresh grant,
 //! refresh token rotation (sliding, fixed, omitted), the error table, and the token-check endpoints
 //! `GET /me/grounds`, `GET /device/{id}` and `GET /ground/{id}/devices`. Every reply carries a `Date` header

@@ -9,6 +9,9 @@
 //! accepts a code. Every failure is a [`LoginError`], whose [`LoginError::is_transient`] answers the one
 //! question the daemon asks: retry later, or stop and ask a human.
 //!
+//! The wire protocol itself, in the project's words and with where each fact comes from, is [`protocol`]
+//! (`crates/login-flow/PROTOCOL.md`).
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), login_flow::LoginError> {
 //! use login_flow::{ApiConfig, Credentials, LoginClient};
@@ -25,6 +28,8 @@
 //! ```
 
 pub mod client;
+#[doc = include_str!("../PROTOCOL.md")]
+pub mod protocol {}
 pub mod config;
 pub mod error;
 pub mod http;
