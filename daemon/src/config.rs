@@ -886,6 +886,15 @@ impl RawApi {
                 let host = rest.map(|r| r.split('/').next().unwrap_or(""));
                 match host {
                     Some(host) if !host.is_empty() && !text.chars().any(char::is_whitespace) => {
+                        // The client's own rules (https except on loopback, no credentials, query or fragment),
+                        // said here with the line rather than at start-up without it.
+                        if let Err(error) = login_flow::config::parse_base_url(&text) {
+                            let problem = match error {
+                                login_flow::LoginError::BadConfig { problem } => problem,
+                                other => other.to_string(),
+                            };
+                            return Err(ctx.at(span, format!("in [api]: {problem}")));
+                        }
                         text.trim_end_matches('/').to_owned()
                     }
                     _ => {
@@ -1803,6 +1812,15 @@ devices = ["{DEV}"]
         expect_error("[api]\nurl = \"api.allthingstalk.io\"\n", 2, &["not a base URL", "https://"]);
         expect_error("[api.mfa]\ncode_field = \"\"\n", 2, &["code_field", "non-empty"]);
         assert_eq!(parse_ok("[api]\nurl = \"http://127.0.0.1:8080/\"\n").api.url, "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn an_api_url_the_client_would_refuse_is_refused_with_its_line() {
+        // Plain http to the cloud would send passwords in clear: the client refuses it, so the config does, at once.
+        expect_error("\n[api]\nurl = \"http://api.allthingstalk.io\"\n", 3, &["plain http", "use https://"]);
+        expect_error("[api]\nurl = \"https://user:pw@api.allthingstalk.io\"\n", 2, &["user name or password"]);
+        expect_error("[api]\nurl = \"https://api.allthingstalk.io/?x=1\"\n", 2, &["query or fragment"]);
+        assert_eq!(parse_ok("[api]\nurl = \"http://localhost:8080\"\n").api.url, "http://localhost:8080");
     }
 
     #[test]
