@@ -384,11 +384,15 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
 /// A numeric field of /proc/PID/status (a trailing `kB` is dropped).
 fn status_field(pid: u32, field: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status_value(&status, field).with_context(|| format!("no {field} line in /proc/{pid}/status"))
+}
+
+/// A numeric field (`VmRSS:`) of a `/proc/PID/status` text, a trailing `kB` dropped; `None` when absent.
+pub(crate) fn status_value(status: &str, field: &str) -> Option<u64> {
     status
         .lines()
         .find_map(|line| line.strip_prefix(field))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .with_context(|| format!("no {field} line in /proc/{pid}/status"))
 }
 
 /// Voluntary plus involuntary context switches of every thread of a process.

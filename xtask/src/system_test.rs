@@ -1323,10 +1323,7 @@ impl Test<'_> {
         std::thread::sleep(self.c.patience() / 12);
         let pid = self.c.main_pid()?;
         let status = self.c.check(&["cat", &format!("/proc/{pid}/status")])?;
-        let rss_kib: u64 = status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        let rss_kib = crate::bench::status_value(&status, "VmRSS:")
             .with_context(|| format!("/proc/{pid}/status has no VmRSS line"))?;
         let smaps = self.c.check(&["cat", &format!("/proc/{pid}/smaps")])?;
         Ok((rss_kib, smaps))
@@ -1352,17 +1349,16 @@ impl Test<'_> {
         self.c.write("/etc/att-tokend/config.toml", &config, "0644", "root")?;
         // Memory after a reload that added the tokens, then after a start with them, as a gateway boots.
         self.c.check(&["systemctl", "reload", "att-tokend.service"])?;
-        let reloaded_kib = self.idle_rss()?.0;
+        let (reloaded_kib, reloaded_smaps) = self.idle_rss()?;
         self.c.check(&["systemctl", "restart", "att-tokend.service"])?;
         let (rss_kib, smaps) = self.idle_rss()?;
         let listed = self.c.check(&["att-token", "list"])?;
         // A header line, then one line per token.
         let tokens = listed.lines().skip(1).filter(|line| !line.trim().is_empty()).count();
-        let largest: Vec<String> = rss_by_mapping(&smaps)
-            .into_iter()
-            .take(6)
-            .map(|(name, kib)| format!("{name} {:.2}", kib as f64 / 1024.0))
-            .collect();
+        let largest = |smaps: &str| -> String {
+            let sums = rss_by_mapping(smaps).into_iter().take(6);
+            sums.map(|(name, kib)| format!("{name} {:.2}", kib as f64 / 1024.0)).collect::<Vec<_>>().join(", ")
+        };
         let calls = match self.c {
             Guest::Container(_) => "20000",
             Guest::Vm(_) => "3000",
@@ -1384,7 +1380,8 @@ impl Test<'_> {
             reloaded = reloaded_kib as f64 / 1024.0,
             ratio = get / ping,
         );
-        println!("system-test:   resident by mapping, MiB: {}", largest.join(", "));
+        println!("system-test:   resident by mapping after the restart, MiB: {}", largest(&smaps));
+        println!("system-test:   resident by mapping after the reload, MiB: {}", largest(&reloaded_smaps));
         ensure!(tokens >= 10, "att-token list shows {tokens} tokens, not the 10 the figures are for:\n{listed}");
         // The limit is the gateways': asserted on the ARM machines. On x86_64 the daemon's resident memory is nearly
         // all file pages (its whole text and most of libc's), so it is printed here and asserted by `cargo xtask
