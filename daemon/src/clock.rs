@@ -178,7 +178,7 @@ const TIMEDATED_PATH: &str = "/org/freedesktop/timedate1";
 ///
 /// The daemon's sandbox (`ProtectClock=yes`, `SystemCallFilter=~@privileged`) forbids reading the kernel's flag
 /// with `adjtimex`, even read-only; timedated reads it with the privileges of its own unit, and any bus client
-/// may read its properties. The daemon's connections bound every call ([`crate::run::BUS_CALL_TIMEOUT`]), timedated
+/// may read its properties. The daemon's connections bound every call (`BUS_CALL_TIMEOUT`), timedated
 /// started on demand included. The error says why there is no answer (no timedated on the bus, no answer in time,
 /// an unexpected reply).
 pub async fn ask_timedated(connection: &zbus::Connection) -> Result<bool, String> {
@@ -232,6 +232,41 @@ impl ClockPolicy {
     pub fn confirmed(&self) -> bool {
         self.trust_kernel_time_sync && self.synchronised.load(Ordering::Acquire)
     }
+}
+
+/// Asks the system whether the wall clock is synchronised ([`ask_timedated`], bounded by the connection's method
+/// timeout) on `connection`, records the answer in `clock` and logs it. Without a connection (the bus is lost) the
+/// last answer stands: timedated lives on that bus. Nothing is asked under `[daemon] trust_kernel_time_sync =
+/// false`.
+pub async fn check_clock(clock: &ClockPolicy, connection: Option<&zbus::Connection>) {
+    if !clock.trust_kernel_time_sync {
+        return;
+    }
+    let Some(connection) = connection else {
+        tracing::debug!("the bus is lost: the wall clock stays as timedated last said");
+        return;
+    };
+    record_clock(clock, ask_timedated(connection).await);
+}
+
+/// Records timedated's answer (or why there is none) in `clock`, and logs what it means.
+pub fn record_clock(clock: &ClockPolicy, answer: Result<bool, String>) {
+    let synchronised = answer.as_ref().is_ok_and(|yes| *yes);
+    let was = clock.confirmed();
+    clock.set_synchronised(synchronised);
+    let said = match answer {
+        Ok(true) if was => return,
+        Ok(true) => "the wall clock is confirmed: timedated reports it synchronised".to_owned(),
+        Ok(false) => "the wall clock is not confirmed: timedated reports it not synchronised (timedatectl: System \
+                      clock synchronized: no), so a saved access token is refreshed before it is served; enable an \
+                      NTP client (timedatectl set-ntp true)"
+            .to_owned(),
+        Err(e) => format!(
+            "the wall clock is not confirmed: {e}; a saved access token is refreshed before it is served \
+             (systemd-timedated answers on the system bus where systemd runs)"
+        ),
+    };
+    tracing::info!("{said}");
 }
 
 #[cfg(test)]

@@ -1,15 +1,18 @@
 //! att-tokend: keeps AllThingsTalk tokens alive and serves them over D-Bus.
 
+pub mod bus_link;
 pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
 pub mod dbus;
 pub mod engine;
+pub mod event_loop;
 pub mod logging;
 pub mod maintenance;
 pub mod memory;
-pub mod run;
+pub mod prepare;
+pub mod rekey;
 pub mod seal;
 pub mod secret_files;
 pub mod state;

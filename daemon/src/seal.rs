@@ -1,4 +1,5 @@
-//! Sealed session files: the state key and the format that encrypts and authenticates a session at rest.
+//! Sealed session files: the state key, where it comes from (`source.rs`), and the format that encrypts and
+//! authenticates a session at rest.
 //!
 //! A sealed file is the session's JSON record encrypted with ChaCha20-Poly1305 (ring, which rustls already
 //! links) under the 256-bit state key, with a fresh random nonce per write:
@@ -23,6 +24,8 @@
 //! and overwritten with a zero key right after. The plaintext is built and opened in zeroized buffers sized once,
 //! so no reallocation leaves a copy behind.
 
+mod source;
+
 use std::fmt;
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
@@ -31,6 +34,8 @@ use std::path::Path;
 use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
+
+pub use self::source::{KeySource, state_key, state_key_in};
 
 /// The first bytes of every sealed file.
 pub const MAGIC: &[u8; 18] = b"ATT-TOKEND SEALED\n";

@@ -3,8 +3,13 @@
 //! A secret file holds one line. A trailing newline (and, for tokens and seeds, surrounding whitespace) is
 //! ignored; an empty file, a second line or a control character is an error. Errors name the file and what is
 //! wrong, never the content. Intermediate buffers are zeroized.
+//!
+//! The daemon opens each secret file once ([`PrivateFile::open`]): what it checks (a regular file that neither
+//! group nor others may access) is the file it then reads.
 
+use std::fs::File;
 use std::io::{self, Read};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use token_model::secret::{Password, StaticToken, TotpSeed};
@@ -47,9 +52,96 @@ pub enum SecretFileError {
     },
 }
 
+/// A secret file opened once and found private. What is read from it is read through this one open.
+#[derive(Debug)]
+pub struct PrivateFile {
+    file: File,
+    path: PathBuf,
+}
+
+impl PrivateFile {
+    /// Opens a secret file and checks that it is a regular file, readable by this process and not group- or
+    /// world-accessible (mode & 0o077 == 0). The error says which and how to fix it.
+    pub fn open(path: &Path) -> Result<Self, String> {
+        let shown = path.display();
+        // Without blocking: a FIFO put in a secret file's place is refused below, not waited on.
+        let opened = std::fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_NONBLOCK).open(path);
+        // What was opened is examined; when nothing could be, the path is, to say why.
+        let meta = match &opened {
+            Ok(file) => file.metadata(),
+            Err(_) => std::fs::metadata(path),
+        };
+        let meta = meta.map_err(|error| match error.kind() {
+            io::ErrorKind::NotFound => {
+                format!("secret file {shown} does not exist; create it (mode 600) or fix the path")
+            }
+            io::ErrorKind::PermissionDenied => {
+                format!("secret file {shown} cannot be reached ({error}); let the daemon's user traverse its directory")
+            }
+            _ => format!("secret file {shown} cannot be examined ({error}); check the path"),
+        })?;
+        if !meta.is_file() {
+            return Err(format!(
+                "secret file {shown} is not a regular file; point the setting at the file holding the secret"
+            ));
+        }
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "secret file {shown} is readable or writable by group or others (mode {mode:03o}); run chmod 600 {shown}"
+            ));
+        }
+        let file = opened.map_err(|error| {
+            format!(
+                "secret file {shown} cannot be opened ({error}); make it readable by the daemon's user (chown it, mode 600)"
+            )
+        })?;
+        Ok(Self { file, path: path.to_owned() })
+    }
+
+    /// Reads it as a device or ground token ([`read_static_token`]).
+    pub fn static_token(self) -> Result<StaticToken, SecretFileError> {
+        static_token(self.file, &self.path)
+    }
+
+    /// Reads it as a password ([`read_password`]).
+    pub fn password(self) -> Result<Password, SecretFileError> {
+        password(self.file, &self.path)
+    }
+
+    /// Reads it as a TOTP seed ([`read_totp_seed`]).
+    pub fn totp_seed(self) -> Result<TotpSeed, SecretFileError> {
+        totp_seed(self.file, &self.path)
+    }
+}
+
+/// Checks that a secret file exists, is a regular file, is readable by this process and is not group- or
+/// world-readable ([`PrivateFile::open`], without reading it).
+pub fn check_private(path: &Path) -> Result<(), String> {
+    PrivateFile::open(path).map(drop)
+}
+
 /// Reads a device or ground token (`maker:4AbCd…`).
 pub fn read_static_token(path: &Path) -> Result<StaticToken, SecretFileError> {
-    let value = read_line(path, "token", Trim::Both)?;
+    static_token(open(path, "token")?, path)
+}
+
+/// Reads a password. Only the line ending is removed: leading and trailing spaces are part of the password.
+pub fn read_password(path: &Path) -> Result<Password, SecretFileError> {
+    password(open(path, "password")?, path)
+}
+
+/// Reads a base32 TOTP seed. Spaces (as authenticator apps group the seed) are removed and letters upper-cased.
+pub fn read_totp_seed(path: &Path) -> Result<TotpSeed, SecretFileError> {
+    totp_seed(open(path, "TOTP seed")?, path)
+}
+
+fn open(path: &Path, what: &'static str) -> Result<File, SecretFileError> {
+    File::open(path).map_err(|error| SecretFileError::Read { what, path: path.to_owned(), error })
+}
+
+fn static_token(file: File, path: &Path) -> Result<StaticToken, SecretFileError> {
+    let value = read_line(file, path, "token", Trim::Both)?;
     if value.chars().any(char::is_whitespace) {
         return Err(SecretFileError::Malformed {
             what: "token",
@@ -60,14 +152,12 @@ pub fn read_static_token(path: &Path) -> Result<StaticToken, SecretFileError> {
     Ok(StaticToken::new(take(value)))
 }
 
-/// Reads a password. Only the line ending is removed: leading and trailing spaces are part of the password.
-pub fn read_password(path: &Path) -> Result<Password, SecretFileError> {
-    read_line(path, "password", Trim::LineEnd).map(|value| Password::new(take(value)))
+fn password(file: File, path: &Path) -> Result<Password, SecretFileError> {
+    read_line(file, path, "password", Trim::LineEnd).map(|value| Password::new(take(value)))
 }
 
-/// Reads a base32 TOTP seed. Spaces (as authenticator apps group the seed) are removed and letters upper-cased.
-pub fn read_totp_seed(path: &Path) -> Result<TotpSeed, SecretFileError> {
-    let value = read_line(path, "TOTP seed", Trim::Both)?;
+fn totp_seed(file: File, path: &Path) -> Result<TotpSeed, SecretFileError> {
+    let value = read_line(file, path, "TOTP seed", Trim::Both)?;
     let seed: Zeroizing<String> =
         Zeroizing::new(value.chars().filter(|c| *c != ' ').map(|c| c.to_ascii_uppercase()).collect());
     if !seed.trim_end_matches('=').bytes().all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b)) {
@@ -91,9 +181,8 @@ enum Trim {
     LineEnd,
 }
 
-fn read_line(path: &Path, what: &'static str, trim: Trim) -> Result<Zeroizing<String>, SecretFileError> {
+fn read_line(file: File, path: &Path, what: &'static str, trim: Trim) -> Result<Zeroizing<String>, SecretFileError> {
     let read_error = |error| SecretFileError::Read { what, path: path.to_owned(), error };
-    let file = std::fs::File::open(path).map_err(read_error)?;
     let mut bytes = Zeroizing::new(Vec::new());
     file.take(MAX_SECRET_FILE_LEN + 1).read_to_end(&mut bytes).map_err(read_error)?;
     let malformed = |problem| SecretFileError::Malformed { what, path: path.to_owned(), problem };

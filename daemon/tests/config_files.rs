@@ -103,3 +103,70 @@ fn user_secret_files_are_checked_too() {
     let message = loaded.check_files_in(None).unwrap_err().to_string();
     assert!(message.contains("base32") && !message.contains("not base32!"), "{message}");
 }
+
+/// Counts how often each of some files is opened, as the kernel reports it (inotify `IN_OPEN`; closes are watched
+/// too, since the kernel merges an event with an identical one still unread).
+struct OpenCounter {
+    inotify: std::os::fd::OwnedFd,
+    watches: Vec<(i32, std::path::PathBuf)>,
+}
+
+impl OpenCounter {
+    fn watch(paths: &[&Path]) -> Self {
+        use rustix::fs::inotify;
+        let fd = inotify::init(inotify::CreateFlags::NONBLOCK | inotify::CreateFlags::CLOEXEC).unwrap();
+        let watches = paths
+            .iter()
+            .map(|path| {
+                (
+                    inotify::add_watch(&fd, *path, inotify::WatchFlags::OPEN | inotify::WatchFlags::CLOSE).unwrap(),
+                    path.to_path_buf(),
+                )
+            })
+            .collect();
+        Self { inotify: fd, watches }
+    }
+
+    /// How often each watched file was opened since [`OpenCounter::watch`], in the order given there.
+    fn opens(&self) -> Vec<(std::path::PathBuf, usize)> {
+        let mut buffer = [std::mem::MaybeUninit::uninit(); 4096];
+        let mut reader = rustix::fs::inotify::Reader::new(&self.inotify, &mut buffer);
+        let mut counts = vec![0; self.watches.len()];
+        while let Ok(event) = reader.next() {
+            let opened = event.events().contains(rustix::fs::inotify::ReadFlags::OPEN);
+            if let Some(at) = self.watches.iter().position(|(wd, _)| *wd == event.wd() && opened) {
+                counts[at] += 1;
+            }
+        }
+        self.watches.iter().map(|(_, path)| path.clone()).zip(counts).collect()
+    }
+}
+
+#[test]
+fn the_preparation_opens_each_secret_file_and_the_state_key_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (token, password, seed, key) =
+        (tmp.path().join("d.token"), tmp.path().join("pw"), tmp.path().join("seed"), tmp.path().join("state.key"));
+    write(&token, "maker:4AbCdEf\n", 0o600);
+    write(&password, "p@ss word\n", 0o600);
+    write(&seed, "JBSWY3DPEHPK3PXP\n", 0o600);
+    fs::write(&key, [7_u8; 32]).unwrap();
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+    let text = format!(
+        "[daemon]\nstate_dir = \"{}\"\nstate_key_file = \"{}\"\n\n[[token]]\nname = \"main\"\nkind = \"user\"\n\
+         username = \"a@b.c\"\npassword_file = \"{}\"\ntotp_secret_file = \"{}\"\n\n[[token]]\nname = \"d\"\n\
+         kind = \"device\"\ndevice_id = \"{DEV}\"\ntoken_file = \"{}\"\n",
+        tmp.path().join("state").display(),
+        key.display(),
+        password.display(),
+        seed.display(),
+        token.display()
+    );
+    let loaded = config::parse(&text, Path::new("/c.toml")).unwrap();
+    let counter = OpenCounter::watch(&[&token, &password, &seed, &key]);
+    let prepared = att_tokend::prepare::prepare(loaded).unwrap();
+    assert!(prepared.state_key.is_some() && prepared.engine.tokens.len() == 2, "the key and both tokens read");
+    for (path, opens) in counter.opens() {
+        assert_eq!(opens, 1, "{} was opened {opens} times", path.display());
+    }
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use att_tokend::dbus::access::{Caller, Credentials};
 use att_tokend::maintenance;
-use att_tokend::run;
+use att_tokend::prepare;
 use core_support::*;
 use fake_cloud::{Fault, FaultKind};
 use futures_util::StreamExt;
@@ -318,7 +318,7 @@ core_test!(
 async fn revoked_device_token_becomes_revoked_and_grounds_are_learned_body() {
     let (cloud, harness) = started(Duration::from_secs(3600)).await;
     let agent = harness.agent().await;
-    let api = run::cloud(&harness.config.api).unwrap();
+    let api = prepare::cloud(&harness.config.api).unwrap();
 
     // Until the ground's devices are known, its token reaches none of them.
     assert_eq!(
@@ -613,7 +613,7 @@ async fn on_a_bus_callers_are_identified_by_the_bus_and_forgotten_when_they_leav
     let service_connection = service.connection().clone();
     let forget_leavers = credentials.clone().watch_bus(&service_connection).await.unwrap();
     tokio::spawn(forget_leavers.expect("bus credentials keep a cache"));
-    att_tokend::run::own_name(&service_connection).await.unwrap();
+    att_tokend::bus_link::own_name(&service_connection).await.unwrap();
 
     let agent = att_tokend::client::TokenAgentProxy::new(&client).await.unwrap();
     let (token, _) = agent.get_token("sensor-7").await.expect("the bus says who we are: a reader");
@@ -624,7 +624,7 @@ async fn on_a_bus_callers_are_identified_by_the_bus_and_forgotten_when_they_leav
 
     // A second owner of the name is refused while the daemon holds it.
     let rival = connect().await;
-    assert!(att_tokend::run::own_name(&rival).await.is_err(), "a second daemon cannot take the name");
+    assert!(att_tokend::bus_link::own_name(&rival).await.is_err(), "a second daemon cannot take the name");
     assert!(rival.request_name(att_tokend::dbus::BUS_NAME).await.is_err(), "nor can anyone force it away");
 
     drop(agent);

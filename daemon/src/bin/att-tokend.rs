@@ -1,14 +1,15 @@
 //! `att-tokend`: keeps AllThingsTalk tokens alive and hands them to local processes over D-Bus.
 //!
-//! Arguments → logging → `run(config)` → the error printed once → exit status (0 clean stop, 1 failure,
-//! 2 wrong usage from clap). `--check-config` and `--rekey` do their one job and exit.
+//! Arguments → logging → `event_loop::run(config)` (which prepares the config off the runtime thread first) → the
+//! error printed once → exit status (0 clean stop, 1 failure, 2 wrong usage from clap). `--check-config` (the same
+//! preparation as the start) and `--rekey` do their one job and exit.
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use att_tokend::cli::TokendArgs;
-use att_tokend::{config, logging, run};
+use att_tokend::{config, event_loop, logging, prepare, rekey};
 use clap::Parser;
 
 fn main() -> ExitCode {
@@ -25,7 +26,7 @@ fn main() -> ExitCode {
     if let Some(new_key) = &args.rekey {
         let rekeyed = config::load(&args.config)
             .map_err(anyhow::Error::from)
-            .and_then(|config| run::rekey(&config, new_key, args.old_key_file.as_deref()));
+            .and_then(|config| rekey::rekey(&config, new_key, args.old_key_file.as_deref()));
         return finish(rekeyed);
     }
     logging::init();
@@ -53,18 +54,20 @@ fn finish(result: anyhow::Result<String>) -> ExitCode {
     }
 }
 
-/// Validates the config, its secret files and its users and groups, as the daemon would at start; with
-/// `skip_secrets`, all but the secret files.
+/// Validates the config, its secret files and its users and groups, as the daemon would at start (the same
+/// preparation); with `skip_secrets`, all but the secret files.
 fn check_config(path: &Path, skip_secrets: bool) -> anyhow::Result<String> {
     let config = config::load(path)?;
-    if skip_secrets {
-        config::resolve_principals(&config)?;
+    let (config, advice) = if skip_secrets {
+        prepare::check_without_secrets(&config)?;
+        let advice = config.advice();
+        (config, advice)
     } else {
-        config.check_files()?;
-        run::engine_config(&config)?;
-    }
-    run::cloud(&config.api)?;
-    for advice in config.advice() {
+        let prepared = prepare::prepare(config)?;
+        (prepared.config, prepared.advice)
+    };
+    prepare::cloud(&config.api)?;
+    for advice in advice {
         eprintln!("att-tokend: warning: {advice}");
     }
     Ok(format!(
@@ -78,7 +81,6 @@ fn check_config(path: &Path, skip_secrets: bool) -> anyhow::Result<String> {
 
 fn serve(path: &Path) -> anyhow::Result<()> {
     let config = config::load(path)?;
-    config.check_files()?;
     // One runtime thread: the daemon mostly waits, and each call it serves is short. File writes with fsync and
     // DNS lookups run on tokio's blocking pool, whose threads exit when idle. (The multi-threaded scheduler would
     // add a worker per core, and link libm for its statistics: about half a MiB more resident memory.)
@@ -89,7 +91,7 @@ fn serve(path: &Path) -> anyhow::Result<()> {
         .max_blocking_threads(32)
         .build()
         .context("could not start the async runtime; check the process limits (ulimit -u)")?;
-    let result = runtime.block_on(run::run(config));
+    let result = runtime.block_on(event_loop::run(config));
     // Sessions are saved by now. The process ends without waiting for the blocking pool: a task still there (a
     // DNS lookup, a reload stuck on a file or on NSS) must not hold up the exit, and the kernel reclaims the rest.
     std::mem::forget(runtime);

@@ -14,7 +14,7 @@ use att_tokend::config;
 use att_tokend::dbus::access::Credentials;
 use att_tokend::dbus::{OBJECT_PATH, Service};
 use att_tokend::engine::{Engine, SessionSettings, StateStore};
-use att_tokend::run;
+use att_tokend::prepare;
 use fake_cloud::{FakeCloud, FakeConfig, FakeUser};
 use zbus::Connection;
 use zbus::connection::Builder;
@@ -161,14 +161,14 @@ impl Harness {
 
 /// The engine as `att-tokend` builds it from a config.
 pub fn start_engine(config: &config::Config) -> Engine {
-    let engine_config = run::engine_config(config).expect("the engine config");
-    let cloud = run::cloud(&config.api).expect("a cloud client");
+    let prepared = prepare::prepare(config.clone()).expect("the config prepared");
+    let cloud = prepare::cloud(&config.api).expect("a cloud client");
     let dir = att_tokend::state::StateDir::open(&config.daemon.state_dir).expect("the state directory");
-    let store = Arc::new(StateStore::new(dir, run::origin(&config.api).expect("the [api] origin")));
+    let store = Arc::new(StateStore::new(dir, prepared.origin));
     let settings = SessionSettings {
         cloud: Some(cloud),
         store: Some(store),
-        policy: run::policy(&config.refresh),
+        policy: prepare::policy(&config.refresh),
         // The machine's own time-sync state must not decide these tests: its clock counts as synchronised.
         clock: {
             let clock = att_tokend::clock::ClockPolicy::new(config.daemon.trust_kernel_time_sync);
@@ -176,7 +176,7 @@ pub fn start_engine(config: &config::Config) -> Engine {
             clock
         },
     };
-    Engine::start(engine_config, settings)
+    Engine::start(prepared.engine, settings)
 }
 
 /// Serves the real interface on one end of a Unix socket pair; returns (server, client) connections.

@@ -1,0 +1,131 @@
+//! One preparation of a configuration, the same for the start, a reload and `att-tokend --check-config`: the
+//! secret files and the state key, each read once; users and groups resolved; the engine's view of the tokens;
+//! the advice to log; and the origin sessions are stored for. Everything here may block (files, NSS behind LDAP),
+//! so the daemon calls it on the blocking pool, never on its runtime thread.
+//!
+//! The HTTPS client ([`cloud`]) is set up apart: the start and `--check-config` need it, a reload keeps the
+//! running one (`[api]` changes take effect after a restart), and setting it up reads the system's CA roots.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use token_model::plan::Policy;
+
+use crate::config::{
+    self, ApiConfig, Config, RefreshConfig, ResolvedAccess, ResolvedPrincipals, TokenSecrets,
+    TokenSpec as ConfigTokenSpec,
+};
+use crate::dbus::access::Principals;
+use crate::engine::{Cloud, EngineConfig, TokenSource, TokenSpec, Unattended};
+use crate::seal::{KeySource, StateKey};
+use crate::state::Origin;
+
+/// A configuration prepared to run: what [`prepare`] read and derived from it.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The configuration itself.
+    pub config: Config,
+    /// Settings that work but should change ([`Config::advice`]), for the caller to log or print.
+    pub advice: Vec<String>,
+    /// What the engine is given: principals resolved to ids, secrets read from their files.
+    pub engine: EngineConfig,
+    /// The state key that seals session files, and where it came from; `None` when none is configured.
+    pub state_key: Option<(Arc<StateKey>, KeySource)>,
+    /// The cloud instance and client sessions are stored for (`[api] url` as requests are sent, `client_id`).
+    pub origin: Origin,
+}
+
+/// Prepares `config`: reads the state key and every secret file once (checking each is private and well formed),
+/// resolves admins and readers through NSS, and builds the engine's configuration from them. Credentials are
+/// looked up in `$CREDENTIALS_DIRECTORY`. Blocking: call it off the runtime thread.
+pub fn prepare(config: Config) -> anyhow::Result<Prepared> {
+    let secrets = config.read_secrets()?;
+    let access = config::resolve_principals(&config)?;
+    let engine = engine_config(&config, &access, secrets.tokens);
+    let origin = Origin::new(config.api.url(), config.api.client_id.clone());
+    let advice = config.advice();
+    Ok(Prepared { config, advice, engine, state_key: secrets.state_key, origin })
+}
+
+/// What `--check-config --skip-secrets` checks of a preparation: users and groups resolve; no secret file is read.
+pub fn check_without_secrets(config: &Config) -> anyhow::Result<()> {
+    config::resolve_principals(config)?;
+    Ok(())
+}
+
+/// The cloud client from `[api]`. It reads the system's CA roots: call it off the runtime thread.
+pub fn cloud(api: &ApiConfig) -> anyhow::Result<Cloud> {
+    let client =
+        login_flow::LoginClient::new(api.client().clone()).context("could not set up the HTTPS client for [api]")?;
+    Ok(Cloud::new(client))
+}
+
+/// The planner's policy from `[refresh]`.
+pub fn policy(refresh: &RefreshConfig) -> Policy {
+    Policy {
+        safety_margin: refresh.safety_margin,
+        backoff_initial: refresh.retry_initial,
+        backoff_max: refresh.retry_max,
+        refresh_token_lifetime: refresh.refresh_token_lifetime,
+        lapse_warnings: refresh.warn_before.clone(),
+        ..Policy::default()
+    }
+}
+
+fn principals(resolved: &ResolvedPrincipals) -> Principals {
+    Principals { users: resolved.uids.iter().copied().collect(), groups: resolved.gids.iter().copied().collect() }
+}
+
+/// The engine's view of the tokens: each with its resolved readers and the secrets read for it (`secrets` in the
+/// order of `config.tokens`).
+fn engine_config(config: &Config, access: &ResolvedAccess, secrets: Vec<TokenSecrets>) -> EngineConfig {
+    let tokens = config
+        .tokens
+        .iter()
+        .zip(secrets)
+        .map(|(token, secrets)| {
+            let readers = access.readers.get(&token.name).map(principals).unwrap_or_default();
+            let source = match (&token.spec, secrets) {
+                (ConfigTokenSpec::User(user), TokenSecrets::User { password, totp_seed }) => {
+                    TokenSource::User(match (&user.username, password) {
+                        (Some(username), Some(password)) => {
+                            Some(Unattended { username: username.clone(), password, totp_seed })
+                        }
+                        _ => None,
+                    })
+                }
+                (ConfigTokenSpec::Device { device_id, .. }, TokenSecrets::Static(token)) => {
+                    TokenSource::Device { device: device_id.clone(), token }
+                }
+                (ConfigTokenSpec::Ground { ground_id, devices, .. }, TokenSecrets::Static(token)) => {
+                    TokenSource::Ground { ground: ground_id.clone(), devices: devices.clone(), token }
+                }
+                (_, _) => unreachable!("Config::read_secrets reads each token's secrets after its kind"),
+            };
+            TokenSpec { name: token.name.clone(), readers, source, files: token.files.clone() }
+        })
+        .collect();
+    EngineConfig { admins: principals(&access.admins), tokens }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn origin_of(url: &str) -> Origin {
+        let config = config::parse(&format!("[api]\nurl = \"{url}\"\nclient_id = \"mobile\"\n"), Path::new("t.toml"))
+            .expect("a valid config");
+        prepare(config).expect("nothing to read").origin
+    }
+
+    #[test]
+    fn the_origin_is_the_url_as_requests_are_sent_so_spellings_of_one_instance_match() {
+        let plain = origin_of("https://api.allthingstalk.io");
+        assert_eq!(plain.api_url, "https://api.allthingstalk.io");
+        assert_eq!(plain.client_id.as_str(), "mobile");
+        assert_eq!(origin_of("https://API.AllThingsTalk.io:443/"), plain);
+        assert_ne!(origin_of("https://also.allthingstalk.io"), plain);
+    }
+}
