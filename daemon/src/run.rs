@@ -28,7 +28,7 @@ use crate::dbus::access::{Credentials, Principals};
 use crate::dbus::{BUS_NAME, Service};
 use crate::engine::{Cloud, Engine, EngineConfig, SessionSettings, StateStore, TokenSource, TokenSpec, Unattended};
 use crate::seal::{self, StateKey};
-use crate::{maintenance, secret_files, state};
+use crate::{maintenance, secret_files, state_dir, state_file};
 
 /// The planner's policy from `[refresh]`.
 pub fn policy(refresh: &RefreshConfig) -> Policy {
@@ -55,9 +55,9 @@ pub fn cloud(api: &config::ApiConfig) -> anyhow::Result<Cloud> {
 
 /// The cloud instance and client sessions are made with: `[api] url` exactly as requests are sent to it, and
 /// `[api] client_id`.
-pub fn origin(api: &config::ApiConfig) -> anyhow::Result<state::Origin> {
+pub fn origin(api: &config::ApiConfig) -> anyhow::Result<state_file::Origin> {
     let login = login_flow::ApiConfig::new(&api.url).context("[api] url in the config")?;
-    Ok(state::Origin::new(login.base_url().as_str(), api.client_id.clone()))
+    Ok(state_file::Origin::new(login.base_url().as_str(), api.client_id.clone()))
 }
 
 /// Where the state key came from, for the start message and `--rekey`.
@@ -122,7 +122,7 @@ pub fn rekey(
         Some(file) => Some(Arc::new(StateKey::read(file, true).context("--old-key-file")?)),
         None => state_key(&config.daemon).map_err(anyhow::Error::msg)?.map(|(key, _)| key),
     };
-    let dir = state::StateDir::open(&config.daemon.state_dir)?;
+    let dir = state_dir::StateDir::open(&config.daemon.state_dir)?;
     let report = dir.rekey(old.as_deref(), &new)?;
     let summary = format!(
         "{}: {} session files sealed again with the new key {}, {} clear ones sealed, {} already sealed with it",
@@ -371,7 +371,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::warn!("{advice}");
     }
     // First the lock: nothing below may read a session or reach the cloud while another daemon owns the state.
-    let dir = state::StateDir::open(&config.daemon.state_dir)?;
+    let dir = state_dir::StateDir::open(&config.daemon.state_dir)?;
     let key = state_key(&config.daemon).map_err(anyhow::Error::msg)?;
     match &key {
         Some((key, source)) => {
@@ -393,6 +393,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         clock: clock.clone(),
     };
     let engine = Engine::start(engine_config, settings);
+    // Saved sessions are read on the blocking pool; they are taken up before anything is served.
+    engine.restored().await;
     // Token files follow the engine's events from here on, off the serving path.
     crate::token_files::spawn(engine.clone(), dir);
 
@@ -618,7 +620,7 @@ mod tests {
 
     use super::*;
 
-    fn origin_of(url: &str) -> state::Origin {
+    fn origin_of(url: &str) -> state_file::Origin {
         let config = config::parse(&format!("[api]\nurl = \"{url}\"\nclient_id = \"mobile\"\n"), Path::new("t.toml"))
             .expect("a valid config");
         origin(&config.api).expect("a valid url")

@@ -133,6 +133,7 @@ impl Harness {
         let config = config::load(&path).expect("the test config is valid");
         config.check_files().expect("the test secret files are valid");
         let engine = start_engine(&config);
+        engine.restored().await;
         let (server, client) = step("serving the interface on a socket pair", pair(&engine, credentials)).await;
         Harness { dir, config, engine, server, client }
     }
@@ -163,7 +164,7 @@ impl Harness {
 pub fn start_engine(config: &config::Config) -> Engine {
     let engine_config = run::engine_config(config).expect("the engine config");
     let cloud = run::cloud(&config.api).expect("a cloud client");
-    let dir = att_tokend::state::StateDir::open(&config.daemon.state_dir).expect("the state directory");
+    let dir = att_tokend::state_dir::StateDir::open(&config.daemon.state_dir).expect("the state directory");
     let store = Arc::new(StateStore::new(dir, run::origin(&config.api).expect("the [api] origin")));
     let settings = SessionSettings {
         cloud: Some(cloud),
