@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use att_tokend::seal::StateKey;
-use att_tokend::state::{FORMAT_VERSION, SessionRecord, StateDir};
+use att_tokend::state_dir::StateDir;
+use att_tokend::state_file::{Origin, SessionRecord};
 use token_model::ids::{ClientId, TokenName};
-use token_model::plan::{PersistedSession, Rotation};
+use token_model::plan::{self, Grant, Policy, RefreshTokenChange};
 use token_model::secret::{AccessToken, RefreshToken};
-use token_model::time::WallTime;
+use token_model::time::{ClockPair, MonoTime, WallTime};
 
 /// Saves of each kind made (and thrown away) before measuring.
 const WARMUP: usize = 10;
@@ -57,32 +58,20 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A session as after a login: a JWT-sized access token and a refresh token.
+/// A session as after a login: a JWT-sized access token that lives an hour, a refresh token, and the planner's
+/// facts as it hands them out for saving.
 fn record() -> SessionRecord {
-    let at = |secs| Some(WallTime::from_unix_seconds(secs));
-    SessionRecord {
-        version: FORMAT_VERSION,
-        name: TokenName::new("main").expect("a valid name"),
-        username: "bench@example.com".into(),
-        client_id: ClientId::default(),
-        api_url: Some("https://api.allthingstalk.io".into()),
-        refresh_token: RefreshToken::new("r".repeat(64)),
-        access_token: AccessToken::new(format!("eyJ{}", "a".repeat(900))),
-        session: PersistedSession {
-            known_good: at(1_700_000_000),
-            access_obtained: at(1_700_000_000),
-            access_expires: at(1_700_003_599),
-            refresh_expires: at(1_705_184_000),
-            refresh_expires_server: None,
-            rotation: Rotation::Unknown,
-            refresh_rejected: false,
-            relogin_rejected: false,
-            lapse_warned_secs: None,
-            clock_offset: None,
-            retry_not_before: None,
-        },
-        refresh_sent_at: None,
-    }
+    let pair = ClockPair::new(MonoTime::ORIGIN, WallTime::from_unix_seconds(1_700_000_000));
+    let grant = Grant::new(pair, Duration::from_secs(3600), RefreshTokenChange::Rotated);
+    let session = plan::Session::logged_in(&grant, &Policy::default(), false, 0.5).to_persisted(pair);
+    SessionRecord::new(
+        TokenName::new("main").expect("a valid name"),
+        &Origin::new("https://api.allthingstalk.io", ClientId::default()),
+        "bench@example.com".into(),
+        RefreshToken::new("r".repeat(64)),
+        AccessToken::new(format!("eyJ{}", "a".repeat(900))),
+        session,
+    )
 }
 
 /// p50 and p99 in microseconds.

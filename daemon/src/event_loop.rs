@@ -32,7 +32,7 @@ use crate::config::{self, Bus, Config};
 use crate::dbus::access::Credentials;
 use crate::engine::{Cloud, Engine, Event, SessionSettings, StateStore};
 use crate::prepare::{self, Prepared};
-use crate::{maintenance, memory, state, token_files};
+use crate::{maintenance, memory, state_dir, token_files};
 
 /// What the daemon says at start when no state key is configured.
 pub const UNSEALED_WARNING: &str = "no state key is configured, so user sessions are stored unsealed: the refresh \
@@ -74,7 +74,7 @@ impl Daemon {
         }
         // Then the lock: nothing below may read a session or reach the cloud while another daemon owns the state.
         let state_dir = config.daemon.state_dir.clone();
-        let dir = blocking(move || Ok(state::StateDir::open(&state_dir)?)).await?;
+        let dir = blocking(move || Ok(state_dir::StateDir::open(&state_dir)?)).await?;
         match &state_key {
             Some((key, source)) => {
                 tracing::info!(key = %key.id(), "user sessions are sealed with the state key from {source}")
@@ -93,6 +93,8 @@ impl Daemon {
             clock: clock.clone(),
         };
         let engine = Engine::start(engine_config, settings);
+        // Saved sessions are read on the blocking pool; they are taken up before anything is served.
+        engine.restored().await;
         // Token files follow the engine's events from here on, off the serving path.
         token_files::spawn(engine.clone(), dir);
 

@@ -18,7 +18,7 @@ use crate::config::{
 use crate::dbus::access::Principals;
 use crate::engine::{Cloud, EngineConfig, TokenSource, TokenSpec, Unattended};
 use crate::seal::{KeySource, StateKey};
-use crate::state::Origin;
+use crate::state_file::Origin;
 
 /// A configuration prepared to run: what [`prepare`] read and derived from it.
 #[derive(Debug)]

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 
 use crate::config::Config;
 use crate::seal::{self, StateKey};
-use crate::state;
+use crate::state_dir;
 
 /// Seals every session file in `[daemon] state_dir` again under the key in `new_key_file`. The files' current key
 /// is `old_key_file`, else the configured one ([`seal::state_key`]); clear files are sealed too. It takes the state
@@ -22,7 +22,7 @@ pub fn rekey(config: &Config, new_key_file: &Path, old_key_file: Option<&Path>) 
             seal::state_key(config.daemon.state_key_file.as_deref()).map_err(anyhow::Error::msg)?.map(|(key, _)| key)
         }
     };
-    let dir = state::StateDir::open(&config.daemon.state_dir)?;
+    let dir = state_dir::StateDir::open(&config.daemon.state_dir)?;
     let report = dir.rekey(old.as_deref(), &new)?;
     let summary = format!(
         "{}: {} session files sealed again with the new key {}, {} clear ones sealed, {} already sealed with it",

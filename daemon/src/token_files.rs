@@ -3,7 +3,7 @@
 //! - A file holds exactly the token, with no trailing newline, while the token is served (`valid`, `refreshing`,
 //!   `retrying`), and is removed (not emptied) when it stops being served (`needs-login`, `expired`, `revoked`, or
 //!   a user token whose serving window ended), so that no program keeps using a dead token.
-//! - Every write goes through the one durable path, [`state::write_durably`]: a temp file beside it, created
+//! - Every write goes through the one durable path, [`durable::write_durably`]: a temp file beside it, created
 //!   `O_EXCL|O_NOFOLLOW` with mode 0600, its access ACL set on the open temp file before any byte is written, fsync,
 //!   rename (a reader sees the old token or the new one, never a mix), fsync of the directory.
 //! - Who may read: the daemon's user owns the file (mode 0600) and, since it has no capability to chown, grants the
@@ -29,8 +29,9 @@ use token_model::secret::ExposeSecret;
 use tokio::sync::broadcast;
 
 use crate::dbus::access::Principals;
+use crate::durable::{self, FileId};
 use crate::engine::{Engine, Event, TokenValue};
-use crate::state::{self, FileId, StateDir};
+use crate::state_dir::StateDir;
 
 /// The manifest of written token files, in the state directory.
 pub const MANIFEST: &str = "token-files.manifest";
@@ -234,7 +235,7 @@ impl Files {
             .map(|(path, token, ids)| (path, Written { token, value: None, readers: Principals::default(), ids }))
             .collect();
         for path in written.keys().chain(configured) {
-            let removed = state::remove_leftover_temps_of(path);
+            let removed = durable::remove_leftover_temps_of(path);
             if removed > 0 {
                 tracing::warn!(file = %path.display(), removed, "removed temp files left by an interrupted write");
             }
@@ -359,7 +360,7 @@ impl Files {
             Ok(())
         };
         // The token is written straight from the shared value: no copy of it is made here.
-        let result = state::write_durably(path, value.expose_secret().as_bytes(), set_acl, before_rename);
+        let result = durable::write_durably(path, value.expose_secret().as_bytes(), set_acl, before_rename);
         match result {
             Ok(id) => {
                 // A refused ACL is tried again when the token (or its readers) next change.
@@ -482,7 +483,7 @@ fn hint(path: &Path, error: &io::Error, what: &str) -> String {
     }
 }
 
-fn write_problem(token: &TokenName, path: &Path, error: &state::WriteError) -> Problem {
+fn write_problem(token: &TokenName, path: &Path, error: &durable::WriteError) -> Problem {
     let message = format!(
         "cannot write the token file {}: cannot {} {}: {}; {}; the daemon tries again at the token's next change",
         path.display(),

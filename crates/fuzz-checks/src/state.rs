@@ -1,6 +1,6 @@
-//! Session files: `att_tokend::state::parse` and `encode`.
+//! Session files: `att_tokend::state_file::parse` and `encode`.
 
-use att_tokend::state::{FORMAT_VERSION, Parsed, REASON_MAX_CHARS, encode, parse};
+use att_tokend::state_file::{FORMAT_VERSION, Parsed, REASON_MAX_CHARS, encode, parse};
 use serde_json::Value;
 use token_model::ids::TokenName;
 

@@ -29,7 +29,7 @@ use token_model::time::MonoTime;
 use tokio::sync::broadcast;
 
 pub use self::error::EngineError;
-pub use self::session::{SavedSession, SessionHandle, SessionSettings, SessionStore, Unattended};
+pub use self::session::{SessionHandle, SessionSettings, Unattended};
 pub use self::store::StateStore;
 use crate::dbus::access::{self, Caller, Principals};
 
@@ -318,7 +318,8 @@ pub const MAX_WAITING_CALLS: usize = 128;
 pub const MAX_VALID_FOR: u32 = 24 * 3600;
 
 impl Engine {
-    /// Builds the engine and starts a session task for each user token, restoring saved sessions.
+    /// Builds the engine and starts a session task for each user token, restoring saved sessions (on the blocking
+    /// pool: [`Engine::restored`] says when they are taken up).
     /// Must be called within a Tokio runtime.
     pub fn start(config: EngineConfig, sessions: SessionSettings) -> Self {
         let (events, _) = broadcast::channel(1024);
@@ -740,6 +741,15 @@ impl Engine {
         // links no merge sort for this element type (about 7 KiB of the stripped daemon).
         list.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         list
+    }
+
+    /// Returns once every session that [`Engine::start`] or [`Engine::apply`] started has taken up its saved session
+    /// (read on the blocking pool, off the runtime thread), so that what is served and shown from then on includes
+    /// the restored sessions.
+    pub async fn restored(&self) {
+        for (_, session) in self.user_sessions() {
+            session.restored().await;
+        }
     }
 
     /// Persists every session and stops the session tasks (on shutdown).

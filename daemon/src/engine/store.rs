@@ -1,13 +1,16 @@
-//! User sessions kept in the state directory ([`crate::state`]), as the engine's [`SessionStore`].
+//! User sessions kept in the state directory ([`crate::state_dir`]) for one cloud instance and client: the engine's
+//! one store, with the words a person reads when a saved session cannot be used.
+//!
+//! Every method blocks on the file system; the session tasks call them on the blocking pool.
 
 use std::time::SystemTime;
 
 use token_model::ids::TokenName;
 
-use super::session::{SavedSession, SessionStore};
-use crate::state::{FORMAT_VERSION, HoldRecord, LoadOutcome, Origin, SessionRecord, StateDir};
+use crate::state_dir::{LoadOutcome, StateDir};
+use crate::state_file::{HoldRecord, Origin, SessionRecord};
 
-/// The state directory as a session store, for one cloud instance and client.
+/// The state directory as the engine's session store, for one cloud instance and client.
 #[derive(Debug)]
 pub struct StateStore {
     dir: StateDir,
@@ -20,27 +23,23 @@ impl StateStore {
     pub fn new(dir: StateDir, origin: Origin) -> Self {
         Self { dir, origin }
     }
-}
 
-/// `"client_id \"web\" at https://api.allthingstalk.io"`, or without the instance when it is not recorded.
-fn describe_origin(url: Option<&str>, client_id: &str) -> String {
-    match url {
-        Some(url) => format!("client_id {client_id:?} at {url}"),
-        None => format!("client_id {client_id:?}"),
+    /// The cloud instance and client every session of this store is made with.
+    pub fn origin(&self) -> &Origin {
+        &self.origin
     }
-}
 
-impl SessionStore for StateStore {
-    fn load(&self, name: &TokenName) -> Result<Option<SavedSession>, String> {
+    /// How sessions are kept at rest, as the `SessionStorage` property shows it: `sealed` (encrypted with the
+    /// state key) or `unsealed` (in clear).
+    pub fn storage(&self) -> &'static str {
+        if self.dir.key().is_some() { "sealed" } else { "unsealed" }
+    }
+
+    /// The saved session of `name`, if any; a file that cannot be used says why and what to do.
+    pub fn load(&self, name: &TokenName) -> Result<Option<Box<SessionRecord>>, String> {
         match self.dir.load(name, &self.origin, super::unix_seconds(SystemTime::now())) {
             LoadOutcome::Missing => Ok(None),
-            LoadOutcome::Loaded(record) => Ok(Some(SavedSession {
-                username: record.username.clone(),
-                refresh_token: record.refresh_token.clone(),
-                access_token: record.access_token.clone(),
-                session: record.session.clone(),
-                refresh_sent_at: record.refresh_sent_at,
-            })),
+            LoadOutcome::Loaded(record) => Ok(Some(record)),
             LoadOutcome::SetAside { reason, moved_to } => Err(format!(
                 "the saved session was unreadable ({reason}) and was moved to {}; log in again",
                 moved_to.display()
@@ -96,38 +95,36 @@ impl SessionStore for StateStore {
         }
     }
 
-    fn save(&self, name: &TokenName, saved: &SavedSession) -> Result<(), String> {
-        let record = SessionRecord {
-            version: FORMAT_VERSION,
-            name: name.clone(),
-            username: saved.username.clone(),
-            client_id: self.origin.client_id.clone(),
-            api_url: Some(self.origin.api_url.clone()),
-            refresh_token: saved.refresh_token.clone(),
-            access_token: saved.access_token.clone(),
-            session: saved.session.clone(),
-            refresh_sent_at: saved.refresh_sent_at,
-        };
-        self.dir.save(&record).map_err(|e| e.to_string())
+    /// Saves (atomically replaces) the session of `record.name`.
+    pub fn save(&self, record: &SessionRecord) -> Result<(), String> {
+        self.dir.save(record).map_err(|e| e.to_string())
     }
 
-    fn storage(&self) -> &'static str {
-        if self.dir.key().is_some() { "sealed" } else { "unsealed" }
-    }
-
-    fn remove(&self, name: &TokenName) -> Result<(), String> {
+    /// Forgets the session of `name`.
+    pub fn remove(&self, name: &TokenName) -> Result<(), String> {
         self.dir.remove(name).map(|_| ()).map_err(|e| e.to_string())
     }
 
-    fn load_hold(&self, name: &TokenName) -> Result<Option<HoldRecord>, String> {
+    /// The unattended-login hold of `name`, if one was saved (see [`HoldRecord`]).
+    pub fn load_hold(&self, name: &TokenName) -> Result<Option<HoldRecord>, String> {
         self.dir.load_hold(name, super::unix_seconds(SystemTime::now()))
     }
 
-    fn save_hold(&self, hold: &HoldRecord) -> Result<(), String> {
+    /// Saves an unattended-login hold.
+    pub fn save_hold(&self, hold: &HoldRecord) -> Result<(), String> {
         self.dir.save_hold(hold).map_err(|e| e.to_string())
     }
 
-    fn remove_hold(&self, name: &TokenName) -> Result<(), String> {
+    /// Forgets the unattended-login hold of `name`.
+    pub fn remove_hold(&self, name: &TokenName) -> Result<(), String> {
         self.dir.remove_hold(name).map(|_| ()).map_err(|e| e.to_string())
+    }
+}
+
+/// `"client_id \"web\" at https://api.allthingstalk.io"`, or without the instance when it is not recorded.
+fn describe_origin(url: Option<&str>, client_id: &str) -> String {
+    match url {
+        Some(url) => format!("client_id {client_id:?} at {url}"),
+        None => format!("client_id {client_id:?}"),
     }
 }

@@ -133,6 +133,7 @@ impl Harness {
         let config = config::load(&path).expect("the test config is valid");
         config.check_files().expect("the test secret files are valid");
         let engine = start_engine(&config);
+        engine.restored().await;
         let (server, client) = step("serving the interface on a socket pair", pair(&engine, credentials)).await;
         Harness { dir, config, engine, server, client }
     }
@@ -163,7 +164,7 @@ impl Harness {
 pub fn start_engine(config: &config::Config) -> Engine {
     let prepared = prepare::prepare(config.clone()).expect("the config prepared");
     let cloud = prepare::cloud(&config.api).expect("a cloud client");
-    let dir = att_tokend::state::StateDir::open(&config.daemon.state_dir).expect("the state directory");
+    let dir = att_tokend::state_dir::StateDir::open(&config.daemon.state_dir).expect("the state directory");
     let store = Arc::new(StateStore::new(dir, prepared.origin));
     let settings = SessionSettings {
         cloud: Some(cloud),
