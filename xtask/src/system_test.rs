@@ -441,9 +441,13 @@ impl Guest {
 
     /// `args` run inside as `user`, with that user's groups.
     fn as_user(&self, user: &str, args: &[&str]) -> Command {
-        let reuid = format!("--reuid={user}");
-        let regid = format!("--regid={user}");
-        let mut all = vec!["setpriv", reuid.as_str(), regid.as_str(), "--init-groups", "--"];
+        self.as_account(user, user, testbed::Groups::Theirs, args)
+    }
+
+    /// `args` run inside as `user` with primary group `group` and `groups` ([`testbed::setpriv_args`]).
+    fn as_account(&self, user: &str, group: &str, groups: testbed::Groups, args: &[&str]) -> Command {
+        let prefix = testbed::setpriv_args(user, group, groups);
+        let mut all: Vec<&str> = prefix.iter().map(String::as_str).collect();
         all.extend_from_slice(args);
         self.command(&all)
     }
@@ -900,10 +904,7 @@ impl Test<'_> {
             "{READER} could not read {TOKEN_FILE} or it does not hold exactly sensor-7's token: {}",
             text(&file.stderr)
         );
-        let stranger = self
-            .c
-            .command(&["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--", "cat", TOKEN_FILE])
-            .output()?;
+        let stranger = self.c.as_account("nobody", "nogroup", testbed::Groups::None, &["cat", TOKEN_FILE]).output()?;
         ensure!(
             !stranger.status.success() && text(&stranger.stderr).contains("Permission denied"),
             "{STRANGER} (no reader of sensor-7) could read {TOKEN_FILE}, or failed for another reason: {}",
@@ -1019,18 +1020,12 @@ impl Test<'_> {
         ensure!(text(&page.stdout) == "403", "a request with Origin through {SOCKET} answered {}", text(&page.stdout));
         let stranger = self
             .c
-            .command(&[
-                "setpriv",
-                "--reuid=nobody",
-                "--regid=nogroup",
-                "--clear-groups",
-                "--",
-                "curl",
-                "-sS",
-                "--unix-socket",
-                SOCKET,
-                "http://localhost/me/grounds",
-            ])
+            .as_account(
+                "nobody",
+                "nogroup",
+                testbed::Groups::None,
+                &["curl", "-sS", "--unix-socket", SOCKET, "http://localhost/me/grounds"],
+            )
             .output()?;
         ensure!(
             stranger.status.code() == Some(7),

@@ -734,9 +734,8 @@ impl Vm {
 
     /// `args` run in the guest as `user`, with that user's groups.
     pub(crate) fn as_user(&self, user: &str, args: &[&str]) -> Command {
-        let reuid = format!("--reuid={user}");
-        let regid = format!("--regid={user}");
-        let mut all = vec!["setpriv", reuid.as_str(), regid.as_str(), "--init-groups", "--"];
+        let prefix = testbed::setpriv_args(user, user, testbed::Groups::Theirs);
+        let mut all: Vec<&str> = prefix.iter().map(String::as_str).collect();
         all.extend_from_slice(args);
         self.command(&all)
     }

@@ -240,12 +240,11 @@ pub async fn step<T>(what: &str, future: impl std::future::Future<Output = T>) -
 }
 
 /// Declares the test `$name`, which runs the async fn `$body` with [`in_own_process`].
-#[macro_export]
 macro_rules! core_test {
     ($name:ident, $body:ident) => {
         #[test]
         fn $name() {
-            $crate::core_support::in_own_process(stringify!($name), $body);
+            $crate::core_support::in_own_process(concat!(module_path!(), "::", stringify!($name)), $body);
         }
     };
 }
@@ -254,11 +253,15 @@ macro_rules! core_test {
 /// and fails it if it fails or runs past [`LIMIT`]. Each test drives a daemon with second-scale deadlines
 /// on its own runtime; a process each keeps them from sharing anything, and one at a time keeps their timing
 /// meaningful on a loaded two-core machine.
-pub fn in_own_process<F, Fut>(name: &str, body: F)
+///
+/// `path` is the test's module path with its name (`it::core_service::NAME`); the crate's name is left out, as
+/// the test binary names its tests.
+pub fn in_own_process<F, Fut>(path: &str, body: F)
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
+    let name = path.split_once("::").map_or(path, |(_crate, name)| name);
     const CHILD: &str = "ATT_TOKEND_CORE_TEST";
     if std::env::var(CHILD).is_ok_and(|v| v == name) {
         let runtime = tokio::runtime::Builder::new_multi_thread()

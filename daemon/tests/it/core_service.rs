@@ -1,14 +1,12 @@
 //! The daemon core over a peer-to-peer D-Bus pair, against the fake cloud on loopback: login with MFA,
 //! refresh cycles, shared refreshes, outages, verdicts, revoked tokens, access control and restarts.
 
-mod core_support;
-
 use std::time::Duration;
 
+use crate::core_support::*;
 use att_tokend::dbus::access::{Caller, Credentials};
 use att_tokend::maintenance;
 use att_tokend::run;
-use core_support::*;
 use fake_cloud::{Fault, FaultKind};
 use futures_util::StreamExt;
 
@@ -72,7 +70,7 @@ async fn static_tokens_are_served_to_readers_and_denied_to_others_body() {
 }
 
 async fn agent_on(client: &zbus::Connection) -> att_tokend::client::TokenAgentProxy<'static> {
-    core_support::agent(client).await
+    crate::core_support::agent(client).await
 }
 
 core_test!(login_with_mfa_then_tokens_survive_refresh_cycles, login_with_mfa_then_tokens_survive_refresh_cycles_body);
