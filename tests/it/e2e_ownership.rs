@@ -24,6 +24,17 @@ fn write_config(world: &mut World, file: &str, url: &str, client_id: &str, bus: 
     world.scratch.write(file, &text, 0o600).unwrap()
 }
 
+/// Runs the daemon on `world`'s own cloud with `client_id`, logs `main` in and stops the daemon; the saved
+/// session file's bytes.
+fn saved_session(world: &mut World, client_id: &str) -> Vec<u8> {
+    let (url, bus) = (world.fake.url.clone(), world.bus.address.clone());
+    world.config = Some(write_config(world, "config.toml", &url, client_id, &bus, ""));
+    world.restart_daemon();
+    world.login_ok("main");
+    assert!(world.stop_daemon().success(), "the daemon stops cleanly");
+    std::fs::read(world.state_dir().join("main.json")).expect("the session is saved")
+}
+
 /// The saved session's refresh token, read from the file's JSON.
 fn refresh_token_in(bytes: &[u8]) -> String {
     let json: serde_json::Value = serde_json::from_slice(bytes).expect("the session file is JSON");
@@ -144,11 +155,7 @@ fn assert_set_aside_and_unsent(world: &World, clouds: &[&Fake], session_before: 
 fn a_session_made_with_another_client_id_is_set_aside_not_sent() {
     let mut world = World::new("other-client", &["--client-id", "web", "--client-id", "mobile"]);
     let (url, bus) = (world.fake.url.clone(), world.bus.address.clone());
-    world.config = Some(write_config(&mut world, "config.toml", &url, "web", &bus, ""));
-    world.restart_daemon();
-    world.login_ok("main");
-    assert!(world.stop_daemon().success(), "the daemon stops cleanly");
-    let session_before = std::fs::read(world.state_dir().join("main.json")).expect("the session is saved");
+    let session_before = saved_session(&mut world, "web");
 
     world.config = Some(write_config(&mut world, "config.toml", &url, "mobile", &bus, ""));
     world.restart_daemon();
@@ -166,11 +173,7 @@ fn a_session_made_with_another_instance_is_set_aside_not_sent() {
         Fake::start(&bins().fake, &world.scratch, &["--user".to_owned(), format!("{USERNAME}:{PASSWORD}:{TOTP_SEED}")])
             .unwrap();
     let (url, bus) = (world.fake.url.clone(), world.bus.address.clone());
-    world.config = Some(write_config(&mut world, "config.toml", &url, "web", &bus, ""));
-    world.restart_daemon();
-    world.login_ok("main");
-    assert!(world.stop_daemon().success(), "the daemon stops cleanly");
-    let session_before = std::fs::read(world.state_dir().join("main.json")).expect("the session is saved");
+    let session_before = saved_session(&mut world, "web");
 
     world.config = Some(write_config(&mut world, "config.toml", &other.url, "web", &bus, ""));
     world.restart_daemon();

@@ -178,11 +178,7 @@ async fn outage_serves_last_good_token_then_unavailable_then_recovers_body() {
     let agent = harness.agent().await;
     let main = harness.token("main").await;
     // Every State the object announces, in order (PropertiesChanged, so no state is missed by polling).
-    let cached = att_tokend::client::TokenProxy::builder(&harness.client)
-        .path(att_tokend::client::token_object_path("main"))
-        .build()
-        .await
-        .unwrap();
+    let cached = harness.cached_token("main").await;
     let mut state_changes = cached.receive_state_changed().await;
     let states = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let recorder = states.clone();
@@ -271,11 +267,7 @@ async fn rejected_refresh_token_needs_login_and_raises_attention_body() {
     let agent = harness.agent().await;
     let main = harness.token("main").await;
     let mut attention = agent.receive_attention_needed().await.unwrap();
-    let cached = att_tokend::client::TokenProxy::builder(&harness.client)
-        .path(att_tokend::client::token_object_path("main"))
-        .build()
-        .await
-        .unwrap();
+    let cached = harness.cached_token("main").await;
     let mut state_changes = cached.receive_state_changed().await;
     login(&harness, &cloud).await;
     assert!(cloud.control().revoke_user_sessions(USER) > 0);

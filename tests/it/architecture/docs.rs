@@ -94,7 +94,8 @@ fn resolve<'a>(named: &Named, existing: &'a BTreeSet<String>) -> Vec<&'a str> {
         .iter()
         .filter(|path| {
             *path == &named.path
-                || (named.base.is_empty() || path.starts_with(&format!("{}/", named.base))) && ends_with(path, &named.path)
+                || (named.base.is_empty() || path.starts_with(&format!("{}/", named.base)))
+                    && ends_with(path, &named.path)
         })
         .map(String::as_str)
         .collect()

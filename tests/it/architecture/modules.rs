@@ -12,7 +12,11 @@ use super::{rust_files, strip_comments, workspace_root};
 
 /// Arrows that must never exist, whatever else the graph holds: (from, to, why).
 const FORBIDDEN_MODULE_EDGES: &[(&str, &str, &str)] = &[
-    ("engine", "dbus", "the engine decides and the D-Bus side serves it: rules both need live in a module of their own"),
+    (
+        "engine",
+        "dbus",
+        "the engine decides and the D-Bus side serves it: rules both need live in a module of their own",
+    ),
     ("engine", "client", "the engine never knows the client side of the D-Bus contract"),
 ];
 
@@ -188,9 +192,8 @@ fn check_modules(graph: &ModuleGraph, rules: &ModuleRules<'_>) -> Vec<String> {
     }
     for (from, to, _) in rules.ignored {
         if !graph.contains_key(&((*from).to_owned(), (*to).to_owned())) {
-            problems.push(format!(
-                "`{from}` no longer imports `{to}`: delete that arrow from KNOWN_EDGES_BEING_REMOVED"
-            ));
+            problems
+                .push(format!("`{from}` no longer imports `{to}`: delete that arrow from KNOWN_EDGES_BEING_REMOVED"));
         }
     }
     let edges: BTreeSet<(String, String)> = graph.keys().filter(|(f, t)| !ignored(f, t)).cloned().collect();

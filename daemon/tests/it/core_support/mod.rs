@@ -64,6 +64,16 @@ pub fn secret_file(dir: &Path, name: &str, content: &str) -> PathBuf {
     path
 }
 
+/// A `[[token]]` table of a static token: `kind` (`device` or `ground`) with the id `id`, its value in `file`,
+/// read by `uid`.
+fn static_token(name: &str, kind: &str, id: &str, file: &Path, uid: u32) -> String {
+    format!(
+        "[[token]]\nname = \"{name}\"\nkind = \"{kind}\"\n{kind}_id = \"{id}\"\ntoken_file = \"{}\"\n\
+         readers = {{ users = [{uid}] }}\n",
+        file.display()
+    )
+}
+
 /// A test configuration: `main` (user), `sensor-7` (device), `site-a` (ground, devices learned), with the
 /// refresh timings scaled to short access lifetimes. `extra_user` is appended to the `main` token table.
 pub fn config_text(dir: &Path, cloud_url: &str, extra_user: &str) -> String {
@@ -96,23 +106,11 @@ kind = "user"
 readers = {{ users = [{uid}] }}
 {extra_user}
 
-[[token]]
-name = "sensor-7"
-kind = "device"
-device_id = "{DEVICE}"
-token_file = "{device}"
-readers = {{ users = [{uid}] }}
-
-[[token]]
-name = "site-a"
-kind = "ground"
-ground_id = "{GROUND}"
-token_file = "{ground}"
-readers = {{ users = [{uid}] }}
-"#,
+{device}
+{ground}"#,
         state = dir.join("state").display(),
-        device = device.display(),
-        ground = ground.display(),
+        device = static_token("sensor-7", "device", DEVICE, &device, uid),
+        ground = static_token("site-a", "ground", GROUND, &ground, uid),
     )
 }
 
@@ -148,6 +146,12 @@ impl Harness {
             .build()
             .await
             .expect("a token proxy")
+    }
+
+    /// A proxy for token `name` that caches its properties, so that its change stream sees every state the
+    /// object announces.
+    pub async fn cached_token(&self, name: &str) -> TokenProxy<'static> {
+        TokenProxy::builder(&self.client).path(token_object_path(name)).build().await.expect("a token proxy")
     }
 
     /// Stops the engine (as on SIGTERM) and closes both connections.
