@@ -184,10 +184,10 @@ fn check_modules(graph: &ModuleGraph, rules: &ModuleRules<'_>) -> Vec<String> {
     let mut problems = Vec::new();
     let ignored = |from: &str, to: &str| rules.ignored.iter().any(|(f, t, _)| *f == from && *t == to);
     for (from, to, why) in rules.forbidden {
-        if let Some(at) = graph.get(&((*from).to_owned(), (*to).to_owned())) {
-            if !ignored(from, to) {
-                problems.push(format!("`{from}` imports `{to}` ({at}), which is forbidden: {why}"));
-            }
+        if let Some(at) = graph.get(&((*from).to_owned(), (*to).to_owned()))
+            && !ignored(from, to)
+        {
+            problems.push(format!("`{from}` imports `{to}` ({at}), which is forbidden: {why}"));
         }
     }
     for (from, to, _) in rules.ignored {
