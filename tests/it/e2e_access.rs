@@ -3,7 +3,7 @@
 
 use std::process::{Command, Output, Stdio};
 
-use crate::support::{World, bins, cli_with_stdin, describe, exit};
+use crate::support::{World, bins, describe, exit};
 
 /// The reader and the stranger are real accounts: the bus refuses a uid the user database does not know.
 const READER: &str = "nobody";
@@ -13,23 +13,13 @@ const TOKEN: &str = "maker:4SensorSevenDeviceToken";
 
 /// `att-token --bus <address> <args>` run as `user` (its uid and primary gid, no supplementary groups).
 fn att_token_as(world: &World, user: &str, args: &[&str]) -> Output {
-    setpriv(world, user, args).stdin(Stdio::null()).output().expect("run setpriv (util-linux)")
+    att_token_command_as(world, user, args).stdin(Stdio::null()).output().expect("run setpriv (util-linux)")
 }
 
-fn setpriv(world: &World, user: &str, args: &[&str]) -> Command {
-    let account = nix::unistd::User::from_name(user)
-        .expect("read the user database")
-        .unwrap_or_else(|| panic!("this test needs the standard account {user:?}"));
-    let mut command = Command::new("setpriv");
-    command
-        .arg(format!("--reuid={}", account.uid))
-        .arg(format!("--regid={}", account.gid))
-        .arg("--clear-groups")
-        .arg(&bins().token)
-        .arg("--bus")
-        .arg(&world.bus.address)
-        .args(args)
-        .env("HOME", "/");
+/// The command of [`att_token_as`], not yet run.
+fn att_token_command_as(world: &World, user: &str, args: &[&str]) -> Command {
+    let mut command = testbed::as_user(user, &bins().token).unwrap();
+    command.arg("--bus").arg(&world.bus.address).args(args);
     command
 }
 
@@ -76,14 +66,15 @@ fn readers_get_the_token_and_everyone_else_is_denied() {
     assert!(!String::from_utf8_lossy(&listed.stdout).contains("sensor-7"), "a stranger lists nothing of sensor-7");
 
     // Only admins may log in (root is one); a reader is not.
-    let login = cli_with_stdin(
-        setpriv(
+    let login = testbed::output_with_stdin(
+        att_token_command_as(
             &world,
             READER,
             &["login", "main", "--username", "x@example.com", "--password-stdin", "--code", "123456"],
         ),
         "password\n",
-    );
+    )
+    .unwrap();
     assert_eq!(login.status.code(), Some(exit::ACCESS_DENIED), "a non-admin may not log in: {}", describe(&login));
     // Root reads everything.
     assert_eq!(world.get("sensor-7").expect("root reads every token"), TOKEN);

@@ -4,7 +4,9 @@
 
 use serde_json::json;
 
-use crate::support::{PATIENCE, World, cli, describe, wait_until};
+use testbed::PATIENCE;
+
+use crate::support::{World, bins, describe, wait_until};
 
 const USER_TOKEN: &str = "[[token]]\nname = \"main\"\nkind = \"user\"\n";
 
@@ -14,13 +16,14 @@ fn the_bus_restarts_during_a_refresh_and_the_daemon_serves_the_refreshed_session
     world.start_daemon(USER_TOKEN, "debug");
     world.login_ok("main");
     let before = world.get("main").expect("a token after the login");
-    let logins = world.fake.counter("password_grants_ok");
+    let logins = world.fake.api().counter("password_grants_ok").unwrap();
 
     // The next refresh takes 6 s at the cloud; the bus goes away while it is on its way.
-    world.fake.inject_fault(json!({ "kind": "slow", "delay_ms": 6000, "times": 1, "path": "/login" }));
-    let mut refresh = cli(&world.bus.address).args(["refresh", "main"]).spawn().expect("start att-token refresh");
+    world.fake.api().inject_fault(json!({ "kind": "slow", "delay_ms": 6000, "times": 1, "path": "/login" })).unwrap();
+    let mut refresh =
+        bins().att_token(&world.bus.address).args(["refresh", "main"]).spawn().expect("start att-token refresh");
     world.wait_for_state("main", "refreshing");
-    world.bus.restart(&world.scratch);
+    world.bus.restart(&world.scratch).unwrap();
     let _ = refresh.wait();
 
     // The daemon is still running, and serves the refreshed token on the new bus.
@@ -34,12 +37,15 @@ fn the_bus_restarts_during_a_refresh_and_the_daemon_serves_the_refreshed_session
             Err(out) => Err(describe(&out)),
         }
     });
-    assert!(world.fake.is_access_token_valid(&after), "the token served after the bus came back is the cloud's");
+    assert!(
+        world.fake.api().is_access_token_valid(&after).unwrap(),
+        "the token served after the bus came back is the cloud's"
+    );
     let entry = world.listed("main");
     assert_eq!(entry["state"], "valid", "att-token list works on the new bus: {entry}");
-    assert_eq!(world.fake.counter("refresh_reuses"), 0, "no refresh token was presented twice");
-    assert_eq!(world.fake.counter("password_grants_ok"), logins, "the session survived: no new login");
-    assert_eq!(world.fake.counter("refreshes_ok"), 1, "the refresh in flight finished once");
+    assert_eq!(world.fake.api().counter("refresh_reuses").unwrap(), 0, "no refresh token was presented twice");
+    assert_eq!(world.fake.api().counter("password_grants_ok").unwrap(), logins, "the session survived: no new login");
+    assert_eq!(world.fake.api().counter("refreshes_ok").unwrap(), 1, "the refresh in flight finished once");
 
     assert!(world.daemon_logs().contains("reconnected to the"), "the log says the daemon reconnected");
 
@@ -52,7 +58,7 @@ fn the_bus_restarts_during_a_refresh_and_the_daemon_serves_the_refreshed_session
     // served, so the first answer may be Unavailable for the moment that takes.
     let restored =
         wait_until("a token after the restart", PATIENCE, || world.get("main").map_err(|out| describe(&out)));
-    assert!(world.fake.is_access_token_valid(&restored), "the restored session serves a valid token");
-    assert_eq!(world.fake.counter("refresh_reuses"), 0, "the saved refresh token is the rotated one");
-    assert_eq!(world.fake.counter("password_grants_ok"), logins, "no new login after the restart");
+    assert!(world.fake.api().is_access_token_valid(&restored).unwrap(), "the restored session serves a valid token");
+    assert_eq!(world.fake.api().counter("refresh_reuses").unwrap(), 0, "the saved refresh token is the rotated one");
+    assert_eq!(world.fake.api().counter("password_grants_ok").unwrap(), logins, "no new login after the restart");
 }

@@ -6,7 +6,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::{FakeTimedated, PATIENCE, World, describe, wait_until};
+use testbed::PATIENCE;
+
+use crate::support::{FakeTimedated, World, describe, wait_until};
 
 fn config(file: &Path) -> String {
     format!("[[token]]\nname = \"main\"\nkind = \"user\"\nfiles = [\"{}\"]\n", file.display())
@@ -49,7 +51,7 @@ fn a_synchronised_clock_lets_a_restart_serve_the_saved_token_at_once_without_a_r
         other => Err(format!("{other:?}")),
     });
     let before = file_state(&file);
-    let refreshes = world.fake.counter("refreshes");
+    let refreshes = world.fake.api().counter("refreshes").unwrap();
 
     assert!(world.stop_daemon().success());
     world.restart_daemon();
@@ -61,7 +63,7 @@ fn a_synchronised_clock_lets_a_restart_serve_the_saved_token_at_once_without_a_r
     assert_eq!(clock_confirmed(&world), "b true");
     // Give a wrongly planned refresh the time to happen, then check none did.
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(world.fake.counter("refreshes"), refreshes, "no refresh after the restart");
+    assert_eq!(world.fake.api().counter("refreshes").unwrap(), refreshes, "no refresh after the restart");
     assert_eq!(file_state(&file), before, "the token file is untouched: same inode, time and bytes");
     drop(timedated);
 }
@@ -75,13 +77,13 @@ fn an_unsynchronised_clock_makes_a_restart_refresh_the_saved_token_first_and_a_r
     assert_eq!(clock_confirmed(&world), "b false", "timedated says not synchronised");
     world.login_ok("main");
     let token = world.get("main").expect("a token after the login");
-    let refreshes = world.fake.counter("refreshes");
+    let refreshes = world.fake.api().counter("refreshes").unwrap();
 
     assert!(world.stop_daemon().success());
     world.restart_daemon();
     let fresh = wait_until("a refreshed token", PATIENCE, || world.get("main").map_err(|out| describe(&out)));
     assert_ne!(fresh, token, "the saved token was not trusted under an unconfirmed clock");
-    assert_eq!(world.fake.counter("refreshes"), refreshes + 1, "one refresh after the restart");
+    assert_eq!(world.fake.api().counter("refreshes").unwrap(), refreshes + 1, "one refresh after the restart");
 
     // The system reports the clock synchronised later: a reload asks again.
     timedated.set(true);

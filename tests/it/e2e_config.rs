@@ -3,7 +3,9 @@
 
 use std::process::Command;
 
-use crate::support::{Scratch, bins};
+use testbed::Scratch;
+
+use crate::support::bins;
 
 const DEVICE: &str = "SensorSevenDevice0000001";
 
@@ -25,9 +27,9 @@ fn line_of(text: &str, marker: &str) -> usize {
 
 #[test]
 fn each_kind_of_bad_config_is_named_with_file_line_and_fix() {
-    let scratch = Scratch::new("config");
-    let good_secret = scratch.write("good.token", "maker:4GoodDeviceToken", 0o600);
-    let open_secret = scratch.write("open.token", "maker:4OpenDeviceToken", 0o644);
+    let scratch = Scratch::new("e2e-config").unwrap();
+    let good_secret = scratch.write("good.token", "maker:4GoodDeviceToken", 0o600).unwrap();
+    let open_secret = scratch.write("open.token", "maker:4OpenDeviceToken", 0o644).unwrap();
     let missing_secret = scratch.path().join("missing.token");
     let device = |name: &str, file: &std::path::Path| {
         format!(
@@ -39,7 +41,7 @@ fn each_kind_of_bad_config_is_named_with_file_line_and_fix() {
     let head = format!("[daemon]\nbus = \"session\"\nstate_dir = \"{}\"\n\n", state.display());
 
     let good = format!("{head}[refresh]\nsafety_margin = \"90s\"\n\n{}", device("sensor-7", &good_secret));
-    let good_path = scratch.write("good.toml", &good, 0o600);
+    let good_path = scratch.write("good.toml", &good, 0o600).unwrap();
     let out = check(&good_path);
     assert!(out.status.success(), "a good config passes --check-config: {}", String::from_utf8_lossy(&out.stderr));
 
@@ -90,7 +92,7 @@ fn each_kind_of_bad_config_is_named_with_file_line_and_fix() {
         ),
     ];
     for (what, text, marker, fix) in cases {
-        let path = scratch.write(&format!("{}.toml", what.replace(' ', "-")), &text, 0o600);
+        let path = scratch.write(&format!("{}.toml", what.replace(' ', "-")), &text, 0o600).unwrap();
         let out = check(&path);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{what}: --check-config exits 1; stderr: {stderr}");

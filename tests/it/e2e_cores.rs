@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::support::{PATIENCE, Proc, World, bins, wait_until};
+use testbed::{PATIENCE, Proc};
+
+use crate::support::{World, bins, wait_until};
 
 const DEVICE: &str = "CoreDevice00000000000001";
 const DEVICE_TOKEN: &str = "maker:4CoreDeviceToken";
@@ -65,7 +67,7 @@ fn unlimited(cwd: &Path, program: &Path, args: &[&str]) -> Command {
 
 /// Sends SIGABRT and waits for the process to end; its status.
 fn abort(proc: &mut Proc) -> ExitStatus {
-    proc.signal(Signal::SIGABRT);
+    proc.signal(Signal::SIGABRT).unwrap();
     wait_until(&format!("{} to end after SIGABRT", proc.name()), PATIENCE, || {
         proc.try_status().ok_or_else(|| "still running".to_owned())
     })
@@ -90,7 +92,7 @@ fn an_abort_of_the_daemon_exec_or_proxy_writes_no_core_dump() {
     // A process that may dump, under the same conditions: the pattern and the limit do write a core.
     let control_dir = workdir(&world, "control");
     let sleep = PathBuf::from("/bin/sleep");
-    let mut control = Proc::spawn("control", unlimited(&control_dir, &sleep, &["600"]), world.scratch.path());
+    let mut control = Proc::spawn("control", unlimited(&control_dir, &sleep, &["600"]), world.scratch.path()).unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let status = abort(&mut control);
     let cores = site.cores(&control_dir);
@@ -113,8 +115,8 @@ fn an_abort_of_the_daemon_exec_or_proxy_writes_no_core_dump() {
     let daemon_dir = workdir(&world, "att-tokend");
     let mut command = unlimited(&daemon_dir, &bins().tokend, &["--config", &config.to_string_lossy()]);
     command.env("RUST_LOG", "info").env_remove("NOTIFY_SOCKET");
-    let mut daemon = Proc::spawn("att-tokend", command, world.scratch.path());
-    testbed::wait_served(&bins().token, &world.bus.address, &mut daemon.0).unwrap_or_else(crate::support::fail);
+    let mut daemon = Proc::spawn("att-tokend", command, world.scratch.path()).unwrap();
+    testbed::wait_served(&bins().token, &world.bus.address, &mut daemon).unwrap();
 
     // att-token exec, with a program that says its pid, and att-token proxy on loopback.
     let exec_dir = workdir(&world, "exec");
@@ -122,7 +124,8 @@ fn an_abort_of_the_daemon_exec_or_proxy_writes_no_core_dump() {
     let script = format!("echo $$ > {}; exec sleep 600", child_pid.display());
     let bus = world.bus.address.clone();
     let exec_args = ["--bus", &bus, "exec", "sensor", "--", "sh", "-c", &script];
-    let mut exec = Proc::spawn("att-token-exec", unlimited(&exec_dir, &bins().token, &exec_args), world.scratch.path());
+    let mut exec =
+        Proc::spawn("att-token-exec", unlimited(&exec_dir, &bins().token, &exec_args), world.scratch.path()).unwrap();
     let child = wait_until("exec's program to start", PATIENCE, || {
         std::fs::read_to_string(&child_pid)
             .ok()
@@ -131,12 +134,13 @@ fn an_abort_of_the_daemon_exec_or_proxy_writes_no_core_dump() {
     });
     let proxy_dir = workdir(&world, "proxy");
     let proxy_args = ["--bus", &bus, "proxy", "sensor", "--listen", "127.0.0.1:0"];
-    let (mut proxy, listening) = Proc::spawn_reading_first_line(
+    let (mut proxy, listening) = Proc::spawn_first_line(
         "att-token-proxy",
         unlimited(&proxy_dir, &bins().token, &proxy_args),
         world.scratch.path(),
         PATIENCE,
-    );
+    )
+    .unwrap();
     assert!(listening.starts_with("listening on "), "the proxy is ready: {listening}");
 
     let status = abort(&mut exec);

@@ -3,7 +3,9 @@
 
 use std::process::{Command, Stdio};
 
-use crate::support::{PATIENCE, Proc, World, bins, describe, exit, wait_until};
+use testbed::{PATIENCE, Proc};
+
+use crate::support::{World, bins, describe, exit, wait_until};
 
 /// Access tokens live 8 s at the fake; with a 2 s margin the daemon refreshes about every 5 s.
 const CONFIG: &str = "[refresh]\nsafety_margin = \"2s\"\nretry_initial = \"1s\"\nretry_max = \"2s\"\n\n\
@@ -46,7 +48,8 @@ fn the_child_is_restarted_with_each_new_token_and_its_status_comes_back() {
         "att-token-exec",
         exec_command(&world, &["main", "--stop-timeout", "5", "--", "sh", "-c", &script]),
         world.scratch.path(),
-    );
+    )
+    .unwrap();
     let tokens = wait_until("three starts, each with a new token", PATIENCE, || {
         let starts: Vec<String> =
             lines(&log).iter().filter_map(|l| l.strip_prefix("start ").map(str::to_owned)).collect();
@@ -63,7 +66,7 @@ fn the_child_is_restarted_with_each_new_token_and_its_status_comes_back() {
     assert!(exec.stderr().contains("restarting"), "att-token says why it restarts: {}", exec.stderr());
     assert!(!exec.stderr().contains(latest.as_str()), "no token in att-token's messages");
     // A SIGTERM for att-token goes to the child, whose status comes back.
-    let status = exec.terminate();
+    let status = exec.stop().unwrap();
     assert_eq!(status.code(), Some(7), "the child's status: {}", exec.stderr());
 }
 
@@ -80,14 +83,15 @@ fn signal_mode_signals_the_child_and_a_static_token_never_restarts_it() {
         "att-token-exec-signal",
         exec_command(&world, &["main", "--on-change", "signal:USR1", "--", "sh", "-c", &script]),
         world.scratch.path(),
-    );
+    )
+    .unwrap();
     wait_until("two USR1 for two rotations", PATIENCE, || {
         let seen = lines(&log);
         let usr1 = seen.iter().filter(|l| *l == "usr1").count();
         if usr1 >= 2 { Ok(()) } else { Err(format!("{seen:?}")) }
     });
     assert_eq!(lines(&log).iter().filter(|l| *l == "start").count(), 1, "signalled, never restarted");
-    assert_eq!(exec.terminate().code(), Some(0));
+    assert_eq!(exec.stop().unwrap().code(), Some(0));
 
     // A device token in a variable of our choosing; the child's own status is att-token's.
     let out = exec_command(
@@ -165,16 +169,17 @@ fn signals_reach_the_program_through_a_pidfd_never_a_pid_that_could_be_reused() 
         pid_file.display(),
         log.display()
     );
-    let mut exec = Proc::spawn("att-token-exec", exec_command(&world, &["sensor", "--", "sh", "-c", &script]), dir);
+    let mut exec =
+        Proc::spawn("att-token-exec", exec_command(&world, &["sensor", "--", "sh", "-c", &script]), dir).unwrap();
     let child: i64 = wait_until("PROGRAM to start", PATIENCE, || {
         std::fs::read_to_string(&pid_file).ok().and_then(|t| t.trim().parse().ok()).ok_or_else(|| "not yet".to_owned())
     });
     // att-token holds a pidfd of its program, opened before anything could reap it, and signals through it.
-    assert_eq!(pidfd_targets(exec.id()), [child], "one pidfd, naming PROGRAM");
-    exec.signal(nix::sys::signal::Signal::SIGUSR1);
+    assert_eq!(pidfd_targets(exec.pid()), [child], "one pidfd, naming PROGRAM");
+    exec.signal(nix::sys::signal::Signal::SIGUSR1).unwrap();
     wait_until("SIGUSR1 to reach PROGRAM", PATIENCE, || {
         if lines(&log).contains(&"usr1".to_owned()) { Ok(()) } else { Err("not yet".to_owned()) }
     });
-    let status = exec.terminate();
+    let status = exec.stop().unwrap();
     assert_eq!(status.code(), Some(128 + 15), "SIGTERM forwarded ended PROGRAM, and its status came back");
 }

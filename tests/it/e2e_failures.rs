@@ -6,8 +6,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use testbed::PATIENCE;
+
 use crate::support::world::USERNAME;
-use crate::support::{PATIENCE, World, cli, describe, exit, wait_until};
+use crate::support::{World, bins, describe, exit, wait_until};
 
 /// Access tokens live 8 s at the fake; the daemon refreshes about every 5 s and retries after 1–2 s.
 const FAKE_ARGS: &[&str] = &["--access-lifetime", "8s"];
@@ -28,7 +30,9 @@ fn outage_serves_the_last_token_then_unavailable_then_recovers_by_itself() {
     let outage_ends = Instant::now() + outage;
     world
         .fake
-        .inject_fault(json!({"kind": "server_error", "duration_ms": outage.as_millis() as u64, "path": "/login"}));
+        .api()
+        .inject_fault(json!({"kind": "server_error", "duration_ms": outage.as_millis() as u64, "path": "/login"}))
+        .unwrap();
 
     // While the token in hand is still good, it is served, and the state says the daemon is retrying.
     let retrying = wait_until("main to be retrying", PATIENCE, || {
@@ -38,8 +42,8 @@ fn outage_serves_the_last_token_then_unavailable_then_recovers_by_itself() {
     assert_eq!(retrying["attention_needed"], false, "a transient failure needs no human yet: {retrying}");
     let during = world.get("main").unwrap_or_else(|out| panic!("the last good token is served: {}", describe(&out)));
     assert_eq!(during, good, "the token in hand is served during the outage");
-    assert!(world.fake.is_access_token_valid(&during));
-    assert!(world.fake.counter("faults_applied") >= 1, "the daemon tried to refresh and met the outage");
+    assert!(world.fake.api().is_access_token_valid(&during).unwrap());
+    assert!(world.fake.api().counter("faults_applied").unwrap() >= 1, "the daemon tried to refresh and met the outage");
 
     // Once it lapses: Unavailable, with its documented exit status, and state `expired`.
     let failed = wait_until("GetToken to report Unavailable", PATIENCE, || match world.get("main") {
@@ -59,8 +63,8 @@ fn outage_serves_the_last_token_then_unavailable_then_recovers_by_itself() {
     });
     assert!(Instant::now() >= outage_ends, "no token was served during the outage once the old one lapsed");
     assert_ne!(healed, good);
-    assert!(world.fake.is_access_token_valid(&healed), "the recovered token works at the cloud");
-    assert_eq!(world.fake.counter("password_grants"), 1, "recovered by refreshing, not by a new login");
+    assert!(world.fake.api().is_access_token_valid(&healed).unwrap(), "the recovered token works at the cloud");
+    assert_eq!(world.fake.api().counter("password_grants").unwrap(), 1, "recovered by refreshing, not by a new login");
     assert_eq!(world.listed("main")["state"], "valid");
 }
 
@@ -69,22 +73,26 @@ fn rejected_refresh_needs_login_and_raises_attention() {
     let mut world = World::new("invalid-grant", FAKE_ARGS);
     world.start_daemon(USER_CONFIG, "debug");
     world.login_ok("main");
-    let (mut watch, lines) = crate::support::Proc::spawn_streaming(
+    let (mut watch, lines) = testbed::Proc::spawn_lines(
         "att-token-watch",
         {
-            let mut command = cli(&world.bus.address);
+            let mut command = bins().att_token(&world.bus.address);
             command.arg("watch");
             command
         },
         world.scratch.path(),
-    );
+    )
+    .unwrap();
 
     wait_until("att-token watch to subscribe", PATIENCE, || {
         if watch.stderr().contains("watching") { Ok(()) } else { Err(watch.stderr()) }
     });
 
     // "Log out everywhere" at the cloud: the refresh token now gets invalid_grant.
-    assert!(world.fake.revoke_user_sessions(USERNAME) >= 2, "the fake revoked the access and refresh tokens");
+    assert!(
+        world.fake.api().revoke_user_sessions(USERNAME).unwrap() >= 2,
+        "the fake revoked the access and refresh tokens"
+    );
 
     let entry = world.wait_for_state("main", "needs-login");
     assert_eq!(entry["attention_needed"], true, "needs-login raises the attention flag: {entry}");
@@ -102,12 +110,12 @@ fn rejected_refresh_needs_login_and_raises_attention() {
             .ok_or_else(|| format!("watch printed {seen:?}"))
     });
     assert!(watch.try_status().is_none(), "watch keeps running: {attention}");
-    assert_eq!(world.fake.counter("password_grants"), 1, "no login without a human");
+    assert_eq!(world.fake.api().counter("password_grants").unwrap(), 1, "no login without a human");
 
     // A fresh login brings it back.
     world.login_ok("main");
     let token = world.get("main").expect("a token after logging in again");
-    assert!(world.fake.is_access_token_valid(&token));
+    assert!(world.fake.api().is_access_token_valid(&token).unwrap());
     let entry = world.listed("main");
     assert_eq!(entry["state"], "valid", "{entry}");
     assert_eq!(entry["attention_needed"], false, "{entry}");
@@ -144,7 +152,7 @@ fn revoked_device_token_is_reported_by_the_health_probe() {
     assert!(pump.status.success(), "{}", describe(&pump));
     assert_eq!(String::from_utf8_lossy(&pump.stdout).trim(), GROUND_TOKEN);
 
-    assert!(world.fake.revoke(TOKEN), "the fake knew the device token");
+    assert!(world.fake.api().revoke(TOKEN).unwrap(), "the fake knew the device token");
     let entry = world.wait_for_state("sensor-7", "revoked");
     assert_eq!(entry["attention_needed"], true, "a revoked token needs a human: {entry}");
     assert_eq!(world.listed("site-a")["state"], "valid", "the ground token is untouched");

@@ -75,7 +75,7 @@ fn oversized_arguments_are_refused_and_the_daemon_stays_on_the_bus() {
     let mut world = World::new("hostile-args", &[]);
     let config = config(&world);
     world.start_daemon(&config, "info");
-    let pid = world.daemon.as_ref().expect("the daemon runs").proc.id();
+    let pid = world.daemon.as_ref().expect("the daemon runs").proc.pid();
 
     // A reader that keeps calling GetToken throughout, on its own connection.
     let stop = Arc::new(AtomicBool::new(false));
@@ -172,21 +172,15 @@ fn oversized_arguments_are_refused_and_the_daemon_stays_on_the_bus() {
     assert!(served > 0, "the other reader was served");
     let daemon = &mut world.daemon.as_mut().expect("the daemon runs").proc;
     assert!(daemon.try_status().is_none(), "the daemon exited; stderr:\n{}", daemon.stderr());
-    assert_eq!(daemon.id(), pid, "the same daemon");
+    assert_eq!(daemon.pid(), pid, "the same daemon");
     assert_eq!(world.get("sensor-7").expect("the daemon still answers"), TOKEN);
     assert!(after <= idle + 4 * 1024, "VmRSS grew from {idle} KiB to {after} KiB: more than 4 MiB");
 }
 
 /// `dbus-send` on the world's bus as `user` (its uid and primary gid, no supplementary groups), printing the reply.
 fn dbus_send_as(world: &World, user: &str, args: &[&str]) -> Output {
-    let account = nix::unistd::User::from_name(user)
-        .expect("read the user database")
-        .unwrap_or_else(|| panic!("this test needs the standard account {user:?}"));
-    Command::new("setpriv")
-        .arg(format!("--reuid={}", account.uid))
-        .arg(format!("--regid={}", account.gid))
-        .arg("--clear-groups")
-        .arg("dbus-send")
+    testbed::as_user(user, "dbus-send")
+        .unwrap()
         .arg(format!("--bus={}", world.bus.address))
         .arg("--dest=io.allthingstalk.TokenAgent1")
         .arg("--print-reply")

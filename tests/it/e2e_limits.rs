@@ -39,7 +39,7 @@ fn a_thousand_tokens_under_load_print_the_figures_the_unit_limits_come_from() {
     config.push_str("\n[maintenance]\ntoken_health = \"off\"\nground_sync = \"off\"\nlapse_review = \"off\"\n");
     world.start_daemon(&config, "info");
     world.login_ok("main");
-    let pid = world.daemon.as_ref().expect("the daemon runs").proc.id();
+    let pid = world.daemon.as_ref().expect("the daemon runs").proc.pid();
     let idle_rss = status_field(pid, "VmRSS:");
 
     let address = world.bus.address.clone();

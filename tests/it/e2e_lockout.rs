@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use testbed::PATIENCE;
+
 use crate::support::world::{PASSWORD, TOTP_SEED, USERNAME};
-use crate::support::{PATIENCE, World, describe, wait_until};
+use crate::support::{World, describe, wait_until};
 
 const NEW_PASSWORD: &str = "n3w&password=after+change";
 
@@ -41,16 +43,20 @@ fn refused_credentials_are_not_sent_again_after_restarts_until_other_credentials
     let config = unattended_config(&world);
     world.start_daemon(&config, "debug");
     wait_until("the unattended login", PATIENCE, || world.get("main").map_err(|o| describe(&o)));
-    assert_eq!(world.fake.counter("password_grants"), 1);
+    assert_eq!(world.fake.api().counter("password_grants").unwrap(), 1);
 
     // The account's password changes at the cloud, and its sessions are revoked: the refresh is refused, and the
     // unattended login that follows is refused too.
-    world.fake.control("users", json!({"username": USERNAME, "password": NEW_PASSWORD, "totp_seed": TOTP_SEED}));
-    assert!(world.fake.revoke_user_sessions(USERNAME) >= 2);
+    world
+        .fake
+        .api()
+        .post("users", json!({"username": USERNAME, "password": NEW_PASSWORD, "totp_seed": TOTP_SEED}))
+        .unwrap();
+    assert!(world.fake.api().revoke_user_sessions(USERNAME).unwrap() >= 2);
     let out = world.att_token(&["refresh", "main"]);
     assert!(!out.status.success(), "the refresh cannot work: {}", describe(&out));
     wait_until("the refused unattended login", PATIENCE, || {
-        let n = world.fake.counter("password_grants");
+        let n = world.fake.api().counter("password_grants").unwrap();
         if n == 2 { Ok(()) } else { Err(format!("{n} password grants")) }
     });
     world.wait_for_state("main", "needs-login");
@@ -63,7 +69,11 @@ fn refused_credentials_are_not_sent_again_after_restarts_until_other_credentials
         std::thread::sleep(Duration::from_secs(3));
         assert_eq!(world.listed("main")["state"], "needs-login");
     }
-    assert_eq!(world.fake.counter("password_grants"), 2, "one password attempt after the change, in all");
+    assert_eq!(
+        world.fake.api().counter("password_grants").unwrap(),
+        2,
+        "one password attempt after the change, in all"
+    );
     let entry = world.listed("main");
     let last_error = entry["last_error"].as_str().unwrap_or_default().to_owned();
     assert!(last_error.contains("held") && last_error.contains("since"), "LastError says it is held: {entry}");
@@ -78,8 +88,8 @@ fn refused_credentials_are_not_sent_again_after_restarts_until_other_credentials
     world.secret_file("password", &format!("{NEW_PASSWORD}\n"));
     world.reload_daemon(&config);
     let token = wait_until("the login with the new password", PATIENCE, || world.get("main").map_err(|o| describe(&o)));
-    assert!(world.fake.is_access_token_valid(&token));
-    assert_eq!(world.fake.counter("password_grants_ok"), 2);
+    assert!(world.fake.api().is_access_token_valid(&token).unwrap());
+    assert_eq!(world.fake.api().counter("password_grants_ok").unwrap(), 2);
     assert!(!world.state_dir().join("main.hold").exists(), "the hold is gone with the new credentials");
 }
 
@@ -97,7 +107,7 @@ fn a_logout_outlives_restarts_until_a_login() {
         std::thread::sleep(Duration::from_secs(3));
         assert_eq!(world.listed("main")["state"], "needs-login", "logged out stays logged out after a restart");
     }
-    assert_eq!(world.fake.counter("password_grants"), 1, "no unattended login after the logout");
+    assert_eq!(world.fake.api().counter("password_grants").unwrap(), 1, "no unattended login after the logout");
 
     // A person's login ends it: after a restart the session is served, and a lost session is renewed unattended.
     world.login_ok("main");
@@ -105,11 +115,11 @@ fn a_logout_outlives_restarts_until_a_login() {
     assert!(world.stop_daemon().success());
     world.restart_daemon();
     wait_until("the session after the restart", PATIENCE, || world.get("main").map_err(|o| describe(&o)));
-    let grants = world.fake.counter("password_grants_ok");
-    assert!(world.fake.revoke_user_sessions(USERNAME) >= 2);
+    let grants = world.fake.api().counter("password_grants_ok").unwrap();
+    assert!(world.fake.api().revoke_user_sessions(USERNAME).unwrap() >= 2);
     let out = world.att_token(&["refresh", "main"]);
     assert!(out.status.success(), "an unattended login replaces the refused session: {}", describe(&out));
-    assert_eq!(world.fake.counter("password_grants_ok"), grants + 1);
+    assert_eq!(world.fake.api().counter("password_grants_ok").unwrap(), grants + 1);
 }
 
 #[test]
@@ -121,7 +131,7 @@ fn a_refresh_refused_for_a_configuration_reason_keeps_the_session() {
     );
     world.login_ok("main");
     let first = world.get("main").expect("a token after the login");
-    world.fake.inject_fault(json!({"kind": "invalid_client", "times": 1, "path": "/login"}));
+    world.fake.api().inject_fault(json!({"kind": "invalid_client", "times": 1, "path": "/login"})).unwrap();
     let out = world.att_token(&["refresh", "main"]);
     assert!(!out.status.success(), "the refused refresh fails: {}", describe(&out));
     let said = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -134,6 +144,6 @@ fn a_refresh_refused_for_a_configuration_reason_keeps_the_session() {
         Ok(_) => Err("the old token".to_owned()),
         Err(out) => Err(describe(&out)),
     });
-    assert!(world.fake.is_access_token_valid(&next));
-    assert_eq!(world.fake.counter("password_grants"), 1, "no login was needed");
+    assert!(world.fake.api().is_access_token_valid(&next).unwrap());
+    assert_eq!(world.fake.api().counter("password_grants").unwrap(), 1, "no login was needed");
 }

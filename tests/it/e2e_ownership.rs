@@ -5,8 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use testbed::{Bus, Fake, PATIENCE, Proc, Scratch};
+
 use crate::support::world::{PASSWORD, TOTP_SEED, USERNAME};
-use crate::support::{Bus, Fake, PATIENCE, Proc, Scratch, World, bins, cli, describe, exit, wait_until};
+use crate::support::{World, bins, describe, exit, wait_until};
 
 /// Nothing refreshes or probes by itself while a test counts the cloud's requests.
 const TOKENS: &str = "[maintenance]\ntoken_health = \"off\"\nground_sync = \"off\"\nlapse_review = \"off\"\n\n\
@@ -19,7 +21,18 @@ fn write_config(world: &mut World, file: &str, url: &str, client_id: &str, bus: 
          {TOKENS}{rest}",
         world.state_dir().display()
     );
-    world.scratch.write(file, &text, 0o600)
+    world.scratch.write(file, &text, 0o600).unwrap()
+}
+
+/// Runs the daemon on `world`'s own cloud with `client_id`, logs `main` in and stops the daemon; the saved
+/// session file's bytes.
+fn saved_session(world: &mut World, client_id: &str) -> Vec<u8> {
+    let (url, bus) = (world.fake.url.clone(), world.bus.address.clone());
+    world.config = Some(write_config(world, "config.toml", &url, client_id, &bus, ""));
+    world.restart_daemon();
+    world.login_ok("main");
+    assert!(world.stop_daemon().success(), "the daemon stops cleanly");
+    std::fs::read(world.state_dir().join("main.json")).expect("the session is saved")
 }
 
 /// The saved session's refresh token, read from the file's JSON.
@@ -50,14 +63,14 @@ fn a_second_daemon_on_the_same_state_directory_exits_naming_the_first() {
     world.restart_daemon();
     world.login_ok("main");
     let token = world.get("main").expect("a token after login");
-    let first_pid = world.daemon.as_ref().expect("the daemon runs").proc.id();
+    let first_pid = world.daemon.as_ref().expect("the daemon runs").proc.pid();
     let session_file = world.state_dir().join("main.json");
     let session_before = std::fs::read(&session_file).expect("the session is saved");
 
     // The second daemon serves another private bus, so the bus name is not what stops it. It also has a token
     // with unattended login, which it would log in at once if it got that far.
-    let other_scratch = Scratch::new("ownership-bus");
-    let other_bus = Bus::start(&other_scratch);
+    let other_scratch = Scratch::new("e2e-ownership-bus").unwrap();
+    let other_bus = Bus::start(&other_scratch).unwrap();
     let password = world.secret_file("password", &format!("{PASSWORD}\n"));
     let seed = world.secret_file("totp-seed", &format!("{TOTP_SEED}\n"));
     let spare = format!(
@@ -67,16 +80,16 @@ fn a_second_daemon_on_the_same_state_directory_exits_naming_the_first() {
         seed.display()
     );
     let second_config = write_config(&mut world, "second.toml", &url, "web", &other_bus.address, &spare);
-    let counters_before = world.fake.counters();
+    let counters_before = world.fake.api().counters().unwrap();
 
     let mut command = Command::new(&bins().tokend);
     command.arg("--config").arg(&second_config).env("RUST_LOG", "debug").env_remove("NOTIFY_SOCKET");
-    let mut second = Proc::spawn("second-att-tokend", command, world.scratch.path());
+    let mut second = Proc::spawn("second-att-tokend", command, world.scratch.path()).unwrap();
     let status = wait_until("the second att-tokend to exit", PATIENCE, || {
         if let Some(status) = second.try_status() {
             return Ok(status);
         }
-        let serving = cli(&other_bus.address).arg("list").output().is_ok_and(|out| out.status.success());
+        let serving = bins().att_token(&other_bus.address).arg("list").output().is_ok_and(|out| out.status.success());
         assert!(!serving, "a second att-tokend started serving on the same state directory:\n{}", second.stderr());
         Err("still running".to_owned())
     });
@@ -87,26 +100,29 @@ fn a_second_daemon_on_the_same_state_directory_exits_naming_the_first() {
     assert!(stderr.contains(&world.state_dir().display().to_string()), "the message names the directory:\n{stderr}");
     assert!(stderr.contains("state_dir"), "the message says what to do:\n{stderr}");
 
-    assert_eq!(world.fake.counters(), counters_before, "the second att-tokend sent the cloud nothing");
+    assert_eq!(world.fake.api().counters().unwrap(), counters_before, "the second att-tokend sent the cloud nothing");
     assert_eq!(std::fs::read(&session_file).expect("the session file stays"), session_before);
     assert_eq!(world.get("main").expect("the first daemon still serves"), token);
 
     // The lock belongs to the process, not the file: after the first daemon stops, the next one starts.
     assert!(world.stop_daemon().success(), "the first daemon stops cleanly");
     assert!(world.state_dir().join(".lock").exists(), "the lock file stays; only the lock counts");
-    let logins = world.fake.counter("password_grants");
+    let logins = world.fake.api().counter("password_grants").unwrap();
     world.restart_daemon();
     // The saved token itself, or (when the kernel does not report the clock synchronised) a fresh one from it.
     let served = wait_until("the restarted daemon to serve the saved session", PATIENCE, || {
         world.get("main").map_err(|out| crate::support::describe(&out))
     });
-    assert!(served == token || world.fake.is_access_token_valid(&served), "a token of the saved session");
-    assert_eq!(world.fake.counter("password_grants"), logins, "the saved session, not a new login");
+    assert!(
+        served == token || world.fake.api().is_access_token_valid(&served).unwrap(),
+        "a token of the saved session"
+    );
+    assert_eq!(world.fake.api().counter("password_grants").unwrap(), logins, "the saved session, not a new login");
 }
 
 /// What the daemon says and does after a restart with a config naming another instance or client.
 fn assert_set_aside_and_unsent(world: &World, clouds: &[&Fake], session_before: &[u8], expected: &[&str]) {
-    let counters_before: Vec<serde_json::Value> = clouds.iter().map(|c| c.counters()).collect();
+    let counters_before: Vec<serde_json::Value> = clouds.iter().map(|c| c.api().counters().unwrap()).collect();
     let entry = world.wait_for_state("main", "needs-login");
     let last_error = entry["last_error"].as_str().unwrap_or_else(|| panic!("list --json has last_error: {entry}"));
     let moved = only_file_starting_with(&world.state_dir(), "main.json.other-instance-");
@@ -119,7 +135,7 @@ fn assert_set_aside_and_unsent(world: &World, clouds: &[&Fake], session_before: 
     let out = world.att_token(&["refresh", "main"]);
     assert_eq!(out.status.code(), Some(exit::NEEDS_LOGIN), "refresh needs a login: {}", describe(&out));
     for (cloud, before) in clouds.iter().zip(&counters_before) {
-        let after = cloud.counters();
+        let after = cloud.api().counters().unwrap();
         assert_eq!(after["refreshes"], before["refreshes"], "no refresh reached {}: {after}", cloud.url);
         assert_eq!(after["requests_total"], before["requests_total"], "no request reached {}: {after}", cloud.url);
     }
@@ -129,18 +145,17 @@ fn assert_set_aside_and_unsent(world: &World, clouds: &[&Fake], session_before: 
     let kept = std::fs::read(&moved).expect("read the set-aside file");
     assert_eq!(kept, session_before, "the set-aside file holds the session's bytes");
     let refresh_token = refresh_token_in(&kept);
-    assert!(clouds[0].is_refresh_token_valid(&refresh_token), "the old cloud still accepts the kept refresh token");
+    assert!(
+        clouds[0].api().is_refresh_token_valid(&refresh_token).unwrap(),
+        "the old cloud still accepts the kept refresh token"
+    );
 }
 
 #[test]
 fn a_session_made_with_another_client_id_is_set_aside_not_sent() {
     let mut world = World::new("other-client", &["--client-id", "web", "--client-id", "mobile"]);
     let (url, bus) = (world.fake.url.clone(), world.bus.address.clone());
-    world.config = Some(write_config(&mut world, "config.toml", &url, "web", &bus, ""));
-    world.restart_daemon();
-    world.login_ok("main");
-    assert!(world.stop_daemon().success(), "the daemon stops cleanly");
-    let session_before = std::fs::read(world.state_dir().join("main.json")).expect("the session is saved");
+    let session_before = saved_session(&mut world, "web");
 
     world.config = Some(write_config(&mut world, "config.toml", &url, "mobile", &bus, ""));
     world.restart_daemon();
@@ -154,13 +169,11 @@ fn a_session_made_with_another_client_id_is_set_aside_not_sent() {
 #[test]
 fn a_session_made_with_another_instance_is_set_aside_not_sent() {
     let mut world = World::new("other-instance", &[]);
-    let other = Fake::start(&world.scratch, &["--user".to_owned(), format!("{USERNAME}:{PASSWORD}:{TOTP_SEED}")]);
+    let other =
+        Fake::start(&bins().fake, &world.scratch, &["--user".to_owned(), format!("{USERNAME}:{PASSWORD}:{TOTP_SEED}")])
+            .unwrap();
     let (url, bus) = (world.fake.url.clone(), world.bus.address.clone());
-    world.config = Some(write_config(&mut world, "config.toml", &url, "web", &bus, ""));
-    world.restart_daemon();
-    world.login_ok("main");
-    assert!(world.stop_daemon().success(), "the daemon stops cleanly");
-    let session_before = std::fs::read(world.state_dir().join("main.json")).expect("the session is saved");
+    let session_before = saved_session(&mut world, "web");
 
     world.config = Some(write_config(&mut world, "config.toml", &other.url, "web", &bus, ""));
     world.restart_daemon();

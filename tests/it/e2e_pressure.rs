@@ -7,8 +7,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use testbed::PATIENCE;
+
 use crate::support::world::{PASSWORD, TOTP_SEED, USERNAME};
-use crate::support::{PATIENCE, World, cli, describe, exit, wait_until};
+use crate::support::{World, bins, describe, exit, wait_until};
 
 const USER_TOKEN: &str = "[[token]]\nname = \"main\"\nkind = \"user\"\n";
 
@@ -76,7 +78,7 @@ fn a_refused_refresh_token_blames_a_lost_answer_only_when_one_was_lost() {
     world.login_ok("main");
 
     // Revoked at the cloud ("log out everywhere"): refused, and no lost answer is blamed, since none was lost.
-    assert!(world.fake.revoke_user_sessions(USERNAME) >= 2);
+    assert!(world.fake.api().revoke_user_sessions(USERNAME).unwrap() >= 2);
     let out = world.att_token(&["refresh", "main"]);
     assert_eq!(out.status.code(), Some(exit::NEEDS_LOGIN), "{}", describe(&out));
     let said = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -86,7 +88,7 @@ fn a_refused_refresh_token_blames_a_lost_answer_only_when_one_was_lost() {
     // The cloud carries a refresh out and its reply is lost: the daemon times out (transient), and when the cloud
     // then refuses the rotated-away token, the lost answer is named, with its date.
     world.login_ok("main");
-    world.fake.inject_fault(json!({"kind": "lost_reply", "times": 1, "path": "/login"}));
+    world.fake.api().inject_fault(json!({"kind": "lost_reply", "times": 1, "path": "/login"})).unwrap();
     let out = world.att_token(&["refresh", "main"]);
     assert_eq!(out.status.code(), Some(exit::UNAVAILABLE), "a lost reply is transient: {}", describe(&out));
     let out = world.att_token(&["refresh", "main"]);
@@ -95,7 +97,7 @@ fn a_refused_refresh_token_blames_a_lost_answer_only_when_one_was_lost() {
     assert!(said.contains("Most likely cause") && said.contains("lost on the way"), "the lost answer: {said}");
     assert!(date_after(&said, "a refresh sent at "), "the time is an RFC 3339 date: {said}");
     assert!(!said.contains("Unix time"), "no Unix seconds in messages: {said}");
-    assert_eq!(world.fake.counter("refresh_reuses"), 1);
+    assert_eq!(world.fake.api().counter("refresh_reuses").unwrap(), 1);
 }
 
 #[test]
@@ -106,9 +108,9 @@ fn callers_cannot_spend_the_session() {
     world.start_daemon(&format!("[refresh]\nsafety_margin = \"10s\"\n\n{USER_TOKEN}"), "debug");
     world.login_ok("main");
     std::thread::sleep(Duration::from_millis(1500));
-    let before = world.fake.counters();
+    let before = world.fake.api().counters().unwrap();
     let results = hammer(&world, 1000, |proxy, _| async move { proxy.get_token_valid_for("main", 108).await });
-    let after = world.fake.counters();
+    let after = world.fake.api().counters().unwrap();
     let requests = after["requests_total"].as_u64().unwrap_or(0) - before["requests_total"].as_u64().unwrap_or(0);
     let served = results.iter().filter(|r| r.is_ok()).count();
     let refused: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
@@ -138,10 +140,12 @@ fn a_retry_after_is_a_floor_that_no_reader_moves() {
     world.login_ok("main");
     world
         .fake
-        .inject_fault(json!({"kind": "too_many_requests", "retry_after_secs": 600, "times": 1, "path": "/login"}));
+        .api()
+        .inject_fault(json!({"kind": "too_many_requests", "retry_after_secs": 600, "times": 1, "path": "/login"}))
+        .unwrap();
     let out = world.att_token(&["refresh", "main"]);
     assert!(!out.status.success(), "the refresh meets the 429: {}", describe(&out));
-    let before = world.fake.counter("requests_total");
+    let before = world.fake.api().counter("requests_total").unwrap();
     // A reader asks every second, for 30 s, alternately for any token and for one valid 10 s.
     for n in 0..30 {
         let args: &[&str] = if n % 2 == 0 { &["get", "main"] } else { &["get", "main", "--min-valid", "10"] };
@@ -151,7 +155,7 @@ fn a_retry_after_is_a_floor_that_no_reader_moves() {
     let out = world.att_token(&["refresh", "main"]);
     let said = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success() && said.contains("Retry-After"), "an admin's refresh is refused too: {said}");
-    let extra = world.fake.counter("requests_total") - before;
+    let extra = world.fake.api().counter("requests_total").unwrap() - before;
     eprintln!("a 600 s Retry-After, 30 reader calls and an admin's refresh over 30 s: {extra} requests to the cloud");
     assert_eq!(extra, 0, "no request before the Retry-After, whoever asks");
 }
@@ -170,7 +174,7 @@ fn a_refused_unattended_password_is_not_retried_for_readers() {
     );
     world.start_daemon(&config, "debug");
     wait_until("the daemon's own login attempt", PATIENCE, || {
-        let n = world.fake.counter("password_grants");
+        let n = world.fake.api().counter("password_grants").unwrap();
         if n >= 1 { Ok(()) } else { Err(format!("{n} password grants")) }
     });
     let results = hammer(&world, 300, |proxy, n| async move {
@@ -182,7 +186,11 @@ fn a_refused_unattended_password_is_not_retried_for_readers() {
     std::thread::sleep(Duration::from_secs(2));
     let results = hammer(&world, 100, |proxy, _| async move { proxy.get_token_valid_for("main", 30).await });
     assert!(results.iter().all(Result::is_err));
-    assert_eq!(world.fake.counter("password_grants"), 1, "one login request in all, whatever readers do");
+    assert_eq!(
+        world.fake.api().counter("password_grants").unwrap(),
+        1,
+        "one login request in all, whatever readers do"
+    );
     assert_eq!(world.listed("main")["state"], "needs-login");
 }
 
@@ -202,7 +210,7 @@ fn logout_suspends_unattended_login_until_a_login_or_new_credentials() {
     );
     world.start_daemon(&alice, "debug");
     wait_until("the unattended login", PATIENCE, || world.get("main").map_err(|o| describe(&o)));
-    assert_eq!(world.fake.counter("password_grants"), 1);
+    assert_eq!(world.fake.api().counter("password_grants").unwrap(), 1);
 
     let out = world.att_token(&["logout", "main"]);
     assert!(out.status.success(), "{}", describe(&out));
@@ -210,23 +218,27 @@ fn logout_suspends_unattended_login_until_a_login_or_new_credentials() {
     assert_eq!(out.status.code(), Some(exit::NEEDS_LOGIN), "a reader gets no login after a logout: {}", describe(&out));
     world.reload_daemon(&alice);
     std::thread::sleep(Duration::from_secs(4));
-    assert_eq!(world.fake.counter("password_grants"), 1, "logged out stays logged out, across a plain reload");
+    assert_eq!(
+        world.fake.api().counter("password_grants").unwrap(),
+        1,
+        "logged out stays logged out, across a plain reload"
+    );
     assert_eq!(world.listed("main")["state"], "needs-login");
 
     // A human's login ends the suspension: after the next lost session the daemon logs in by itself again.
     world.login_ok("main");
-    assert!(world.fake.revoke_user_sessions(USERNAME) >= 2);
+    assert!(world.fake.api().revoke_user_sessions(USERNAME).unwrap() >= 2);
     let out = world.att_token(&["refresh", "main"]);
     assert!(out.status.success(), "the refused refresh token is replaced by an unattended login: {}", describe(&out));
     wait_until("the unattended login after a rejected refresh", PATIENCE, || {
-        let n = world.fake.counter("password_grants_ok");
+        let n = world.fake.api().counter("password_grants_ok").unwrap();
         if n >= 3 { Ok(()) } else { Err(format!("{n} logins")) }
     });
 
     // Logged out again; a reload with other credentials (bob's) logs in with them.
     let out = world.att_token(&["logout", "main"]);
     assert!(out.status.success(), "{}", describe(&out));
-    let grants = world.fake.counter("password_grants");
+    let grants = world.fake.api().counter("password_grants").unwrap();
     let bob = format!(
         "[refresh]\nsafety_margin = \"5s\"\nretry_initial = \"1s\"\nretry_max = \"2s\"\n\n{USER_TOKEN}username = \"{BOB}\"\n\
          password_file = \"{}\"\n",
@@ -235,8 +247,8 @@ fn logout_suspends_unattended_login_until_a_login_or_new_credentials() {
     world.reload_daemon(&bob);
     let token =
         wait_until("the login with the new credentials", PATIENCE, || world.get("main").map_err(|o| describe(&o)));
-    assert!(world.fake.is_access_token_valid(&token));
-    assert_eq!(world.fake.counter("password_grants"), grants + 1);
+    assert!(world.fake.api().is_access_token_valid(&token).unwrap());
+    assert_eq!(world.fake.api().counter("password_grants").unwrap(), grants + 1);
 }
 
 #[test]
@@ -246,32 +258,32 @@ fn short_grants_are_served_and_never_cause_a_storm() {
     world.start_daemon(USER_TOKEN, "debug");
     world.login_ok("main");
     let token = world.get("main").unwrap_or_else(|o| panic!("a 19 s token is served: {}", describe(&o)));
-    assert!(world.fake.is_access_token_valid(&token));
+    assert!(world.fake.api().is_access_token_valid(&token).unwrap());
     let start = Instant::now();
-    let before = world.fake.counter("refreshes");
+    let before = world.fake.api().counter("refreshes").unwrap();
     std::thread::sleep(Duration::from_secs(20));
-    let refreshes = world.fake.counter("refreshes") - before;
+    let refreshes = world.fake.api().counter("refreshes").unwrap() - before;
     eprintln!("19 s grants: {refreshes} refreshes in {:?}", start.elapsed());
     assert!((1..=3).contains(&refreshes), "about one refresh per 15 s, not {refreshes}");
     let token = world.get("main").unwrap_or_else(|o| panic!("still served: {}", describe(&o)));
-    assert!(world.fake.is_access_token_valid(&token));
+    assert!(world.fake.api().is_access_token_valid(&token).unwrap());
 
     // Grants of 1 s cannot be served at all: a transient failure with backoff, logged once, never a storm.
-    world.fake.control("lifetimes", json!({"access_secs": 2}));
-    let before = world.fake.counter("refreshes");
+    world.fake.api().post("lifetimes", json!({"access_secs": 2})).unwrap();
+    let before = world.fake.api().counter("refreshes").unwrap();
     let start = Instant::now();
     std::thread::sleep(Duration::from_secs(30));
-    let refreshes = world.fake.counter("refreshes") - before;
+    let refreshes = world.fake.api().counter("refreshes").unwrap() - before;
     eprintln!("1 s grants: {refreshes} refreshes in {:?}", start.elapsed());
     assert!(refreshes <= 30 / 5 + 1, "at most one refresh per 5 s, not {refreshes}");
     let logs = world.daemon_logs();
     let warned = logs.lines().filter(|l| l.contains("WARN") && l.contains("too short")).count();
     assert_eq!(warned, 1, "the too-short grant is logged once at warn:\n{logs}");
     // The session survives: with normal grants again it recovers by itself.
-    world.fake.control("lifetimes", json!({"access_secs": 60}));
+    world.fake.api().post("lifetimes", json!({"access_secs": 60})).unwrap();
     let token = wait_until("a servable token again", PATIENCE, || world.get("main").map_err(|o| describe(&o)));
-    assert!(world.fake.is_access_token_valid(&token));
-    assert_eq!(world.fake.counter("password_grants"), 1, "no new login");
+    assert!(world.fake.api().is_access_token_valid(&token).unwrap());
+    assert_eq!(world.fake.api().counter("password_grants").unwrap(), 1, "no new login");
 }
 
 #[test]
@@ -287,7 +299,9 @@ fn a_caller_brings_service_back_soon_after_an_outage() {
     let outage = Duration::from_secs(25);
     world
         .fake
-        .inject_fault(json!({"kind": "server_error", "duration_ms": outage.as_millis() as u64, "path": "/login"}));
+        .api()
+        .inject_fault(json!({"kind": "server_error", "duration_ms": outage.as_millis() as u64, "path": "/login"}))
+        .unwrap();
     let outage_ends = Instant::now() + outage;
     world.wait_for_state("main", "expired");
     // A reader keeps asking, once a second, during the outage and after it.
@@ -304,11 +318,11 @@ fn a_caller_brings_service_back_soon_after_an_outage() {
         std::thread::sleep(Duration::from_secs(1));
     };
     let late = recovered.saturating_duration_since(outage_ends);
-    let attempts = world.fake.counter("faults_applied");
+    let attempts = world.fake.api().counter("faults_applied").unwrap();
     eprintln!("service back {late:?} after the outage; {attempts} attempts during it ({during} reader calls)");
     assert!(late <= Duration::from_secs(12), "a reader's request brings service back within seconds: {late:?}");
     assert!(attempts <= outage.as_secs() / 10 + 3, "at most one early attempt per 10 s: {attempts} attempts");
-    assert_eq!(world.fake.counter("password_grants"), 1, "no new login");
+    assert_eq!(world.fake.api().counter("password_grants").unwrap(), 1, "no new login");
 }
 
 #[test]
@@ -322,17 +336,17 @@ fn a_restored_token_is_served_only_once_the_time_is_confirmed() {
     let status = world.stop_daemon();
     assert!(status.success());
     // Two hours pass in the real world while this gateway is off; it boots with its last saved time.
-    world.fake.control("clock", json!({"advance_secs": 7200}));
-    assert!(!world.fake.is_access_token_valid(&old), "the saved token has expired in real time");
-    world.fake.inject_fault(json!({"kind": "hang", "duration_ms": 8000, "path": "/login"}));
+    world.fake.api().post("clock", json!({"advance_secs": 7200})).unwrap();
+    assert!(!world.fake.api().is_access_token_valid(&old).unwrap(), "the saved token has expired in real time");
+    world.fake.api().inject_fault(json!({"kind": "hang", "duration_ms": 8000, "path": "/login"})).unwrap();
     world.restart_daemon();
     let out = world.att_token(&["get", "main"]);
     assert_eq!(out.status.code(), Some(exit::UNAVAILABLE), "the restored token is not served: {}", describe(&out));
     // Once the cloud answers, its time confirms the clock and a fresh token is served.
     let token = wait_until("a fresh token", PATIENCE, || world.get("main").map_err(|o| describe(&o)));
     assert_ne!(token, old);
-    assert!(world.fake.is_access_token_valid(&token));
-    assert_eq!(world.fake.counter("password_grants"), 1, "no new login");
+    assert!(world.fake.api().is_access_token_valid(&token).unwrap());
+    assert_eq!(world.fake.api().counter("password_grants").unwrap(), 1, "no new login");
 }
 
 #[test]
@@ -341,15 +355,16 @@ fn a_token_removed_and_re_added_during_its_refresh_keeps_one_refresh_token_owner
     let config = format!("[refresh]\nretry_initial = \"1s\"\nretry_max = \"2s\"\n\n{USER_TOKEN}");
     world.start_daemon(&config, "debug");
     world.login_ok("main");
-    world.fake.inject_fault(json!({"kind": "slow", "delay_ms": 3000, "times": 1, "path": "/login"}));
-    let mut refresh = cli(&world.bus.address)
+    world.fake.api().inject_fault(json!({"kind": "slow", "delay_ms": 3000, "times": 1, "path": "/login"})).unwrap();
+    let mut refresh = bins()
+        .att_token(&world.bus.address)
         .args(["refresh", "main"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("start att-token refresh");
     wait_until("the refresh to reach the cloud", PATIENCE, || {
-        let n = world.fake.counter("faults_applied");
+        let n = world.fake.api().counter("faults_applied").unwrap();
         if n >= 1 { Ok(()) } else { Err(format!("{n} faults applied")) }
     });
     // Two quick reloads: the token goes, then comes back, while its refresh is on its way.
@@ -366,9 +381,9 @@ fn a_token_removed_and_re_added_during_its_refresh_keeps_one_refresh_token_owner
     });
     let out = world.att_token(&["refresh", "main"]);
     assert!(out.status.success(), "the session survived: {}", describe(&out));
-    assert_eq!(world.fake.counter("refresh_reuses"), 0, "no refresh token was presented twice");
+    assert_eq!(world.fake.api().counter("refresh_reuses").unwrap(), 0, "no refresh token was presented twice");
     let token = world.get("main").expect("a token");
-    assert!(world.fake.is_access_token_valid(&token));
+    assert!(world.fake.api().is_access_token_valid(&token).unwrap());
     assert!(unix_now() > 0);
 }
 
@@ -385,6 +400,10 @@ fn unattended_login_follows_the_clouds_clock() {
     );
     world.start_daemon(&config, "debug");
     let token = wait_until("the unattended login", PATIENCE, || world.get("main").map_err(|o| describe(&o)));
-    assert!(world.fake.is_access_token_valid(&token));
-    assert_eq!(world.fake.counter("mfa_steps_ok"), 1, "the first code, computed from the cloud's time, was accepted");
+    assert!(world.fake.api().is_access_token_valid(&token).unwrap());
+    assert_eq!(
+        world.fake.api().counter("mfa_steps_ok").unwrap(),
+        1,
+        "the first code, computed from the cloud's time, was accepted"
+    );
 }

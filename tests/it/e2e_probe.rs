@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::{PATIENCE, World, describe, wait_until};
+use testbed::PATIENCE;
+
+use crate::support::{World, describe, wait_until};
 
 /// How long the fake holds every probe before answering.
 const PROBE_DELAY: Duration = Duration::from_secs(6);
@@ -23,15 +25,19 @@ fn maintenance(token_health: &str, ground_sync: &str) -> String {
 /// Slows every request under `path` for a minute, then waits until at least three slowed probes have started,
 /// so that probes of the current value are in flight whatever the scheduler's phase.
 fn slow_probes_in_flight(world: &World, path: &str) {
-    let applied = world.fake.counter("faults_applied");
-    world.fake.inject_fault(json!({
-        "kind": "slow",
-        "delay_ms": PROBE_DELAY.as_millis() as u64,
-        "duration_ms": 60_000,
-        "path": path,
-    }));
+    let applied = world.fake.api().counter("faults_applied").unwrap();
+    world
+        .fake
+        .api()
+        .inject_fault(json!({
+            "kind": "slow",
+            "delay_ms": PROBE_DELAY.as_millis() as u64,
+            "duration_ms": 60_000,
+            "path": path,
+        }))
+        .unwrap();
     wait_until("three slowed probes to be in flight", PATIENCE, || {
-        let now = world.fake.counter("faults_applied");
+        let now = world.fake.api().counter("faults_applied").unwrap();
         if now >= applied + 3 { Ok(()) } else { Err(format!("{} slowed so far", now - applied)) }
     });
 }
@@ -89,7 +95,7 @@ fn a_reload_during_a_slow_device_probe_keeps_the_new_token_valid() {
 
     // Probes of the old value are held by the fake; meanwhile the old token is revoked and replaced.
     slow_probes_in_flight(&world, &format!("/device/{DEVICE}"));
-    assert!(world.fake.revoke(OLD_TOKEN), "the fake knew the old token");
+    assert!(world.fake.api().revoke(OLD_TOKEN).unwrap(), "the fake knew the old token");
     world.secret_file("sensor-7.token", NEW_TOKEN);
     world.reload_daemon(&config);
     wait_until("the new token to be served after SIGHUP", PATIENCE, || match world.get("sensor-7") {

@@ -5,7 +5,9 @@
 use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
 use std::process::{Command, Output, Stdio};
 
-use crate::support::{PATIENCE, Proc, World, bins, describe, wait_until};
+use testbed::{PATIENCE, Proc};
+
+use crate::support::{World, bins, describe, wait_until};
 
 const CONFIG: &str = "[refresh]\nsafety_margin = \"2s\"\nretry_initial = \"1s\"\nretry_max = \"2s\"\n\n\
                       [[token]]\nname = \"main\"\nkind = \"user\"\n";
@@ -16,21 +18,11 @@ const STRANGER: &str = "daemon";
 /// Starts `att-token proxy NAME --listen ADDRESS` (as `user` when given) and returns it with its address.
 fn start_proxy(world: &World, name: &str, listen: &str, user: Option<&str>) -> (Proc, String) {
     let mut command = match user {
-        Some(user) => {
-            let account = nix::unistd::User::from_name(user).expect("user database").expect("a standard account");
-            let mut command = Command::new("setpriv");
-            command
-                .arg(format!("--reuid={}", account.uid))
-                .arg(format!("--regid={}", account.gid))
-                .arg("--clear-groups")
-                .arg(&bins().token)
-                .env("HOME", "/");
-            command
-        }
+        Some(user) => testbed::as_user(user, &bins().token).unwrap(),
         None => Command::new(&bins().token),
     };
     command.arg("--bus").arg(&world.bus.address).args(["proxy", name, "--listen", listen]);
-    let (proc, line) = Proc::spawn_reading_first_line("att-token-proxy", command, world.scratch.path(), PATIENCE);
+    let (proc, line) = Proc::spawn_first_line("att-token-proxy", command, world.scratch.path(), PATIENCE).unwrap();
     let address = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("printed {line:?}")).to_owned();
     (proc, address)
 }
@@ -102,7 +94,7 @@ fn curl_through_the_proxy_works_across_rotations_with_the_daemons_token_only() {
     assert!(body.contains("Host header"), "{body}");
 
     // Graceful stop on SIGTERM.
-    assert!(proxy.terminate().success(), "{}", proxy.stderr());
+    assert!(proxy.stop().unwrap().success(), "{}", proxy.stderr());
 }
 
 #[test]
@@ -133,7 +125,7 @@ fn a_non_reader_gets_403_from_the_proxy_and_a_unix_socket_is_private() {
     let (status, body) =
         status_and_body(&["--unix-socket", &socket_text, &format!("http://localhost/device/{DEVICE}")]);
     assert_eq!(status, 200, "a reader's request over the socket: {body}");
-    assert!(proxy.terminate().success(), "{}", proxy.stderr());
+    assert!(proxy.stop().unwrap().success(), "{}", proxy.stderr());
     assert!(!socket.exists(), "the socket is removed on exit");
 
     // A stale socket (left by a crash) is replaced.
@@ -163,7 +155,7 @@ fn the_environment_alone_sets_a_unix_socket_and_its_mode() {
         .args(["proxy", "sensor"])
         .env("ATT_TOKEN_PROXY_LISTEN", format!("unix:{}", socket.display()))
         .env("ATT_TOKEN_PROXY_SOCKET_MODE", "660");
-    let (mut proxy, line) = Proc::spawn_reading_first_line("att-token-proxy", command, world.scratch.path(), PATIENCE);
+    let (mut proxy, line) = Proc::spawn_first_line("att-token-proxy", command, world.scratch.path(), PATIENCE).unwrap();
     assert_eq!(line.trim(), format!("listening on unix:{}", socket.display()));
     let meta = std::fs::symlink_metadata(&socket).expect("the socket exists");
     assert_eq!(meta.permissions().mode() & 0o777, 0o660, "ATT_TOKEN_PROXY_SOCKET_MODE sets the mode");
@@ -181,5 +173,5 @@ fn the_environment_alone_sets_a_unix_socket_and_its_mode() {
     ]);
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("Origin"), "{body}");
-    assert!(proxy.terminate().success(), "{}", proxy.stderr());
+    assert!(proxy.stop().unwrap().success(), "{}", proxy.stderr());
 }

@@ -7,8 +7,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
+use testbed::{PATIENCE, Proc};
+
 use crate::support::world::{PASSWORD, TOTP_SEED};
-use crate::support::{PATIENCE, Proc, World, describe, wait_until};
+use crate::support::{World, bins, describe, wait_until};
 
 /// Access tokens live 8 s at the fake (`expires_in` 7); with a 2 s margin the daemon refreshes about every 5 s.
 const FAKE_ARGS: &[&str] = &["--access-lifetime", "8s"];
@@ -21,7 +23,7 @@ fn held_refresh_tokens(world: &World) -> BTreeSet<String> {
     for path in files_under(&world.state_dir()) {
         let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap_or_default()).into_owned();
         for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_')) {
-            if word.len() >= 40 && world.fake.is_refresh_token_valid(word) {
+            if word.len() >= 40 && world.fake.api().is_refresh_token_valid(word).unwrap() {
                 found.insert(word.to_owned());
             }
         }
@@ -51,7 +53,7 @@ fn follow_refreshes(world: &World, count: usize, refresh_tokens: &mut BTreeSet<S
     wait_until(&format!("{count} distinct access tokens from att-token get"), timeout, || {
         let token = world.get("main").map_err(|out| format!("att-token get main failed: {}", describe(&out)))?;
         assert!(
-            world.fake.is_access_token_valid(&token),
+            world.fake.api().is_access_token_valid(&token).unwrap(),
             "att-token get main served an access token the cloud does not accept (token #{} seen)",
             seen.len() + 1
         );
@@ -82,7 +84,7 @@ fn mfa_login_then_tokens_stay_valid_through_refreshes_and_no_secret_is_logged() 
     // Every signal on the bus, to check that none carries a secret.
     let mut monitor = std::process::Command::new("dbus-monitor");
     monitor.arg("--address").arg(&world.bus.address).arg("type='signal'");
-    let monitor = Proc::spawn("dbus-monitor", monitor, world.scratch.path());
+    let monitor = Proc::spawn("dbus-monitor", monitor, world.scratch.path()).unwrap();
     assert_eq!(world.get("device").expect("the device token is served"), DEVICE_TOKEN);
 
     let before = world.listed("main");
@@ -91,14 +93,14 @@ fn mfa_login_then_tokens_stay_valid_through_refreshes_and_no_secret_is_logged() 
     assert!(!denied.status.success());
 
     let code = world.login_ok("main");
-    assert_eq!(world.fake.counter("password_grants_ok"), 1);
-    assert_eq!(world.fake.counter("mfa_steps_ok"), 1, "the login went through the MFA step");
+    assert_eq!(world.fake.api().counter("password_grants_ok").unwrap(), 1);
+    assert_eq!(world.fake.api().counter("mfa_steps_ok").unwrap(), 1, "the login went through the MFA step");
 
     let mut refresh_tokens = held_refresh_tokens(&world);
     assert_eq!(refresh_tokens.len(), 1, "the state holds exactly one live refresh token after login");
     // Six distinct access tokens: the login's and five refreshes.
     let access_tokens = follow_refreshes(&world, 6, &mut refresh_tokens);
-    let counters = world.fake.counters();
+    let counters = world.fake.api().counters().unwrap();
     assert!(counters["refreshes_ok"].as_u64() >= Some(5), "five refreshes happened: {counters}");
     assert_eq!(counters["refresh_reuses"], 0, "no rotated-away refresh token was presented: {counters}");
     assert_eq!(counters["max_concurrent_refreshes"], 1, "refreshes never overlap: {counters}");
@@ -163,26 +165,32 @@ fn kill_9_right_after_a_refresh_keeps_the_session() {
         Err(out) => Err(describe(&out)),
     });
     world.kill9_daemon();
-    let logins = world.fake.counter("password_grants");
+    let logins = world.fake.api().counter("password_grants").unwrap();
     assert_eq!(logins, 1);
 
     world.restart_daemon();
     // Unless the kernel reports the clock synchronised, the restored access token is refreshed before it is
     // served: until that refresh lands, `get` answers Unavailable.
     let after = wait_until("a token after the restart", PATIENCE, || world.get("main").map_err(|out| describe(&out)));
-    assert_eq!(world.fake.counter("password_grants"), 1, "the restarted daemon logged in again");
-    assert!(world.fake.is_access_token_valid(&after), "the token served after restart works at the cloud");
-    assert!(after == refreshed || world.fake.counter("refreshes_ok") >= 2, "the restarted daemon kept its session");
+    assert_eq!(world.fake.api().counter("password_grants").unwrap(), 1, "the restarted daemon logged in again");
+    assert!(
+        world.fake.api().is_access_token_valid(&after).unwrap(),
+        "the token served after restart works at the cloud"
+    );
+    assert!(
+        after == refreshed || world.fake.api().counter("refreshes_ok").unwrap() >= 2,
+        "the restarted daemon kept its session"
+    );
 
     // The persisted refresh token still works: the next refresh after restart succeeds without a new login.
-    let before = world.fake.counter("refreshes_ok");
+    let before = world.fake.api().counter("refreshes_ok").unwrap();
     let next = wait_until("a refresh after the restart", PATIENCE, || match world.get("main") {
-        Ok(token) if token != after && world.fake.counter("refreshes_ok") > before => Ok(token),
+        Ok(token) if token != after && world.fake.api().counter("refreshes_ok").unwrap() > before => Ok(token),
         Ok(_) => Err("no refresh yet".to_owned()),
         Err(out) => Err(describe(&out)),
     });
-    assert!(world.fake.is_access_token_valid(&next));
-    let counters = world.fake.counters();
+    assert!(world.fake.api().is_access_token_valid(&next).unwrap());
+    let counters = world.fake.api().counters().unwrap();
     assert_eq!(counters["password_grants"], 1, "no new login: {counters}");
     assert_eq!(counters["refresh_reuses"], 0, "the daemon never presented a rotated-away refresh token: {counters}");
     assert_eq!(world.listed("main")["state"], "valid");
@@ -215,7 +223,8 @@ const STILL_CONFIG: &str = "[refresh]\nretry_initial = \"1s\"\nretry_max = \"2s\
 
 /// Starts `att-token refresh main` without waiting for it.
 fn refresh_in_background(world: &World) -> std::process::Child {
-    crate::support::cli(&world.bus.address)
+    bins()
+        .att_token(&world.bus.address)
         .args(["refresh", "main"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -234,10 +243,10 @@ fn kill_9_while_a_refresh_is_on_its_way() {
     world.login_ok("main");
 
     // The refresh has not reached the cloud when the daemon dies: the session carries on after a restart.
-    world.fake.inject_fault(serde_json::json!({"kind": "hang", "times": 1, "path": "/login"}));
+    world.fake.api().inject_fault(serde_json::json!({"kind": "hang", "times": 1, "path": "/login"})).unwrap();
     let mut waiting = refresh_in_background(&world);
     wait_until("the refresh to reach the cloud's front door", PATIENCE, || {
-        let applied = world.fake.counter("faults_applied");
+        let applied = world.fake.api().counter("faults_applied").unwrap();
         if applied == 1 { Ok(()) } else { Err(format!("{applied} faults applied")) }
     });
     assert!(state_file_text(&world).contains("refresh_sent_at"), "the refresh was marked on disk before it was sent");
@@ -248,16 +257,16 @@ fn kill_9_while_a_refresh_is_on_its_way() {
     let out = world.att_token(&["refresh", "main"]);
     assert!(out.status.success(), "the session survived: {}", describe(&out));
     assert!(!state_file_text(&world).contains("refresh_sent_at"), "the mark is gone once the answer is saved");
-    assert!(world.fake.is_access_token_valid(&world.get("main").expect("a token")));
-    assert_eq!(world.fake.counter("password_grants"), 1, "no new login");
+    assert!(world.fake.api().is_access_token_valid(&world.get("main").expect("a token")).unwrap());
+    assert_eq!(world.fake.api().counter("password_grants").unwrap(), 1, "no new login");
 
     // The cloud carried the refresh out and its answer was lost with the daemon: the refresh token it held is
     // gone. The protocol allows no recovery; the daemon says exactly what happened and what to do.
-    world.fake.inject_fault(serde_json::json!({"kind": "lost_reply", "times": 1, "path": "/login"}));
-    let refreshed = world.fake.counter("refreshes_ok");
+    world.fake.api().inject_fault(serde_json::json!({"kind": "lost_reply", "times": 1, "path": "/login"})).unwrap();
+    let refreshed = world.fake.api().counter("refreshes_ok").unwrap();
     let mut waiting = refresh_in_background(&world);
     wait_until("the cloud to carry out the refresh", PATIENCE, || {
-        let ok = world.fake.counter("refreshes_ok");
+        let ok = world.fake.api().counter("refreshes_ok").unwrap();
         if ok > refreshed { Ok(()) } else { Err(format!("{ok} refreshes done")) }
     });
     world.kill9_daemon();
@@ -274,7 +283,11 @@ fn kill_9_while_a_refresh_is_on_its_way() {
         "the reason names the lost answer: {said}"
     );
     assert!(said.contains("att-token login"), "and what to do: {said}");
-    assert_eq!(world.fake.counter("refresh_reuses"), 1, "the old refresh token was presented once, and refused");
+    assert_eq!(
+        world.fake.api().counter("refresh_reuses").unwrap(),
+        1,
+        "the old refresh token was presented once, and refused"
+    );
 }
 
 /// A random number of milliseconds below `below`.
@@ -288,7 +301,11 @@ fn kill_9_at_random_moments_never_loses_a_session_silently() {
     const ROUNDS: usize = 6;
     let mut world = World::new("kill9-random", FAKE_ARGS);
     // Every request waits 1 s at the cloud's door, so some kills land while a refresh is on its way.
-    world.fake.inject_fault(serde_json::json!({"kind": "slow", "delay_ms": 1000, "duration_ms": 600_000}));
+    world
+        .fake
+        .api()
+        .inject_fault(serde_json::json!({"kind": "slow", "delay_ms": 1000, "duration_ms": 600_000}))
+        .unwrap();
     world.start_daemon(CONFIG, "debug");
     world.login_ok("main");
     let mut lost = 0;
@@ -296,12 +313,12 @@ fn kill_9_at_random_moments_never_loses_a_session_silently() {
         std::thread::sleep(Duration::from_millis(random_ms(6_000)));
         world.kill9_daemon();
         world.restart_daemon();
-        let before = world.fake.counter("refreshes_ok");
+        let before = world.fake.api().counter("refreshes_ok").unwrap();
         let resumed = wait_until(&format!("round {round}: the restarted daemon's next refresh"), PATIENCE, || {
             let entry = world.listed("main");
             if entry["state"] == "needs-login" {
                 Ok(false)
-            } else if entry["state"] == "valid" && world.fake.counter("refreshes_ok") > before {
+            } else if entry["state"] == "valid" && world.fake.api().counter("refreshes_ok").unwrap() > before {
                 Ok(true)
             } else {
                 Err(format!("listed as {entry}"))
@@ -309,7 +326,7 @@ fn kill_9_at_random_moments_never_loses_a_session_silently() {
         });
         if resumed {
             let token = world.get("main").unwrap_or_else(|out| panic!("round {round}: {}", describe(&out)));
-            assert!(world.fake.is_access_token_valid(&token), "round {round}: the served token works");
+            assert!(world.fake.api().is_access_token_valid(&token).unwrap(), "round {round}: the served token works");
         } else {
             // Only the moment between the cloud's rotation and the save can cost the session, and then the
             // daemon says so.
@@ -319,7 +336,7 @@ fn kill_9_at_random_moments_never_loses_a_session_silently() {
             world.login_ok("main");
         }
     }
-    let counters = world.fake.counters();
+    let counters = world.fake.api().counters().unwrap();
     eprintln!("kill -9 at {ROUNDS} random moments: {lost} sessions lost in the rotation window; counters {counters}");
     assert_eq!(counters["password_grants"], 1 + lost, "no login beyond those the lost sessions needed: {counters}");
     assert_eq!(counters["refresh_reuses"], lost, "a rotated-away token is presented only after a lost answer");

@@ -1,7 +1,9 @@
 //! End to end, as separate processes: SIGHUP re-reads the config and the token files while sessions keep
 //! running; a broken config on reload is reported and the running configuration stays.
 
-use crate::support::{PATIENCE, World, describe, exit, wait_until};
+use testbed::PATIENCE;
+
+use crate::support::{World, describe, exit, wait_until};
 
 const DEVICE: &str = "SensorSevenDevice0000001";
 const OLD_TOKEN: &str = "maker:4SensorSevenOldToken";
@@ -30,7 +32,7 @@ fn sighup_reloads_token_files_tokens_and_refresh_timings_and_keeps_the_session()
     let sensor = world.secret_file("sensor-7.token", OLD_TOKEN);
     world.start_daemon(&config("2s", &sensor, ""), "debug");
     world.login_ok("main");
-    let logins = world.fake.counter("password_grants");
+    let logins = world.fake.api().counter("password_grants").unwrap();
     assert_eq!(world.get("sensor-7").expect("the device token"), OLD_TOKEN);
     // With a 2 s margin a fresh 59 s token is good for 50 s.
     let out = world.att_token(&["get", "main", "--min-valid", "50"]);
@@ -55,13 +57,16 @@ fn sighup_reloads_token_files_tokens_and_refresh_timings_and_keeps_the_session()
     assert!(String::from_utf8_lossy(&out.stderr).contains("10 s before they expire"), "{}", describe(&out));
     // The user session went on: the same session, no new login.
     let now = world.get("main").expect("the session survives a reload");
-    assert!(world.fake.is_access_token_valid(&now), "the session's token is still one the cloud accepts");
-    assert_eq!(world.fake.counter("password_grants"), logins, "a reload needs no new login");
+    assert!(
+        world.fake.api().is_access_token_valid(&now).unwrap(),
+        "the session's token is still one the cloud accepts"
+    );
+    assert_eq!(world.fake.api().counter("password_grants").unwrap(), logins, "a reload needs no new login");
 
     // A broken config: reported, and everything keeps running as it was.
     let config_path = world.config.clone().expect("a config file");
     std::fs::write(&config_path, "[[token]]\nname = \"main\"\nkind = \"usr\"\n").expect("break the config");
-    world.daemon.as_mut().expect("the daemon runs").proc.signal(nix::sys::signal::Signal::SIGHUP);
+    world.daemon.as_mut().expect("the daemon runs").proc.signal(nix::sys::signal::Signal::SIGHUP).unwrap();
     wait_until("the daemon to report the broken config", PATIENCE, || {
         let logs = world.daemon_logs();
         if logs.contains("reload failed, keeping the running configuration") { Ok(()) } else { Err(logs) }

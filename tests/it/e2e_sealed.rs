@@ -113,12 +113,12 @@ fn a_sealed_state_holds_no_piece_of_any_token_and_resumes_with_the_same_key() {
     assert!(bytes.starts_with(seal::MAGIC), "the session file is sealed");
 
     // Restart with the same key: the session goes on, no login.
-    let logins = world.fake.counter("password_grants");
+    let logins = world.fake.api().counter("password_grants").unwrap();
     assert!(world.stop_daemon().success());
     world.restart_daemon();
     let token = world.get("main").unwrap_or_else(|out| panic!("served after a restart: {}", describe(&out)));
-    assert!(world.fake.is_access_token_valid(&token));
-    assert_eq!(world.fake.counter("password_grants"), logins, "resumed without a login");
+    assert!(world.fake.api().is_access_token_valid(&token).unwrap());
+    assert_eq!(world.fake.api().counter("password_grants").unwrap(), logins, "resumed without a login");
     access.push(token);
     assert_no_piece_of(&world, &access);
 }

@@ -1,8 +1,10 @@
 //! End to end, as separate processes: a refused password or MFA code, `get --min-valid` refreshing first,
 //! `refresh` on demand and `logout` forgetting the session on disk.
 
+use testbed::{PATIENCE, Proc};
+
 use crate::support::world::{PASSWORD, USERNAME};
-use crate::support::{PATIENCE, Proc, World, cli, cli_with_stdin, describe, exit, wait_until};
+use crate::support::{World, bins, describe, exit, wait_until};
 
 /// Access tokens live 60 s (`expires_in` 59); nothing refreshes by itself during this short test.
 const FAKE_ARGS: &[&str] = &["--access-lifetime", "60s"];
@@ -10,14 +12,14 @@ const CONFIG: &str = "[refresh]\nsafety_margin = \"2s\"\n\n[[token]]\nname = \"m
 
 /// `att-token login main` with the given password and code.
 fn login_with(world: &World, password: &str, code: &str) -> std::process::Output {
-    let mut command = cli(&world.bus.address);
+    let mut command = bins().att_token(&world.bus.address);
     command.args(["login", "main", "--username", USERNAME, "--password-stdin", "--code", code]);
-    cli_with_stdin(command, &format!("{password}\n"))
+    testbed::output_with_stdin(command, &format!("{password}\n")).unwrap()
 }
 
 /// A code that is not the current one, nor a neighbour the fake would accept.
 fn wrong_code(world: &World) -> String {
-    let current: u32 = world.fake.current_totp(USERNAME).parse().expect("a 6-digit code");
+    let current: u32 = world.fake.api().current_totp(USERNAME).unwrap().parse().expect("a 6-digit code");
     format!("{:06}", (current + 500_000) % 1_000_000)
 }
 
@@ -27,7 +29,7 @@ fn refused_logins_min_valid_refresh_and_logout() {
     world.start_daemon(CONFIG, "debug");
 
     // A wrong password and a wrong code are refused, with NeedsLogin's status and one line on stderr.
-    let out = login_with(&world, "not-the-password", &world.fake.current_totp(USERNAME));
+    let out = login_with(&world, "not-the-password", &world.fake.api().current_totp(USERNAME).unwrap());
     assert_eq!(out.status.code(), Some(exit::NEEDS_LOGIN), "a wrong password is refused: {}", describe(&out));
     assert_eq!(String::from_utf8_lossy(&out.stderr).trim_end().lines().count(), 1, "{}", describe(&out));
     let out = login_with(&world, PASSWORD, &wrong_code(&world));
@@ -37,7 +39,7 @@ fn refused_logins_min_valid_refresh_and_logout() {
 
     world.login_ok("main");
     let first = world.get("main").expect("a token after login");
-    let refreshes = world.fake.counter("refreshes_ok");
+    let refreshes = world.fake.api().counter("refreshes_ok").unwrap();
 
     // Before half its life has passed, a token is not refreshed early for a caller: the answer says what it can
     // give now, and no refresh is spent.
@@ -45,7 +47,11 @@ fn refused_logins_min_valid_refresh_and_logout() {
     let out = world.att_token(&["get", "main", "--min-valid", "56"]);
     assert_eq!(out.status.code(), Some(exit::UNAVAILABLE), "a young token is not refreshed early: {}", describe(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("ask for at most"), "{}", describe(&out));
-    assert_eq!(world.fake.counter("refreshes"), 0, "no refresh for a caller before half the token's life");
+    assert_eq!(
+        world.fake.api().counter("refreshes").unwrap(),
+        0,
+        "no refresh for a caller before half the token's life"
+    );
     // Once the token is past half its life (28 s or less left), asking for that long (plus the 2 s margin) makes
     // the daemon refresh first; a fresh token (59 s) covers it.
     let left = wait_until("the login's token to age to 28 s left", PATIENCE + PATIENCE, || {
@@ -57,26 +63,26 @@ fn refused_logins_min_valid_refresh_and_logout() {
     assert!(out.status.success(), "get --min-valid {left}: {}", describe(&out));
     let fresh = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     assert_ne!(fresh, first, "--min-valid refreshed first");
-    assert!(world.fake.is_access_token_valid(&fresh));
-    assert_eq!(world.fake.counter("refreshes_ok"), refreshes + 1);
+    assert!(world.fake.api().is_access_token_valid(&fresh).unwrap());
+    assert_eq!(world.fake.api().counter("refreshes_ok").unwrap(), refreshes + 1);
 
     // More than any token lives: no token is printed rather than one that lapses too soon, and no refresh is
     // spent finding that out.
-    let refreshes = world.fake.counter("refreshes");
+    let refreshes = world.fake.api().counter("refreshes").unwrap();
     let out = world.att_token(&["get", "main", "--min-valid", "600"]);
     assert_eq!(out.status.code(), Some(exit::USAGE), "no 60 s token is valid for 600 s: {}", describe(&out));
     assert!(out.stdout.is_empty(), "nothing on stdout: {}", describe(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("ask for at most"), "{}", describe(&out));
-    assert_eq!(world.fake.counter("refreshes"), refreshes, "no refresh for a wish no token can meet");
+    assert_eq!(world.fake.api().counter("refreshes").unwrap(), refreshes, "no refresh for a wish no token can meet");
 
     // `refresh` on demand.
-    let before = world.fake.counter("refreshes_ok");
+    let before = world.fake.api().counter("refreshes_ok").unwrap();
     let out = world.att_token(&["refresh", "main"]);
     assert!(out.status.success(), "att-token refresh main: {}", describe(&out));
-    assert_eq!(world.fake.counter("refreshes_ok"), before + 1, "one refresh per `att-token refresh`");
+    assert_eq!(world.fake.api().counter("refreshes_ok").unwrap(), before + 1, "one refresh per `att-token refresh`");
     let refreshed = world.get("main").expect("a token after refresh");
-    assert!(world.fake.is_access_token_valid(&refreshed));
-    assert_eq!(world.fake.counter("refresh_reuses"), 0);
+    assert!(world.fake.api().is_access_token_valid(&refreshed).unwrap());
+    assert_eq!(world.fake.api().counter("refresh_reuses").unwrap(), 0);
 
     // `logout` forgets the session, on disk too.
     let out = world.att_token(&["logout", "main"]);
@@ -96,10 +102,10 @@ fn refused_logins_min_valid_refresh_and_logout() {
     let own_state = world.scratch.path().join("second-state");
     let text = text.replace(&world.state_dir().display().to_string(), &own_state.display().to_string());
     assert!(text.contains("second-state"), "the second config names its own state directory: {text}");
-    let config = world.scratch.write("second.toml", &text, 0o600);
-    let mut command = std::process::Command::new(&crate::support::bins().tokend);
+    let config = world.scratch.write("second.toml", &text, 0o600).unwrap();
+    let mut command = std::process::Command::new(&bins().tokend);
     command.arg("--config").arg(&config).env_remove("NOTIFY_SOCKET");
-    let mut second = Proc::spawn("second-att-tokend", command, world.scratch.path());
+    let mut second = Proc::spawn("second-att-tokend", command, world.scratch.path()).unwrap();
     let status = wait_until("the second daemon to give up", PATIENCE, || second.try_status().ok_or(String::new()));
     assert!(!status.success(), "a second daemon exits with an error: {status}");
     let stderr = second.stderr();

@@ -5,10 +5,12 @@
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-use crate::support::{PATIENCE, World, describe, wait_until};
+use testbed::PATIENCE;
+
+use crate::support::{World, describe, wait_until};
 
 /// A reader by user name; its primary group is not a reader.
 const READER: &str = "nobody";
@@ -32,14 +34,8 @@ fn runtime_dir(world: &World) -> PathBuf {
 
 /// `cat PATH` as `user` (its uid and primary gid, no supplementary groups): the bytes, or what cat said.
 fn read_as(user: &str, path: &Path) -> Result<Vec<u8>, String> {
-    let account = nix::unistd::User::from_name(user)
-        .expect("read the user database")
-        .unwrap_or_else(|| panic!("this test needs the standard account {user:?}"));
-    let out = Command::new("setpriv")
-        .arg(format!("--reuid={}", account.uid))
-        .arg(format!("--regid={}", account.gid))
-        .arg("--clear-groups")
-        .arg("cat")
+    let out = testbed::as_user(user, "cat")
+        .unwrap()
         .arg(path)
         .stdin(Stdio::null())
         .output()
@@ -104,7 +100,7 @@ fn a_token_file_follows_every_refresh_and_only_readers_can_open_it() {
         let token = String::from_utf8(bytes).expect("the file holds UTF-8");
         assert!(!token.is_empty() && !token.ends_with('\n'), "exactly the token, no newline (read #{reads})");
         assert!(
-            world.fake.is_access_token_valid(&token),
+            world.fake.api().is_access_token_valid(&token).unwrap(),
             "read #{reads} found a token the cloud does not accept (partial, expired or unknown); {} seen before",
             seen.len()
         );
@@ -190,7 +186,7 @@ fn reloads_and_restarts_move_and_delete_files_and_a_revoked_token_loses_its_file
     wait_holding(&a, TOKEN);
 
     // A verdict: the cloud revokes the token, the health probe finds it, and the file goes.
-    assert!(world.fake.revoke(TOKEN), "the fake knew the device token");
+    assert!(world.fake.api().revoke(TOKEN).unwrap(), "the fake knew the device token");
     world.wait_for_state("sensor", "revoked");
     wait_gone(&a, "revoked");
     let files: BTreeSet<String> =

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::support::{PATIENCE, Proc, World, bins, describe, fail, wait_until};
+use testbed::{PATIENCE, Proc};
+
+use crate::support::{World, bins, describe, wait_until};
 
 /// `WatchdogSec=` for the test: the daemon pings every half of it.
 const WATCHDOG: Duration = Duration::from_secs(4);
@@ -63,8 +65,8 @@ fn start_watched(world: &mut World, config: &str) -> (Proc, NotifySocket) {
     let config = world.config.clone().expect("a config");
     let mut command = testbed::Daemon::command(bins(), &config, &[("RUST_LOG", "debug")]);
     command.env("NOTIFY_SOCKET", &notify_path).env("WATCHDOG_USEC", WATCHDOG.as_micros().to_string());
-    let mut daemon = Proc::spawn("att-tokend", command, world.scratch.path());
-    testbed::wait_served(&bins().token, &world.bus.address, &mut daemon.0).unwrap_or_else(fail);
+    let mut daemon = Proc::spawn("att-tokend", command, world.scratch.path()).unwrap();
+    testbed::wait_served(&bins().token, &world.bus.address, &mut daemon).unwrap();
     wait_until("READY=1", PATIENCE, || if notify.said("READY=1") { Ok(()) } else { Err("not yet".to_owned()) });
     (daemon, notify)
 }
@@ -81,9 +83,9 @@ fn device_config(world: &World) -> String {
 
 /// `att-token get NAME`, which must answer within `patience` (a daemon whose loop is blocked never answers).
 fn get_within(world: &World, name: &str, patience: Duration) -> String {
-    let mut command = crate::support::cli(&world.bus.address);
+    let mut command = bins().att_token(&world.bus.address);
     command.args(["get", name]);
-    let mut get = Proc::spawn("att-token-get", command, world.scratch.path());
+    let mut get = Proc::spawn("att-token-get", command, world.scratch.path()).unwrap();
     let status = wait_until(&format!("att-token get {name} to answer"), patience, || {
         get.try_status().ok_or_else(|| "no answer yet".to_owned())
     });
@@ -98,7 +100,7 @@ fn a_bus_that_accepts_and_never_answers_does_not_starve_the_watchdog() {
     let (mut daemon, notify) = start_watched(&mut world, &config);
 
     // The bus dies; in its place, a socket that accepts every connection and never says a word.
-    world.bus.kill();
+    world.bus.proc.kill9().unwrap();
     let socket = world.scratch.path().join("bus.sock");
     let _ = std::fs::remove_file(&socket);
     let listener = UnixListener::bind(&socket).expect("bind the silent bus socket");
@@ -136,7 +138,7 @@ fn a_reload_that_blocks_on_its_files_does_not_stop_the_daemon_serving_or_the_wat
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
     std::fs::rename(&fifo, &path).expect("put the FIFO in the config's place");
     let reload = Instant::now();
-    daemon.signal(Signal::SIGHUP);
+    daemon.signal(Signal::SIGHUP).unwrap();
     wait_until("RELOADING=1", PATIENCE, || if notify.said("RELOADING=1") { Ok(()) } else { Err("not yet".to_owned()) });
     for _ in 0..6 {
         assert_eq!(get_within(&world, "sensor", Duration::from_secs(5)), "maker:4WatchDeviceToken");

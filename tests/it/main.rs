@@ -1,6 +1,7 @@
 //! Cross-crate tests. One module per concern, each with a one-line purpose.
 
-/// Dependency arrows point one way, token-model stays pure, the daemon logs nothing at trace and serves without proxies.
+/// Arrows between crates and between the daemon's modules point one way, token-model stays pure, the daemon logs
+/// nothing at trace and serves without proxies, ARCHITECTURE.md is true, no file grows long without a reason.
 mod architecture;
 
 /// Harness for end-to-end runs: the `testbed` crate's programs and processes, as the tests call them, and `World`.

@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use crate::support::build::workspace_root;
+use testbed::workspace_root;
 
 /// Highest `systemd-analyze security` exposure the unit may have (0 = locked down, 10 = exposed).
 const MAX_EXPOSURE: f64 = 2.0;
@@ -253,7 +253,7 @@ struct PolicyBus {
 
 impl PolicyBus {
     fn start() -> PolicyBus {
-        let scratch = testbed::Scratch::new("packaging-bus").unwrap_or_else(crate::support::fail);
+        let scratch = testbed::Scratch::new("packaging-bus").unwrap();
         let services = scratch.join("services");
         std::fs::create_dir(&services).unwrap();
         std::fs::copy(
@@ -431,7 +431,7 @@ fn the_conffile_parses_and_shows_the_real_defaults() {
 #[test]
 fn gen_assets_writes_man_pages_and_completions() {
     let dir = tempfile::tempdir().unwrap();
-    let mut command = crate::support::build::cargo_command();
+    let mut command = testbed::cargo();
     let out =
         output(command.args(["run", "--quiet", "-p", "att-tokend", "--example", "gen-assets", "--"]).arg(dir.path()));
     assert!(out.status.success(), "gen-assets failed: {}", text(&out.stderr));

@@ -69,15 +69,16 @@ The tests run are those that need no D-Bus daemon and no other host service:
   fake-cloud    unit tests
   fuzz-checks   unit tests, corpus (replays the fuzz corpus)
   att-tokend    unit tests of the library (the boot-time timer's far expiry among them) and
-                of both programs, config_files, state_files
-The end-to-end tests (daemon/tests cli_*, core_*, the tests crate) start dbus-daemon, the fake
+                of both programs; config_files and state_files of its test binary
+The end-to-end tests (daemon/tests/it cli_*, core_*, the tests crate) start dbus-daemon, the fake
 cloud or the built programs and stay with `cargo xtask ci` on the host.
 
 Prints the passed count and the time per architecture; fails if any test fails.
 ";
 
 /// The test targets [`test`] runs for each architecture: a package and the cargo arguments that select its
-/// test targets. None of them needs a D-Bus daemon or another host service.
+/// test targets (after `--`, filters that pick modules of a test binary). None of them needs a D-Bus daemon or
+/// another host service.
 pub(crate) const TEST_SET: &[(&str, &[&str])] = &[
     (
         "token-model",
@@ -87,7 +88,8 @@ pub(crate) const TEST_SET: &[(&str, &[&str])] = &[
     ("token-proxy", &["--lib"]),
     ("fake-cloud", &["--lib"]),
     ("fuzz-checks", &["--lib", "--test", "corpus"]),
-    ("att-tokend", &["--lib", "--bins", "--test", "config_files", "--test", "state_files"]),
+    ("att-tokend", &["--lib", "--bins"]),
+    ("att-tokend", &["--test", "it", "--", "config_files::", "state_files::"]),
 ];
 
 /// An ARM architecture of the gateways.
@@ -372,9 +374,12 @@ impl Root {
 
     /// Runs `cargo ARGS --target <triple> --locked` for `arch` in the workspace inside the root.
     fn cargo(&self, arch: Arch, args: &[&str]) -> Command {
+        // Cargo's own options go before a `--`, which starts the test binaries' arguments (their filters).
+        let split = args.iter().position(|arg| *arg == "--").unwrap_or(args.len());
         let mut argv = vec!["cargo"];
-        argv.extend(args);
+        argv.extend(&args[..split]);
         argv.extend(["--target", arch.triple(), "--locked"]);
+        argv.extend(&args[split..]);
         self.command(&self.cargo_mounts(), &Root::cargo_env(arch), "/src", &argv)
     }
 

@@ -279,7 +279,7 @@ fn exercise(fake: &Path) -> anyhow::Result<()> {
         .args(["-f", "-qq", "-y", "-s", "65536", "-o"])
         .arg(&trace.file)
         .arg("--")
-        .args(as_user_args("att-tokend"))
+        .args(testbed::setpriv_args("att-tokend", "att-tokend", testbed::Groups::Theirs))
         .arg("/usr/bin/att-tokend")
         .env("CREDENTIALS_DIRECTORY", &credentials)
         .env("RUST_LOG", "trace")
@@ -432,16 +432,9 @@ fn create_user(name: &str, group: Option<&str>) -> anyhow::Result<()> {
     run_command(command.arg(name))
 }
 
-/// The command line prefix that runs a program as `user` with that user's groups.
-fn as_user_args(user: &str) -> Vec<String> {
-    ["setpriv", &format!("--reuid={user}"), &format!("--regid={user}"), "--init-groups", "--"]
-        .map(str::to_owned)
-        .to_vec()
-}
-
 /// `program` run as `user` with that user's groups.
 fn as_user(user: &str, program: &str) -> Command {
-    let args = as_user_args(user);
+    let args = testbed::setpriv_args(user, user, testbed::Groups::Theirs);
     let mut command = Command::new(&args[0]);
     command.args(&args[1..]).arg(program);
     command

@@ -12,12 +12,14 @@
 //!   address; [`Fake`] is `att-fake-cloud` with its URL and its control API; [`Daemon`] is `att-tokend`
 //!   with a config file, started once it answers on the bus.
 //! - [`KernelClock`] makes the host kernel's clock count as synchronised or not (root), as timedated reports it.
+//! - [`as_user`] and [`setpriv_args`] run a command as another user (root), the one way anything here does.
 //!
 //! Every fallible function returns an [`anyhow::Result`] whose message says what failed and what to do:
-//! xtask prints it once, and the tests' thin layer (`tests/it/support`) turns it into a panic. This crate is
+//! xtask prints it once, and the tests unwrap it (its `Debug` shows the causes). This crate is
 //! never part of the product: only dev-dependencies, `tests` and `xtask` use it (a rule in
 //! `tests/it/architecture.rs`).
 
+mod as_user;
 mod bus;
 mod daemon;
 mod fake;
@@ -31,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
+pub use as_user::{Groups, as_user, setpriv_args};
 pub use bus::Bus;
 pub use daemon::{Daemon, wait_served};
 pub use fake::{Fake, FakeControl, http};

@@ -5,8 +5,6 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::fail;
-
 /// The served object.
 struct Timedate {
     synchronised: Arc<AtomicBool>,
@@ -54,8 +52,8 @@ impl FakeTimedated {
         });
         match ready_rx.recv() {
             Ok(None) => {}
-            Ok(Some(e)) => fail(anyhow::anyhow!("the fake timedated could not own its name on the test bus: {e}")),
-            Err(_) => fail(anyhow::anyhow!("the fake timedated's thread ended before it served")),
+            Ok(Some(e)) => panic!("the fake timedated could not own its name on the test bus: {e}"),
+            Err(_) => panic!("the fake timedated's thread ended before it served"),
         }
         FakeTimedated { synchronised: flag, stop: Some(stop), thread: Some(thread) }
     }

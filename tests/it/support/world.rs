@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 use std::process::Output;
 
-use super::{Bus, Daemon, Fake, PATIENCE, Scratch, cli, cli_with_stdin, describe, wait_until};
+use testbed::{Bus, Daemon, Fake, PATIENCE, Scratch};
+
+use super::{bins, describe, wait_until};
 
 /// The user every world knows, with MFA.
 pub(crate) const USERNAME: &str = "alice@example.com";
@@ -32,11 +34,11 @@ pub(crate) struct World {
 impl World {
     /// Starts a bus and the fake cloud with `fake_args` (the user with MFA is always added).
     pub(crate) fn new(label: &str, fake_args: &[&str]) -> World {
-        let scratch = Scratch::new(label);
-        let bus = Bus::start(&scratch);
+        let scratch = Scratch::new(&format!("e2e-{label}")).unwrap();
+        let bus = Bus::start(&scratch).unwrap();
         let mut args = vec!["--user".to_owned(), format!("{USERNAME}:{PASSWORD}:{TOTP_SEED}")];
         args.extend(fake_args.iter().map(|a| (*a).to_owned()));
-        let fake = Fake::start(&scratch, &args);
+        let fake = Fake::start(&bins().fake, &scratch, &args).unwrap();
         World { daemon: None, fake, bus, config: None, log: "debug".to_owned(), scratch }
     }
 
@@ -47,7 +49,7 @@ impl World {
 
     /// Writes a secret file (mode 0600) and returns its path.
     pub(crate) fn secret_file(&self, name: &str, contents: &str) -> PathBuf {
-        self.scratch.write(name, contents, 0o600)
+        self.scratch.write(name, contents, 0o600).unwrap()
     }
 
     /// Writes the config (`[api]` and `[daemon]` generated, then `rest`), starts the daemon and waits for it.
@@ -65,32 +67,33 @@ impl World {
             self.bus.address,
             self.state_dir().display()
         );
-        self.config = Some(self.scratch.write("config.toml", &config, 0o600));
+        self.config = Some(self.scratch.write("config.toml", &config, 0o600).unwrap());
     }
 
     /// Starts the daemon again with the same config (after [`World::kill9_daemon`] or a stop).
     pub(crate) fn restart_daemon(&mut self) {
         let config = self.config.clone().expect("start_daemon wrote a config");
         self.daemon = None;
-        self.daemon = Some(Daemon::start(&self.scratch, &self.bus, &config, &self.log));
+        let env = [("RUST_LOG", self.log.as_str())];
+        self.daemon = Some(Daemon::start(bins(), &self.scratch, &self.bus.address, &config, &env).unwrap());
     }
 
     /// Stops the daemon with SIGTERM (SIGKILL after a grace period) and returns how it exited.
     pub(crate) fn stop_daemon(&mut self) -> std::process::ExitStatus {
         let mut daemon = self.daemon.take().expect("the daemon is running");
-        daemon.proc.terminate()
+        daemon.proc.stop().unwrap()
     }
 
     /// Rewrites the config (`[api]` and `[daemon]` as before, then `rest`) and sends the daemon SIGHUP.
     pub(crate) fn reload_daemon(&mut self, rest: &str) {
         self.write_config(rest);
-        self.daemon.as_mut().expect("the daemon is running").proc.signal(nix::sys::signal::Signal::SIGHUP);
+        self.daemon.as_mut().expect("the daemon is running").proc.signal(nix::sys::signal::Signal::SIGHUP).unwrap();
     }
 
     /// SIGKILLs the daemon (no chance to clean up) and reaps it.
     pub(crate) fn kill9_daemon(&mut self) {
         let daemon = self.daemon.as_mut().expect("the daemon is running");
-        daemon.proc.kill9();
+        daemon.proc.kill9().unwrap();
     }
 
     /// Everything the daemon wrote on stderr, across restarts.
@@ -111,7 +114,7 @@ impl World {
 
     /// `att-token <args>` on this world's bus.
     pub(crate) fn att_token(&self, args: &[&str]) -> Output {
-        cli(&self.bus.address).args(args).output().expect("run att-token")
+        bins().att_token(&self.bus.address).args(args).output().expect("run att-token")
     }
 
     /// `att-token get NAME`: the token, or the failed output.
@@ -152,10 +155,10 @@ impl World {
 
     /// Logs `name` in as [`USERNAME`] with the current TOTP code; returns the code used and the output.
     pub(crate) fn login(&self, name: &str) -> (String, Output) {
-        let code = self.fake.current_totp(USERNAME);
-        let mut command = cli(&self.bus.address);
+        let code = self.fake.api().current_totp(USERNAME).unwrap();
+        let mut command = bins().att_token(&self.bus.address);
         command.args(["login", name, "--username", USERNAME, "--password-stdin", "--code", &code]);
-        let out = cli_with_stdin(command, &format!("{PASSWORD}\n"));
+        let out = testbed::output_with_stdin(command, &format!("{PASSWORD}\n")).unwrap();
         (code, out)
     }
 

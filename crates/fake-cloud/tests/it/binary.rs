@@ -100,15 +100,10 @@ async fn flags_configure_the_fake_and_sigterm_stops_it() {
     .await;
     assert_eq!((status, body["error"].clone()), (StatusCode::BAD_REQUEST, json!("mfa_required")));
     let challenge: Value = serde_json::from_str(body["error_description"].as_str().expect("a string")).expect("JSON");
-    let code: Value = client
-        .post(format!("{url}/_control/totp"))
-        .json(&json!({"username": "alice@example.com"}))
-        .send()
-        .await
-        .expect("answers")
-        .json()
-        .await
-        .expect("JSON");
+    let code = crate::support::json_reply(
+        client.post(format!("{url}/_control/totp")).json(&json!({"username": "alice@example.com"})),
+    )
+    .await;
     let (status, tokens) = login(
         &client,
         &url,

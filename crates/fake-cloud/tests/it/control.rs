@@ -123,14 +123,7 @@ async fn clock_rotation_shape_and_lifetimes_over_http() {
     let (_, clock) = ctl(&client, &cloud, "clock", json!({"offset_secs": 100, "advance_secs": 20})).await;
     assert_eq!(clock["offset_secs"], 120);
     assert!(clock["now"].as_str().is_some_and(|d| httpdate::parse_http_date(d).is_ok()));
-    let got: Value = client
-        .get(format!("{}/_control/clock", cloud.url()))
-        .send()
-        .await
-        .expect("answers")
-        .json()
-        .await
-        .expect("JSON");
+    let got = crate::support::json_reply(client.get(format!("{}/_control/clock", cloud.url()))).await;
     assert_eq!(got["offset_secs"], 120);
 
     assert_eq!(ctl(&client, &cloud, "lifetimes", json!({"access_secs": 60})).await.0, StatusCode::NO_CONTENT);

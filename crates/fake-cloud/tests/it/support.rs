@@ -94,6 +94,11 @@ pub(crate) async fn get_with(client: &reqwest::Client, cloud: &FakeCloud, path: 
     Reply::read(request.send().await.expect("the fake answers")).await
 }
 
+/// Sends `request` and reads its reply as JSON, failing the test when there is none.
+pub(crate) async fn json_reply(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.expect("answers").json().await.expect("JSON")
+}
+
 /// Seconds between two HTTP-dates.
 pub(crate) fn secs_between(earlier: &str, later: &str) -> i64 {
     let a = httpdate::parse_http_date(earlier).expect("an HTTP-date");

@@ -1,14 +1,12 @@
 //! The daemon core over a peer-to-peer D-Bus pair, against the fake cloud on loopback: login with MFA,
 //! refresh cycles, shared refreshes, outages, verdicts, revoked tokens, access control and restarts.
 
-mod core_support;
-
 use std::time::Duration;
 
+use crate::core_support::*;
 use att_tokend::dbus::access::{Caller, Credentials};
 use att_tokend::maintenance;
 use att_tokend::prepare;
-use core_support::*;
 use fake_cloud::{Fault, FaultKind};
 use futures_util::StreamExt;
 
@@ -72,7 +70,7 @@ async fn static_tokens_are_served_to_readers_and_denied_to_others_body() {
 }
 
 async fn agent_on(client: &zbus::Connection) -> att_tokend::client::TokenAgentProxy<'static> {
-    core_support::agent(client).await
+    crate::core_support::agent(client).await
 }
 
 core_test!(login_with_mfa_then_tokens_survive_refresh_cycles, login_with_mfa_then_tokens_survive_refresh_cycles_body);
@@ -180,11 +178,7 @@ async fn outage_serves_last_good_token_then_unavailable_then_recovers_body() {
     let agent = harness.agent().await;
     let main = harness.token("main").await;
     // Every State the object announces, in order (PropertiesChanged, so no state is missed by polling).
-    let cached = att_tokend::client::TokenProxy::builder(&harness.client)
-        .path(att_tokend::client::token_object_path("main"))
-        .build()
-        .await
-        .unwrap();
+    let cached = harness.cached_token("main").await;
     let mut state_changes = cached.receive_state_changed().await;
     let states = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let recorder = states.clone();
@@ -273,11 +267,7 @@ async fn rejected_refresh_token_needs_login_and_raises_attention_body() {
     let agent = harness.agent().await;
     let main = harness.token("main").await;
     let mut attention = agent.receive_attention_needed().await.unwrap();
-    let cached = att_tokend::client::TokenProxy::builder(&harness.client)
-        .path(att_tokend::client::token_object_path("main"))
-        .build()
-        .await
-        .unwrap();
+    let cached = harness.cached_token("main").await;
     let mut state_changes = cached.receive_state_changed().await;
     login(&harness, &cloud).await;
     assert!(cloud.control().revoke_user_sessions(USER) > 0);

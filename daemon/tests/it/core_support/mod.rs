@@ -2,8 +2,6 @@
 //! directory and read by the real parser, the real engine, and the real D-Bus interface served over a
 //! peer-to-peer socket pair.
 
-#![allow(dead_code, unreachable_pub)]
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,18 +17,18 @@ use fake_cloud::{FakeCloud, FakeConfig, FakeUser};
 use zbus::Connection;
 use zbus::connection::Builder;
 
-pub const USER: &str = "alice@example.com";
-pub const PASSWORD: &str = "s3cret&+=pw";
-pub const SEED: &str = "JBSWY3DPEHPK3PXP";
-pub const DEVICE: &str = "abcdefghijklmnopqrstuvwx";
-pub const OTHER_DEVICE: &str = "zyxwvutsrqponmlkjihgfedc";
-pub const GROUND: &str = "ABCDEFGHIJKLMNOPQRSTUVW1";
-pub const GROUND_DEVICE: &str = "ground0device00000000001";
-pub const DEVICE_TOKEN: &str = "maker:4DeviceToken000000000001";
-pub const GROUND_TOKEN: &str = "maker:4GroundToken000000000001";
+pub(crate) const USER: &str = "alice@example.com";
+pub(crate) const PASSWORD: &str = "s3cret&+=pw";
+pub(crate) const SEED: &str = "JBSWY3DPEHPK3PXP";
+pub(crate) const DEVICE: &str = "abcdefghijklmnopqrstuvwx";
+pub(crate) const OTHER_DEVICE: &str = "zyxwvutsrqponmlkjihgfedc";
+pub(crate) const GROUND: &str = "ABCDEFGHIJKLMNOPQRSTUVW1";
+pub(crate) const GROUND_DEVICE: &str = "ground0device00000000001";
+pub(crate) const DEVICE_TOKEN: &str = "maker:4DeviceToken000000000001";
+pub(crate) const GROUND_TOKEN: &str = "maker:4GroundToken000000000001";
 
 /// A fake cloud with one MFA user, one device token and one ground token.
-pub async fn fake_cloud(access_lifetime: Duration) -> FakeCloud {
+pub(crate) async fn fake_cloud(access_lifetime: Duration) -> FakeCloud {
     FakeCloud::start(
         FakeConfig::default()
             .with_user(FakeUser::new(USER, PASSWORD).with_totp_seed(SEED))
@@ -43,7 +41,7 @@ pub async fn fake_cloud(access_lifetime: Duration) -> FakeCloud {
 
 /// The usual set-up: a fake cloud whose access tokens live `access_lifetime`, the test config, and the daemon
 /// core serving it to this process over a socket pair.
-pub async fn started(access_lifetime: Duration) -> (FakeCloud, Harness) {
+pub(crate) async fn started(access_lifetime: Duration) -> (FakeCloud, Harness) {
     let cloud = fake_cloud(access_lifetime).await;
     let dir = tempfile::tempdir().expect("a temporary directory");
     let text = config_text(dir.path(), &cloud.url(), "");
@@ -52,21 +50,31 @@ pub async fn started(access_lifetime: Duration) -> (FakeCloud, Harness) {
 }
 
 /// The uid running the tests (readers and admins include it, so the tests also pass when not run as root).
-pub fn my_uid() -> u32 {
+pub(crate) fn my_uid() -> u32 {
     nix::unistd::getuid().as_raw()
 }
 
 /// Writes a secret file with mode 0600.
-pub fn secret_file(dir: &Path, name: &str, content: &str) -> PathBuf {
+pub(crate) fn secret_file(dir: &Path, name: &str, content: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, format!("{content}\n")).expect("write a secret file");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
     path
 }
 
+/// A `[[token]]` table of a static token: `kind` (`device` or `ground`) with the id `id`, its value in `file`,
+/// read by `uid`.
+fn static_token(name: &str, kind: &str, id: &str, file: &Path, uid: u32) -> String {
+    format!(
+        "[[token]]\nname = \"{name}\"\nkind = \"{kind}\"\n{kind}_id = \"{id}\"\ntoken_file = \"{}\"\n\
+         readers = {{ users = [{uid}] }}\n",
+        file.display()
+    )
+}
+
 /// A test configuration: `main` (user), `sensor-7` (device), `site-a` (ground, devices learned), with the
 /// refresh timings scaled to short access lifetimes. `extra_user` is appended to the `main` token table.
-pub fn config_text(dir: &Path, cloud_url: &str, extra_user: &str) -> String {
+pub(crate) fn config_text(dir: &Path, cloud_url: &str, extra_user: &str) -> String {
     let device = secret_file(dir, "sensor-7.token", DEVICE_TOKEN);
     let ground = secret_file(dir, "site-a.token", GROUND_TOKEN);
     let uid = my_uid();
@@ -96,38 +104,26 @@ kind = "user"
 readers = {{ users = [{uid}] }}
 {extra_user}
 
-[[token]]
-name = "sensor-7"
-kind = "device"
-device_id = "{DEVICE}"
-token_file = "{device}"
-readers = {{ users = [{uid}] }}
-
-[[token]]
-name = "site-a"
-kind = "ground"
-ground_id = "{GROUND}"
-token_file = "{ground}"
-readers = {{ users = [{uid}] }}
-"#,
+{device}
+{ground}"#,
         state = dir.join("state").display(),
-        device = device.display(),
-        ground = ground.display(),
+        device = static_token("sensor-7", "device", DEVICE, &device, uid),
+        ground = static_token("site-a", "ground", GROUND, &ground, uid),
     )
 }
 
 /// A daemon core under test: the engine and the service on one end of a socket pair, a client on the other.
-pub struct Harness {
-    pub dir: tempfile::TempDir,
-    pub config: config::Config,
-    pub engine: Engine,
-    pub server: Connection,
-    pub client: Connection,
+pub(crate) struct Harness {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) config: config::Config,
+    pub(crate) engine: Engine,
+    pub(crate) server: Connection,
+    pub(crate) client: Connection,
 }
 
 impl Harness {
     /// Parses `text` with the real config parser and starts the engine and service with `credentials`.
-    pub async fn start(dir: tempfile::TempDir, text: &str, credentials: Credentials) -> Harness {
+    pub(crate) async fn start(dir: tempfile::TempDir, text: &str, credentials: Credentials) -> Harness {
         let path = dir.path().join("config.toml");
         std::fs::write(&path, text).expect("write the config");
         let config = config::load(&path).expect("the test config is valid");
@@ -138,11 +134,11 @@ impl Harness {
         Harness { dir, config, engine, server, client }
     }
 
-    pub async fn agent(&self) -> TokenAgentProxy<'static> {
+    pub(crate) async fn agent(&self) -> TokenAgentProxy<'static> {
         agent(&self.client).await
     }
 
-    pub async fn token(&self, name: &str) -> TokenProxy<'static> {
+    pub(crate) async fn token(&self, name: &str) -> TokenProxy<'static> {
         TokenProxy::builder(&self.client)
             .path(token_object_path(name))
             .cache_properties(zbus::proxy::CacheProperties::No)
@@ -151,8 +147,14 @@ impl Harness {
             .expect("a token proxy")
     }
 
+    /// A proxy for token `name` that caches its properties, so that its change stream sees every state the
+    /// object announces.
+    pub(crate) async fn cached_token(&self, name: &str) -> TokenProxy<'static> {
+        TokenProxy::builder(&self.client).path(token_object_path(name)).build().await.expect("a token proxy")
+    }
+
     /// Stops the engine (as on SIGTERM) and closes both connections.
-    pub async fn stop(self) -> tempfile::TempDir {
+    pub(crate) async fn stop(self) -> tempfile::TempDir {
         step("stopping the engine", self.engine.shutdown()).await;
         drop(self.client);
         drop(self.server);
@@ -161,7 +163,7 @@ impl Harness {
 }
 
 /// The engine as `att-tokend` builds it from a config.
-pub fn start_engine(config: &config::Config) -> Engine {
+pub(crate) fn start_engine(config: &config::Config) -> Engine {
     let prepared = prepare::prepare(config.clone()).expect("the config prepared");
     let cloud = prepare::cloud(&config.api).expect("a cloud client");
     let dir = att_tokend::state_dir::StateDir::open(&config.daemon.state_dir).expect("the state directory");
@@ -181,7 +183,7 @@ pub fn start_engine(config: &config::Config) -> Engine {
 }
 
 /// Serves the real interface on one end of a Unix socket pair; returns (server, client) connections.
-pub async fn pair(engine: &Engine, credentials: Credentials) -> (Connection, Connection) {
+pub(crate) async fn pair(engine: &Engine, credentials: Credentials) -> (Connection, Connection) {
     let (a, b) = std::os::unix::net::UnixStream::pair().expect("a socket pair");
     let guid = zbus::Guid::generate();
     let server = Service::serve(Builder::unix_stream(a).server(guid).p2p(), engine.clone(), Arc::new(credentials));
@@ -192,7 +194,7 @@ pub async fn pair(engine: &Engine, credentials: Credentials) -> (Connection, Con
     (server.expect("serve the interface").connection().clone(), client.expect("client end"))
 }
 
-pub async fn agent(client: &Connection) -> TokenAgentProxy<'static> {
+pub(crate) async fn agent(client: &Connection) -> TokenAgentProxy<'static> {
     TokenAgentProxy::builder(client)
         .path(OBJECT_PATH)
         .cache_properties(zbus::proxy::CacheProperties::No)
@@ -202,7 +204,7 @@ pub async fn agent(client: &Connection) -> TokenAgentProxy<'static> {
 }
 
 /// The D-Bus error name of a failed call.
-pub fn error_name(result: &zbus::Result<impl std::fmt::Debug>) -> String {
+pub(crate) fn error_name(result: &zbus::Result<impl std::fmt::Debug>) -> String {
     match result {
         Err(e) => att_tokend::client::error_name(e).unwrap_or_else(|| format!("not a D-Bus error: {e}")),
         Ok(value) => panic!("expected an error, got {value:?}"),
@@ -210,7 +212,7 @@ pub fn error_name(result: &zbus::Result<impl std::fmt::Debug>) -> String {
 }
 
 /// Polls `check` until it returns `Some`, or panics after `timeout` with `what`.
-pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+pub(crate) async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -226,14 +228,14 @@ where
 }
 
 /// Logs in `main` with a fresh TOTP code from the fake.
-pub async fn login(harness: &Harness, cloud: &FakeCloud) -> i64 {
+pub(crate) async fn login(harness: &Harness, cloud: &FakeCloud) -> i64 {
     let agent = harness.agent().await;
     let code = cloud.control().current_totp(USER).expect("the user has MFA");
     agent.login("main", USER, PASSWORD, &code).await.expect("login with MFA")
 }
 
 /// Awaits `future`, failing the test with `what` if it takes more than a minute.
-pub async fn step<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+pub(crate) async fn step<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
     match tokio::time::timeout(Duration::from_secs(60), future).await {
         Ok(value) => value,
         Err(_) => panic!("timed out: {what}"),
@@ -241,12 +243,11 @@ pub async fn step<T>(what: &str, future: impl std::future::Future<Output = T>) -
 }
 
 /// Declares the test `$name`, which runs the async fn `$body` with [`in_own_process`].
-#[macro_export]
 macro_rules! core_test {
     ($name:ident, $body:ident) => {
         #[test]
         fn $name() {
-            $crate::core_support::in_own_process(stringify!($name), $body);
+            $crate::core_support::in_own_process(concat!(module_path!(), "::", stringify!($name)), $body);
         }
     };
 }
@@ -255,11 +256,15 @@ macro_rules! core_test {
 /// and fails it if it fails or runs past [`LIMIT`]. Each test drives a daemon with second-scale deadlines
 /// on its own runtime; a process each keeps them from sharing anything, and one at a time keeps their timing
 /// meaningful on a loaded two-core machine.
-pub fn in_own_process<F, Fut>(name: &str, body: F)
+///
+/// `path` is the test's module path with its name (`it::core_service::NAME`); the crate's name is left out, as
+/// the test binary names its tests.
+pub(crate) fn in_own_process<F, Fut>(path: &str, body: F)
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
+    let name = path.split_once("::").map_or(path, |(_crate, name)| name);
     const CHILD: &str = "ATT_TOKEND_CORE_TEST";
     if std::env::var(CHILD).is_ok_and(|v| v == name) {
         let runtime = tokio::runtime::Builder::new_multi_thread()

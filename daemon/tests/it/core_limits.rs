@@ -1,12 +1,10 @@
 //! What a caller can make the daemon hold is bounded: callers waiting on one session, calls waiting in the
 //! engine, and the per-caller credentials cache. Each excess is refused at once with a message saying so.
 
-mod core_support;
-
 use std::time::Duration;
 
+use crate::core_support::*;
 use att_tokend::engine::{MAX_WAITING_CALLS, MAX_WAITING_PER_SESSION};
-use core_support::*;
 use fake_cloud::{Fault, FaultKind};
 
 /// A slow `/login` for the next `times` requests: the first login of each session holds its task that long.
