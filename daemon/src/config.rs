@@ -222,14 +222,8 @@ pub enum Principal {
     Id(u32),
 }
 
-/// Principals resolved to numeric ids.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ResolvedPrincipals {
-    /// uids.
-    pub uids: BTreeSet<u32>,
-    /// gids.
-    pub gids: BTreeSet<u32>,
-}
+/// Principals resolved to numeric ids: the one resolved shape, which the access rules decide on.
+pub type ResolvedPrincipals = crate::access::Principals;
 
 /// Every principal of a config resolved: admins and the readers of each token.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -405,21 +399,26 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         }
     })?;
     let raw = RawConfig::deserialize(document).map_err(|error| toml_error(text, path, &error))?;
-    let ctx = Ctx { text, path };
+    let newlines = text.bytes().enumerate().filter(|&(_, b)| b == b'\n').map(|(at, _)| at).collect();
+    let ctx = Ctx { text, path, newlines };
     raw.validate(&ctx)
 }
 
 struct Ctx<'a> {
     text: &'a str,
     path: &'a Path,
+    /// The offset of every line break in `text`: a span's line is found without counting from the start each time
+    /// (validation asks for a line per key, thousands with a thousand tokens).
+    newlines: Vec<usize>,
 }
 
 impl Ctx<'_> {
     fn at(&self, span: Range<usize>, message: String) -> ConfigError {
-        ConfigError::Invalid { path: self.path.to_owned(), line: line_of(self.text, span.start), message }
+        ConfigError::Invalid { path: self.path.to_owned(), line: self.line(span), message }
     }
     fn line(&self, span: Range<usize>) -> usize {
-        line_of(self.text, span.start)
+        // As `line_of`: the line breaks before the span's start, plus one.
+        self.newlines.partition_point(|&at| at < span.start.min(self.text.len())) + 1
     }
 }
 

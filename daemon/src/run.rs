@@ -24,9 +24,11 @@ use tokio::signal::unix::{SignalKind, signal};
 use zbus::Connection;
 
 use crate::config::{self, Bus, Config, RefreshConfig, TokenSpec as ConfigTokenSpec};
-use crate::dbus::access::{Credentials, Principals};
+use crate::dbus::callers::Credentials;
 use crate::dbus::{BUS_NAME, Service};
-use crate::engine::{Cloud, Engine, EngineConfig, SessionSettings, StateStore, TokenSource, TokenSpec, Unattended};
+use crate::engine::{
+    Cloud, Engine, EngineConfig, Event, SessionSettings, StateStore, Tally, TokenSource, TokenSpec, Unattended,
+};
 use crate::seal::{self, StateKey};
 use crate::{maintenance, secret_files, state};
 
@@ -198,16 +200,12 @@ pub const UNSEALED_WARNING: &str = "no state key is configured, so user sessions
      token is on disk in clear in the state directory. Give the service the state-key credential (the package creates \
      /etc/credstore.encrypted/att-tokend.state-key) or set [daemon] state_key_file (README, \"Sealed sessions\")";
 
-fn principals(resolved: &config::ResolvedPrincipals) -> Principals {
-    Principals { users: resolved.uids.iter().copied().collect(), groups: resolved.gids.iter().copied().collect() }
-}
-
 /// What the engine is given: principals resolved to ids, secrets read from their files.
 pub fn engine_config(config: &Config) -> anyhow::Result<EngineConfig> {
     let access = config::resolve_principals(config)?;
     let mut tokens = Vec::new();
     for token in &config.tokens {
-        let readers = access.readers.get(&token.name).map(principals).unwrap_or_default();
+        let readers = access.readers.get(&token.name).cloned().unwrap_or_default();
         let source = match &token.spec {
             ConfigTokenSpec::User(user) => {
                 let unattended = match (&user.username, &user.password_file) {
@@ -235,7 +233,7 @@ pub fn engine_config(config: &Config) -> anyhow::Result<EngineConfig> {
         };
         tokens.push(TokenSpec { name: token.name.clone(), readers, source, files: token.files.clone() });
     }
-    Ok(EngineConfig { admins: principals(&access.admins), tokens })
+    Ok(EngineConfig { admins: access.admins, tokens })
 }
 
 /// How long any method call the daemon makes on the bus may wait for its answer (the bus's own, and timedated's,
@@ -346,16 +344,19 @@ fn notify(states: &[sd_notify::NotifyState<'_>]) {
 }
 
 fn status_line(engine: &Engine, bus: &Bus) -> String {
-    let everyone = crate::dbus::access::Caller::new(0, []);
-    let list = engine.list(&everyone);
-    let attention = list.iter().filter(|(_, _, s)| s.attention_needed).count();
+    status_line_of(&Tally::new(engine), engine, bus)
+}
+
+/// The status line from a tally kept from events (which reads no token).
+fn status_line_of(tally: &Tally, engine: &Engine, bus: &Bus) -> String {
+    let (tokens, attention) = (tally.tokens(), tally.needing_attention());
     let unsealed = match engine.session_storage() {
         "unsealed" => "; sessions unsealed (no state key)",
         _ => "",
     };
     match attention {
-        0 => format!("serving {} tokens on the {bus} bus{unsealed}", list.len()),
-        n => format!("serving {} tokens on the {bus} bus; {n} need attention (att-token list){unsealed}", list.len()),
+        0 => format!("serving {tokens} tokens on the {bus} bus{unsealed}"),
+        n => format!("serving {tokens} tokens on the {bus} bus; {n} need attention (att-token list){unsealed}"),
     }
 }
 
@@ -423,6 +424,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut watchdog = tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
     watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut status_events = engine.subscribe();
+    // Kept from the events: one token's status read per event, every token's only after a reload.
+    let mut tally = Tally::new(&engine);
     // Work that may take long runs beside the loop, which only starts it and takes its result, so that signals and
     // the watchdog are never held up: a reconnection (a bus may accept a connection and never answer) and a
     // reload's preparation (files, users and groups from NSS, which may sit behind LDAP, and timedated).
@@ -483,8 +486,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 notify(&[sd_notify::NotifyState::Watchdog]);
             }
             event = status_events.recv() => {
-                if matches!(event, Ok(crate::engine::Event::AttentionNeeded { .. } | crate::engine::Event::TokenChanged { .. })) {
-                    let status = status_line(&engine, &config.daemon.bus);
+                tally.follow(&engine, &event);
+                if matches!(event, Ok(Event::AttentionNeeded { .. } | Event::TokenChanged { .. })) {
+                    let status = status_line_of(&tally, &engine, &config.daemon.bus);
                     notify(&[sd_notify::NotifyState::Status(&status)]);
                 }
             }
