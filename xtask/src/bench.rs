@@ -8,7 +8,7 @@
 //! `att-token proxy` against the fake directly, on one keep-alive connection each, in the same run; the time from
 //! exec to `READY=1` (sent once the bus name is owned) with 10 and with 1,000 device tokens, and their ratio; and
 //! the size of the stripped `att-tokend` it built, as it ships. It prints figures; it is not a test.
-//! `cargo xtask bench --save-cost` prints the save figures alone.
+//! `cargo xtask bench --save-cost` prints the save figures alone, `cargo xtask bench --startup` the start-up ones.
 
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -30,13 +30,21 @@ const SAVES: &str = "200";
 
 /// Runs the benchmark: everything, or with `--save-cost` the save figures alone.
 pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
-    let save_cost_only = match args {
-        [] => false,
-        [flag] if flag == "--save-cost" => true,
-        _ => bail!("usage: cargo xtask bench [--save-cost]"),
+    let (save_cost_only, startup_only) = match args {
+        [] => (false, false),
+        [flag] if flag == "--save-cost" => (true, false),
+        [flag] if flag == "--startup" => (false, true),
+        _ => bail!("usage: cargo xtask bench [--save-cost | --startup]"),
     };
     let bins = procs::build(true, &["-p", "att-tokend", "--example", "bench-client", "--example", "save-cost"])?;
     let client = bins.profile_dir.join("examples").join("bench-client");
+    if startup_only {
+        let scratch = Scratch::new("bench")?;
+        let bus = Bus::start(&scratch)?;
+        let (_fake, url) = procs::start_fake(&bins.fake, &scratch, &[])?;
+        print_table(&startup_rows(&bins, &scratch, &bus, &url)?);
+        return Ok(());
+    }
     eprintln!("bench: saving one session {SAVES} times, sealed and clear");
     let saves = save_rows(&bins)?;
     if save_cost_only {
@@ -96,7 +104,6 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     eprintln!("bench: counting context switches for {} s (jobs on)", IDLE.as_secs());
     let switches_on = context_switches_over(daemon.pid(), IDLE)?;
     drop(daemon);
-    eprintln!("bench: start-up with {} and with {} device tokens, {STARTS} starts each", MANY / 100, MANY);
     let startup_rows = startup_rows(&bins, &scratch, &bus, &url)?;
 
     let ratio = figures.get_p50 / figures.ping_p50;
@@ -158,6 +165,7 @@ const STARTS: usize = 7;
 /// The start-up rows: the median time from exec to `READY=1` (which follows the bus name) with 10 and with 1,000
 /// device tokens read from files, started in turns so that a busy machine slows both alike, and their ratio.
 fn startup_rows(bins: &Bins, scratch: &Scratch, bus: &Bus, url: &str) -> anyhow::Result<Vec<Row>> {
+    eprintln!("bench: start-up with {} and with {MANY} device tokens, {STARTS} starts each", MANY / 100);
     let mut tokens = String::new();
     let mut configs = Vec::new();
     for n in 0..MANY {
