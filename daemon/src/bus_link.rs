@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use zbus::Connection;
 
 use crate::config::Bus;
-use crate::dbus::access::Credentials;
+use crate::dbus::callers::Credentials;
 use crate::dbus::{BUS_NAME, Service};
 use crate::engine::Engine;
 

@@ -29,8 +29,8 @@ use zbus::Connection;
 use crate::bus_link::{self, Link, LinkEvent};
 use crate::clock::{self, ClockPolicy};
 use crate::config::{self, Bus, Config};
-use crate::dbus::access::Credentials;
-use crate::engine::{Cloud, Engine, Event, SessionSettings, StateStore};
+use crate::dbus::callers::Credentials;
+use crate::engine::{Cloud, Engine, Event, SessionSettings, StateStore, Tally};
 use crate::prepare::{self, Prepared};
 use crate::{maintenance, memory, state_dir, token_files};
 
@@ -57,6 +57,8 @@ struct Daemon {
     scheduler: Option<JobScheduler>,
     reloading: Option<Reloading>,
     reload_again: bool,
+    /// Kept from the events: one token's status read per event, every token's only after a reload.
+    tally: Tally,
 }
 
 impl Daemon {
@@ -112,7 +114,8 @@ impl Daemon {
             let (engine, cloud) = (engine.clone(), cloud.clone());
             tokio::spawn(async move { maintenance::sync_grounds(&engine, &cloud).await });
         }
-        Ok(Self { config, engine, cloud, clock, link, scheduler, reloading: None, reload_again: false })
+        let tally = Tally::new(&engine);
+        Ok(Self { config, engine, cloud, clock, link, scheduler, reloading: None, reload_again: false, tally })
     }
 
     /// The one event loop, then the stop. Work that may take long runs beside the loop, which only starts it and
@@ -142,6 +145,7 @@ impl Daemon {
                 prepared = finished(&mut self.reloading), if self.reloading.is_some() => self.reloaded(prepared).await,
                 _ = watchdog.tick(), if watchdog_every.is_some() => notify(&[sd_notify::NotifyState::Watchdog]),
                 event = status_events.recv() => {
+                    self.tally.follow(&self.engine, &event);
                     if matches!(event, Ok(Event::AttentionNeeded { .. } | Event::TokenChanged { .. })) {
                         self.tell_status();
                     }
@@ -243,7 +247,7 @@ impl Daemon {
 
     /// Tells the service manager what is served now.
     fn tell_status(&self) {
-        let status = status_line(&self.engine, &self.config.daemon.bus);
+        let status = status_line_of(&self.tally, &self.engine, &self.config.daemon.bus);
         notify(&[sd_notify::NotifyState::Status(&status)]);
     }
 
@@ -305,17 +309,21 @@ fn notify(states: &[sd_notify::NotifyState<'_>]) {
     }
 }
 
+/// The status line from every token's status (at start and after a reload).
 fn status_line(engine: &Engine, bus: &Bus) -> String {
-    let everyone = crate::dbus::access::Caller::new(0, []);
-    let list = engine.list(&everyone);
-    let attention = list.iter().filter(|(_, _, s)| s.attention_needed).count();
+    status_line_of(&Tally::new(engine), engine, bus)
+}
+
+/// The status line from a tally kept from events (which reads no token).
+fn status_line_of(tally: &Tally, engine: &Engine, bus: &Bus) -> String {
+    let (tokens, attention) = (tally.tokens(), tally.needing_attention());
     let unsealed = match engine.session_storage() {
         "unsealed" => "; sessions unsealed (no state key)",
         _ => "",
     };
     match attention {
-        0 => format!("serving {} tokens on the {bus} bus{unsealed}", list.len()),
-        n => format!("serving {} tokens on the {bus} bus; {n} need attention (att-token list){unsealed}", list.len()),
+        0 => format!("serving {tokens} tokens on the {bus} bus{unsealed}"),
+        n => format!("serving {tokens} tokens on the {bus} bus; {n} need attention (att-token list){unsealed}"),
     }
 }
 

@@ -1,5 +1,6 @@
 //! att-tokend: keeps AllThingsTalk tokens alive and serves them over D-Bus.
 
+pub mod access;
 pub mod bus_link;
 pub mod cli;
 pub mod client;

@@ -12,10 +12,8 @@ use anyhow::Context as _;
 use token_model::plan::Policy;
 
 use crate::config::{
-    self, ApiConfig, Config, RefreshConfig, ResolvedAccess, ResolvedPrincipals, TokenSecrets,
-    TokenSpec as ConfigTokenSpec,
+    self, ApiConfig, Config, RefreshConfig, ResolvedAccess, TokenSecrets, TokenSpec as ConfigTokenSpec,
 };
-use crate::dbus::access::Principals;
 use crate::engine::{Cloud, EngineConfig, TokenSource, TokenSpec, Unattended};
 use crate::seal::{KeySource, StateKey};
 use crate::state_file::Origin;
@@ -72,10 +70,6 @@ pub fn policy(refresh: &RefreshConfig) -> Policy {
     }
 }
 
-fn principals(resolved: &ResolvedPrincipals) -> Principals {
-    Principals { users: resolved.uids.iter().copied().collect(), groups: resolved.gids.iter().copied().collect() }
-}
-
 /// The engine's view of the tokens: each with its resolved readers and the secrets read for it (`secrets` in the
 /// order of `config.tokens`).
 fn engine_config(config: &Config, access: &ResolvedAccess, secrets: Vec<TokenSecrets>) -> EngineConfig {
@@ -84,7 +78,7 @@ fn engine_config(config: &Config, access: &ResolvedAccess, secrets: Vec<TokenSec
         .iter()
         .zip(secrets)
         .map(|(token, secrets)| {
-            let readers = access.readers.get(&token.name).map(principals).unwrap_or_default();
+            let readers = access.readers.get(&token.name).cloned().unwrap_or_default();
             let source = match (&token.spec, secrets) {
                 (ConfigTokenSpec::User(user), TokenSecrets::User { password, totp_seed }) => {
                     TokenSource::User(match (&user.username, password) {
@@ -105,7 +99,7 @@ fn engine_config(config: &Config, access: &ResolvedAccess, secrets: Vec<TokenSec
             TokenSpec { name: token.name.clone(), readers, source, files: token.files.clone() }
         })
         .collect();
-    EngineConfig { admins: principals(&access.admins), tokens }
+    EngineConfig { admins: access.admins.clone(), tokens }
 }
 
 #[cfg(test)]

@@ -9,8 +9,10 @@
 //! - Who may read: the daemon's user owns the file (mode 0600) and, since it has no capability to chown, grants the
 //!   token's `readers` read access with POSIX ACL entries (`user:UID:r--`, `group:GID:r--`, mask `r--`; see
 //!   [`access_acl`]). Root needs none. A file system without ACLs leaves the file 0600, never wider, and says so.
-//! - The files follow the engine's events (`TokenChanged`, `StatusChanged`) in one task, off the serving path: the
-//!   file I/O runs on the blocking pool, and a call to `GetToken` never waits for it.
+//! - The files follow the engine's events in one task, off the serving path: the file I/O runs on the blocking
+//!   pool, and a call to `GetToken` never waits for it. An event about a token (`TokenChanged`, `StatusChanged`)
+//!   brings that token's files up to date and no others; a configuration applied (`Reconfigured`), or events
+//!   missed, brings every file up to date and deletes those no longer configured.
 //! - What the daemon wrote is listed in the manifest `token-files.manifest` in the state directory (paths and inode
 //!   numbers, no secret), so that a file that a reload or a restart with another config no longer names is deleted.
 //!   A file is deleted only while it is the very file the daemon wrote (same device and inode): one that someone
@@ -20,6 +22,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
+use std::mem;
 use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
@@ -28,9 +31,9 @@ use token_model::ids::TokenName;
 use token_model::secret::ExposeSecret;
 use tokio::sync::broadcast;
 
-use crate::dbus::access::Principals;
+use crate::access::Principals;
 use crate::durable::{self, FileId};
-use crate::engine::{Engine, Event, TokenValue};
+use crate::engine::{Engine, Event, Reread, TokenValue};
 use crate::state_dir::StateDir;
 
 /// The manifest of written token files, in the state directory.
@@ -74,8 +77,8 @@ pub fn access_acl(uids: &BTreeSet<u32>, gids: &BTreeSet<u32>) -> Vec<u8> {
 /// The ids a file's ACL names for `readers`: root and the daemon's own user need no entry.
 fn acl_ids(readers: &Principals) -> (BTreeSet<u32>, BTreeSet<u32>) {
     let me = nix::unistd::geteuid().as_raw();
-    let uids = readers.users.iter().copied().filter(|&uid| uid != 0 && uid != me).collect();
-    (uids, readers.groups.iter().copied().collect())
+    let uids = readers.uids.iter().copied().filter(|&uid| uid != 0 && uid != me).collect();
+    (uids, readers.gids.clone())
 }
 
 /// The manifest's first line; a file starting otherwise is not read.
@@ -155,28 +158,66 @@ pub fn spawn(engine: Engine, dir: StateDir) {
     tokio::spawn(run(engine, dir, events));
 }
 
+/// Which tokens' files a sync brings up to date.
+#[derive(Debug, PartialEq, Eq)]
+enum Due {
+    /// These tokens' files, and no others.
+    Tokens(BTreeSet<TokenName>),
+    /// Every configured file; those no longer configured are deleted.
+    Every,
+}
+
+impl Due {
+    /// Adds what `received` asks to be read again.
+    fn add(&mut self, received: &Result<Event, broadcast::error::RecvError>) {
+        match (&mut *self, Event::rereads(received)) {
+            (_, Reread::Nothing) | (Due::Every, _) => {}
+            (Due::Tokens(names), Reread::Token(name)) => {
+                names.insert(name.clone());
+            }
+            (Due::Tokens(_), Reread::Every) => *self = Due::Every,
+        }
+    }
+
+    /// What the files should be now, for the tokens due: see [`Engine::token_files`].
+    fn wanted(&self, engine: &Engine) -> Vec<(PathBuf, TokenName, Principals, Option<TokenValue>)> {
+        match self {
+            Due::Tokens(names) => engine.token_files_of(names),
+            Due::Every => engine.token_files(),
+        }
+    }
+}
+
 async fn run(engine: Engine, dir: StateDir, mut events: broadcast::Receiver<Event>) {
     // Opened (the manifest read) on the blocking pool by the first sync.
     let mut files = Files { dir, written: BTreeMap::new(), opened: false };
     // Causes already logged, per path: each is said once, and again only after the file was written in between.
     let mut told: BTreeMap<PathBuf, String> = BTreeMap::new();
+    let mut due = Due::Every;
     loop {
-        let wanted = engine.token_files();
-        if !files.opened || !files.plan(&wanted).is_empty() {
-            let Ok((back, problems)) = tokio::task::spawn_blocking(move || files.sync(&wanted)).await else { return };
+        let wanted = due.wanted(&engine);
+        let every = mem::replace(&mut due, Due::Tokens(BTreeSet::new())) == Due::Every;
+        if !files.opened || !files.plan(&wanted, every).is_empty() {
+            let sync = move || files.sync(&wanted, every);
+            let Ok((back, problems)) = tokio::task::spawn_blocking(sync).await else { return };
             files = back;
             report(&engine, &files, problems, &mut told);
         }
         // Wait for a change, then take every other one already queued: one sync covers them all.
-        match events.recv().await {
-            Ok(Event::TokenChanged { .. } | Event::StatusChanged(_)) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-            Ok(Event::AttentionNeeded { .. }) => continue,
-            Err(broadcast::error::RecvError::Closed) => return,
+        let received = events.recv().await;
+        if matches!(received, Err(broadcast::error::RecvError::Closed)) {
+            return;
         }
-        while !matches!(
-            events.try_recv(),
-            Err(broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed)
-        ) {}
+        due.add(&received);
+        loop {
+            match events.try_recv() {
+                Ok(event) => due.add(&Ok(event)),
+                Err(broadcast::error::TryRecvError::Lagged(missed)) => {
+                    due.add(&Err(broadcast::error::RecvError::Lagged(missed)));
+                }
+                Err(broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed) => break,
+            }
+        }
     }
 }
 
@@ -198,14 +239,19 @@ fn report(engine: &Engine, files: &Files, problems: Vec<Problem>, told: &mut BTr
 }
 
 impl Files {
-    /// Opens the files on first use, then makes them as `wanted` says (blocking I/O).
-    fn sync(mut self, wanted: &[(PathBuf, TokenName, Principals, Option<TokenValue>)]) -> (Files, Vec<Problem>) {
+    /// Opens the files on first use, then makes them as `wanted` says (blocking I/O). `every`: `wanted` is every
+    /// configured file (else the files of some tokens only).
+    fn sync(
+        mut self,
+        wanted: &[(PathBuf, TokenName, Principals, Option<TokenValue>)],
+        every: bool,
+    ) -> (Files, Vec<Problem>) {
         if !self.opened {
             let configured: Vec<PathBuf> = wanted.iter().map(|(path, ..)| path.clone()).collect();
             self = Files::open(self.dir, &configured);
             self.adopt_unchanged(wanted);
         }
-        let ops = self.plan(wanted);
+        let ops = self.plan(wanted, every);
         if ops.is_empty() {
             return (self, Vec::new());
         }
@@ -265,8 +311,9 @@ impl Files {
         }
     }
 
-    /// What to change so that the files are as `wanted` says (see [`Engine::token_files`]).
-    fn plan(&self, wanted: &[(PathBuf, TokenName, Principals, Option<TokenValue>)]) -> Vec<Op> {
+    /// What to change so that the files are as `wanted` says (see [`Engine::token_files`]). `every`: `wanted` is
+    /// every configured file, so a file written before and not in it is deleted.
+    fn plan(&self, wanted: &[(PathBuf, TokenName, Principals, Option<TokenValue>)], every: bool) -> Vec<Op> {
         let mut ops = Vec::new();
         for (path, token, readers, value) in wanted {
             let current = self.written.get(path);
@@ -287,9 +334,11 @@ impl Files {
                 None => {}
             }
         }
-        let configured: BTreeSet<&PathBuf> = wanted.iter().map(|(path, ..)| path).collect();
-        for path in self.written.keys().filter(|path| !configured.contains(path)) {
-            ops.push(Op::Remove { path: path.clone() });
+        if every {
+            let configured: BTreeSet<&PathBuf> = wanted.iter().map(|(path, ..)| path).collect();
+            for path in self.written.keys().filter(|path| !configured.contains(path)) {
+                ops.push(Op::Remove { path: path.clone() });
+            }
         }
         ops
     }
@@ -586,7 +635,7 @@ mod tests {
     #[test]
     fn root_and_the_daemons_own_user_get_no_entry() {
         let me = nix::unistd::geteuid().as_raw();
-        let readers = Principals { users: vec![0, me, 4242], groups: vec![0, 7] };
+        let readers = Principals::new([0, me, 4242], [0, 7]);
         let (uids, gids) = acl_ids(&readers);
         let expected: BTreeSet<u32> = if me == 4242 { set(&[]) } else { set(&[4242]) };
         assert_eq!(uids, expected);
@@ -602,16 +651,16 @@ mod tests {
         let mut files = Files::open(dir.clone(), &[]);
         let name = TokenName::new("main").unwrap();
         let value = TokenValue::Static(std::sync::Arc::new(token_model::secret::StaticToken::new("maker:abc")));
-        let readers = Principals { users: vec![4242], groups: vec![4343] };
+        let readers = Principals::new([4242], [4343]);
         let (a, b) = (out.join("a.token"), out.join("b.token"));
         let wanted = vec![
             (a.clone(), name.clone(), readers.clone(), Some(value.clone())),
             (b.clone(), name.clone(), readers.clone(), Some(value.clone())),
         ];
-        let ops = files.plan(&wanted);
+        let ops = files.plan(&wanted, true);
         let (back, problems) = files.apply(ops);
         files = back;
-        assert!(files.plan(&wanted).is_empty(), "nothing more to do once written");
+        assert!(files.plan(&wanted, true).is_empty(), "nothing more to do once written");
         assert_eq!(std::fs::read(&a).unwrap(), b"maker:abc", "exactly the token, no newline");
         use std::os::unix::fs::PermissionsExt as _;
         let mode = std::fs::metadata(&a).unwrap().permissions().mode() & 0o777;
@@ -630,7 +679,8 @@ mod tests {
         // b is replaced by someone; then neither file is configured any more.
         std::fs::remove_file(&b).unwrap();
         std::fs::write(&b, "theirs").unwrap();
-        let ops = files.plan(&[]);
+        assert!(files.plan(&[], false).is_empty(), "a sync of other tokens' files deletes none of these");
+        let ops = files.plan(&[], true);
         let (back, problems) = files.apply(ops);
         assert!(problems.is_empty());
         assert!(!a.exists(), "the daemon's own file is deleted");
@@ -640,5 +690,24 @@ mod tests {
         drop(back);
         let again = Files::open(dir, &[]);
         assert!(again.written.is_empty());
+    }
+
+    #[test]
+    fn events_about_tokens_make_only_their_files_due_and_a_reload_makes_every_file_due() {
+        let (a, b) = (TokenName::new("a").unwrap(), TokenName::new("b").unwrap());
+        let mut due = Due::Tokens(BTreeSet::new());
+        due.add(&Ok(Event::AttentionNeeded { name: a.clone(), reason: "look".into() }));
+        assert_eq!(due, Due::Tokens(BTreeSet::new()), "a message changes no file");
+        due.add(&Ok(Event::StatusChanged(a.clone())));
+        due.add(&Ok(Event::TokenChanged { name: b.clone(), expires_at: 0 }));
+        due.add(&Ok(Event::StatusChanged(a.clone())));
+        assert_eq!(due, Due::Tokens(BTreeSet::from([a.clone(), b.clone()])), "the named tokens, each once");
+        due.add(&Ok(Event::Reconfigured));
+        assert_eq!(due, Due::Every);
+        due.add(&Ok(Event::StatusChanged(a)));
+        assert_eq!(due, Due::Every, "every file stays due");
+        let mut missed = Due::Tokens(BTreeSet::from([b]));
+        missed.add(&Err(broadcast::error::RecvError::Lagged(3)));
+        assert_eq!(missed, Due::Every, "events missed: every file is due");
     }
 }

@@ -38,8 +38,8 @@ Commands:
   demo          run the daemon against the fake cloud on a private bus and watch tokens
                 refresh (--duration SECS, default 60)
   bench         release-build figures: GetToken vs Ping latency, idle RSS, idle wakeups,
-                time to READY, the cost of saving a session sealed and clear
-                (--save-cost: that figure alone)
+                time to READY (also with 10 and 1,000 tokens), the cost of saving a session
+                sealed and clear (--save-cost, --startup: those figures alone)
   vm-check      as root: boot Debian 12 for arm64 or armhf in qemu-system (image built once,
                 cached) and check what the system test needs there (--arch arm64|armhf)
   fuzz          run the fuzz targets on nightly (--seconds N, default 60; --cmin; TARGET...);

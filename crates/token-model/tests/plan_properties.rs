@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use token_model::plan::{
-    Action, Attempt, CallerAction, Grant, Outcome, PersistedSession, Policy, RefreshReason, RefreshTokenChange,
-    Rotation, Session, valid_for,
+    Action, AdminAction, Attempt, CallerAction, Grant, Outcome, PersistedSession, Policy, RefreshReason,
+    RefreshTokenChange, Rotation, Session, for_admin, valid_for,
 };
 use token_model::time::{ClockPair, Deadline, MonoTime, UntrustedReason, WallClockTrust, WallTime};
 
@@ -659,5 +659,58 @@ proptest! {
         if let Some(at) = restored.plan(&policy, mono_ms(7)).at() {
             prop_assert!(at + Duration::from_millis(1) >= mono_ms(7) + left, "after the restart the plan asks at {at:?}");
         }
+    }
+
+    /// (g): an admin's `Refresh` is a plan decision like a caller's. Whatever outcomes came before, it is refused
+    /// exactly while the cloud's `Retry-After` lasts; otherwise it is sent no earlier than the floor after the last
+    /// request and no later than needed (now, or the floor's end); whenever a caller could make the session refresh,
+    /// an admin is sent at once; and a login is held by the `Retry-After` only, never by the floor.
+    #[test]
+    fn an_admins_refresh_keeps_the_floor_and_the_retry_after_like_a_callers(
+        policy in arb_policy(), first_life in arb_life(), steps in arb_steps(), jitter in 0.0f64..1.0,
+        asks in proptest::collection::vec((0u64..600_000, 0u64..7_200_000), 1..6),
+    ) {
+        let g = Grant::new(at_ms(1_000), Duration::from_millis(first_life), RefreshTokenChange::Rotated);
+        let mut s = Session::logged_in(&g, &policy, false, jitter);
+        let mut now = 1_000u64;
+        for step in steps {
+            for &(after, want) in &asks {
+                let t = mono_ms(now + after);
+                let want = Duration::from_millis(want);
+                let floor = s.last_request().map(|last| last + policy.refresh_floor);
+                let quiet = s.not_before().filter(|nb| *nb > t);
+                match (s.for_admin(Attempt::Refresh, t, &policy), quiet) {
+                    (AdminAction::Refuse { until }, Some(nb)) => prop_assert_eq!(until, nb),
+                    (AdminAction::SendAt(at), None) => {
+                        prop_assert!(at >= t, "sent at {at:?}, before it was asked at {t:?}");
+                        prop_assert!(floor.is_none_or(|f| at >= f), "sent at {at:?}, inside the floor");
+                        prop_assert!(at == t || Some(at) == floor, "held past the floor: {at:?}");
+                    }
+                    (decision, quiet) => prop_assert!(false, "{decision:?} with the Retry-After at {quiet:?}"),
+                }
+                if s.for_caller(t, want, &policy) == CallerAction::RefreshNow {
+                    prop_assert_eq!(s.for_admin(Attempt::Refresh, t, &policy), AdminAction::SendAt(t));
+                }
+                let login = s.for_admin(Attempt::Login, t, &policy);
+                match quiet {
+                    Some(until) => prop_assert_eq!(login, AdminAction::Refuse { until }),
+                    None => prop_assert_eq!(login, AdminAction::SendAt(t)),
+                }
+            }
+            // The next outcome, some time later.
+            now += step.caller.map_or(1_000, |(after, _)| after);
+            let outcome = match step.outcome {
+                Out::Success { life_ms, change } => {
+                    Outcome::Success(Grant::new(at_ms(now), Duration::from_millis(life_ms), change_of(change)))
+                }
+                Out::Transient { retry_after_s } => {
+                    Outcome::Transient { retry_after: retry_after_s.map(Duration::from_secs) }
+                }
+                Out::Verdict => Outcome::Verdict,
+            };
+            s.apply(Attempt::Refresh, outcome, at_ms(now), &policy, jitter);
+        }
+        // Without a session nothing holds a request back.
+        prop_assert_eq!(for_admin(None, Attempt::Refresh, mono_ms(now), &policy), AdminAction::SendAt(mono_ms(now)));
     }
 }

@@ -2,7 +2,7 @@
 //! and user and group names resolved through NSS. Each may block (a slow disk, NSS behind LDAP): the daemon runs
 //! them on the blocking pool, never on its runtime thread.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -13,14 +13,8 @@ use super::schema::{Config, ConfigError, Principal, Principals, SecretSource, To
 use crate::seal::{self, KeySource, StateKey};
 use crate::secret_files::{PrivateFile, SecretFileError};
 
-/// Principals resolved to numeric ids.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ResolvedPrincipals {
-    /// uids.
-    pub uids: BTreeSet<u32>,
-    /// gids.
-    pub gids: BTreeSet<u32>,
-}
+/// Principals resolved to numeric ids: the one resolved shape, which the access rules decide on.
+pub type ResolvedPrincipals = crate::access::Principals;
 
 /// Every principal of a config resolved: admins and the readers of each token.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -51,5 +51,5 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     // into the raw shapes (one parse, no generic TOML value tree), which are validated into the built types.
     let document = toml::de::Deserializer::parse(text).map_err(|error| messages::syntax_error(text, path, &error))?;
     let raw = raw::RawConfig::deserialize(document).map_err(|error| messages::toml_error(text, path, &error))?;
-    raw.validate(&raw::Ctx { text, path })
+    raw.validate(&raw::Ctx::new(text, path))
 }

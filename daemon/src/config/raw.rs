@@ -17,7 +17,6 @@ use serde::de::{self, Deserializer, Visitor};
 use token_model::ids::{ClientId, TokenName};
 use toml::Spanned;
 
-use super::messages::line_of;
 use super::schema::{
     ApiConfig, Bus, Config, ConfigError, DAY, DEFAULT_API_URL, DEFAULT_STATE_DIR, DaemonConfig, MAX_CONNECT_TIMEOUT,
     MAX_REFRESH_TOKEN_LIFETIME, MAX_REQUEST_TIMEOUT, MAX_RETRY_INITIAL, MAX_RETRY_MAX, MAX_SAFETY_MARGIN,
@@ -27,19 +26,28 @@ use super::token::{RawToken, check_token_files};
 
 /// What validation needs to say where a value was written: the text and the file's path.
 pub(super) struct Ctx<'a> {
-    pub(super) text: &'a str,
+    text: &'a str,
     pub(super) path: &'a Path,
+    /// The offset of every line break in `text`: a span's line is found without counting from the start each time
+    /// (validation asks for a line per key, thousands with a thousand tokens).
+    newlines: Vec<usize>,
 }
 
-impl Ctx<'_> {
-    /// A refusal at the line of `span`.
-    pub(super) fn at(&self, span: Range<usize>, message: String) -> ConfigError {
-        ConfigError::Invalid { path: self.path.to_owned(), line: line_of(self.text, span.start), message }
+impl<'a> Ctx<'a> {
+    /// The context of validating `text`, read from `path`.
+    pub(super) fn new(text: &'a str, path: &'a Path) -> Self {
+        let newlines = text.bytes().enumerate().filter(|&(_, b)| b == b'\n').map(|(at, _)| at).collect();
+        Self { text, path, newlines }
     }
 
-    /// The line of `span`.
+    /// A refusal at the line of `span`.
+    pub(super) fn at(&self, span: Range<usize>, message: String) -> ConfigError {
+        ConfigError::Invalid { path: self.path.to_owned(), line: self.line(span), message }
+    }
+
+    /// The line of `span`: as `line_of`, the line breaks before its start, plus one.
     pub(super) fn line(&self, span: Range<usize>) -> usize {
-        line_of(self.text, span.start)
+        self.newlines.partition_point(|&at| at < span.start.min(self.text.len())) + 1
     }
 }
 

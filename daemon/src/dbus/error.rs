@@ -4,7 +4,7 @@ use zbus::DBusError;
 use zbus::message::{Header, Message};
 use zbus::names::ErrorName;
 
-use crate::dbus::access::CredentialsError;
+use crate::dbus::callers::CredentialsError;
 use crate::engine::EngineError;
 
 /// The errors of `io.allthingstalk.TokenAgent1`, named `io.allthingstalk.TokenAgent1.Error.<Variant>`.

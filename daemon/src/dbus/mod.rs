@@ -4,16 +4,18 @@
 //! [`Service::serve`] builds a connection with every object served on it (a bus connection before the name is
 //! requested, or one end of a peer-to-peer pair) and starts the task that turns engine [`Event`]s into
 //! `TokenChanged`, `AttentionNeeded` and `PropertiesChanged` signals. No signal and no property carries a secret.
+//! An event about a token publishes that token's changes only; `Reconfigured` (or events missed) adds and removes
+//! token objects and publishes every token's changes.
 //!
 //! Callers' arguments are checked by [`args`] before anything else. A token object's properties are read by the
 //! token's readers only ([`TokenObject`]); its `PropertiesChanged` names what changed without the values.
 
-pub mod access;
 pub mod args;
+pub mod callers;
 pub mod error;
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, btree_map};
+use std::collections::{BTreeMap, BTreeSet, HashMap, btree_map};
 use std::sync::Arc;
 
 use serde::{Serialize, Serializer};
@@ -26,9 +28,10 @@ use zbus::names::InterfaceName;
 use zbus::object_server::SignalEmitter;
 use zbus::{Connection, Signature, Type, Variant, interface};
 
-use self::access::{Caller, Credentials};
+use self::callers::Credentials;
 use self::error::ServiceError;
-use crate::engine::{Engine, EngineError, Event, Served, Status, TokenValue};
+use crate::access::Caller;
+use crate::engine::{Engine, EngineError, Event, Reread, Served, Status, TokenValue};
 
 /// The well-known bus name.
 pub const BUS_NAME: &str = "io.allthingstalk.TokenAgent1";
@@ -454,8 +457,8 @@ impl Service {
     /// Adds objects for new tokens, removes those of tokens no longer configured, and emits
     /// `PropertiesChanged` for every property that changed since it was last published.
     async fn sync_objects(&self, published: &mut BTreeMap<TokenName, Status>) -> zbus::Result<()> {
-        let names = self.engine.names();
-        let gone: Vec<TokenName> = published.keys().filter(|n| !names.contains(n)).cloned().collect();
+        let names: BTreeSet<TokenName> = self.engine.names().into_iter().collect();
+        let gone: Vec<TokenName> = published.keys().filter(|n| !names.contains(*n)).cloned().collect();
         for name in gone {
             published.remove(&name);
             self.connection.object_server().remove::<TokenObject, _>(token_path(&name).as_str()).await?;
@@ -522,20 +525,26 @@ impl Service {
                 event = events.recv() => event,
                 () = self.connection.closed() => break,
             };
-            let result = match event {
+            if let Err(broadcast::error::RecvError::Lagged(missed)) = event {
+                tracing::debug!(missed, "signal forwarder lagged; publishing every token's state again");
+            }
+            let result = match &event {
                 Ok(Event::TokenChanged { name, expires_at }) => {
-                    Agent::token_changed(&emitter, name.as_str(), expires_at).await
+                    Agent::token_changed(&emitter, name.as_str(), *expires_at).await
                 }
                 Ok(Event::AttentionNeeded { name, reason }) => {
-                    Agent::attention_needed(&emitter, name.as_str(), &reason).await
-                }
-                // Few tokens, rare events: compare everything, which also picks up reloads.
-                Ok(Event::StatusChanged(_)) => self.sync_objects(&mut published).await,
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::debug!(missed, "signal forwarder lagged; publishing every token's state again");
-                    self.sync_objects(&mut published).await
+                    Agent::attention_needed(&emitter, name.as_str(), reason).await
                 }
                 Err(broadcast::error::RecvError::Closed) => break,
+                Ok(Event::StatusChanged(_) | Event::Reconfigured) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    Ok(())
+                }
+            };
+            // The token the event names, or every token after a reload (or events missed).
+            let result = match (result, Event::rereads(&event)) {
+                (Ok(()), Reread::Token(name)) => self.publish_changes(name, &mut published).await,
+                (Ok(()), Reread::Every) => self.sync_objects(&mut published).await,
+                (result, _) => result,
             };
             if let Err(e) = result {
                 if self.connection.is_closed() {

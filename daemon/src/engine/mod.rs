@@ -7,10 +7,14 @@
 //!   the monotonic clock (`tokio::time::sleep_until`): one refresh at a time, callers asking for a fresher
 //!   token queue on that task and share its result.
 //! - Changes go out as [`Event`]s on a broadcast channel; the D-Bus layer turns them into signals and
-//!   `PropertiesChanged`. No event carries a secret.
+//!   `PropertiesChanged`, token files and the service status line follow them. No event carries a secret. An event
+//!   names the one token it is about, and a subscriber reads that token again, never every token; only
+//!   [`Event::Reconfigured`] (a configuration applied) or events missed by a lagging subscriber ask for every
+//!   token to be read again ([`Event::rereads`]).
 
 mod cloud;
 mod error;
+mod events;
 pub(crate) mod session;
 mod store;
 
@@ -29,9 +33,10 @@ use token_model::time::MonoTime;
 use tokio::sync::broadcast;
 
 pub use self::error::EngineError;
+pub use self::events::{Event, Reread, Tally};
 pub use self::session::{SessionHandle, SessionSettings, Unattended};
 pub use self::store::StateStore;
-use crate::dbus::access::{self, Caller, Principals};
+use crate::access::{self, Caller, Principals};
 
 /// The state of a token, as shown in `State` and `ListTokens`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -125,27 +130,6 @@ pub struct Served {
     pub token: TokenValue,
     /// Unix seconds; 0 for no known expiry.
     pub expires_at: i64,
-}
-
-/// A change worth telling the world about. Never carries a secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    /// A new token is served (or none is, with `expires_at` 0).
-    TokenChanged {
-        /// The token.
-        name: TokenName,
-        /// The new expiry, Unix seconds.
-        expires_at: i64,
-    },
-    /// A person must act.
-    AttentionNeeded {
-        /// The token.
-        name: TokenName,
-        /// What happened and what to do.
-        reason: String,
-    },
-    /// The token's [`Status`] may have changed.
-    StatusChanged(TokenName),
 }
 
 /// One configured token, as the engine is given it (secrets already read from their files).
@@ -250,6 +234,18 @@ impl Entry {
             return None;
         }
         Some(Served { token: token.clone(), expires_at: live.status.expires_at })
+    }
+
+    /// Adds this token's files to `list`, each with what it should hold now (see [`Engine::token_files`]).
+    fn token_files(&self, now: MonoTime, list: &mut Vec<(PathBuf, TokenName, Principals, Option<TokenValue>)>) {
+        if self.files.is_empty() {
+            return;
+        }
+        let serving = matches!(self.status().state, State::Valid | State::Refreshing | State::Retrying);
+        let value = self.serve(now, Duration::ZERO).filter(|_| serving).map(|served| served.token);
+        for file in &self.files {
+            list.push((file.clone(), self.name.clone(), self.readers.clone(), value.clone()));
+        }
     }
 
     /// The error for a token that cannot be served now.
@@ -477,11 +473,9 @@ impl Engine {
                 handle.stop();
             }
         }
-        let names: Vec<TokenName> = entries.values().map(|e| e.name.clone()).collect();
         *write(&self.inner.registry) = Arc::new(Registry { admins: config.admins, entries });
-        for name in names {
-            self.emit(Event::StatusChanged(name));
-        }
+        // One event for the whole configuration, not one per token: each subscriber reads every token once.
+        self.emit(Event::Reconfigured);
     }
 
     fn entry(&self, name: &str) -> Result<Arc<Entry>, EngineError> {
@@ -730,12 +724,8 @@ impl Engine {
         let registry = self.registry();
         let now = crate::clock::boot_now();
         let mut list = Vec::new();
-        for entry in registry.entries.values().filter(|e| !e.files.is_empty()) {
-            let serving = matches!(entry.status().state, State::Valid | State::Refreshing | State::Retrying);
-            let value = entry.serve(now, Duration::ZERO).filter(|_| serving).map(|served| served.token);
-            for file in &entry.files {
-                list.push((file.clone(), entry.name.clone(), entry.readers.clone(), value.clone()));
-            }
+        for entry in registry.entries.values() {
+            entry.token_files(now, &mut list);
         }
         // Paths are unique across tokens (the config refuses duplicates), so an unstable sort gives one order; it
         // links no merge sort for this element type (about 7 KiB of the stripped daemon).
@@ -750,6 +740,24 @@ impl Engine {
         for (_, session) in self.user_sessions() {
             session.restored().await;
         }
+    }
+
+    /// [`Engine::token_files`] of the tokens `names` only (those still configured), sorted by path: what a status
+    /// event about them changes.
+    pub fn token_files_of<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a TokenName>,
+    ) -> Vec<(PathBuf, TokenName, Principals, Option<TokenValue>)> {
+        let registry = self.registry();
+        let now = crate::clock::boot_now();
+        let mut list = Vec::new();
+        for name in names {
+            if let Some(entry) = registry.entries.get(name.as_str()) {
+                entry.token_files(now, &mut list);
+            }
+        }
+        list.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        list
     }
 
     /// Persists every session and stops the session tasks (on shutdown).

@@ -1,10 +1,12 @@
 //! The daemon core over a peer-to-peer D-Bus pair, against the fake cloud on loopback: login with MFA,
-//! refresh cycles, shared refreshes, outages, verdicts, revoked tokens, access control and restarts.
+//! refresh cycles, shared refreshes, outages, verdicts, revoked tokens, access control, restarts, and events per
+//! token (a status event touches its token's state only; a reload is one event of its own).
 
 use std::time::Duration;
 
 use crate::core_support::*;
-use att_tokend::dbus::access::{Caller, Credentials};
+use att_tokend::access::Caller;
+use att_tokend::dbus::callers::Credentials;
 use att_tokend::maintenance;
 use att_tokend::prepare;
 use fake_cloud::{Fault, FaultKind};

@@ -7,6 +7,9 @@ mod core_support;
 /// The daemon core over a peer-to-peer D-Bus pair: login, refreshes, outages, verdicts, access, restarts.
 mod core_service;
 
+/// Events per token: a status event touches the token it names only; a reload is one event of its own.
+mod core_events;
+
 /// What a caller can make the daemon hold is bounded; each excess is refused at once with a message.
 mod core_limits;
 

@@ -11,7 +11,7 @@ const MARKER: &str = "Over 800 lines because";
 
 /// Files over the limit that the restructuring in progress splits into modules. The rule ignores them; one that
 /// is no longer over the limit fails the test, so the list only shrinks. Empty once the restructuring is merged.
-const BEING_SPLIT: &[&str] = &["crates/token-model/src/plan.rs"];
+const BEING_SPLIT: &[&str] = &[];
 
 /// The comment lines (`//!` or `//`) at the very top of `text`, joined.
 fn opening_comment(text: &str) -> String {

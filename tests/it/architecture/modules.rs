@@ -26,7 +26,6 @@ const FORBIDDEN_MODULE_EDGES: &[(&str, &str, &str)] = &[
 const KNOWN_EDGES_BEING_REMOVED: &[(&str, &str, &str)] = &[
     ("engine", "dbus", "`engine` uses the reader rules of `dbus::access` and re-checks `dbus::args`: both move out"),
     ("dbus", "client", "the serving side escapes object paths with `client.rs`: the D-Bus contract gets one home"),
-    ("token_files", "dbus", "`token_files` takes `Principals` from `dbus::access`: the reader rules move out"),
 ];
 
 /// The rules applied to a module graph.

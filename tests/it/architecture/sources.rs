@@ -224,7 +224,7 @@ fn the_serving_daemon_asks_the_bus_without_proxies() {
     assert!(
         report.is_empty(),
         "the daemon asks the bus with Connection::call_method and reads signals with MessageStream::for_match_rule \
-         (see dbus/access.rs); a zbus proxy would add about 140 KiB to the shipped binary:\n{report}"
+         (see dbus/callers.rs); a zbus proxy would add about 140 KiB to the shipped binary:\n{report}"
     );
 }
 

@@ -19,9 +19,7 @@ impl Session {
         password: Password,
         code: Option<MfaCode>,
     ) -> Result<i64, EngineError> {
-        if let Some(refusal) = self.retry_after_refusal() {
-            return Err(refusal);
-        }
+        self.admitted(Attempt::Login).await?;
         let cloud = self.cloud()?;
         self.busy = true;
         self.publish(false);

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use token_model::plan::{self, Attempt, CallerAction, Grant, Outcome, RefreshTokenChange};
+use token_model::plan::{self, AdminAction, Attempt, CallerAction, Grant, Outcome, RefreshTokenChange};
 use token_model::secret::{AccessToken, RefreshToken};
 use token_model::time::{self, ClockPair};
 
@@ -95,32 +95,40 @@ impl Session {
         }
     }
 
-    /// While the cloud's `Retry-After` lasts, the refusal for whoever asks for a request: no caller moves it.
-    pub(super) fn retry_after_refusal(&self) -> Option<EngineError> {
-        let until = self.plan.as_ref().and_then(plan::Session::not_before).filter(|at| *at > now())?;
-        let why = format!(
-            "the cloud asked (HTTP 429 or 503 with Retry-After) that no request be sent before {}; the daemon sends \
-             the next one then, on its own; ask again after that",
-            clock_pair().wall_at(until)
-        );
-        Some(EngineError::Unavailable { name: self.name.clone(), why })
-    }
-
-    /// One refresh with the current refresh token. Never two at once: only this task refreshes.
-    pub(super) async fn refresh_now(&mut self) -> Result<(), EngineError> {
-        if let Some(refusal) = self.retry_after_refusal() {
-            return Err(refusal);
-        }
-        let cloud = self.cloud()?;
-        let Some(sent) = self.refresh.clone() else { return Err(self.needs_login_error()) };
-        // The floor between two requests holds whoever asks (an admin's Refresh included): wait it out.
-        if let Some(last) = self.plan.as_ref().and_then(plan::Session::last_request) {
-            let earliest = last + self.policy().refresh_floor;
-            if earliest > now() {
-                tracing::debug!(token = %self.name, "waiting for the refresh floor before the next request");
-                crate::clock::sleep_until(earliest).await;
+    /// Waits until the plan lets an admin's request be sent ([`plan::Session::for_admin`]: the floor between two
+    /// requests holds whoever asks), or refuses it while the cloud's `Retry-After` lasts, which no caller moves.
+    pub(super) async fn admitted(&self, attempt: Attempt) -> Result<(), EngineError> {
+        match plan::for_admin(self.plan.as_ref(), attempt, now(), self.policy()) {
+            AdminAction::SendAt(at) => {
+                if at > now() {
+                    tracing::debug!(token = %self.name, "waiting for the refresh floor before the next request");
+                    crate::clock::sleep_until(at).await;
+                }
+                Ok(())
+            }
+            AdminAction::Refuse { until } => {
+                let why = format!(
+                    "the cloud asked (HTTP 429 or 503 with Retry-After) that no request be sent before {}; the daemon \
+                     sends the next one then, on its own; ask again after that",
+                    clock_pair().wall_at(until)
+                );
+                Err(EngineError::Unavailable { name: self.name.clone(), why })
             }
         }
+    }
+
+    /// An admin's `Refresh` (and the health probe's, which asks as one): a refresh when the plan lets it. Returns
+    /// the new expiry.
+    pub(super) async fn admin_refresh(&mut self) -> Result<i64, EngineError> {
+        self.admitted(Attempt::Refresh).await?;
+        self.refresh_now().await.map(|()| self.expires_at())
+    }
+
+    /// One refresh with the current refresh token, now: whoever calls this asked the plan first (its schedule,
+    /// [`plan::Session::for_caller`] or [`plan::Session::for_admin`]). Never two at once: only this task refreshes.
+    pub(super) async fn refresh_now(&mut self) -> Result<(), EngineError> {
+        let cloud = self.cloud()?;
+        let Some(sent) = self.refresh.clone() else { return Err(self.needs_login_error()) };
         self.busy = true;
         self.publish(false);
         // On disk before it is sent: should the answer never be saved (a crash, a lost reply), a refused refresh
@@ -282,7 +290,7 @@ impl Session {
                 self.access = None;
                 self.publish(true);
                 if self.refresh.is_some() {
-                    let _ = self.refresh_now().await;
+                    let _ = self.admin_refresh().await;
                 } else if !self.login_unattended().await {
                     self.last_error = format!("the cloud rejects the access token ({why})");
                     self.session_lost();

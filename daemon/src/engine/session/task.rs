@@ -100,7 +100,7 @@ impl Session {
             }
             Command::Refresh(reply) => {
                 let result = match self.refresh.is_some() {
-                    true => self.refresh_now().await.map(|()| self.expires_at()),
+                    true => self.admin_refresh().await,
                     false => Err(self.needs_login_error()),
                 };
                 let _ = reply.send(result);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use att_tokend::client::{TokenAgentProxy, TokenProxy, token_object_path};
 use att_tokend::config;
-use att_tokend::dbus::access::Credentials;
+use att_tokend::dbus::callers::Credentials;
 use att_tokend::dbus::{OBJECT_PATH, Service};
 use att_tokend::engine::{Engine, SessionSettings, StateStore};
 use att_tokend::prepare;

@@ -12,6 +12,9 @@
 //! 3. [`Session::apply`] moves the session on (for [`Action::WarnLapse`], [`Session::record_warning`]);
 //! 4. it persists [`Session::to_persisted`] (the new refresh token first, then the state) and plans again.
 //!
+//! The module's rooms: [`Policy`] and its arithmetic (`policy.rs`), what callers and admins may make a session do
+//! (`caller.rs`), and the session on disk (`persisted.rs`); the session and its plan are here.
+//!
 //! Randomness is passed in: every transition takes a `jitter` in `[0, 1)` which the session keeps, so
 //! planning is a pure, stable function of the session, the [`Policy`] and `now`.
 //!
@@ -30,7 +33,7 @@
 //! [`Policy::margin_for`] the access token's life: [`Policy::safety_margin`], or a fifth of the life when
 //! that is smaller, so a token that lives no longer than the safety margin is still served. A caller who
 //! wants more than the token in hand has asks [`Session::for_caller`], which decides whether that caller
-//! may make the session refresh. Static device and ground tokens have no expiry: [`valid_for`] with `None`.
+//! may make the session refresh; an admin's `Refresh` or `Login` asks [`Session::for_admin`] in the same way. Static device and ground tokens have no expiry: [`valid_for`] with `None`.
 //!
 //! ```
 //! use std::time::Duration;
@@ -78,113 +81,20 @@
 //! assert_eq!(session.plan(&policy, mono(4000)).at(), Some(mono(4015)));
 //! //! ```
 
+mod caller;
+mod persisted;
+mod policy;
+
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+pub use self::caller::{AdminAction, CallerAction, for_admin};
+pub use self::persisted::PersistedSession;
+pub use self::policy::Policy;
+use self::policy::clamp_jitter;
 use crate::secret::{ExposeSecret, RefreshToken};
-use crate::time::{ClockOffset, ClockPair, Deadline, MonoTime, WallClockTrust, WallTime};
-
-const DAY: Duration = Duration::from_secs(86_400);
-
-/// The knobs of the planner. [`Policy::default`] gives the documented defaults.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Policy {
-    /// Earliest point of the access token's life at which it is refreshed, as a fraction (default 0.75).
-    pub refresh_from: f64,
-    /// Latest point of the access token's life at which it is refreshed, as a fraction (default 0.80).
-    /// The session's jitter chooses within `refresh_from..refresh_until`.
-    pub refresh_until: f64,
-    /// A token is never handed out with less than this left, and every refresh is planned at least this
-    /// long before the deadline it protects (default 60 s). For an access token whose life is short the
-    /// margin shrinks to a fifth of that life: see [`Policy::margin_for`].
-    pub safety_margin: Duration,
-    /// No two requests (refresh or login) of one session are planned closer together than this (default
-    /// 5 s). An access token that lives less than this is too short to serve ([`Policy::too_short`]).
-    pub refresh_floor: Duration,
-    /// While transient failures are pending, a caller may trigger one early refresh at most this often
-    /// (default 10 s; never more often than [`Policy::refresh_floor`]). See [`Session::for_caller`].
-    pub caller_retry_gap: Duration,
-    /// The first retry delay after a transient failure (default 1 s); it doubles with each failure.
-    pub backoff_initial: Duration,
-    /// The longest retry delay of the backoff (default 5 min).
-    pub backoff_max: Duration,
-    /// The longest server `Retry-After` honoured (default 1 h); a longer one is cut to this.
-    pub retry_after_max: Duration,
-    /// The assumed life of a refresh token from its issue (default 60 days; config `refresh_token_lifetime`).
-    pub refresh_token_lifetime: Duration,
-    /// How long before the refresh token lapses a warning is given, in any order (default 7 days and 1 day).
-    pub lapse_warnings: Vec<Duration>,
-    /// Under a fixed window with unattended re-login, how long before the lapse the re-login is planned
-    /// (default 10 days: before the first warning, leaving days to retry; at most a quarter of the
-    /// refresh token's lifetime is used).
-    pub relogin_lead: Duration,
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Policy {
-            refresh_from: 0.75,
-            refresh_until: 0.80,
-            safety_margin: Duration::from_secs(60),
-            refresh_floor: Duration::from_secs(5),
-            caller_retry_gap: Duration::from_secs(10),
-            backoff_initial: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(300),
-            retry_after_max: Duration::from_secs(3600),
-            refresh_token_lifetime: DAY * 60,
-            lapse_warnings: vec![DAY * 7, DAY],
-            relogin_lead: DAY * 10,
-        }
-    }
-}
-
-impl Policy {
-    /// The serving margin of an access token granted for `life`: the smaller of
-    /// [`Policy::safety_margin`] and a fifth of `life`, so a token whose life is no longer than the safety
-    /// margin is still served for most of it.
-    pub fn margin_for(&self, life: Duration) -> Duration {
-        self.safety_margin.min(life / 5)
-    }
-
-    /// Whether an access token granted for `life` is too short to serve: it lapses before the next request
-    /// may even be sent (`life` < [`Policy::refresh_floor`]). Such a grant counts as a transient failure.
-    pub fn too_short(&self, life: Duration) -> bool {
-        life < self.refresh_floor
-    }
-
-    /// The refresh point within a token's life chosen by `jitter`, kept within `[0, 1]`.
-    fn fraction(&self, jitter: f64) -> f64 {
-        let lo = clamp_unit(self.refresh_from.min(self.refresh_until));
-        let hi = clamp_unit(self.refresh_from.max(self.refresh_until));
-        lo + clamp_jitter(jitter) * (hi - lo)
-    }
-
-    /// The retry delay after `failures` consecutive transient failures: `backoff_initial` doubling up to
-    /// `backoff_max`, then "equal jitter" (a value in the upper half of that, chosen by `jitter`).
-    pub fn backoff(&self, failures: u32, jitter: f64) -> Duration {
-        let doublings = failures.saturating_sub(1).min(40);
-        let full = self.backoff_initial.saturating_mul(1u32 << doublings.min(31)).min(self.backoff_max);
-        full.mul_f64(0.5 + 0.5 * clamp_jitter(jitter))
-    }
-
-    /// The lapse-warning leads, largest first.
-    fn warnings_desc(&self) -> Vec<Duration> {
-        let mut leads = self.lapse_warnings.clone();
-        leads.sort_unstable_by(|a, b| b.cmp(a));
-        leads.dedup();
-        leads
-    }
-}
-
-fn clamp_unit(x: f64) -> f64 {
-    if x.is_finite() { x.clamp(0.0, 1.0) } else { 0.0 }
-}
-
-/// Keeps a jitter value in `[0, 1)`; anything else (NaN included) becomes 0.
-fn clamp_jitter(j: f64) -> f64 {
-    if j.is_finite() && j >= 0.0 { j.min(1.0 - f64::EPSILON) } else { 0.0 }
-}
+use crate::time::{ClockOffset, ClockPair, Deadline, MonoTime, WallTime};
 
 /// Whether the server rotates refresh tokens, as observed on the last successful refresh.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -386,31 +296,6 @@ impl TokenState {
             TokenState::NeedsLogin => "needs-login",
         }
     }
-}
-
-/// What a caller asking for a token valid for `want` more may make the session do at `now`
-/// ([`Session::for_caller`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CallerAction {
-    /// Serve the access token in hand.
-    Serve,
-    /// Refresh now (the caller waits for it).
-    RefreshNow,
-    /// No token a refresh could give lives that long: `most` is the longest validity a fresh token gives.
-    TooLong {
-        /// The longest validity a fresh token gives (its life less its margin and a second).
-        most: Duration,
-    },
-    /// Not now.
-    Refuse {
-        /// The longest validity that can be served right now, to the second (zero if none).
-        valid_for: Duration,
-        /// When a caller's request may next make a difference (`None`: only a login helps).
-        until: Option<MonoTime>,
-    },
-    /// A login is needed (the plan is [`Action::NeedsLogin`]): the daemon answers NeedsLogin; it never
-    /// logs in for a caller.
-    NeedsLogin,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -784,68 +669,6 @@ impl Session {
         self.last_request
     }
 
-    /// What a caller asking at `now` for the access token valid for `want` more (D-Bus `GetTokenValidFor`)
-    /// may make the session do. The first rule that applies decides:
-    ///
-    /// 1. [`CallerAction::Serve`] when [`Session::valid_for`] holds;
-    /// 2. [`CallerAction::NeedsLogin`] when the plan is [`Action::NeedsLogin`];
-    /// 3. [`CallerAction::TooLong`] when the access token's life is no more than `want` plus its margin:
-    ///    no refresh can help;
-    /// 4. a pending re-login refuses: a caller never triggers a login. `until` is `None` while it is not
-    ///    due, and its time once due (the daemon's own timer performs it);
-    /// 5. before half of the access token's life has passed, refuse until then: callers cannot use up the
-    ///    session by refreshing early;
-    /// 6. while a retry after transient failures is pending, a caller may trigger one early attempt per
-    ///    [`Policy::caller_retry_gap`] since the last request;
-    /// 7. otherwise refresh now, once [`Policy::refresh_floor`] has passed since the last request.
-    ///
-    /// Rules 6 and 7 never grant a request before the cloud's `Retry-After` ([`Session::not_before`]): no caller
-    /// moves it. [`CallerAction::RefreshNow`] is never returned before [`Session::last_request`] plus the floor. The
-    /// daemon performs it and applies its outcome, which moves `last_request` on: between two applied
-    /// outcomes at most one caller gets it.
-    pub fn for_caller(&self, now: MonoTime, want: Duration, policy: &Policy) -> CallerAction {
-        if self.valid_for(now, want, policy) {
-            return CallerAction::Serve;
-        }
-        if self.needs_login().is_some() {
-            return CallerAction::NeedsLogin;
-        }
-        let margin = self.margin(policy);
-        if let Some(life) = self.access_lifetime()
-            && life <= want.saturating_add(margin)
-        {
-            let most = life.saturating_sub(margin).saturating_sub(Duration::from_secs(1));
-            return CallerAction::TooLong { most };
-        }
-        // What can be served now: to the second, so that asking for exactly this much is served.
-        let valid_for = self.access.map_or(Duration::ZERO, |a| {
-            a.deadline.remaining(now).saturating_sub(margin.saturating_add(Duration::from_secs(1)))
-        });
-        let refuse = |until: Option<MonoTime>| CallerAction::Refuse { valid_for, until };
-        let renewal = self.renewal(policy, now);
-        if let Action::ReLogin { at } | Action::Retry { at, attempt: Attempt::Login, .. } = renewal {
-            return refuse((at <= now).then_some(at));
-        }
-        if let Some(a) = self.access {
-            let half = a.obtained + a.deadline.mono().saturating_since(a.obtained) / 2;
-            if now < half {
-                return refuse(Some(half));
-            }
-        }
-        let mut gap = policy.refresh_floor;
-        if self.failures > 0 && renewal.at().is_some_and(|at| at > now) {
-            gap = gap.max(policy.caller_retry_gap);
-        }
-        let next = match (self.last_request.map(|l| l + gap), self.not_before) {
-            (Some(next), Some(nb)) => Some(next.max(nb)),
-            (next, nb) => next.or(nb),
-        };
-        match next {
-            Some(next) if now < next => refuse(Some(next)),
-            _ => CallerAction::RefreshNow,
-        }
-    }
-
     /// The D-Bus `State` at `now`.
     pub fn state(&self, now: MonoTime, policy: &Policy) -> TokenState {
         if matches!(self.plan(policy, now), Action::NeedsLogin { .. }) {
@@ -909,105 +732,5 @@ impl Session {
     /// may be tried again.
     pub fn credentials_changed(&mut self) {
         self.relogin_rejected = false;
-    }
-
-    /// The persistable form: deadlines as wall-clock times, mirrored through `pair` (a reading taken now).
-    pub fn to_persisted(&self, pair: ClockPair) -> PersistedSession {
-        PersistedSession {
-            known_good: self.known_good,
-            access_obtained: self.access.map(|a| pair.wall_at(a.obtained)),
-            access_expires: self.access.map(|a| a.deadline.wall()),
-            refresh_expires: self.refresh_deadline.map(|d| d.wall()),
-            refresh_expires_server: self.refresh_deadline_server,
-            rotation: self.rotation,
-            refresh_rejected: self.refresh_rejected,
-            relogin_rejected: self.relogin_rejected,
-            lapse_warned_secs: self.lapse_warned.map(|d| d.as_secs()),
-            clock_offset: self.offset,
-            retry_not_before: self.not_before.filter(|nb| *nb > pair.mono).map(|nb| pair.wall_at(nb)),
-        }
-    }
-}
-
-/// A [`Session`] as persisted: wall-clock times only (monotonic time means nothing after a restart).
-///
-/// It is `Serialize`/`Deserialize`: store it whole. Each field matters after a restart: without
-/// `refresh_expires_server` a fixed window cannot be re-derived from the server's clock, without
-/// `lapse_warned_secs` warnings are given again, and `known_good` must stay the value the session computed
-/// (a local reading from a clock that ran ahead would make every later, correct reading look untrusted).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PersistedSession {
-    /// The latest wall time known to have passed (at the last reply: the earlier of the local and the server's
-    /// time):
-    /// pass it to [`crate::time::check_wall_clock`] at start; a clock reading earlier is not trusted.
-    pub known_good: Option<WallTime>,
-    /// When the access token arrived.
-    pub access_obtained: Option<WallTime>,
-    /// When the access token lapses.
-    pub access_expires: Option<WallTime>,
-    /// When the refresh token lapses (local clock), if known.
-    pub refresh_expires: Option<WallTime>,
-    /// When the refresh token lapses on the server's clock, if the server told its time.
-    pub refresh_expires_server: Option<WallTime>,
-    /// The rotation behaviour observed.
-    pub rotation: Rotation,
-    /// The server rejected the refresh token.
-    pub refresh_rejected: bool,
-    /// The server rejected the unattended re-login.
-    pub relogin_rejected: bool,
-    /// The smallest lapse-warning lead already given, in seconds.
-    pub lapse_warned_secs: Option<u64>,
-    /// The latest clock-offset estimate.
-    pub clock_offset: Option<ClockOffset>,
-    /// Until when the cloud asked (`Retry-After`) that no request be sent, if that was still ahead; absent in
-    /// files written before it was kept.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retry_not_before: Option<WallTime>,
-}
-
-impl PersistedSession {
-    /// Brings a persisted session onto a new monotonic line, using `pair` (a reading taken now) and the
-    /// verdict on the wall clock (from [`crate::time::check_wall_clock`]).
-    ///
-    /// With a trusted wall clock, deadlines are converted back. Otherwise, conservatively: the access token
-    /// of unknown remaining life is dropped (so it is refreshed at once and never served), and the refresh
-    /// token's deadline becomes unknown rather than extended; the next reply carrying the server's time
-    /// re-derives it. A wall clock earlier than [`PersistedSession::known_good`], or earlier than the moment the
-    /// access token arrived, is not trusted either.
-    pub fn restore(&self, pair: ClockPair, trust: WallClockTrust, unattended_relogin: bool, jitter: f64) -> Session {
-        let trusted = trust.is_trusted()
-            && self.known_good.is_none_or(|k| pair.wall >= k)
-            && self.access_obtained.is_none_or(|o| pair.wall >= o);
-        let access = match (trusted, self.access_obtained, self.access_expires) {
-            (true, Some(obtained), Some(expires)) => {
-                Some(AccessWindow { obtained: pair.mono_at(obtained), deadline: Deadline::at_wall(expires, pair) })
-            }
-            _ => None,
-        };
-        let refresh_deadline = if trusted { self.refresh_expires.map(|w| Deadline::at_wall(w, pair)) } else { None };
-        Session {
-            access,
-            refresh_deadline,
-            refresh_deadline_server: self.refresh_expires_server,
-            rotation: self.rotation,
-            unattended_relogin,
-            refresh_rejected: self.refresh_rejected,
-            relogin_rejected: self.relogin_rejected,
-            failures: 0,
-            retry: None,
-            lapse_warned: self.lapse_warned_secs.map(Duration::from_secs),
-            offset: self.clock_offset,
-            known_good: self.known_good,
-            last_request: None,
-            // Kept whatever the clock's trust: a clock that is wrong can only shorten it to nothing or lengthen it
-            // to the longest Retry-After honoured.
-            not_before: self.retry_not_before.and_then(|nb| {
-                let left = nb.millis_since(pair.wall);
-                (left > 0).then(|| {
-                    pair.mono + Duration::from_millis(left.unsigned_abs()).min(Policy::default().retry_after_max)
-                })
-            }),
-            jitter: clamp_jitter(jitter),
-        }
     }
 }

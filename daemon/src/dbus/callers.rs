@@ -1,5 +1,5 @@
-//! Who may ask: callers' credentials from the bus (or the peer socket), cached per connection, and the
-//! reader/admin rules.
+//! Who is calling: callers' credentials from the bus (or the peer socket), cached per connection. What a caller
+//! may then do is decided by the rules in `crate::access`.
 //!
 //! The caller's uid and groups always come from the transport, never from method arguments:
 //! - on a message bus, from `org.freedesktop.DBus.GetConnectionCredentials` (`UnixUserID`, `UnixGroupIDs`),
@@ -19,6 +19,8 @@ use futures_util::StreamExt;
 use zbus::names::UniqueName;
 use zbus::{Connection, DeserializeDict, MatchRule, MessageStream, Type};
 
+use crate::access::Caller;
+
 /// The bus's own name, also the interface of `GetConnectionCredentials` and `NameOwnerChanged`.
 const BUS: &str = "org.freedesktop.DBus";
 /// The bus's object path.
@@ -35,53 +37,6 @@ struct BusCredentials {
     unix_user_id: Option<u32>,
     #[zbus(rename = "UnixGroupIDs")]
     unix_group_ids: Option<Vec<u32>>,
-}
-
-/// The identity of a process calling the daemon.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    /// The caller's user id.
-    pub uid: u32,
-    /// The caller's groups (primary and supplementary).
-    pub groups: Arc<[u32]>,
-}
-
-impl Caller {
-    /// A caller with the given uid and groups.
-    pub fn new(uid: u32, groups: impl IntoIterator<Item = u32>) -> Self {
-        Self { uid, groups: groups.into_iter().collect() }
-    }
-
-    /// Whether this is the superuser, who is always a reader and an admin.
-    pub fn is_root(&self) -> bool {
-        self.uid == 0
-    }
-}
-
-/// A set of users and groups (numeric ids, already resolved from names).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Principals {
-    /// User ids.
-    pub users: Vec<u32>,
-    /// Group ids: any member is admitted.
-    pub groups: Vec<u32>,
-}
-
-impl Principals {
-    /// Whether `caller` is one of these users or in one of these groups.
-    pub fn admits(&self, caller: &Caller) -> bool {
-        self.users.contains(&caller.uid) || caller.groups.iter().any(|group| self.groups.contains(group))
-    }
-}
-
-/// Whether `caller` may administer the daemon (Login, Refresh, Logout): root or one of `admins`.
-pub fn is_admin(admins: &Principals, caller: &Caller) -> bool {
-    caller.is_root() || admins.admits(caller)
-}
-
-/// Whether `caller` may read a token whose readers are `readers`: root, an admin or one of `readers`.
-pub fn may_read(readers: &Principals, admins: &Principals, caller: &Caller) -> bool {
-    is_admin(admins, caller) || readers.admits(caller)
 }
 
 /// Why the caller's identity could not be established.
@@ -340,26 +295,6 @@ fn groups_of(uid: u32) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn root_is_always_admin_and_reader() {
-        let nobody = Principals::default();
-        let root = Caller::new(0, []);
-        assert!(is_admin(&nobody, &root));
-        assert!(may_read(&nobody, &nobody, &root));
-    }
-
-    #[test]
-    fn readers_by_user_or_group() {
-        let readers = Principals { users: vec![1000], groups: vec![50] };
-        let admins = Principals { users: vec![], groups: vec![60] };
-        assert!(may_read(&readers, &admins, &Caller::new(1000, [100])));
-        assert!(may_read(&readers, &admins, &Caller::new(1001, [100, 50])));
-        assert!(!may_read(&readers, &admins, &Caller::new(1001, [100])));
-        assert!(!is_admin(&admins, &Caller::new(1000, [100])));
-        // Admins read every token.
-        assert!(may_read(&readers, &admins, &Caller::new(1002, [60])));
-    }
 
     #[test]
     fn a_caller_that_leaves_during_its_lookup_is_not_cached() {
