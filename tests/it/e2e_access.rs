@@ -3,6 +3,8 @@
 
 use std::process::{Command, Output, Stdio};
 
+use testbed::ConfigText;
+
 use crate::support::{World, bins, describe, exit};
 
 /// The reader and the stranger are real accounts: the bus refuses a uid the user database does not know.
@@ -32,12 +34,10 @@ fn readers_get_the_token_and_everyone_else_is_denied() {
     let device_arg = format!("{TOKEN}={DEVICE}");
     let mut world = World::new("access", &["--device-token", &device_arg]);
     let file = world.secret_file("sensor-7.token", TOKEN);
-    let config = format!(
-        "[[token]]\nname = \"sensor-7\"\nkind = \"device\"\ndevice_id = \"{DEVICE}\"\ntoken_file = \"{}\"\n\
-         readers = {{ users = [\"{READER}\"] }}\n\n\
-         [[token]]\nname = \"main\"\nkind = \"user\"\n",
-        file.display()
-    );
+    let config = ConfigText::new()
+        .device("sensor-7", DEVICE, &file)
+        .line(&format!("readers = {{ users = [\"{READER}\"] }}"))
+        .user("main");
     world.start_daemon(&config, "debug");
 
     // The reader: GetToken, GetTokenForDevice and ListTokens see the token.

@@ -4,16 +4,14 @@
 
 use serde_json::json;
 
-use testbed::PATIENCE;
+use testbed::{ConfigText, PATIENCE};
 
 use crate::support::{World, bins, describe, wait_until};
-
-const USER_TOKEN: &str = "[[token]]\nname = \"main\"\nkind = \"user\"\n";
 
 #[test]
 fn the_bus_restarts_during_a_refresh_and_the_daemon_serves_the_refreshed_session_on_the_new_bus() {
     let mut world = World::new("bus-loss", &["--access-lifetime", "3600s"]);
-    world.start_daemon(USER_TOKEN, "debug");
+    world.start_daemon(&ConfigText::new().user("main"), "debug");
     world.login_ok("main");
     let before = world.get("main").expect("a token after the login");
     let logins = world.fake.api().counter("password_grants_ok").unwrap();
@@ -52,7 +50,7 @@ fn the_bus_restarts_during_a_refresh_and_the_daemon_serves_the_refreshed_session
     // The refreshed session was saved: a restarted daemon serves from it without a login (the refresh token of
     // the refresh done during the bus loss, so no reuse either).
     world.stop_daemon();
-    world.write_config(USER_TOKEN); // the new bus's address
+    world.write_config(&ConfigText::new().user("main")); // the new bus's address
     world.restart_daemon();
     // Unless the kernel reports the clock synchronised, the restored access token is refreshed before it is
     // served, so the first answer may be Unavailable for the moment that takes.

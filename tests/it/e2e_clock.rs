@@ -6,12 +6,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use testbed::PATIENCE;
+use testbed::{ConfigText, PATIENCE};
 
 use crate::support::{FakeTimedated, World, describe, wait_until};
 
-fn config(file: &Path) -> String {
-    format!("[[token]]\nname = \"main\"\nkind = \"user\"\nfiles = [\"{}\"]\n", file.display())
+fn config(file: &Path) -> ConfigText {
+    ConfigText::new().user("main").line(&format!("files = [\"{}\"]", file.display()))
 }
 
 /// The daemon's `ClockConfirmed` as busctl prints it (`b true` or `b false`).

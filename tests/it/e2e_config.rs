@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use testbed::Scratch;
+use testbed::{ConfigText, Scratch};
 
 use crate::support::bins;
 
@@ -31,14 +31,8 @@ fn each_kind_of_bad_config_is_named_with_file_line_and_fix() {
     let good_secret = scratch.write("good.token", "maker:4GoodDeviceToken", 0o600).unwrap();
     let open_secret = scratch.write("open.token", "maker:4OpenDeviceToken", 0o644).unwrap();
     let missing_secret = scratch.path().join("missing.token");
-    let device = |name: &str, file: &std::path::Path| {
-        format!(
-            "[[token]]\nname = \"{name}\"\nkind = \"device\"\ndevice_id = \"{DEVICE}\"\ntoken_file = \"{}\"\n",
-            file.display()
-        )
-    };
-    let state = scratch.path().join("state");
-    let head = format!("[daemon]\nbus = \"session\"\nstate_dir = \"{}\"\n\n", state.display());
+    let device = |name: &str, file: &std::path::Path| ConfigText::new().device(name, DEVICE, file).to_string();
+    let head = format!("{}\n", ConfigText::new().daemon("session", &scratch.path().join("state")));
 
     let good = format!("{head}[refresh]\nsafety_margin = \"90s\"\n\n{}", device("sensor-7", &good_secret));
     let good_path = scratch.write("good.toml", &good, 0o600).unwrap();

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use testbed::{PATIENCE, Proc};
+use testbed::{ConfigText, PATIENCE, Proc};
 
 use crate::support::{World, bins, wait_until};
 
@@ -107,10 +107,7 @@ fn an_abort_of_the_daemon_exec_or_proxy_writes_no_core_dump() {
     }
 
     // att-tokend, started as the harness does but under the unlimited core size.
-    world.write_config(&format!(
-        "[[token]]\nname = \"sensor\"\nkind = \"device\"\ndevice_id = \"{DEVICE}\"\ntoken_file = \"{}\"\n",
-        token_file.display()
-    ));
+    world.write_config(&ConfigText::new().device("sensor", DEVICE, &token_file));
     let config = world.config.clone().expect("a config");
     let daemon_dir = workdir(&world, "att-tokend");
     let mut command = unlimited(&daemon_dir, &bins().tokend, &["--config", &config.to_string_lossy()]);

@@ -5,11 +5,8 @@ use std::process::{Command, Stdio};
 
 use testbed::{PATIENCE, Proc};
 
-use crate::support::{World, bins, describe, exit, wait_until};
+use crate::support::{World, bins, describe, exit, fast_main, wait_until};
 
-/// Access tokens live 8 s at the fake; with a 2 s margin the daemon refreshes about every 5 s.
-const CONFIG: &str = "[refresh]\nsafety_margin = \"2s\"\nretry_initial = \"1s\"\nretry_max = \"2s\"\n\n\
-                      [[token]]\nname = \"main\"\nkind = \"user\"\n";
 const DEVICE: &str = "ExecDevice00000000000001";
 const DEVICE_TOKEN: &str = "maker:4ExecDeviceToken";
 
@@ -27,11 +24,7 @@ fn world_with_device() -> World {
     let device_arg = format!("{DEVICE_TOKEN}={DEVICE}");
     let mut world = World::new("exec", &["--access-lifetime", "8s", "--device-token", &device_arg]);
     let file = world.secret_file("device.token", DEVICE_TOKEN);
-    let config = format!(
-        "{CONFIG}\n[[token]]\nname = \"sensor\"\nkind = \"device\"\ndevice_id = \"{DEVICE}\"\ntoken_file = \"{}\"\n",
-        file.display()
-    );
-    world.start_daemon(&config, "debug");
+    world.start_daemon(&fast_main().device("sensor", DEVICE, &file), "debug");
     world
 }
 

@@ -6,22 +6,20 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use testbed::PATIENCE;
+use testbed::{ConfigText, PATIENCE};
 
 use crate::support::world::USERNAME;
-use crate::support::{World, bins, describe, exit, wait_until};
+use crate::support::{World, bins, describe, exit, fast_main, wait_until};
 
 /// Access tokens live 8 s at the fake; the daemon refreshes about every 5 s and retries after 1–2 s.
 const FAKE_ARGS: &[&str] = &["--access-lifetime", "8s"];
-const USER_CONFIG: &str = "[refresh]\nsafety_margin = \"2s\"\nretry_initial = \"1s\"\nretry_max = \"2s\"\n\n\
-                           [[token]]\nname = \"main\"\nkind = \"user\"\n";
 
 #[test]
 fn outage_serves_the_last_token_then_unavailable_then_recovers_by_itself() {
     // 24 s tokens (expires_in 23): the refresh is planned at 75-80 % of the life, about 17-18 s in, and the token
     // is served until 2 s before its end (21 s): a few seconds in which the daemon retries with a good token.
     let mut world = World::new("outage", &["--access-lifetime", "24s"]);
-    world.start_daemon(USER_CONFIG, "debug");
+    world.start_daemon(&fast_main(), "debug");
     world.login_ok("main");
     let good = world.get("main").expect("a token after login");
 
@@ -71,7 +69,7 @@ fn outage_serves_the_last_token_then_unavailable_then_recovers_by_itself() {
 #[test]
 fn rejected_refresh_needs_login_and_raises_attention() {
     let mut world = World::new("invalid-grant", FAKE_ARGS);
-    world.start_daemon(USER_CONFIG, "debug");
+    world.start_daemon(&fast_main(), "debug");
     world.login_ok("main");
     let (mut watch, lines) = testbed::Proc::spawn_lines(
         "att-token-watch",
@@ -133,13 +131,10 @@ fn revoked_device_token_is_reported_by_the_health_probe() {
     let mut world = World::new("revoked", &["--device-token", &device_arg, "--ground-token", &ground_arg]);
     let device_file = world.secret_file("sensor-7.token", TOKEN);
     let ground_file = world.secret_file("site-a.token", GROUND_TOKEN);
-    let config = format!(
-        "[maintenance]\ntoken_health = \"* * * * * *\"\n\n\
-         [[token]]\nname = \"sensor-7\"\nkind = \"device\"\ndevice_id = \"{DEVICE}\"\ntoken_file = \"{}\"\n\n\
-         [[token]]\nname = \"site-a\"\nkind = \"ground\"\nground_id = \"{GROUND}\"\ntoken_file = \"{}\"\n",
-        device_file.display(),
-        ground_file.display()
-    );
+    let config = ConfigText::new()
+        .table("maintenance", &[("token_health", "* * * * * *")])
+        .device("sensor-7", DEVICE, &device_file)
+        .ground("site-a", GROUND, &ground_file);
     world.start_daemon(&config, "debug");
 
     assert_eq!(world.get("sensor-7").expect("the device token is served"), TOKEN);

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use att_tokend::client::TokenAgentProxy;
+use testbed::ConfigText;
 use zbus::DBusError as _;
 
 use crate::support::{World, describe};
@@ -26,14 +27,12 @@ const ROUNDS: usize = 10;
 const MAX_MESSAGE: usize = 400;
 
 /// A device token readable by [`READER`], and a user token.
-fn config(world: &World) -> String {
+fn config(world: &World) -> ConfigText {
     let file = world.secret_file("sensor-7.token", TOKEN);
-    format!(
-        "[[token]]\nname = \"sensor-7\"\nkind = \"device\"\ndevice_id = \"{DEVICE}\"\ntoken_file = \"{}\"\n\
-         readers = {{ users = [\"{READER}\"] }}\n\n\
-         [[token]]\nname = \"main\"\nkind = \"user\"\n",
-        file.display()
-    )
+    ConfigText::new()
+        .device("sensor-7", DEVICE, &file)
+        .line(&format!("readers = {{ users = [\"{READER}\"] }}"))
+        .user("main")
 }
 
 /// The daemon's resident memory in KiB (`VmRSS` of `/proc/PID/status`), and its peak (`VmHWM`).

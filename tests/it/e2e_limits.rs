@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use testbed::ConfigText;
+
 use crate::support::World;
 
 /// A field of `/proc/<pid>/status` (`VmRSS:`, `VmHWM:` in KiB, `Threads:`).
@@ -28,15 +30,12 @@ fn a_thousand_tokens_under_load_print_the_figures_the_unit_limits_come_from() {
     const CONNECTIONS: usize = 16;
     const CALLS: usize = 200;
     let mut world = World::new("limits", &["--access-lifetime", "3600s"]);
-    let mut config = String::from("[[token]]\nname = \"main\"\nkind = \"user\"\n");
+    let mut config = ConfigText::new().user("main");
     for n in 1..TOKENS {
         let file = world.secret_file(&format!("d{n}.token"), &format!("maker:4LimitsDeviceToken{n:06}"));
-        config.push_str(&format!(
-            "\n[[token]]\nname = \"device-{n}\"\nkind = \"device\"\ndevice_id = \"limitsdevice{n:012}\"\ntoken_file = \"{}\"\n",
-            file.display()
-        ));
+        config = config.device(&format!("device-{n}"), &format!("limitsdevice{n:012}"), &file);
     }
-    config.push_str("\n[maintenance]\ntoken_health = \"off\"\nground_sync = \"off\"\nlapse_review = \"off\"\n");
+    let config = config.maintenance_off();
     world.start_daemon(&config, "info");
     world.login_ok("main");
     let pid = world.daemon.as_ref().expect("the daemon runs").proc.pid();

@@ -6,23 +6,15 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use testbed::PATIENCE;
+use testbed::{ConfigText, PATIENCE};
 
 use crate::support::world::{PASSWORD, TOTP_SEED, USERNAME};
 use crate::support::{World, describe, wait_until};
 
 const NEW_PASSWORD: &str = "n3w&password=after+change";
 
-fn unattended_config(world: &World) -> String {
-    let password = world.secret_file("password", &format!("{PASSWORD}\n"));
-    let seed = world.secret_file("totp-seed", &format!("{TOTP_SEED}\n"));
-    format!(
-        "[refresh]\nretry_initial = \"1s\"\nretry_max = \"2s\"\n\n\
-         [[token]]\nname = \"main\"\nkind = \"user\"\nusername = \"{USERNAME}\"\n\
-         password_file = \"{}\"\ntotp_secret_file = \"{}\"\n",
-        password.display(),
-        seed.display()
-    )
+fn unattended_config(world: &World) -> ConfigText {
+    world.unattended_user(ConfigText::new().refresh(&[("retry_initial", "1s"), ("retry_max", "2s")]), "main")
 }
 
 /// Every file in the state directory, as text, to look for secrets.
@@ -126,7 +118,7 @@ fn a_logout_outlives_restarts_until_a_login() {
 fn a_refresh_refused_for_a_configuration_reason_keeps_the_session() {
     let mut world = World::new("client-refused", &["--access-lifetime", "60s"]);
     world.start_daemon(
-        "[refresh]\nretry_initial = \"1s\"\nretry_max = \"3s\"\n\n[[token]]\nname = \"main\"\nkind = \"user\"\n",
+        &ConfigText::new().refresh(&[("retry_initial", "1s"), ("retry_max", "3s")]).user("main"),
         "debug",
     );
     world.login_ok("main");

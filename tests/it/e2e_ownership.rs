@@ -5,23 +5,22 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use testbed::{Bus, Fake, PATIENCE, Proc, Scratch};
+use testbed::{Bus, ConfigText, Fake, PATIENCE, Proc, Scratch};
 
 use crate::support::world::{PASSWORD, TOTP_SEED, USERNAME};
 use crate::support::{World, bins, describe, exit, wait_until};
 
-/// Nothing refreshes or probes by itself while a test counts the cloud's requests.
-const TOKENS: &str = "[maintenance]\ntoken_health = \"off\"\nground_sync = \"off\"\nlapse_review = \"off\"\n\n\
-                      [[token]]\nname = \"main\"\nkind = \"user\"\n";
-
-/// Writes a config for `world`'s daemon naming `url`, `client_id` and `bus`, with the world's state directory.
+/// Writes a config for `world`'s daemon naming `url`, `client_id` and `bus`, with the world's state directory,
+/// the user token `main`, then `rest`. Nothing refreshes or probes by itself while a test counts the cloud's
+/// requests.
 fn write_config(world: &mut World, file: &str, url: &str, client_id: &str, bus: &str, rest: &str) -> PathBuf {
-    let text = format!(
-        "[api]\nurl = \"{url}\"\nclient_id = \"{client_id}\"\n\n[daemon]\nbus = \"{bus}\"\nstate_dir = \"{}\"\n\n\
-         {TOKENS}{rest}",
-        world.state_dir().display()
-    );
-    world.scratch.write(file, &text, 0o600).unwrap()
+    let text = ConfigText::new()
+        .api(url)
+        .line(&format!("client_id = \"{client_id}\""))
+        .daemon(bus, &world.state_dir())
+        .maintenance_off()
+        .user("main");
+    world.scratch.write(file, format!("{text}{rest}"), 0o600).unwrap()
 }
 
 /// Runs the daemon on `world`'s own cloud with `client_id`, logs `main` in and stops the daemon; the saved
@@ -71,14 +70,7 @@ fn a_second_daemon_on_the_same_state_directory_exits_naming_the_first() {
     // with unattended login, which it would log in at once if it got that far.
     let other_scratch = Scratch::new("e2e-ownership-bus").unwrap();
     let other_bus = Bus::start(&other_scratch).unwrap();
-    let password = world.secret_file("password", &format!("{PASSWORD}\n"));
-    let seed = world.secret_file("totp-seed", &format!("{TOTP_SEED}\n"));
-    let spare = format!(
-        "\n[[token]]\nname = \"spare\"\nkind = \"user\"\nusername = \"{USERNAME}\"\npassword_file = \"{}\"\n\
-         totp_secret_file = \"{}\"\n",
-        password.display(),
-        seed.display()
-    );
+    let spare = format!("\n{}", world.unattended_user(ConfigText::new(), "spare"));
     let second_config = write_config(&mut world, "second.toml", &url, "web", &other_bus.address, &spare);
     let counters_before = world.fake.api().counters().unwrap();
 

@@ -7,12 +7,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use testbed::PATIENCE;
+use testbed::{ConfigText, PATIENCE};
 
-use crate::support::world::{PASSWORD, TOTP_SEED, USERNAME};
+use crate::support::world::{TOTP_SEED, USERNAME};
 use crate::support::{World, bins, describe, exit, wait_until};
 
-const USER_TOKEN: &str = "[[token]]\nname = \"main\"\nkind = \"user\"\n";
+/// `[refresh]` retrying after 1 s, then every 2 s, and the user token `main`.
+fn quick_retries() -> ConfigText {
+    ConfigText::new().refresh(&[("retry_initial", "1s"), ("retry_max", "2s")]).user("main")
+}
 
 /// Runs `calls` against the daemon's main object on this world's bus, over one connection, from this process
 /// (root): `f` gets the proxy and the call's index.
@@ -72,7 +75,7 @@ fn date_after(text: &str, marker: &str) -> bool {
 #[test]
 fn a_refused_refresh_token_blames_a_lost_answer_only_when_one_was_lost() {
     let mut world = World::new("verdicts", &["--access-lifetime", "3600s"]);
-    let config = format!("[refresh]\nretry_initial = \"1s\"\nretry_max = \"2s\"\n\n{USER_TOKEN}");
+    let config = quick_retries();
     // A request timeout of 2 s makes the lost reply quick.
     start_patched(&mut world, &config, "[api]\n", "[api]\nrequest_timeout = \"2s\"\n");
     world.login_ok("main");
@@ -105,7 +108,7 @@ fn callers_cannot_spend_the_session() {
     // 120 s tokens (expires_in 119) and a 10 s margin: asking for life - margin - 1 = 108 s is possible only
     // with a token at most about a second old.
     let mut world = World::new("callers", &["--access-lifetime", "120s"]);
-    world.start_daemon(&format!("[refresh]\nsafety_margin = \"10s\"\n\n{USER_TOKEN}"), "debug");
+    world.start_daemon(&ConfigText::new().refresh(&[("safety_margin", "10s")]).user("main"), "debug");
     world.login_ok("main");
     std::thread::sleep(Duration::from_millis(1500));
     let before = world.fake.api().counters().unwrap();
@@ -136,7 +139,7 @@ fn a_retry_after_is_a_floor_that_no_reader_moves() {
     // 20 s tokens: within the window below the token passes half its life (a reader may ask for a refresh) and
     // then its serving window ends (a reader's GetToken nudges the session).
     let mut world = World::new("retry-after", &["--access-lifetime", "20s"]);
-    world.start_daemon(&format!("[refresh]\nretry_initial = \"1s\"\nretry_max = \"2s\"\n\n{USER_TOKEN}"), "debug");
+    world.start_daemon(&quick_retries(), "debug");
     world.login_ok("main");
     world
         .fake
@@ -166,12 +169,7 @@ fn a_refused_unattended_password_is_not_retried_for_readers() {
     let mut world = World::new("refused-password", &["--access-lifetime", "60s"]);
     let password = world.secret_file("password", "not-the-password\n");
     let seed = world.secret_file("totp-seed", &format!("{TOTP_SEED}\n"));
-    let config = format!(
-        "[refresh]\nretry_max = \"1h\"\n\n{USER_TOKEN}username = \"{USERNAME}\"\npassword_file = \"{}\"\n\
-         totp_secret_file = \"{}\"\n",
-        password.display(),
-        seed.display()
-    );
+    let config = ConfigText::new().refresh(&[("retry_max", "1h")]).unattended_user("main", USERNAME, &password, &seed);
     world.start_daemon(&config, "debug");
     wait_until("the daemon's own login attempt", PATIENCE, || {
         let n = world.fake.api().counter("password_grants").unwrap();
@@ -199,15 +197,9 @@ fn logout_suspends_unattended_login_until_a_login_or_new_credentials() {
     const BOB: &str = "bob@example.com";
     const BOB_PASSWORD: &str = "b0b's=password";
     let mut world = World::new("logout", &["--access-lifetime", "60s", "--user", &format!("{BOB}:{BOB_PASSWORD}")]);
-    let password = world.secret_file("password", &format!("{PASSWORD}\n"));
-    let seed = world.secret_file("totp-seed", &format!("{TOTP_SEED}\n"));
     let bob_password = world.secret_file("bob-password", &format!("{BOB_PASSWORD}\n"));
-    let alice = format!(
-        "[refresh]\nsafety_margin = \"5s\"\nretry_initial = \"1s\"\nretry_max = \"2s\"\n\n{USER_TOKEN}username = \"{USERNAME}\"\n\
-         password_file = \"{}\"\ntotp_secret_file = \"{}\"\n",
-        password.display(),
-        seed.display()
-    );
+    let refresh = ConfigText::new().refresh(&[("safety_margin", "5s"), ("retry_initial", "1s"), ("retry_max", "2s")]);
+    let alice = world.unattended_user(refresh.clone(), "main");
     world.start_daemon(&alice, "debug");
     wait_until("the unattended login", PATIENCE, || world.get("main").map_err(|o| describe(&o)));
     assert_eq!(world.fake.api().counter("password_grants").unwrap(), 1);
@@ -239,11 +231,10 @@ fn logout_suspends_unattended_login_until_a_login_or_new_credentials() {
     let out = world.att_token(&["logout", "main"]);
     assert!(out.status.success(), "{}", describe(&out));
     let grants = world.fake.api().counter("password_grants").unwrap();
-    let bob = format!(
-        "[refresh]\nsafety_margin = \"5s\"\nretry_initial = \"1s\"\nretry_max = \"2s\"\n\n{USER_TOKEN}username = \"{BOB}\"\n\
-         password_file = \"{}\"\n",
-        bob_password.display()
-    );
+    let bob = refresh
+        .user("main")
+        .line(&format!("username = \"{BOB}\""))
+        .line(&format!("password_file = \"{}\"", bob_password.display()));
     world.reload_daemon(&bob);
     let token =
         wait_until("the login with the new credentials", PATIENCE, || world.get("main").map_err(|o| describe(&o)));
@@ -255,7 +246,7 @@ fn logout_suspends_unattended_login_until_a_login_or_new_credentials() {
 fn short_grants_are_served_and_never_cause_a_storm() {
     // 20 s tokens (expires_in 19) against the default 60 s safety margin.
     let mut world = World::new("short-grants", &["--access-lifetime", "20s"]);
-    world.start_daemon(USER_TOKEN, "debug");
+    world.start_daemon(&ConfigText::new().user("main"), "debug");
     world.login_ok("main");
     let token = world.get("main").unwrap_or_else(|o| panic!("a 19 s token is served: {}", describe(&o)));
     assert!(world.fake.api().is_access_token_valid(&token).unwrap());
@@ -292,7 +283,9 @@ fn a_caller_brings_service_back_soon_after_an_outage() {
     // failure (about 18 s in) the planned retry is 30-60 s away, long after the 25 s outage has ended.
     let mut world = World::new("recovery", &["--access-lifetime", "20s"]);
     world.start_daemon(
-        &format!("[refresh]\nsafety_margin = \"2s\"\nretry_initial = \"30s\"\nretry_max = \"5m\"\n\n{USER_TOKEN}"),
+        &ConfigText::new()
+            .refresh(&[("safety_margin", "2s"), ("retry_initial", "30s"), ("retry_max", "5m")])
+            .user("main"),
         "debug",
     );
     world.login_ok("main");
@@ -329,7 +322,7 @@ fn a_caller_brings_service_back_soon_after_an_outage() {
 fn a_restored_token_is_served_only_once_the_time_is_confirmed() {
     let mut world = World::new("rtc-less", &["--access-lifetime", "3600s"]);
     // As on a gateway without a real-time clock whose time is not synchronised yet.
-    let config = format!("[refresh]\nretry_initial = \"1s\"\nretry_max = \"2s\"\n\n{USER_TOKEN}");
+    let config = quick_retries();
     start_patched(&mut world, &config, "[daemon]\n", "[daemon]\ntrust_kernel_time_sync = false\n");
     world.login_ok("main");
     let old = world.get("main").expect("a token");
@@ -352,7 +345,7 @@ fn a_restored_token_is_served_only_once_the_time_is_confirmed() {
 #[test]
 fn a_token_removed_and_re_added_during_its_refresh_keeps_one_refresh_token_owner() {
     let mut world = World::new("re-add", &["--access-lifetime", "3600s"]);
-    let config = format!("[refresh]\nretry_initial = \"1s\"\nretry_max = \"2s\"\n\n{USER_TOKEN}");
+    let config = quick_retries();
     world.start_daemon(&config, "debug");
     world.login_ok("main");
     world.fake.api().inject_fault(json!({"kind": "slow", "delay_ms": 3000, "times": 1, "path": "/login"})).unwrap();
@@ -391,13 +384,7 @@ fn a_token_removed_and_re_added_during_its_refresh_keeps_one_refresh_token_owner
 fn unattended_login_follows_the_clouds_clock() {
     // The cloud's clock is 10 minutes ahead of this gateway's: codes from the local clock would be refused.
     let mut world = World::new("totp-skew", &["--access-lifetime", "120s", "--clock-offset", "600s"]);
-    let password = world.secret_file("password", &format!("{PASSWORD}\n"));
-    let seed = world.secret_file("totp-seed", &format!("{TOTP_SEED}\n"));
-    let config = format!(
-        "{USER_TOKEN}username = \"{USERNAME}\"\npassword_file = \"{}\"\ntotp_secret_file = \"{}\"\n",
-        password.display(),
-        seed.display()
-    );
+    let config = world.unattended_user(ConfigText::new(), "main");
     world.start_daemon(&config, "debug");
     let token = wait_until("the unattended login", PATIENCE, || world.get("main").map_err(|o| describe(&o)));
     assert!(world.fake.api().is_access_token_valid(&token).unwrap());

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use testbed::PATIENCE;
+use testbed::{ConfigText, PATIENCE};
 
 use crate::support::{World, describe, wait_until};
 
@@ -16,10 +16,8 @@ use crate::support::{World, describe, wait_until};
 const PROBE_DELAY: Duration = Duration::from_secs(6);
 
 /// Probes every two seconds; nothing else is scheduled.
-fn maintenance(token_health: &str, ground_sync: &str) -> String {
-    format!(
-        "[maintenance]\ntoken_health = \"{token_health}\"\nground_sync = \"{ground_sync}\"\nlapse_review = \"off\"\n\n"
-    )
+fn maintenance(token_health: &str, ground_sync: &str) -> ConfigText {
+    ConfigText::new().maintenance(token_health, ground_sync, "off")
 }
 
 /// Slows every request under `path` for a minute, then waits until at least three slowed probes have started,
@@ -85,11 +83,7 @@ fn a_reload_during_a_slow_device_probe_keeps_the_new_token_valid() {
     let new = format!("{NEW_TOKEN}={DEVICE}");
     let mut world = World::new("probe-device", &["--device-token", &old, "--device-token", &new]);
     let token_file = world.secret_file("sensor-7.token", OLD_TOKEN);
-    let config = format!(
-        "{}[[token]]\nname = \"sensor-7\"\nkind = \"device\"\ndevice_id = \"{DEVICE}\"\ntoken_file = \"{}\"\n",
-        maintenance("*/2 * * * * *", "off"),
-        token_file.display()
-    );
+    let config = maintenance("*/2 * * * * *", "off").device("sensor-7", DEVICE, &token_file);
     world.start_daemon(&config, "debug");
     assert_eq!(world.get("sensor-7").expect("the device token is served"), OLD_TOKEN);
 
@@ -138,13 +132,7 @@ fn a_ground_changed_during_a_slow_sync_does_not_get_the_old_grounds_devices() {
     let ground_b = format!("{TOKEN_B}={GROUND_B}:{PUMP_B}");
     let mut world = World::new("probe-ground", &["--ground-token", &ground_a, "--ground-token", &ground_b]);
     let token_file = world.secret_file("site.token", TOKEN_A);
-    let config = |ground: &str| {
-        format!(
-            "{}[[token]]\nname = \"site\"\nkind = \"ground\"\nground_id = \"{ground}\"\ntoken_file = \"{}\"\n",
-            maintenance("off", "*/2 * * * * *"),
-            token_file.display()
-        )
-    };
+    let config = |ground: &str| maintenance("off", "*/2 * * * * *").ground("site", ground, &token_file);
     world.start_daemon(&config(GROUND_A), "debug");
     wait_until("the ground's devices to be learned", PATIENCE, || match for_device(&world, PUMP_A) {
         (true, token, _) if token == TOKEN_A => Ok(()),

@@ -5,12 +5,10 @@
 use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
 use std::process::{Command, Output, Stdio};
 
-use testbed::{PATIENCE, Proc};
+use testbed::{ConfigText, PATIENCE, Proc};
 
-use crate::support::{World, bins, describe, wait_until};
+use crate::support::{World, bins, describe, fast_main, wait_until};
 
-const CONFIG: &str = "[refresh]\nsafety_margin = \"2s\"\nretry_initial = \"1s\"\nretry_max = \"2s\"\n\n\
-                      [[token]]\nname = \"main\"\nkind = \"user\"\n";
 const DEVICE: &str = "ProxyDevice0000000000001";
 const DEVICE_TOKEN: &str = "maker:4ProxyDeviceTokenE2e";
 const STRANGER: &str = "daemon";
@@ -51,7 +49,7 @@ fn status_and_body(args: &[&str]) -> (u16, String) {
 fn curl_through_the_proxy_works_across_rotations_with_the_daemons_token_only() {
     let device_arg = format!("{DEVICE_TOKEN}={DEVICE}");
     let mut world = World::new("proxy", &["--access-lifetime", "8s", "--device-token", &device_arg]);
-    world.start_daemon(CONFIG, "debug");
+    world.start_daemon(&fast_main(), "debug");
     world.login_ok("main");
     let (mut proxy, address) = start_proxy(&world, "main", "127.0.0.1:0", None);
     assert!(address.starts_with("http://127.0.0.1:"), "{address}");
@@ -103,11 +101,7 @@ fn a_non_reader_gets_403_from_the_proxy_and_a_unix_socket_is_private() {
     let device_arg = format!("{DEVICE_TOKEN}={DEVICE}");
     let mut world = World::new("proxy-access", &["--device-token", &device_arg]);
     let file = world.secret_file("device.token", DEVICE_TOKEN);
-    let config = format!(
-        "[[token]]\nname = \"sensor\"\nkind = \"device\"\ndevice_id = \"{DEVICE}\"\ntoken_file = \"{}\"\n",
-        file.display()
-    );
-    world.start_daemon(&config, "debug");
+    world.start_daemon(&ConfigText::new().device("sensor", DEVICE, &file), "debug");
 
     let (_stranger, address) = start_proxy(&world, "sensor", "127.0.0.1:0", Some(STRANGER));
     let (status, body) = status_and_body(&[&format!("{address}/device/{DEVICE}")]);
@@ -142,11 +136,7 @@ fn the_environment_alone_sets_a_unix_socket_and_its_mode() {
     let device_arg = format!("{DEVICE_TOKEN}={DEVICE}");
     let mut world = World::new("proxy-env", &["--device-token", &device_arg]);
     let file = world.secret_file("device.token", DEVICE_TOKEN);
-    let config = format!(
-        "[[token]]\nname = \"sensor\"\nkind = \"device\"\ndevice_id = \"{DEVICE}\"\ntoken_file = \"{}\"\n",
-        file.display()
-    );
-    world.start_daemon(&config, "debug");
+    world.start_daemon(&ConfigText::new().device("sensor", DEVICE, &file), "debug");
     let socket = world.scratch.path().join("http.sock");
     let mut command = Command::new(&bins().token);
     command

@@ -7,15 +7,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use testbed::{PATIENCE, Proc};
+use testbed::{ConfigText, PATIENCE, Proc};
 
 use crate::support::world::{PASSWORD, TOTP_SEED};
-use crate::support::{World, bins, describe, wait_until};
+use crate::support::{World, bins, describe, fast_main, wait_until};
 
 /// Access tokens live 8 s at the fake (`expires_in` 7); with a 2 s margin the daemon refreshes about every 5 s.
 const FAKE_ARGS: &[&str] = &["--access-lifetime", "8s"];
-const CONFIG: &str = "[refresh]\nsafety_margin = \"2s\"\nretry_initial = \"1s\"\nretry_max = \"2s\"\n\n\
-                      [[token]]\nname = \"main\"\nkind = \"user\"\n";
 
 /// Refresh tokens the daemon holds right now: the token-shaped strings in its state files that the fake accepts.
 fn held_refresh_tokens(world: &World) -> BTreeSet<String> {
@@ -75,11 +73,8 @@ fn mfa_login_then_tokens_stay_valid_through_refreshes_and_no_secret_is_logged() 
     let device_arg = format!("{DEVICE_TOKEN}={DEVICE}");
     let mut world = World::new("refresh", &["--access-lifetime", "8s", "--device-token", &device_arg]);
     let device_file = world.secret_file("device.token", DEVICE_TOKEN);
-    let config = format!(
-        "{CONFIG}\n[maintenance]\ntoken_health = \"* * * * * *\"\n\n\
-         [[token]]\nname = \"device\"\nkind = \"device\"\ndevice_id = \"{DEVICE}\"\ntoken_file = \"{}\"\n",
-        device_file.display()
-    );
+    let config =
+        fast_main().table("maintenance", &[("token_health", "* * * * * *")]).device("device", DEVICE, &device_file);
     world.start_daemon(&config, "trace");
     // Every signal on the bus, to check that none carries a secret.
     let mut monitor = std::process::Command::new("dbus-monitor");
@@ -154,7 +149,7 @@ fn mfa_login_then_tokens_stay_valid_through_refreshes_and_no_secret_is_logged() 
 #[test]
 fn kill_9_right_after_a_refresh_keeps_the_session() {
     let mut world = World::new("kill9", FAKE_ARGS);
-    world.start_daemon(CONFIG, "debug");
+    world.start_daemon(&fast_main(), "debug");
     world.login_ok("main");
     let first = world.get("main").expect("a token after login");
 
@@ -200,7 +195,7 @@ fn kill_9_right_after_a_refresh_keeps_the_session() {
 fn a_cloud_clock_two_hours_ahead_changes_nothing() {
     // Deadlines come from `expires_in` at arrival, never from the server's dates against the local clock.
     let mut world = World::new("clock", &["--access-lifetime", "8s", "--clock-offset=2h"]);
-    world.start_daemon(CONFIG, "debug");
+    world.start_daemon(&fast_main(), "debug");
     world.login_ok("main");
     let mut refresh_tokens = BTreeSet::new();
     let tokens = follow_refreshes(&world, 3, &mut refresh_tokens);
@@ -218,8 +213,6 @@ fn a_cloud_clock_two_hours_ahead_changes_nothing() {
 
 /// Long-lived tokens: nothing refreshes by itself; the test sends each refresh.
 const STILL_ARGS: &[&str] = &["--access-lifetime", "3600s"];
-const STILL_CONFIG: &str = "[refresh]\nretry_initial = \"1s\"\nretry_max = \"2s\"\n\n\
-                            [[token]]\nname = \"main\"\nkind = \"user\"\n";
 
 /// Starts `att-token refresh main` without waiting for it.
 fn refresh_in_background(world: &World) -> std::process::Child {
@@ -239,7 +232,10 @@ fn state_file_text(world: &World) -> String {
 #[test]
 fn kill_9_while_a_refresh_is_on_its_way() {
     let mut world = World::new("kill9-in-flight", STILL_ARGS);
-    world.start_daemon(STILL_CONFIG, "debug");
+    world.start_daemon(
+        &ConfigText::new().refresh(&[("retry_initial", "1s"), ("retry_max", "2s")]).user("main"),
+        "debug",
+    );
     world.login_ok("main");
 
     // The refresh has not reached the cloud when the daemon dies: the session carries on after a restart.
@@ -306,7 +302,7 @@ fn kill_9_at_random_moments_never_loses_a_session_silently() {
         .api()
         .inject_fault(serde_json::json!({"kind": "slow", "delay_ms": 1000, "duration_ms": 600_000}))
         .unwrap();
-    world.start_daemon(CONFIG, "debug");
+    world.start_daemon(&fast_main(), "debug");
     world.login_ok("main");
     let mut lost = 0;
     for round in 1..=ROUNDS {

@@ -1,7 +1,7 @@
 //! End to end, as separate processes: SIGHUP re-reads the config and the token files while sessions keep
 //! running; a broken config on reload is reported and the running configuration stays.
 
-use testbed::PATIENCE;
+use testbed::{ConfigText, PATIENCE};
 
 use crate::support::{World, describe, exit, wait_until};
 
@@ -11,13 +11,12 @@ const NEW_TOKEN: &str = "maker:4SensorSevenNewToken";
 const OTHER_DEVICE: &str = "SensorEightDevice0000001";
 const OTHER_TOKEN: &str = "maker:4SensorEightToken";
 
-fn config(margin: &str, sensor_file: &std::path::Path, extra: &str) -> String {
-    format!(
-        "[refresh]\nsafety_margin = \"{margin}\"\n\n[maintenance]\ntoken_health = \"off\"\n\n\
-         [[token]]\nname = \"main\"\nkind = \"user\"\n\n\
-         [[token]]\nname = \"sensor-7\"\nkind = \"device\"\ndevice_id = \"{DEVICE}\"\ntoken_file = \"{}\"\n{extra}",
-        sensor_file.display()
-    )
+fn config(margin: &str, sensor_file: &std::path::Path) -> ConfigText {
+    ConfigText::new()
+        .refresh(&[("safety_margin", margin)])
+        .table("maintenance", &[("token_health", "off")])
+        .user("main")
+        .device("sensor-7", DEVICE, sensor_file)
 }
 
 #[test]
@@ -30,7 +29,7 @@ fn sighup_reloads_token_files_tokens_and_refresh_timings_and_keeps_the_session()
         &["--access-lifetime", "60s", "--device-token", &old, "--device-token", &new, "--device-token", &other],
     );
     let sensor = world.secret_file("sensor-7.token", OLD_TOKEN);
-    world.start_daemon(&config("2s", &sensor, ""), "debug");
+    world.start_daemon(&config("2s", &sensor), "debug");
     world.login_ok("main");
     let logins = world.fake.api().counter("password_grants").unwrap();
     assert_eq!(world.get("sensor-7").expect("the device token"), OLD_TOKEN);
@@ -41,11 +40,7 @@ fn sighup_reloads_token_files_tokens_and_refresh_timings_and_keeps_the_session()
     // A new token file value, a new token, and a 10 s margin.
     world.secret_file("sensor-7.token", NEW_TOKEN);
     let sensor_8 = world.secret_file("sensor-8.token", OTHER_TOKEN);
-    let extra = format!(
-        "\n[[token]]\nname = \"sensor-8\"\nkind = \"device\"\ndevice_id = \"{OTHER_DEVICE}\"\ntoken_file = \"{}\"\n",
-        sensor_8.display()
-    );
-    world.reload_daemon(&config("10s", &sensor, &extra));
+    world.reload_daemon(&config("10s", &sensor).device("sensor-8", OTHER_DEVICE, &sensor_8));
     wait_until("the new token file to be served after SIGHUP", PATIENCE, || match world.get("sensor-7") {
         Ok(token) if token == NEW_TOKEN => Ok(()),
         other => Err(format!("{other:?}")),

@@ -6,13 +6,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use att_tokend::seal::{self, StateKey};
+use testbed::ConfigText;
 
-use crate::support::{World, bins, describe, wait_until};
+use crate::support::{World, bins, describe, fast_main, wait_until};
 
 /// Access tokens live 8 s at the fake; with a 2 s margin the daemon refreshes about every 5 s.
 const FAKE_ARGS: &[&str] = &["--access-lifetime", "8s"];
-const TOKENS: &str = "[refresh]\nsafety_margin = \"2s\"\nretry_initial = \"1s\"\nretry_max = \"2s\"\n\n\
-                      [[token]]\nname = \"main\"\nkind = \"user\"\n";
 
 /// Writes 32 random bytes to `name` in the scratch directory, mode 0600, and returns the path.
 fn new_key(world: &World, name: &str) -> PathBuf {
@@ -26,10 +25,10 @@ fn new_key(world: &World, name: &str) -> PathBuf {
 }
 
 /// The config's `[daemon]` key line (the generated config ends in `[daemon]`), then `rest`.
-fn with_key(key: Option<&Path>, rest: &str) -> String {
+fn with_key(key: Option<&Path>, rest: &ConfigText) -> String {
     match key {
         Some(key) => format!("state_key_file = \"{}\"\n\n{rest}", key.display()),
-        None => rest.to_owned(),
+        None => rest.to_string(),
     }
 }
 
@@ -86,7 +85,7 @@ fn last_error(world: &World, name: &str) -> String {
 fn a_sealed_state_holds_no_piece_of_any_token_and_resumes_with_the_same_key() {
     let mut world = World::new("sealed", FAKE_ARGS);
     let key = new_key(&world, "state.key");
-    world.start_daemon(&with_key(Some(&key), TOKENS), "debug");
+    world.start_daemon(&with_key(Some(&key), &fast_main()), "debug");
     let out = world.att_token(&["list"]);
     assert!(!String::from_utf8_lossy(&out.stderr).contains("unsealed"), "sealed: no note, {}", describe(&out));
     assert!(world.daemon_logs().contains("user sessions are sealed with the state key"), "{}", world.daemon_logs());
@@ -126,7 +125,7 @@ fn a_sealed_state_holds_no_piece_of_any_token_and_resumes_with_the_same_key() {
 #[test]
 fn a_clear_file_is_set_aside_until_rekey_adopts_it_and_a_missing_or_different_key_leaves_it_intact() {
     let mut world = World::new("sealed-keys", FAKE_ARGS);
-    world.start_daemon(&with_key(None, TOKENS), "debug");
+    world.start_daemon(&with_key(None, &fast_main()), "debug");
     // Without a key the daemon says so: at start, in `att-token list`, and in a property.
     assert!(world.daemon_logs().contains("stored unsealed"), "{}", world.daemon_logs());
     let out = world.att_token(&["list"]);
@@ -141,7 +140,7 @@ fn a_clear_file_is_set_aside_until_rekey_adopts_it_and_a_missing_or_different_ke
     // With a key, a clear file is not used (whoever can write the state directory could have planted it): it is
     // set aside, bytes intact, and the token asks for a login, saying why and how to adopt the file.
     let key_a = new_key(&world, "a.key");
-    world.write_config(&with_key(Some(&key_a), TOKENS));
+    world.write_config(&with_key(Some(&key_a), &fast_main()));
     world.restart_daemon();
     world.wait_for_state("main", "needs-login");
     let reason = last_error(&world, "main");
@@ -179,7 +178,7 @@ fn a_clear_file_is_set_aside_until_rekey_adopts_it_and_a_missing_or_different_ke
     assert!(sealed.starts_with(seal::MAGIC));
 
     // No key: left in place, needs-login, and the reason says the key is missing and how to restore it.
-    world.write_config(&with_key(None, TOKENS));
+    world.write_config(&with_key(None, &fast_main()));
     world.restart_daemon();
     world.wait_for_state("main", "needs-login");
     let reason = last_error(&world, "main");
@@ -189,7 +188,7 @@ fn a_clear_file_is_set_aside_until_rekey_adopts_it_and_a_missing_or_different_ke
 
     // Another key: the same.
     let key_b = new_key(&world, "b.key");
-    world.write_config(&with_key(Some(&key_b), TOKENS));
+    world.write_config(&with_key(Some(&key_b), &fast_main()));
     world.restart_daemon();
     world.wait_for_state("main", "needs-login");
     let reason = last_error(&world, "main");
@@ -219,7 +218,7 @@ fn a_clear_file_is_set_aside_until_rekey_adopts_it_and_a_missing_or_different_ke
 fn a_swapped_or_altered_sealed_file_is_refused_and_set_aside() {
     let mut world = World::new("sealed-swap", FAKE_ARGS);
     let key = new_key(&world, "state.key");
-    let tokens = format!("{TOKENS}\n[[token]]\nname = \"second\"\nkind = \"user\"\n");
+    let tokens = fast_main().user("second");
     world.start_daemon(&with_key(Some(&key), &tokens), "debug");
     world.login_ok("main");
     world.login_ok("second");

@@ -1,14 +1,13 @@
 //! End to end, as separate processes: a refused password or MFA code, `get --min-valid` refreshing first,
 //! `refresh` on demand and `logout` forgetting the session on disk.
 
-use testbed::{PATIENCE, Proc};
+use testbed::{ConfigText, PATIENCE, Proc};
 
 use crate::support::world::{PASSWORD, USERNAME};
 use crate::support::{World, bins, describe, exit, wait_until};
 
 /// Access tokens live 60 s (`expires_in` 59); nothing refreshes by itself during this short test.
 const FAKE_ARGS: &[&str] = &["--access-lifetime", "60s"];
-const CONFIG: &str = "[refresh]\nsafety_margin = \"2s\"\n\n[[token]]\nname = \"main\"\nkind = \"user\"\n";
 
 /// `att-token login main` with the given password and code.
 fn login_with(world: &World, password: &str, code: &str) -> std::process::Output {
@@ -26,7 +25,7 @@ fn wrong_code(world: &World) -> String {
 #[test]
 fn refused_logins_min_valid_refresh_and_logout() {
     let mut world = World::new("session", FAKE_ARGS);
-    world.start_daemon(CONFIG, "debug");
+    world.start_daemon(&ConfigText::new().refresh(&[("safety_margin", "2s")]).user("main"), "debug");
 
     // A wrong password and a wrong code are refused, with NeedsLogin's status and one line on stderr.
     let out = login_with(&world, "not-the-password", &world.fake.api().current_totp(USERNAME).unwrap());

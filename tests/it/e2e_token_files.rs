@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use testbed::PATIENCE;
+use testbed::{ConfigText, PATIENCE};
 
-use crate::support::{World, describe, wait_until};
+use crate::support::{World, describe, fast_main, wait_until};
 
 /// A reader by user name; its primary group is not a reader.
 const READER: &str = "nobody";
@@ -69,13 +69,9 @@ fn a_token_file_follows_every_refresh_and_only_readers_can_open_it() {
     assert_root();
     let mut world = World::new("files", FAKE_ARGS);
     let file = runtime_dir(&world).join("main.token");
-    let config = format!(
-        "[refresh]\nsafety_margin = \"2s\"\nretry_initial = \"1s\"\nretry_max = \"2s\"\n\n\
-         [[token]]\nname = \"main\"\nkind = \"user\"\n\
-         readers = {{ users = [\"{READER}\"], groups = [\"{GROUP_READER}\"] }}\n\
-         files = [\"{}\"]\n",
-        file.display()
-    );
+    let config = fast_main()
+        .line(&format!("readers = {{ users = [\"{READER}\"], groups = [\"{GROUP_READER}\"] }}"))
+        .line(&format!("files = [\"{}\"]", file.display()));
     world.start_daemon(&config, "debug");
     assert!(!file.exists(), "no file while the token needs a login");
 
@@ -144,13 +140,11 @@ fn reloads_and_restarts_move_and_delete_files_and_a_revoked_token_loses_its_file
     let (a, b) = (run.join("a.token"), run.join("b.token"));
     let config = |files: &[&Path], health: &str| {
         let files: Vec<String> = files.iter().map(|f| format!("\"{}\"", f.display())).collect();
-        format!(
-            "[maintenance]\ntoken_health = \"{health}\"\nground_sync = \"off\"\nlapse_review = \"off\"\n\n\
-             [[token]]\nname = \"sensor\"\nkind = \"device\"\ndevice_id = \"{DEVICE}\"\ntoken_file = \"{}\"\n\
-             readers = {{ users = [\"{READER}\"] }}\nfiles = [{}]\n",
-            token_file.display(),
-            files.join(", ")
-        )
+        ConfigText::new()
+            .maintenance(health, "off", "off")
+            .device("sensor", DEVICE, &token_file)
+            .line(&format!("readers = {{ users = [\"{READER}\"] }}"))
+            .line(&format!("files = [{}]", files.join(", ")))
     };
     world.start_daemon(&config(&[&a], "off"), "debug");
     wait_holding(&a, TOKEN);

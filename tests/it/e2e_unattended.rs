@@ -1,7 +1,7 @@
 //! End to end, as separate processes: with a password file and a TOTP seed file the daemon logs in by itself at
 //! start and again when the cloud rejects its refresh token, without ever asking for a human or logging a secret.
 
-use testbed::PATIENCE;
+use testbed::{ConfigText, PATIENCE};
 
 use crate::support::world::{PASSWORD, TOTP_SEED, USERNAME};
 use crate::support::{World, describe, wait_until};
@@ -9,15 +9,7 @@ use crate::support::{World, describe, wait_until};
 #[test]
 fn configured_credentials_log_in_at_start_and_after_a_rejected_refresh() {
     let mut world = World::new("unattended", &["--access-lifetime", "8s"]);
-    let password = world.secret_file("password", &format!("{PASSWORD}\n"));
-    let seed = world.secret_file("totp-seed", &format!("{TOTP_SEED}\n"));
-    let config = format!(
-        "[refresh]\nsafety_margin = \"2s\"\nretry_initial = \"1s\"\nretry_max = \"2s\"\n\n\
-         [[token]]\nname = \"main\"\nkind = \"user\"\nusername = \"{USERNAME}\"\n\
-         password_file = \"{}\"\ntotp_secret_file = \"{}\"\n",
-        password.display(),
-        seed.display()
-    );
+    let config = world.unattended_user(ConfigText::new().fast_refresh(), "main");
     world.start_daemon(&config, "trace");
 
     // Nobody runs `att-token login`: the daemon logs in with the files, through the MFA step.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use testbed::{PATIENCE, Proc};
+use testbed::{ConfigText, PATIENCE, Proc};
 
 use crate::support::{World, bins, describe, wait_until};
 
@@ -73,12 +73,9 @@ fn start_watched(world: &mut World, config: &str) -> (Proc, NotifySocket) {
 
 const DEVICE: &str = "WatchDevice0000000000001";
 
-fn device_config(world: &World) -> String {
+fn device_config(world: &World) -> ConfigText {
     let file = world.secret_file("device.token", "maker:4WatchDeviceToken");
-    format!(
-        "[[token]]\nname = \"sensor\"\nkind = \"device\"\ndevice_id = \"{DEVICE}\"\ntoken_file = \"{}\"\n",
-        file.display()
-    )
+    ConfigText::new().device("sensor", DEVICE, &file)
 }
 
 /// `att-token get NAME`, which must answer within `patience` (a daemon whose loop is blocked never answers).
@@ -149,16 +146,8 @@ fn a_reload_that_blocks_on_its_files_does_not_stop_the_daemon_serving_or_the_wat
     assert!(gap <= WATCHDOG / 2 + Duration::from_secs(1), "the watchdog went unfed for {gap:?} during the reload");
 
     // The file arrives: the reload completes and applies it.
-    let with_second = format!(
-        "{config}\n[[token]]\nname = \"other\"\nkind = \"device\"\ndevice_id = \"{DEVICE}\"\ntoken_file = \"{}\"\n",
-        world.scratch.path().join("device.token").display()
-    );
-    let text = format!(
-        "[api]\nurl = \"{}\"\n\n[daemon]\nbus = \"{}\"\nstate_dir = \"{}\"\n\n{with_second}",
-        world.fake.url,
-        world.bus.address,
-        world.state_dir().display()
-    );
+    let with_second = config.device("other", DEVICE, &world.scratch.path().join("device.token"));
+    let text = world.config_text(&with_second);
     std::fs::write(&path, text).expect("write the config into the FIFO");
     wait_until("the reloaded token", PATIENCE, || world.get("other").map_err(|out| describe(&out)));
     assert!(daemon.try_status().is_none(), "the daemon is still running");

@@ -11,6 +11,7 @@
 //! - [`Bus`] is a private `dbus-daemon` (open to every local uid, or with the system bus's policy) with its
 //!   address; [`Fake`] is `att-fake-cloud` with its URL and its control API; [`Daemon`] is `att-tokend`
 //!   with a config file, started once it answers on the bus.
+//! - [`ConfigText`] builds an `att-tokend` config's text table by table, for tests that start the daemon.
 //! - [`KernelClock`] makes the host kernel's clock count as synchronised or not (root), as timedated reports it.
 //! - [`as_user`] and [`setpriv_args`] run a command as another user (root), the one way anything here does.
 //!
@@ -21,6 +22,7 @@
 
 mod as_user;
 mod bus;
+mod config_text;
 mod daemon;
 mod fake;
 mod kernel_clock;
@@ -35,6 +37,7 @@ use anyhow::Context as _;
 
 pub use as_user::{Groups, as_user, setpriv_args};
 pub use bus::Bus;
+pub use config_text::ConfigText;
 pub use daemon::{Daemon, wait_served};
 pub use fake::{Fake, FakeControl, http};
 pub use kernel_clock::KernelClock;

@@ -1,9 +1,11 @@
 //! Tests of the record format: round trips, and what an unusable file is told without quoting it.
 
+use std::time::Duration;
+
 use token_model::ids::{ClientId, TokenName};
-use token_model::plan::{PersistedSession, Rotation};
+use token_model::plan::{Grant, Policy, RefreshTokenChange, Session};
 use token_model::secret::{AccessToken, RefreshToken};
-use token_model::time::WallTime;
+use token_model::time::{ClockPair, MonoTime, WallTime};
 
 use super::*;
 
@@ -15,24 +17,20 @@ pub(crate) fn origin() -> Origin {
     Origin::new(URL, ClientId::default())
 }
 
-/// A session of `name` after a login (refresh token `rt-1`, access token `at-1`), made for [`origin`].
-pub(crate) fn record(name: &str) -> SessionRecord {
-    let session = PersistedSession {
-        known_good: Some(WallTime::from_unix_seconds(1_700_000_000)),
-        access_obtained: Some(WallTime::from_unix_seconds(1_700_000_000)),
-        access_expires: Some(WallTime::from_unix_seconds(1_700_003_599)),
-        refresh_expires: Some(WallTime::from_unix_seconds(1_800_000_000)),
-        refresh_expires_server: None,
-        rotation: Rotation::Unknown,
-        refresh_rejected: false,
-        relogin_rejected: false,
-        lapse_warned_secs: None,
-        clock_offset: None,
-        retry_not_before: None,
-    };
+/// A session of `name` after a login at `at` (refresh token `rt-1`, access token `at-1` for an hour), made for
+/// [`origin`], as the planner records it under the default policy.
+pub(crate) fn logged_in_at(name: &str, at: WallTime) -> SessionRecord {
+    let arrived = ClockPair::new(MonoTime::ORIGIN, at);
+    let grant = Grant::new(arrived, Duration::from_secs(3600), RefreshTokenChange::Rotated);
+    let session = Session::logged_in(&grant, &Policy::default(), false, 0.0).to_persisted(arrived);
     let name = TokenName::new(name).unwrap();
     let (refresh, access) = (RefreshToken::new("rt-1"), AccessToken::new("at-1"));
     SessionRecord::new(name, &origin(), "alice@example.com".into(), refresh, access, session)
+}
+
+/// A session of `name` after a login in November 2023: [`logged_in_at`].
+pub(crate) fn record(name: &str) -> SessionRecord {
+    logged_in_at(name, WallTime::from_unix_seconds(1_700_000_000))
 }
 
 #[test]

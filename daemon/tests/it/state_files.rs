@@ -24,6 +24,9 @@ fn origin() -> Origin {
     Origin::new(URL, ClientId::new("mobile").unwrap())
 }
 
+/// A session of `token` holding `refresh`. Its facts are spelled field by field, each set, as they stand in
+/// [`WRITTEN_CLEAR`] (the record for `main` with `rt-secret-1`): the files written by earlier versions must load
+/// into exactly this value.
 fn record(token: &str, refresh: &str) -> SessionRecord {
     let session = PersistedSession {
         known_good: Some(WallTime::from_unix_seconds(1_800_000_100)),

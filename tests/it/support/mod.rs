@@ -16,6 +16,12 @@ use std::time::Duration;
 pub(crate) use timedated::FakeTimedated;
 pub(crate) use world::World;
 
+/// The config most end-to-end tests run: the user token `main`, refreshed about every 5 s when the fake's access
+/// tokens live 8 s (`--access-lifetime 8s`), retried after 1 s, then every 2 s.
+pub(crate) fn fast_main() -> testbed::ConfigText {
+    testbed::ConfigText::new().fast_refresh().user("main")
+}
+
 /// Builds `att-tokend`, `att-token` and `att-fake-cloud` (once per process) and returns their paths.
 pub(crate) fn bins() -> &'static testbed::Bins {
     static BINS: OnceLock<Result<testbed::Bins, String>> = OnceLock::new();

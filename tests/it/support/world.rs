@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::Output;
 
-use testbed::{Bus, Daemon, Fake, PATIENCE, Scratch};
+use testbed::{Bus, ConfigText, Daemon, Fake, PATIENCE, Scratch};
 
 use super::{bins, describe, wait_until};
 
@@ -52,6 +52,21 @@ impl World {
         self.scratch.write(name, contents, 0o600).unwrap()
     }
 
+    /// Writes [`USERNAME`]'s password and TOTP seed to secret files (`password`, `totp-seed`) for unattended
+    /// logins; returns their paths.
+    pub(crate) fn credential_files(&self) -> (PathBuf, PathBuf) {
+        (
+            self.secret_file("password", &format!("{PASSWORD}\n")),
+            self.secret_file("totp-seed", &format!("{TOTP_SEED}\n")),
+        )
+    }
+
+    /// A user token `name` that the daemon logs in by itself as [`USERNAME`], from [`World::credential_files`].
+    pub(crate) fn unattended_user(&self, config: ConfigText, name: &str) -> ConfigText {
+        let (password, seed) = self.credential_files();
+        config.unattended_user(name, USERNAME, &password, &seed)
+    }
+
     /// Writes the config (`[api]` and `[daemon]` generated, then `rest`), starts the daemon and waits for it.
     pub(crate) fn start_daemon(&mut self, rest: &str, log: &str) {
         self.write_config(rest);
@@ -59,14 +74,16 @@ impl World {
         self.restart_daemon();
     }
 
-    /// Writes the config file: `[api]` and `[daemon]` generated, then `rest`.
+    /// The config's text: `[api]` (this world's fake cloud) and `[daemon]` (its bus and state directory), then
+    /// `rest`.
+    pub(crate) fn config_text(&self, rest: &str) -> String {
+        let head = ConfigText::new().api(&self.fake.url).daemon(&self.bus.address, &self.state_dir());
+        format!("{head}\n{rest}")
+    }
+
+    /// Writes the config file: [`World::config_text`] with `rest`.
     pub(crate) fn write_config(&mut self, rest: &str) {
-        let config = format!(
-            "[api]\nurl = \"{}\"\n\n[daemon]\nbus = \"{}\"\nstate_dir = \"{}\"\n\n{rest}",
-            self.fake.url,
-            self.bus.address,
-            self.state_dir().display()
-        );
+        let config = self.config_text(rest);
         self.config = Some(self.scratch.write("config.toml", &config, 0o600).unwrap());
     }
 

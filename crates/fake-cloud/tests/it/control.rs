@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::support::{
     ALICE, ALICE_PASSWORD, BOB, BOB_PASSWORD, DEVICE_3, client, client_with_timeout, config, eventually, get_with,
-    password_login, post_form, refresh, start,
+    mfa_step, password_login, refresh, start,
 };
 
 async fn ctl(client: &reqwest::Client, cloud: &FakeCloud, path: &str, body: Value) -> (StatusCode, Value) {
@@ -81,18 +81,7 @@ async fn tokens_and_users_over_http() {
     let (status, code) = ctl(&client, &cloud, "totp", json!({"username": "erin"})).await;
     assert_eq!(status, StatusCode::OK);
     let code = code["code"].as_str().expect("a code").to_owned();
-    let tokens = post_form(
-        &client,
-        &cloud,
-        &[
-            ("grant_type", "mfa"),
-            ("client_id", "web"),
-            ("mfa_uid", challenge.str("MfaUid")),
-            ("user_id", challenge.str("UserId")),
-            ("code", &code),
-        ],
-    )
-    .await;
+    let tokens = mfa_step(&client, &cloud, challenge.str("MfaUid"), challenge.str("UserId"), &code).await;
     assert_eq!(tokens.status, StatusCode::OK, "body: {}", tokens.body);
     assert_eq!(ctl(&client, &cloud, "totp", json!({"username": ALICE})).await.0, StatusCode::NOT_FOUND);
 

@@ -5,8 +5,8 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::support::{
-    ALICE, ALICE_PASSWORD, BOB, BOB_PASSWORD, BOB_SEED, Reply, client, config, password_login, post_form, secs_between,
-    start,
+    ALICE, ALICE_PASSWORD, BOB, BOB_PASSWORD, BOB_SEED, client, config, mfa_step, password_login, post_form,
+    secs_between, start,
 };
 
 #[tokio::test]
@@ -86,15 +86,6 @@ async fn grant_type_missing_or_unknown_is_unsupported() {
     post_form(&client, &cloud, &[("client_id", "web"), ("grant_type", "client_credentials")])
         .await
         .assert_error("unsupported_grant_type");
-}
-
-async fn mfa_step(client: &reqwest::Client, cloud: &FakeCloud, uid: &str, user_id: &str, code: &str) -> Reply {
-    post_form(
-        client,
-        cloud,
-        &[("grant_type", "mfa"), ("client_id", "web"), ("mfa_uid", uid), ("user_id", user_id), ("code", code)],
-    )
-    .await
 }
 
 #[tokio::test]

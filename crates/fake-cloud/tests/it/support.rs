@@ -81,6 +81,22 @@ pub(crate) async fn password_login(client: &reqwest::Client, cloud: &FakeCloud, 
     .await
 }
 
+/// The MFA step of client `web`: the challenge's `uid` and `user_id` with `code`.
+pub(crate) async fn mfa_step(
+    client: &reqwest::Client,
+    cloud: &FakeCloud,
+    uid: &str,
+    user_id: &str,
+    code: &str,
+) -> Reply {
+    post_form(
+        client,
+        cloud,
+        &[("grant_type", "mfa"), ("client_id", "web"), ("mfa_uid", uid), ("user_id", user_id), ("code", code)],
+    )
+    .await
+}
+
 pub(crate) async fn refresh(client: &reqwest::Client, cloud: &FakeCloud, token: &str, client_id: &str) -> Reply {
     post_form(client, cloud, &[("grant_type", "refresh_token"), ("refresh_token", token), ("client_id", client_id)])
         .await

@@ -16,18 +16,11 @@ use super::SessionSettings;
 use crate::engine::{Engine, EngineConfig, State, StateStore, TokenSource, TokenSpec};
 use crate::state_dir::StateDir;
 use crate::state_file;
-use crate::state_file::tests::{origin, record};
+use crate::state_file::tests::{logged_in_at, origin};
 
 /// The file of a session saved a moment ago, its access token valid for an hour.
 fn saved_just_now(name: &str) -> Zeroizing<Vec<u8>> {
-    let now = WallTime::from_system_time(SystemTime::now()).unix_seconds();
-    let at = |secs| Some(WallTime::from_unix_seconds(secs));
-    let mut saved = record(name);
-    saved.session.known_good = at(now);
-    saved.session.access_obtained = at(now);
-    saved.session.access_expires = at(now + 3600);
-    saved.session.refresh_expires = at(now + 30 * 86_400);
-    state_file::encode(&saved).unwrap()
+    state_file::encode(&logged_in_at(name, WallTime::from_system_time(SystemTime::now()))).unwrap()
 }
 
 /// Starts an engine with the one user token `main`, its sessions kept in `dir`.

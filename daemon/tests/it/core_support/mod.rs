@@ -62,54 +62,27 @@ pub(crate) fn secret_file(dir: &Path, name: &str, content: &str) -> PathBuf {
     path
 }
 
-/// A `[[token]]` table of a static token: `kind` (`device` or `ground`) with the id `id`, its value in `file`,
-/// read by `uid`.
-fn static_token(name: &str, kind: &str, id: &str, file: &Path, uid: u32) -> String {
-    format!(
-        "[[token]]\nname = \"{name}\"\nkind = \"{kind}\"\n{kind}_id = \"{id}\"\ntoken_file = \"{}\"\n\
-         readers = {{ users = [{uid}] }}\n",
-        file.display()
-    )
-}
-
-/// A test configuration: `main` (user), `sensor-7` (device), `site-a` (ground, devices learned), with the
-/// refresh timings scaled to short access lifetimes. `extra_user` is appended to the `main` token table.
+/// A test configuration: `main` (user), `sensor-7` (device), `site-a` (ground, devices learned), each read by
+/// [`my_uid`], who is also the admin, with the refresh timings scaled to short access lifetimes and nothing
+/// scheduled. `extra_user` is appended to the `main` token table.
 pub(crate) fn config_text(dir: &Path, cloud_url: &str, extra_user: &str) -> String {
     let device = secret_file(dir, "sensor-7.token", DEVICE_TOKEN);
     let ground = secret_file(dir, "site-a.token", GROUND_TOKEN);
-    let uid = my_uid();
-    format!(
-        r#"
-[api]
-url = "{cloud_url}"
-
-[daemon]
-bus = "session"
-state_dir = "{state}"
-admins = {{ users = [{uid}] }}
-
-[refresh]
-safety_margin = "1s"
-retry_initial = "1s"
-retry_max = "2s"
-
-[maintenance]
-token_health = "off"
-ground_sync = "off"
-lapse_review = "off"
-
-[[token]]
-name = "main"
-kind = "user"
-readers = {{ users = [{uid}] }}
-{extra_user}
-
-{device}
-{ground}"#,
-        state = dir.join("state").display(),
-        device = static_token("sensor-7", "device", DEVICE, &device, uid),
-        ground = static_token("site-a", "ground", GROUND, &ground, uid),
-    )
+    let readers = format!("readers = {{ users = [{}] }}", my_uid());
+    testbed::ConfigText::new()
+        .api(cloud_url)
+        .daemon("session", &dir.join("state"))
+        .line(&format!("admins = {{ users = [{}] }}", my_uid()))
+        .refresh(&[("safety_margin", "1s"), ("retry_initial", "1s"), ("retry_max", "2s")])
+        .maintenance_off()
+        .user("main")
+        .line(&readers)
+        .line(extra_user)
+        .device("sensor-7", DEVICE, &device)
+        .line(&readers)
+        .ground("site-a", GROUND, &ground)
+        .line(&readers)
+        .into()
 }
 
 /// A daemon core under test: the engine and the service on one end of a socket pair, a client on the other.
