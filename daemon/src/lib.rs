@@ -1,7 +1,6 @@
 //! att-tokend: keeps AllThingsTalk tokens alive and serves them over D-Bus.
 
 pub mod cli;
-pub mod client;
 pub mod clock;
 pub mod config;
 pub mod dbus;

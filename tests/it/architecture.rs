@@ -19,9 +19,12 @@ use serde_json::Value;
 // ---------------------------------------------------------------------------------------------------------------
 
 /// The workspace's internal crates, lowest layer first. An internal dependency (of any kind, dev included) must
-/// point to a strictly lower layer: `token-model ← fake-cloud ← login-flow, token-proxy ← att-tokend ← fuzz-checks
-/// ← tests`. token-proxy (the HTTP proxy of `att-token proxy`) sits beside login-flow: both may test against the
-/// fake, neither knows the other.
+/// point to a strictly lower layer: `token-model ← fake-cloud ← login-flow, token-proxy, token-agent ← att-tokend,
+/// att-token ← fuzz-checks, gen-assets ← tests`. token-proxy (the HTTP proxy of `att-token proxy`) sits beside
+/// login-flow: both may test against the fake, neither knows the other. token-agent (the D-Bus contract) sits
+/// beside them too, and the two programs beside each other: the daemon and the client share the contract, and
+/// neither builds the other ([`FORBIDDEN`]). gen-assets (man pages and completions) reads both programs'
+/// command-line definitions.
 /// fake-cloud sits below login-flow so login-flow's tests may run against it, while the fake never sees the
 /// client code, nor the model's parsers (it depends on no internal crate: [`FORBIDDEN`]), and stays an independent
 /// implementation of the protocol. fuzz-checks (what the fuzz targets
@@ -31,8 +34,11 @@ const LAYERS: &[(&str, u32)] = &[
     ("fake-cloud", 1),
     ("login-flow", 2),
     ("token-proxy", 2),
+    ("token-agent", 2),
     ("att-tokend", 3),
+    ("att-token", 3),
     ("fuzz-checks", 4),
+    ("gen-assets", 4),
     ("tests", 5),
 ];
 
@@ -109,6 +115,16 @@ const FORBIDDEN: &[(&str, &str)] = &[
     ("token-proxy", "zbus"),
     ("token-proxy", "att-tokend"),
     ("token-proxy", "login-flow"),
+    // The daemon holds only the daemon: none of the client's code or dependencies.
+    ("att-tokend", "att-token"),
+    ("att-tokend", "token-proxy"),
+    ("att-tokend", "rpassword"),
+    ("att-token", "att-tokend"),
+    // The D-Bus contract knows neither side's internals, nor the cloud's protocol.
+    ("token-agent", "att-tokend"),
+    ("token-agent", "att-token"),
+    ("token-agent", "login-flow"),
+    ("token-agent", "token-proxy"),
 ];
 
 /// Packages no workspace member may build, by any path: the fuzzing runtime lives in `fuzz/`, a workspace of
@@ -431,9 +447,20 @@ fn real_graph() -> Graph {
 fn real_dependency_graph_points_one_way_and_keeps_token_model_free_of_io() {
     let graph = real_graph();
     let members: BTreeSet<_> = graph.packages.iter().filter(|p| p.member).map(|p| p.name.as_str()).collect();
-    for expected in
-        ["token-model", "login-flow", "fake-cloud", "att-tokend", "fuzz-checks", "xtask", "tests", "testbed"]
-    {
+    for expected in [
+        "token-model",
+        "login-flow",
+        "fake-cloud",
+        "token-proxy",
+        "token-agent",
+        "att-tokend",
+        "att-token",
+        "gen-assets",
+        "fuzz-checks",
+        "xtask",
+        "tests",
+        "testbed",
+    ] {
         assert!(members.contains(expected), "workspace member {expected} not found in cargo metadata: {members:?}");
     }
     let problems = check(&graph, &POLICY);
@@ -477,6 +504,22 @@ fn intended() -> Graph {
         .edge("xtask", "testbed", Kind::Normal)
         .edge("tests", "testbed", Kind::Dev)
         .edge("att-tokend", "testbed", Kind::Dev)
+        .member("token-proxy")
+        .member("token-agent")
+        .member("att-token")
+        .member("gen-assets")
+        .edge("token-proxy", "reqwest", Kind::Normal)
+        .edge("token-proxy", "fake-cloud", Kind::Dev)
+        .edge("token-agent", "zbus", Kind::Normal)
+        .edge("att-tokend", "token-agent", Kind::Normal)
+        .edge("att-token", "token-agent", Kind::Normal)
+        .edge("att-token", "token-proxy", Kind::Normal)
+        .edge("att-token", "login-flow", Kind::Normal)
+        .edge("att-token", "rpassword", Kind::Normal)
+        .edge("att-token", "testbed", Kind::Dev)
+        .edge("gen-assets", "att-tokend", Kind::Normal)
+        .edge("gen-assets", "att-token", Kind::Normal)
+        .edge("tests", "token-agent", Kind::Dev)
 }
 
 fn assert_one_problem(graph: &Graph, expected: &[&str]) {
@@ -759,11 +802,11 @@ fn token_model_sources_read_no_clock_and_do_no_io() {
     );
 }
 
-/// The daemon's sources that go into `att-tokend`: its library and its own binary, not `att-token`'s.
+/// The daemon's sources that go into `att-tokend`: its library and its binary, and the D-Bus contract it links.
 fn daemon_sources(root: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     rust_files(&root.join("daemon/src"), &mut files);
-    files.retain(|f| !f.starts_with(root.join("daemon/src/bin/att-token")));
+    rust_files(&root.join("crates/token-agent/src"), &mut files);
     files.sort();
     files
 }
@@ -787,7 +830,8 @@ fn the_proxy_is_never_part_of_the_daemon() {
     let files = daemon_sources(&root);
     assert!(files.iter().any(|f| f.ends_with("daemon/src/lib.rs")), "the daemon's lib.rs not found");
     assert!(files.iter().any(|f| f.ends_with("att-tokend.rs")), "att-tokend's main not found");
-    assert!(!files.iter().any(|f| f.to_string_lossy().contains("bin/att-token/")), "att-token is not the daemon");
+    assert!(files.iter().any(|f| f.ends_with("token-agent/src/lib.rs")), "the contract's lib.rs not found");
+    assert!(!files.iter().any(|f| f.to_string_lossy().contains("att-token/")), "att-token is not the daemon");
     let mut report = Vec::new();
     for file in &files {
         let source = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()));
@@ -799,12 +843,35 @@ fn the_proxy_is_never_part_of_the_daemon() {
         report.join("\n")
     );
     // And att-token does use it, so the check above is about a real crate name.
-    let client = std::fs::read_to_string(root.join("daemon/src/bin/att-token/proxy.rs")).expect("att-token's proxy");
+    let client = std::fs::read_to_string(root.join("crates/att-token/src/proxy.rs")).expect("att-token's proxy");
     assert!(!names_token_proxy("proxy.rs", &client).is_empty());
     assert_eq!(
         names_token_proxy("x.rs", "// token_proxy in a comment\nlet my_token_proxy = 1;\n"),
         Vec::<String>::new()
     );
+}
+
+#[test]
+fn checker_fails_when_the_daemon_builds_the_client() {
+    let graph = intended().edge("att-tokend", "att-token", Kind::Dev);
+    let problems = check(&graph, &POLICY);
+    assert!(problems.iter().any(|p| p.contains("att-tokend must not depend on att-token")), "{problems:#?}");
+    assert!(problems.iter().any(|p| p.contains("att-tokend must not depend on token-proxy")), "{problems:#?}");
+    assert!(problems.iter().any(|p| p.contains("att-tokend must not depend on rpassword")), "{problems:#?}");
+    let graph = intended().edge("att-tokend", "token-proxy", Kind::Normal);
+    assert_one_problem(&graph, &["att-tokend must not depend on token-proxy"]);
+    let graph = intended().edge("att-token", "att-tokend", Kind::Normal);
+    assert_one_problem(&graph, &["att-token must not depend on att-tokend"]);
+}
+
+#[test]
+fn checker_fails_when_the_contract_learns_a_side() {
+    let graph = intended().edge("token-agent", "login-flow", Kind::Normal);
+    assert_one_problem(&graph, &["token-agent must not depend on login-flow"]);
+    let graph = intended().edge("token-agent", "att-tokend", Kind::Dev);
+    let problems = check(&graph, &POLICY);
+    assert!(problems.iter().any(|p| p.contains("token-agent must not depend on att-tokend")), "{problems:#?}");
+    assert!(problems.iter().any(|p| p.contains("arrow turned around")), "{problems:#?}");
 }
 
 #[test]
@@ -865,7 +932,13 @@ const TRACE_LEVEL: &[&str] = &["trace!", "trace_span!"];
 #[test]
 fn the_daemon_and_login_flow_log_nothing_at_trace_level() {
     let mut report = String::new();
-    for (name, source) in sources_under(&["daemon/src", "crates/login-flow/src", "crates/token-model/src"]) {
+    for (name, source) in sources_under(&[
+        "daemon/src",
+        "crates/token-agent/src",
+        "crates/att-token/src",
+        "crates/login-flow/src",
+        "crates/token-model/src",
+    ]) {
         for problem in scan_for(TRACE_LEVEL, &name, &source) {
             writeln!(report, "- {problem}").unwrap();
         }
@@ -879,9 +952,12 @@ fn the_daemon_and_login_flow_log_nothing_at_trace_level() {
 /// zbus proxies: each one brings a properties cache, signal streams and a decoder for every field of every reply.
 const PROXIES: &[&str] = &["DBusProxy", "zbus::proxy", "#[proxy", "Proxy::new", "Proxy::builder"];
 
-/// Sources of the client, `att-token` (a file, or a directory ending in `/`), which may use proxies: the
-/// daemon never links them.
-const CLIENT_SOURCES: &[&str] = &["daemon/src/client.rs", "daemon/src/bin/att-token/"];
+/// What the daemon builds that may hold proxies (a file, or a directory ending in `/`): the contract's client
+/// side, which the daemon links but never calls.
+const CLIENT_SOURCES: &[&str] = &["crates/token-agent/src/proxy.rs"];
+
+/// The sources that go into the serving daemon: its own and the D-Bus contract's.
+const SERVING_SOURCES: &[&str] = &["daemon/src", "crates/token-agent/src"];
 
 fn is_client_source(name: &str) -> bool {
     CLIENT_SOURCES.iter().any(|client| if client.ends_with('/') { name.starts_with(client) } else { name == *client })
@@ -890,7 +966,7 @@ fn is_client_source(name: &str) -> bool {
 #[test]
 fn the_serving_daemon_asks_the_bus_without_proxies() {
     let mut report = String::new();
-    for (name, source) in sources_under(&["daemon/src"]) {
+    for (name, source) in sources_under(SERVING_SOURCES) {
         if is_client_source(&name) {
             continue;
         }
@@ -914,12 +990,13 @@ fn the_daemon_rules_catch_what_they_are_for() {
     let found = scan_for(PROXIES, "b.rs", proxied);
     assert_eq!(found.len(), 3, "one per line but the direct call: {found:#?}");
     assert!(found.iter().all(|f| !f.starts_with("b.rs:4")), "{found:#?}");
-    let names: Vec<String> = sources_under(&["daemon/src"]).into_iter().map(|(name, _)| name).collect();
+    let names: Vec<String> = sources_under(SERVING_SOURCES).into_iter().map(|(name, _)| name).collect();
     for client in CLIENT_SOURCES {
         assert!(
             names.iter().any(|n| is_client_source(n) && n.starts_with(client)),
             "{client} moved: update CLIENT_SOURCES ({names:?})"
         );
     }
-    assert!(is_client_source("daemon/src/bin/att-token/exec.rs") && !is_client_source("daemon/src/bin/att-tokend.rs"));
+    assert!(is_client_source("crates/token-agent/src/proxy.rs"));
+    assert!(!is_client_source("crates/token-agent/src/lib.rs") && !is_client_source("daemon/src/bin/att-tokend.rs"));
 }
