@@ -426,6 +426,11 @@ fn workspace_root() -> PathBuf {
 }
 
 fn real_graph() -> Graph {
+    Graph::from_metadata(&metadata()).unwrap_or_else(|e| panic!("cannot read cargo metadata: {e}"))
+}
+
+/// `cargo metadata` of the workspace, as JSON.
+fn metadata() -> Value {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let manifest = workspace_root().join("Cargo.toml");
     let output = Command::new(&cargo)
@@ -439,8 +444,33 @@ fn real_graph() -> Graph {
         output.status,
         String::from_utf8_lossy(&output.stderr)
     );
-    let metadata: Value = serde_json::from_slice(&output.stdout).expect("cargo metadata prints JSON");
-    Graph::from_metadata(&metadata).unwrap_or_else(|e| panic!("cannot read cargo metadata: {e}"))
+    serde_json::from_slice(&output.stdout).expect("cargo metadata prints JSON")
+}
+
+/// The features `package` asks of its normal (shipped) dependency `dependency`, from `cargo metadata`.
+fn normal_dependency_features(metadata: &Value, package: &str, dependency: &str) -> Vec<String> {
+    let packages = metadata["packages"].as_array().expect("cargo metadata lists packages");
+    let package = packages.iter().find(|p| p["name"] == package).unwrap_or_else(|| panic!("no package {package}"));
+    let dependencies = package["dependencies"].as_array().expect("a package lists its dependencies");
+    let normal = dependencies
+        .iter()
+        .find(|d| d["name"] == dependency && d["kind"].is_null())
+        .unwrap_or_else(|| panic!("{package} has no normal dependency on {dependency}", package = package["name"]));
+    normal["features"].as_array().into_iter().flatten().filter_map(|f| f.as_str().map(str::to_owned)).collect()
+}
+
+#[test]
+fn the_daemon_ships_the_contract_without_its_client_side() {
+    // The proxies and `connect` cost the shipped daemon about 16 KiB though it never calls them.
+    let metadata = metadata();
+    let features = normal_dependency_features(&metadata, "att-tokend", "token-agent");
+    assert!(
+        !features.iter().any(|f| f == "client"),
+        "att-tokend must not turn on token-agent's `client` feature in [dependencies] (only in [dev-dependencies]): \
+         {features:?}"
+    );
+    let client = normal_dependency_features(&metadata, "att-token", "token-agent");
+    assert!(client.iter().any(|f| f == "client"), "att-token uses the proxies, so the check above is real");
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! daemon's transport ([`crate::HttpTransport`]) and `att-token proxy`, which hands it to token-proxy.
 //!
 //! rustls on the ring provider, the platform's certificate verifier (the system's roots), safe protocol
-//! versions, ALPN `http/1.1`, and no client certificate: the provider loads no private key ([`NoClientKeys`]),
+//! versions, ALPN `http/1.1`, and no client certificate: the provider loads no private key (`NoClientKeys`),
 //! so no signing code is built in.
 
 use std::fmt;

@@ -41,6 +41,7 @@ impl fmt::Display for Bus {
 }
 
 /// Connects to the given bus (system, session or an explicit address).
+#[cfg(feature = "client")]
 pub async fn connect(bus: &Bus) -> zbus::Result<zbus::Connection> {
     match bus {
         Bus::System => zbus::Connection::system().await,

@@ -5,19 +5,24 @@
 //!   token ([`token_object_path`], with the path-element escaping both sides agree on).
 //! - The errors: [`AgentError`] (`io.allthingstalk.TokenAgent1.Error.*`, which the daemon replies with) and, for
 //!   callers, [`error_name`], [`error_message`] and the exit statuses of `att-token` they map to ([`Exit`]).
-//! - Reaching the service: the bus ([`Bus`], [`connect`]) and the client's zbus proxies ([`TokenAgentProxy`],
-//!   [`TokenProxy`]). The daemon serves the interface without proxies; they are for callers only.
+//! - Reaching the service: the bus ([`Bus`]) and, with the feature `client`, `connect` and the client's zbus
+//!   proxies (`TokenAgentProxy`, `TokenProxy`). The daemon serves the interface without proxies and connects on
+//!   its own terms (serving before it requests the name), so it builds without that feature.
 
 mod bus;
 mod error;
 mod exit;
 mod path;
+#[cfg(feature = "client")]
 mod proxy;
 
-pub use bus::{Bus, connect};
+pub use bus::Bus;
+#[cfg(feature = "client")]
+pub use bus::connect;
 pub use error::{AgentError, error_message, error_name};
 pub use exit::Exit;
 pub use path::{escape_path_element, token_object_path, unescape_path_element};
+#[cfg(feature = "client")]
 pub use proxy::{TokenAgentProxy, TokenProxy};
 
 /// The well-known bus name the daemon owns.

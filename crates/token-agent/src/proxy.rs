@@ -46,7 +46,7 @@ pub trait TokenAgent {
     fn attention_needed(&self, name: String, reason: String) -> zbus::Result<()>;
 }
 
-/// A per-token object, `/io/allthingstalk/TokenAgent1/token/<escaped name>` (see [`token_object_path`]).
+/// A per-token object, `/io/allthingstalk/TokenAgent1/token/<escaped name>` (see [`crate::token_object_path`]).
 #[zbus::proxy(interface = "io.allthingstalk.TokenAgent1.Token", default_service = "io.allthingstalk.TokenAgent1")]
 pub trait Token {
     /// `Name s`.
