@@ -6,9 +6,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use token_agent::{BUS_NAME, INTERFACE, OBJECT_PATH};
 
-const SERVICE: &str = "io.allthingstalk.TokenAgent1";
-const PATH: &str = "/io/allthingstalk/TokenAgent1";
 /// Calls of each kind made (and thrown away) before measuring.
 const WARMUP: usize = 200;
 /// Calls of one kind in a row; the kinds alternate so both see the same machine load.
@@ -63,7 +62,7 @@ async fn main() -> anyhow::Result<()> {
 /// One `GetToken(name)`; the token is dropped unread.
 async fn get_token(connection: &zbus::Connection, name: &str) -> anyhow::Result<()> {
     let reply = connection
-        .call_method(Some(SERVICE), PATH, Some(SERVICE), "GetToken", &(name,))
+        .call_method(Some(BUS_NAME), OBJECT_PATH, Some(INTERFACE), "GetToken", &(name,))
         .await
         .with_context(|| format!("GetToken({name:?}) failed; is the token configured and logged in?"))?;
     let _: (String, i64) = reply.body().deserialize().context("GetToken replied with an unexpected signature")?;
@@ -73,7 +72,7 @@ async fn get_token(connection: &zbus::Connection, name: &str) -> anyhow::Result<
 /// One `org.freedesktop.DBus.Peer.Ping` to the token service itself.
 async fn ping(connection: &zbus::Connection) -> anyhow::Result<()> {
     connection
-        .call_method(Some(SERVICE), PATH, Some("org.freedesktop.DBus.Peer"), "Ping", &())
+        .call_method(Some(BUS_NAME), OBJECT_PATH, Some("org.freedesktop.DBus.Peer"), "Ping", &())
         .await
         .context("Ping to the token service failed; is att-tokend running?")?;
     Ok(())

@@ -3,7 +3,6 @@
 pub mod access;
 pub mod bus_link;
 pub mod cli;
-pub mod client;
 pub mod clock;
 pub mod config;
 pub mod dbus;

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use att_tokend::client::TokenAgentProxy;
 use testbed::ConfigText;
+use token_agent::TokenAgentProxy;
 use zbus::DBusError as _;
 
 use crate::support::{World, describe};
@@ -94,7 +94,7 @@ fn oversized_arguments_are_refused_and_the_daemon_stays_on_the_bus() {
                     match proxy.get_token("sensor-7").await {
                         Ok((token, _)) if token == TOKEN => served += 1,
                         Ok(_) => failures.push("GetToken served another token".to_owned()),
-                        Err(e) => failures.push(att_tokend::client::error_message(&e)),
+                        Err(e) => failures.push(token_agent::error_message(&e)),
                     }
                     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                 }
@@ -198,7 +198,7 @@ fn token_properties_are_for_readers_only() {
     let mut world = World::new("hostile-props", &[]);
     let config = config(&world);
     world.start_daemon(&config, "info");
-    let path = att_tokend::client::token_object_path("sensor-7");
+    let path = token_agent::token_object_path("sensor-7");
     let get_all = ["org.freedesktop.DBus.Properties.GetAll", "string:io.allthingstalk.TokenAgent1.Token"];
     let get = ["org.freedesktop.DBus.Properties.Get", "string:io.allthingstalk.TokenAgent1.Token", "string:LastError"];
 
@@ -233,7 +233,7 @@ fn token_properties_are_for_readers_only() {
         .arg(format!("--bus={}", world.bus.address))
         .arg("--dest=io.allthingstalk.TokenAgent1")
         .arg("--print-reply")
-        .arg(att_tokend::client::token_object_path("main"))
+        .arg(token_agent::token_object_path("main"))
         .args(get_all)
         .output()
         .expect("run dbus-send");

@@ -63,7 +63,7 @@ fn a_thousand_tokens_under_load_print_the_figures_the_unit_limits_come_from() {
                 runtime.block_on(async {
                     let connection =
                         zbus::connection::Builder::address(address.as_str()).build().await.expect("connect to the bus");
-                    let proxy = att_tokend::client::TokenAgentProxy::new(&connection).await.expect("a proxy");
+                    let proxy = token_agent::TokenAgentProxy::new(&connection).await.expect("a proxy");
                     let mut answered = 0;
                     for n in 0..CALLS {
                         let name = match (c + n) % 10 {

@@ -21,7 +21,7 @@ fn quick_retries() -> ConfigText {
 /// (root): `f` gets the proxy and the call's index.
 fn hammer<F, Fut>(world: &World, calls: usize, f: F) -> Vec<Result<(String, i64), String>>
 where
-    F: Fn(att_tokend::client::TokenAgentProxy<'static>, usize) -> Fut,
+    F: Fn(token_agent::TokenAgentProxy<'static>, usize) -> Fut,
     Fut: std::future::Future<Output = zbus::Result<(String, i64)>>,
 {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
@@ -30,11 +30,11 @@ where
             .build()
             .await
             .expect("connect to the test bus");
-        let proxy = att_tokend::client::TokenAgentProxy::new(&connection).await.expect("a proxy");
+        let proxy = token_agent::TokenAgentProxy::new(&connection).await.expect("a proxy");
         let mut results = Vec::with_capacity(calls);
         for n in 0..calls {
             let result = f(proxy.clone(), n).await;
-            results.push(result.map_err(|e| att_tokend::client::error_message(&e)));
+            results.push(result.map_err(|e| token_agent::error_message(&e)));
         }
         results
     })

@@ -432,8 +432,7 @@ fn the_conffile_parses_and_shows_the_real_defaults() {
 fn gen_assets_writes_man_pages_and_completions() {
     let dir = tempfile::tempdir().unwrap();
     let mut command = testbed::cargo();
-    let out =
-        output(command.args(["run", "--quiet", "-p", "att-tokend", "--example", "gen-assets", "--"]).arg(dir.path()));
+    let out = output(command.args(["run", "--quiet", "-p", "gen-assets", "--"]).arg(dir.path()));
     assert!(out.status.success(), "gen-assets failed: {}", text(&out.stderr));
     let pages: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()

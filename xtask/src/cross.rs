@@ -88,8 +88,10 @@ pub(crate) const TEST_SET: &[(&str, &[&str])] = &[
     ("token-proxy", &["--lib"]),
     ("fake-cloud", &["--lib"]),
     ("fuzz-checks", &["--lib", "--test", "corpus"]),
+    ("token-agent", &["--lib"]),
     ("att-tokend", &["--lib", "--bins"]),
     ("att-tokend", &["--test", "it", "--", "config_files::", "state_files::"]),
+    ("att-token", &["--lib", "--bins"]),
 ];
 
 /// An ARM architecture of the gateways.
@@ -383,12 +385,15 @@ impl Root {
         self.command(&self.cargo_mounts(), &Root::cargo_env(arch), "/src", &argv)
     }
 
-    /// Builds att-tokend and att-token for `arch` with the release profile; returns where they are on the host.
+    /// Builds att-tokend and att-token for `arch` with the release profile, one package per cargo run; returns
+    /// where they are on the host.
     pub(crate) fn build_release(&self, arch: Arch) -> anyhow::Result<PathBuf> {
         let started = Instant::now();
-        run_command(&mut self.cargo(arch, &["build", "--release", "-p", "att-tokend"])).with_context(|| {
-            format!("the release build for {} failed in the build root; fix the error above", arch.triple())
-        })?;
+        for package in crate::dist::PROGRAMS {
+            run_command(&mut self.cargo(arch, &["build", "--release", "-p", package])).with_context(|| {
+                format!("the release build for {} failed in the build root; fix the error above", arch.triple())
+            })?;
+        }
         println!("cross: release build for {} took {} s", arch.triple(), started.elapsed().as_secs());
         Ok(self.target.join(arch.triple()).join("release"))
     }

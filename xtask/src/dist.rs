@@ -34,6 +34,9 @@ writes to <target dir>/dist/:
                     when missing and run as root)
 ";
 
+/// The programs that ship, each the binary of the package of the same name.
+pub(crate) const PROGRAMS: [&str; 2] = ["att-tokend", "att-token"];
+
 /// What `dist` was asked to do.
 #[derive(Debug, Default, PartialEq)]
 struct Options {
@@ -149,12 +152,15 @@ pub(crate) fn dist(target: Option<&str>) -> anyhow::Result<Outputs> {
         None => {
             let toolchain = host_toolchain()?;
             print_toolchain(&toolchain, &triple);
-            let mut release = cargo();
-            release.env("CARGO_TARGET_DIR", &target_dir).args(["build", "--release", "--locked", "-p", "att-tokend"]);
-            if let Some(triple) = target {
-                release.args(["--target", triple]);
+            // One package per cargo run, so the daemon is built with its own dependencies' features alone.
+            for package in PROGRAMS {
+                let mut release = cargo();
+                release.env("CARGO_TARGET_DIR", &target_dir).args(["build", "--release", "--locked", "-p", package]);
+                if let Some(triple) = target {
+                    release.args(["--target", triple]);
+                }
+                run_command(&mut release).context("the release build failed; fix the error above")?;
             }
-            run_command(&mut release).context("the release build failed; fix the error above")?;
             let bin_dir = match target {
                 Some(triple) => target_dir.join(triple).join("release"),
                 None => target_dir.join("release"),
@@ -169,7 +175,7 @@ pub(crate) fn dist(target: Option<&str>) -> anyhow::Result<Outputs> {
     run_command(
         cargo()
             .env("CARGO_TARGET_DIR", &target_dir)
-            .args(["run", "--quiet", "--release", "--locked", "-p", "att-tokend", "--example", "gen-assets", "--"])
+            .args(["run", "--quiet", "--release", "--locked", "-p", "gen-assets", "--"])
             .arg(&assets),
     )
     .context("generating man pages and completions failed; fix the error above")?;
@@ -318,11 +324,11 @@ fn buildinfo_text(
 fn populate(stage: &Path, bin_dir: &Path, assets: &Path, build: &Build) -> anyhow::Result<()> {
     let root = workspace_root();
     let data = root.join("daemon").join("data");
-    for program in ["att-tokend", "att-token"] {
+    for program in PROGRAMS {
         let binary = bin_dir.join(program);
         if !binary.is_file() {
             bail!(
-                "{} is missing after the build; run `cargo build --release -p att-tokend` to see why",
+                "{} is missing after the build; run `cargo build --release -p {program}` to see why",
                 binary.display()
             );
         }
@@ -359,9 +365,7 @@ fn populate(stage: &Path, bin_dir: &Path, assets: &Path, build: &Build) -> anyho
     }
     for required in ["att-tokend.8", "att-token.1"] {
         if !assets.join(required).is_file() {
-            bail!(
-                "gen-assets wrote no {required}; run `cargo run -p att-tokend --example gen-assets -- DIR` to see why"
-            );
+            bail!("gen-assets wrote no {required}; run `cargo run -p gen-assets -- DIR` to see why");
         }
     }
     eprintln!("xtask: {pages} man pages");

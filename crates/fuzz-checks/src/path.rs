@@ -1,6 +1,6 @@
-//! Object-path elements: `att_tokend::client::escape_path_element` and `unescape_path_element`.
+//! Object-path elements: `token_agent::escape_path_element` and `unescape_path_element`.
 
-use att_tokend::client::{escape_path_element, token_object_path, unescape_path_element};
+use token_agent::{escape_path_element, token_object_path, unescape_path_element};
 use zbus::ObjectPath;
 
 /// Escapes and unescapes `data` (as text); panics when a promise is broken.

@@ -1,6 +1,5 @@
-//! The real transport: HTTPS with reqwest and rustls on the ring provider, verified against the system's roots.
-//! The client presents no certificate, so the provider loads no private key ([`NoClientKeys`]) and no signing
-//! code is built in.
+//! The real transport: HTTPS with reqwest and the TLS configuration of [`crate::tls`] (rustls on the ring
+//! provider, verified against the system's roots, no client certificate).
 //!
 //! Connect and whole-request timeouts, no redirects, a `User-Agent` of `att-tokend/<version>`, and a reply
 //! size cap enforced while streaming: the body is read chunk by chunk and refused as soon as it would pass
@@ -11,32 +10,17 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, DATE, HeaderValue, RETRY_AFTER};
-use rustls_platform_verifier::BuilderVerifierExt;
 use token_model::secret::ExposeSecret;
 use url::Url;
 use zeroize::Zeroizing;
 
 use crate::config::ApiConfig;
 use crate::error::LoginError;
+use crate::tls::TlsSetupError;
 use crate::transport::{Method, Request, Response, Transport, TransportError};
 
 /// The `User-Agent` sent with every request.
 pub const USER_AGENT: &str = concat!("att-tokend/", env!("CARGO_PKG_VERSION"));
-
-/// The key provider of a TLS client that presents no certificate: it loads no private key. rustls asks it only
-/// for client authentication, which the transport never sets up (`with_no_client_auth`); with ring's own provider
-/// every RSA, ECDSA and Ed25519 signing routine would be linked for nothing (about 20 KiB).
-#[derive(Debug)]
-struct NoClientKeys;
-
-impl rustls::crypto::KeyProvider for NoClientKeys {
-    fn load_private_key(
-        &self,
-        _key: rustls::pki_types::PrivateKeyDer<'static>,
-    ) -> Result<Arc<dyn rustls::sign::SigningKey>, rustls::Error> {
-        Err(rustls::Error::General("the AllThingsTalk client presents no TLS client certificate".to_owned()))
-    }
-}
 
 /// HTTPS transport to the configured AllThingsTalk instance.
 #[derive(Debug, Clone)]
@@ -49,23 +33,8 @@ impl HttpTransport {
     /// Builds the HTTP client for `config` (validated first).
     pub fn new(config: &ApiConfig) -> Result<Self, LoginError> {
         config.validate()?;
-        let bad = |what: &str, error: &dyn std::fmt::Display| LoginError::BadConfig {
-            problem: format!(
-                "the HTTPS client could not be set up ({what}: {error}); check that the system's CA certificates \
-                 are installed (e.g. the ca-certificates package)"
-            ),
-        };
-        let provider = Arc::new(rustls::crypto::CryptoProvider {
-            key_provider: &NoClientKeys,
-            ..rustls::crypto::ring::default_provider()
-        });
-        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|error| bad("TLS versions", &error))?
-            .with_platform_verifier()
-            .map_err(|error| bad("certificate verifier", &error))?
-            .with_no_client_auth();
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let bad = |error: TlsSetupError| LoginError::BadConfig { problem: error.to_string() };
+        let tls = crate::tls::client_config().map_err(bad)?;
         let mut builder = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .user_agent(USER_AGENT)
@@ -78,7 +47,7 @@ impl HttpTransport {
             // A proxy from the environment must not intercept a local fake.
             builder = builder.no_proxy();
         }
-        let client = builder.build().map_err(|error| bad("HTTP client", &error))?;
+        let client = builder.build().map_err(|error| bad(TlsSetupError::new("HTTP client", &error)))?;
         Ok(Self { client, config: Arc::new(config.clone()) })
     }
 
@@ -156,20 +125,5 @@ impl Transport for HttpTransport {
             Ok(result) => result,
             Err(_) => Err(TransportError::Timeout(self.config.request_timeout)),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use rustls::crypto::KeyProvider as _;
-
-    use super::*;
-
-    #[test]
-    fn the_transport_loads_no_client_key() {
-        // Whatever the key, it is refused: the transport never authenticates as a client.
-        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(vec![0x30, 0x00].into());
-        let error = NoClientKeys.load_private_key(key).expect_err("no key is ever loaded");
-        assert!(error.to_string().contains("no TLS client certificate"), "{error}");
     }
 }

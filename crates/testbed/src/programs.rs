@@ -33,15 +33,15 @@ pub struct Bins {
 }
 
 impl Bins {
-    /// Builds the daemon and the client (package `att-tokend`), then the fake cloud, each in a cargo run of its
-    /// own, then `extra` cargo build arguments (e.g. `["-p", "att-tokend", "--example", "bench-client"]`) if
-    /// any; returns the executables cargo reported.
+    /// Builds the daemon (package `att-tokend`), the client (`att-token`) and the fake cloud, each in a cargo run
+    /// of its own, then `extra` cargo build arguments (e.g. `["-p", "att-tokend", "--example", "bench-client"]`)
+    /// if any; returns the executables cargo reported.
     ///
     /// One package per cargo run: built together, cargo would unify their dependencies' features, and the daemon
     /// would carry the fake cloud's (a multi-threaded tokio, axum's needs): bigger, and not what ships.
     pub fn build(profile: Profile, extra: &[&str]) -> anyhow::Result<Bins> {
         let mut executables = BTreeMap::new();
-        for package in ["att-tokend", "fake-cloud"] {
+        for package in ["att-tokend", "att-token", "fake-cloud"] {
             executables.extend(cargo_build(profile, &["-p", package, "--bins"])?);
         }
         if !extra.is_empty() {

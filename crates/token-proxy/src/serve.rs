@@ -146,22 +146,8 @@ impl fmt::Debug for Proxy {
     }
 }
 
-fn tls_client(upstream: &Upstream, limits: &Limits) -> io::Result<reqwest::Client> {
-    use rustls_platform_verifier::BuilderVerifierExt as _;
-    let bad = |what: &str, error: &dyn fmt::Display| {
-        io::Error::other(format!(
-            "the HTTPS client could not be set up ({what}: {error}); check that the system's CA certificates are \
-             installed (e.g. the ca-certificates package)"
-        ))
-    };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|error| bad("TLS versions", &error))?
-        .with_platform_verifier()
-        .map_err(|error| bad("certificate verifier", &error))?
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+/// The HTTP client that forwards to `upstream`, on the caller's TLS configuration.
+fn http_client(upstream: &Upstream, limits: &Limits, tls: rustls::ClientConfig) -> io::Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .redirect(reqwest::redirect::Policy::none())
@@ -173,7 +159,12 @@ fn tls_client(upstream: &Upstream, limits: &Limits) -> io::Result<reqwest::Clien
     if upstream.is_loopback() {
         builder = builder.no_proxy();
     }
-    builder.build().map_err(|error| bad("HTTP client", &error))
+    builder.build().map_err(|error| {
+        io::Error::other(format!(
+            "the HTTPS client could not be set up (HTTP client: {error}); check that the system's CA certificates are \
+             installed (e.g. the ca-certificates package)"
+        ))
+    })
 }
 
 /// Binds a unix socket, replacing a stale one (a socket nobody listens on) but never another file or a live
@@ -203,15 +194,18 @@ fn bind_unix(path: &std::path::Path) -> io::Result<UnixListener> {
 
 impl Proxy {
     /// Listens on `listen` (a unix socket gets `socket_mode`), ready to forward to `upstream` with tokens from
-    /// `cache`. The socket's file is created with the process's umask, then set to `socket_mode`.
+    /// `cache`, over HTTPS set up with `tls` (the caller's client configuration: att-token passes login-flow's,
+    /// so the proxy and the daemon trust the same roots the same way). The socket's file is created with the
+    /// process's umask, then set to `socket_mode`.
     pub async fn bind(
         listen: &Listen,
         upstream: Upstream,
         cache: Arc<TokenCache>,
         limits: Limits,
         socket_mode: u32,
+        tls: rustls::ClientConfig,
     ) -> io::Result<Proxy> {
-        let client = tls_client(&upstream, &limits)?;
+        let client = http_client(&upstream, &limits, tls)?;
         let (listener, local, hosts) = match listen {
             Listen::Tcp(address) => {
                 let listener = TcpListener::bind(address).await.map_err(|e| {
@@ -616,7 +610,12 @@ mod tests {
         let cache = Arc::new(TokenCache::new(Arc::new(NoToken)));
         let upstream = Upstream::parse("http://127.0.0.1:9").unwrap();
         let listen = "127.0.0.1:0".parse().unwrap();
-        let mut proxy = Proxy::bind(&listen, upstream, cache, Limits::default(), 0o600).await.unwrap();
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        let mut proxy = Proxy::bind(&listen, upstream, cache, Limits::default(), 0o600, tls).await.unwrap();
         if let Some(rule) = rule {
             proxy = proxy.with_peer_rule(rule);
         }

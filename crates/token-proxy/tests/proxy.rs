@@ -51,7 +51,13 @@ async fn start_at(api_url: &str, tokens: Vec<Result<&'static str, SourceError>>,
     let script = Arc::new(Script { tokens: Mutex::new(tokens), fetches: AtomicUsize::new(0) });
     let cache = Arc::new(TokenCache::new(script.clone()));
     let upstream = Upstream::parse(api_url).unwrap();
-    let proxy = Proxy::bind(&"127.0.0.1:0".parse().unwrap(), upstream, cache, limits, 0o600).await.unwrap();
+    // The API is plain HTTP on loopback here: a configuration that trusts no root will do.
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let proxy = Proxy::bind(&"127.0.0.1:0".parse().unwrap(), upstream, cache, limits, 0o600, tls).await.unwrap();
     let Listen::Tcp(address) = proxy.local().clone() else { panic!("a TCP address") };
     let logs = Arc::new(Mutex::new(Vec::new()));
     let sink = logs.clone();

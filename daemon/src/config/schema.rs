@@ -3,10 +3,8 @@
 //! each table is read from text is in `raw.rs` and `token.rs`.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
 use token_model::ids::{DeviceId, GroundId, TokenKind, TokenName};
@@ -85,41 +83,8 @@ pub struct DaemonConfig {
     pub state_key_file: Option<PathBuf>,
 }
 
-/// A D-Bus bus: `"system"`, `"session"` or an address such as `unix:path=/run/x/bus`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum Bus {
-    /// The system bus.
-    #[default]
-    System,
-    /// The caller's session bus.
-    Session,
-    /// A bus at an explicit D-Bus address.
-    Address(String),
-}
-
-impl FromStr for Bus {
-    type Err = String;
-    fn from_str(value: &str) -> Result<Self, String> {
-        match value {
-            "system" => Ok(Bus::System),
-            "session" => Ok(Bus::Session),
-            other if other.contains(':') && !other.trim().is_empty() => Ok(Bus::Address(other.to_owned())),
-            other => Err(format!(
-                "bus {other:?} is not valid: use \"system\", \"session\" or a D-Bus address such as \"unix:path=/run/dbus/system_bus_socket\""
-            )),
-        }
-    }
-}
-
-impl fmt::Display for Bus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Bus::System => f.write_str("system"),
-            Bus::Session => f.write_str("session"),
-            Bus::Address(address) => f.write_str(address),
-        }
-    }
-}
+/// The bus of `[daemon] bus`: defined with the D-Bus contract, which `att-token --bus` reads too.
+pub use token_agent::Bus;
 
 /// `[refresh]`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,36 +1,17 @@
-//! The D-Bus errors of the service, and the one place internal errors become D-Bus errors.
+//! The D-Bus errors of the service, and the one place internal errors become D-Bus errors: the engine's
+//! ([`EngineError`]), a refused argument ([`InvalidArgs`]) and a caller who cannot be identified. The error names
+//! are the contract's ([`AgentError`], from token-agent).
 
+use token_agent::AgentError;
 use zbus::DBusError;
 use zbus::message::{Header, Message};
 use zbus::names::ErrorName;
 
+use crate::dbus::args::InvalidArgs;
 use crate::dbus::callers::CredentialsError;
 use crate::engine::EngineError;
 
-/// The errors of `io.allthingstalk.TokenAgent1`, named `io.allthingstalk.TokenAgent1.Error.<Variant>`.
-/// Every message says what to do.
-#[derive(Debug, zbus::DBusError)]
-#[zbus(prefix = "io.allthingstalk.TokenAgent1.Error")]
-pub enum AgentError {
-    /// No token of that name is configured.
-    UnknownToken(String),
-    /// The user session needs a login.
-    NeedsLogin(String),
-    /// No valid token now, for a transient reason.
-    Unavailable(String),
-    /// The login was refused.
-    LoginFailed(String),
-    /// The account asks for an MFA code and none was given.
-    MfaRequired(String),
-    /// The MFA code was refused.
-    MfaFailed(String),
-    /// No readable token may access the device.
-    NoTokenForDevice(String),
-    /// A device or ground token the cloud rejects (an addition to the contract's list).
-    Revoked(String),
-}
-
-/// What a method of the service fails with: an [`AgentError`], or one of the standard
+/// What a method of the service fails with: an [`AgentError`] of the contract, or one of the standard
 /// `org.freedesktop.DBus.Error.AccessDenied` / `InvalidArgs`.
 #[derive(Debug)]
 pub enum ServiceError {
@@ -88,6 +69,13 @@ impl From<EngineError> for ServiceError {
             EngineError::NoTokenForDevice(_) => ServiceError::Agent(AgentError::NoTokenForDevice(message)),
             EngineError::NotAUserToken { .. } => ServiceError::Standard(zbus::fdo::Error::InvalidArgs(message)),
         }
+    }
+}
+
+/// A refused argument is `org.freedesktop.DBus.Error.InvalidArgs`.
+impl From<InvalidArgs> for ServiceError {
+    fn from(e: InvalidArgs) -> Self {
+        ServiceError::Standard(zbus::fdo::Error::InvalidArgs(e.0))
     }
 }
 

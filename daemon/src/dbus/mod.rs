@@ -7,7 +7,7 @@
 //! An event about a token publishes that token's changes only; `Reconfigured` (or events missed) adds and removes
 //! token objects and publishes every token's changes.
 //!
-//! Callers' arguments are checked by [`args`] before anything else. A token object's properties are read by the
+//! Callers' arguments are checked by [`args`] before anything else, once, into the typed values the engine takes. A token object's properties are read by the
 //! token's readers only ([`TokenObject`]); its `PropertiesChanged` names what changed without the values.
 
 pub mod args;
@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use serde::{Serialize, Serializer};
 use token_model::ids::TokenName;
-use token_model::secret::{ExposeSecret, MfaCode, Password};
+use token_model::secret::{ExposeSecret, Password};
 use tokio::sync::broadcast;
 use zbus::connection::Builder;
 use zbus::message::Header;
@@ -33,18 +33,12 @@ use self::error::ServiceError;
 use crate::access::Caller;
 use crate::engine::{Engine, EngineError, Event, Reread, Served, Status, TokenValue};
 
-/// The well-known bus name.
-pub const BUS_NAME: &str = "io.allthingstalk.TokenAgent1";
-/// The path of the main object.
-pub const OBJECT_PATH: &str = "/io/allthingstalk/TokenAgent1";
-/// The main interface.
-pub const INTERFACE: &str = "io.allthingstalk.TokenAgent1";
-/// The interface of the per-token objects.
-pub const TOKEN_INTERFACE: &str = "io.allthingstalk.TokenAgent1.Token";
+/// The names of the contract, served here as `att-token` calls them: defined in token-agent.
+pub use token_agent::{BUS_NAME, INTERFACE, OBJECT_PATH, TOKEN_INTERFACE};
 
 /// The object path of a token's object: `/io/allthingstalk/TokenAgent1/token/<escaped name>`.
 pub fn token_path(name: &TokenName) -> String {
-    format!("{OBJECT_PATH}/token/{}", crate::client::escape_path_element(name.as_str()))
+    token_agent::token_object_path(name.as_str())
 }
 
 /// A token on its way out in a reply: written straight from the secret into the message, with no
@@ -98,9 +92,9 @@ impl Agent {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
     ) -> Result<(TokenReply, i64), ServiceError> {
-        args::name(name)?;
+        let name = args::name(name)?;
         let caller = self.caller(connection, &header).await?;
-        Ok(reply(self.engine.get_token(name, &caller)?))
+        Ok(reply(self.engine.get_token(&name, &caller)?))
     }
 
     /// The token `name`, valid for at least `seconds` from now, refreshing first if needed. Readers of `name`.
@@ -112,10 +106,10 @@ impl Agent {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
     ) -> Result<(TokenReply, i64), ServiceError> {
-        args::name(name)?;
-        args::seconds(seconds)?;
+        let name = args::name(name)?;
+        let wanted = args::seconds(seconds)?;
         let caller = self.caller(connection, &header).await?;
-        Ok(reply(self.engine.get_token_valid_for(name, seconds, &caller).await?))
+        Ok(reply(self.engine.get_token_valid_for(&name, wanted, &caller).await?))
     }
 
     /// The least-privileged token the caller may read that may access the device: its device token, else a
@@ -127,9 +121,9 @@ impl Agent {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
     ) -> Result<(String, TokenReply, i64), ServiceError> {
-        args::device_id(device_id)?;
+        let device = args::device_id(device_id)?;
         let caller = self.caller(connection, &header).await?;
-        let (name, served) = self.engine.get_token_for_device(device_id, &caller)?;
+        let (name, served) = self.engine.get_token_for_device(&device, &caller)?;
         let (token, expires_at) = reply(served);
         Ok((name.into(), token, expires_at))
     }
@@ -170,13 +164,10 @@ impl Agent {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
     ) -> Result<i64, ServiceError> {
-        args::login(name, username, password, code)?;
+        let name = args::login(name, username, password, code)?;
         self.admin(connection, &header, "log in").await?;
-        let code = match code.trim() {
-            "" => None,
-            code => Some(MfaCode::parse(code).map_err(|e| EngineError::InvalidArgs(e.to_string()))?),
-        };
-        Ok(self.engine.login(name, username.trim().to_owned(), Password::new(password), code).await?)
+        let code = args::mfa_code(code)?;
+        Ok(self.engine.login(&name, username.trim().to_owned(), Password::new(password), code).await?)
     }
 
     /// Refreshes the user token `name` now. Admins.
@@ -187,9 +178,9 @@ impl Agent {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
     ) -> Result<i64, ServiceError> {
-        args::name(name)?;
+        let name = args::name(name)?;
         self.admin(connection, &header, "refresh").await?;
-        Ok(self.engine.refresh(name).await?)
+        Ok(self.engine.refresh(&name).await?)
     }
 
     /// Forgets the user session `name`, also on disk. Admins.
@@ -199,9 +190,9 @@ impl Agent {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
     ) -> Result<(), ServiceError> {
-        args::name(name)?;
+        let name = args::name(name)?;
         self.admin(connection, &header, "log out").await?;
-        Ok(self.engine.logout(name).await?)
+        Ok(self.engine.logout(&name).await?)
     }
 
     /// How user sessions are kept at rest: `sealed` (encrypted with the state key), `unsealed` (no state key is

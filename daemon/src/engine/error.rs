@@ -1,5 +1,5 @@
-//! What can go wrong when a caller asks the engine for something. Mapped to D-Bus errors in one place,
-//! `crate::dbus::error`.
+//! What can go wrong when a caller asks the engine for something. The D-Bus side maps these to D-Bus errors, in
+//! one place of its own; the engine knows nothing of D-Bus.
 
 use token_model::ids::{DeviceId, TokenKind, TokenName};
 

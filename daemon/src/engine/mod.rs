@@ -310,9 +310,6 @@ pub const MAX_WAITING_PER_SESSION: usize = 32;
 /// with `Unavailable`, so callers cannot make the daemon hold an unbounded number of waiting calls.
 pub const MAX_WAITING_CALLS: usize = 128;
 
-/// The largest `seconds` accepted by `GetTokenValidFor`: a user's access token lives about an hour.
-pub const MAX_VALID_FOR: u32 = 24 * 3600;
-
 impl Engine {
     /// Builds the engine and starts a session task for each user token, restoring saved sessions (on the blocking
     /// pool: [`Engine::restored`] says when they are taken up).
@@ -478,27 +475,19 @@ impl Engine {
         self.emit(Event::Reconfigured);
     }
 
-    fn entry(&self, name: &str) -> Result<Arc<Entry>, EngineError> {
+    fn entry(&self, name: &TokenName) -> Result<Arc<Entry>, EngineError> {
         let registry = read(&self.inner.registry);
-        match registry.entries.get(name) {
+        match registry.entries.get(name.as_str()) {
             Some(entry) => Ok(entry.clone()),
-            // The name is checked (its length first) before it is copied into the message.
-            None => Err(match TokenName::check(name) {
-                Ok(()) => EngineError::UnknownToken(name.to_owned()),
-                Err(e) => EngineError::InvalidArgs(e.to_string()),
-            }),
+            None => Err(EngineError::UnknownToken(name.as_str().to_owned())),
         }
     }
 
     /// The entry `name` if `caller` may read it.
-    fn readable(&self, name: &str, caller: &Caller) -> Result<Arc<Entry>, EngineError> {
+    fn readable(&self, name: &TokenName, caller: &Caller) -> Result<Arc<Entry>, EngineError> {
         let registry = read(&self.inner.registry);
-        let entry = match registry.entries.get(name) {
-            Some(entry) => entry,
-            None => {
-                drop(registry);
-                return Err(self.entry(name).err().unwrap_or_else(|| EngineError::UnknownToken(name.to_owned())));
-            }
+        let Some(entry) = registry.entries.get(name.as_str()) else {
+            return Err(EngineError::UnknownToken(name.as_str().to_owned()));
         };
         if access::may_read(&entry.readers, &registry.admins, caller) {
             Ok(entry.clone())
@@ -526,7 +515,7 @@ impl Engine {
     }
 
     /// The token `name` as it may be served now. No I/O, no waiting.
-    pub fn get_token(&self, name: &str, caller: &Caller) -> Result<Served, EngineError> {
+    pub fn get_token(&self, name: &TokenName, caller: &Caller) -> Result<Served, EngineError> {
         let entry = self.readable(name, caller)?;
         entry.serve(crate::clock::boot_now(), Duration::ZERO).ok_or_else(|| {
             // A retrying session may make one early attempt for a reader (it decides; this does not wait).
@@ -537,12 +526,15 @@ impl Engine {
         })
     }
 
-    /// The token `name`, valid for at least `seconds` from now; for a user token, refreshes first if needed
-    /// (sharing a refresh already under way).
-    pub async fn get_token_valid_for(&self, name: &str, seconds: u32, caller: &Caller) -> Result<Served, EngineError> {
-        crate::dbus::args::seconds(seconds)?;
+    /// The token `name`, valid for at least `wanted` from now; for a user token, refreshes first if needed
+    /// (sharing a refresh already under way). The caller bounds `wanted` (D-Bus: at most a day).
+    pub async fn get_token_valid_for(
+        &self,
+        name: &TokenName,
+        wanted: Duration,
+        caller: &Caller,
+    ) -> Result<Served, EngineError> {
         let entry = self.readable(name, caller)?;
-        let wanted = Duration::from_secs(seconds.into());
         if let Some(served) = entry.serve(crate::clock::boot_now(), wanted) {
             return Ok(served);
         }
@@ -553,9 +545,7 @@ impl Engine {
     }
 
     /// The least-privileged token `caller` may read that may access `device_id`.
-    pub fn get_token_for_device(&self, device_id: &str, caller: &Caller) -> Result<(TokenName, Served), EngineError> {
-        crate::dbus::args::device_id(device_id)?;
-        let device = DeviceId::new(device_id).map_err(|e| EngineError::InvalidArgs(e.to_string()))?;
+    pub fn get_token_for_device(&self, device: &DeviceId, caller: &Caller) -> Result<(TokenName, Served), EngineError> {
         let registry = self.registry();
         let now = crate::clock::boot_now();
         let candidates: BTreeMap<&TokenName, (Scope, &Arc<Entry>)> = registry
@@ -565,8 +555,8 @@ impl Engine {
             .filter(|e| e.serve(now, Duration::ZERO).is_some())
             .map(|e| (&e.name, (e.scope(), e)))
             .collect();
-        let chosen = scope::least_privileged(candidates.iter().map(|(name, (scope, _))| (*name, scope)), &device)
-            .ok_or(EngineError::NoTokenForDevice(device))?;
+        let chosen = scope::least_privileged(candidates.iter().map(|(name, (scope, _))| (*name, scope)), device)
+            .ok_or_else(|| EngineError::NoTokenForDevice(device.clone()))?;
         let entry = candidates[chosen].1;
         let served = entry.serve(now, Duration::ZERO).ok_or_else(|| entry.unservable())?;
         Ok((entry.name.clone(), served))
@@ -588,7 +578,7 @@ impl Engine {
     /// Whether `caller` may read the token `name` (and so its status): `AccessDenied` when not, `UnknownToken` when
     /// it is no longer configured.
     pub fn may_read(&self, name: &TokenName, caller: &Caller) -> Result<(), EngineError> {
-        self.readable(name.as_str(), caller).map(|_| ())
+        self.readable(name, caller).map(|_| ())
     }
 
     /// Kind and status of a token, for its D-Bus object (no access check: callers check [`Engine::may_read`]).
@@ -596,7 +586,7 @@ impl Engine {
         self.registry().entries.get(name.as_str()).map(|e| (e.kind, e.status()))
     }
 
-    fn session(&self, name: &str, what: &'static str) -> Result<session::SessionHandle, EngineError> {
+    fn session(&self, name: &TokenName, what: &'static str) -> Result<session::SessionHandle, EngineError> {
         let entry = self.entry(name)?;
         entry.session.clone().ok_or(EngineError::NotAUserToken { name: entry.name.clone(), kind: entry.kind, what })
     }
@@ -605,7 +595,7 @@ impl Engine {
     /// Returns the new access token's expiry (Unix seconds).
     pub async fn login(
         &self,
-        name: &str,
+        name: &TokenName,
         username: String,
         password: token_model::secret::Password,
         code: Option<token_model::secret::MfaCode>,
@@ -614,12 +604,12 @@ impl Engine {
     }
 
     /// Refreshes the user session `name` now. Returns the new expiry (Unix seconds).
-    pub async fn refresh(&self, name: &str) -> Result<i64, EngineError> {
+    pub async fn refresh(&self, name: &TokenName) -> Result<i64, EngineError> {
         self.session(name, "Refresh")?.refresh().await
     }
 
     /// Forgets the user session `name` (its saved state too).
-    pub async fn logout(&self, name: &str) -> Result<(), EngineError> {
+    pub async fn logout(&self, name: &TokenName) -> Result<(), EngineError> {
         self.session(name, "Logout")?.logout().await
     }
 
@@ -627,7 +617,7 @@ impl Engine {
     /// valid, `Err(reason)` revoked. The verdict applies only while the entry still holds that value; when a
     /// reload replaced it during the probe, the verdict is about a value no longer served and is dropped.
     pub fn set_static_health(&self, name: &TokenName, probed: &StaticToken, verdict: Result<(), String>) {
-        let Ok(entry) = self.entry(name.as_str()) else { return };
+        let Ok(entry) = self.entry(name) else { return };
         if entry.kind == TokenKind::User {
             return;
         }
@@ -675,7 +665,7 @@ impl Engine {
     /// probe asked about. They apply only while the entry is still that ground and its devices are not
     /// configured; when a reload changed either during the probe, the list is dropped.
     pub fn set_ground_devices(&self, name: &TokenName, probed: &GroundId, devices: Vec<DeviceId>) {
-        let Ok(entry) = self.entry(name.as_str()) else { return };
+        let Ok(entry) = self.entry(name) else { return };
         let applied = {
             let mut scope = write(&entry.scope);
             match &*scope {

@@ -32,7 +32,7 @@ async fn logins_at_once(harness: &Harness, tokens: &[String], per_token: usize) 
     for result in &results {
         match result {
             Err(e) if error_name(result) == "io.allthingstalk.TokenAgent1.Error.Unavailable" => {
-                refused.push(att_tokend::client::error_message(e));
+                refused.push(token_agent::error_message(e));
             }
             _ => other += 1,
         }

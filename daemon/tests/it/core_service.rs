@@ -56,7 +56,7 @@ async fn static_tokens_are_served_to_readers_and_denied_to_others_body() {
     let stranger = agent_on(&stranger).await;
     let denied = stranger.get_token("sensor-7").await;
     assert_eq!(error_name(&denied), "org.freedesktop.DBus.Error.AccessDenied");
-    let message = att_tokend::client::error_message(&denied.unwrap_err());
+    let message = token_agent::error_message(&denied.unwrap_err());
     assert!(message.contains("readers"), "the message says what to do: {message}");
     assert!(stranger.list_tokens().await.unwrap().is_empty(), "a stranger sees no token");
     assert_eq!(
@@ -71,7 +71,7 @@ async fn static_tokens_are_served_to_readers_and_denied_to_others_body() {
     harness.stop().await;
 }
 
-async fn agent_on(client: &zbus::Connection) -> att_tokend::client::TokenAgentProxy<'static> {
+async fn agent_on(client: &zbus::Connection) -> token_agent::TokenAgentProxy<'static> {
     crate::core_support::agent(client).await
 }
 
@@ -164,7 +164,7 @@ async fn concurrent_valid_for_calls_share_one_refresh_body() {
     // More than a fresh token lives (12 s, served until 1 s before expiry) is refused without a refresh.
     let too_long = agent.get_token_valid_for("main", 11).await;
     assert_eq!(error_name(&too_long), "org.freedesktop.DBus.Error.InvalidArgs");
-    let message = att_tokend::client::error_message(&too_long.unwrap_err());
+    let message = token_agent::error_message(&too_long.unwrap_err());
     assert!(message.contains("access tokens live") && message.contains("ask for at most"), "{message}");
     assert_eq!(cloud.control().counters().refreshes, 1, "no refresh is spent on a wish no token can meet");
     harness.stop().await;
@@ -227,7 +227,7 @@ async fn outage_serves_last_good_token_then_unavailable_then_recovers_body() {
                     assert_eq!(token, good);
                     None
                 }
-                Err(e) => Some(att_tokend::client::error_name(&e).unwrap_or_default()),
+                Err(e) => Some(token_agent::error_name(&e).unwrap_or_default()),
             }
         }
     })
@@ -430,7 +430,7 @@ async fn served_interfaces(harness: &Harness) -> String {
         }
     };
     let main = introspect(att_tokend::dbus::OBJECT_PATH.to_owned()).await;
-    let token = introspect(att_tokend::client::token_object_path("main")).await;
+    let token = introspect(token_agent::token_object_path("main")).await;
     let interface = |xml: &str, name: &str| -> String {
         let open = format!("<interface name=\"{name}\">");
         let start = xml.find(&open).unwrap_or_else(|| panic!("{name} is served:\n{xml}"));
@@ -607,7 +607,7 @@ async fn on_a_bus_callers_are_identified_by_the_bus_and_forgotten_when_they_leav
     tokio::spawn(forget_leavers.expect("bus credentials keep a cache"));
     att_tokend::bus_link::own_name(&service_connection).await.unwrap();
 
-    let agent = att_tokend::client::TokenAgentProxy::new(&client).await.unwrap();
+    let agent = token_agent::TokenAgentProxy::new(&client).await.unwrap();
     let (token, _) = agent.get_token("sensor-7").await.expect("the bus says who we are: a reader");
     assert_eq!(token, DEVICE_TOKEN);
     assert_eq!(credentials.cached_callers(), 1, "the caller's credentials are cached");
@@ -704,7 +704,7 @@ async fn a_suspend_past_the_tokens_life_is_noticed_at_the_resume_body() {
     match agent.get_token("main").await {
         Ok((token, _)) => assert_ne!(token, before, "a token whose life passed during the suspend is never served"),
         Err(e) => assert_eq!(
-            att_tokend::client::error_name(&e).as_deref(),
+            token_agent::error_name(&e).as_deref(),
             Some("io.allthingstalk.TokenAgent1.Error.Unavailable"),
             "{e}"
         ),

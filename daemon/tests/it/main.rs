@@ -16,9 +16,6 @@ mod core_limits;
 /// Argument parsing and help texts of both programs, the exit-status table and object path escaping.
 mod cli_args;
 
-/// The real `att-token` against a stand-in service on a private `dbus-daemon`: output, exit statuses, login.
-mod cli_bus;
-
 /// Loading a config from disk and checking the secret files it names, on a real file system.
 mod config_files;
 

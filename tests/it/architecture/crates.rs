@@ -14,9 +14,12 @@ use super::workspace_root;
 // ---------------------------------------------------------------------------------------------------------------
 
 /// The workspace's internal crates, lowest layer first. An internal dependency (of any kind, dev included) must
-/// point to a strictly lower layer: `token-model ← fake-cloud ← login-flow, token-proxy ← att-tokend ← fuzz-checks
-/// ← tests`. token-proxy (the HTTP proxy of `att-token proxy`) sits beside login-flow: both may test against the
-/// fake, neither knows the other.
+/// point to a strictly lower layer: `token-model ← fake-cloud ← login-flow, token-proxy, token-agent ← att-tokend,
+/// att-token ← fuzz-checks, gen-assets ← tests`. token-proxy (the HTTP proxy of `att-token proxy`) sits beside
+/// login-flow: both may test against the fake, neither knows the other. token-agent (the D-Bus contract) sits
+/// beside them too, and the two programs beside each other: the daemon and the client share the contract, and
+/// neither builds the other ([`FORBIDDEN`]). gen-assets (man pages and completions) reads both programs'
+/// command-line definitions.
 /// fake-cloud sits below login-flow so login-flow's tests may run against it, while the fake never sees the
 /// client code, nor the model's parsers (it depends on no internal crate: [`FORBIDDEN`]), and stays an independent
 /// implementation of the protocol. fuzz-checks (what the fuzz targets
@@ -26,8 +29,11 @@ const LAYERS: &[(&str, u32)] = &[
     ("fake-cloud", 1),
     ("login-flow", 2),
     ("token-proxy", 2),
+    ("token-agent", 2),
     ("att-tokend", 3),
+    ("att-token", 3),
     ("fuzz-checks", 4),
+    ("gen-assets", 4),
     ("tests", 5),
 ];
 
@@ -104,6 +110,16 @@ const FORBIDDEN: &[(&str, &str)] = &[
     ("token-proxy", "zbus"),
     ("token-proxy", "att-tokend"),
     ("token-proxy", "login-flow"),
+    // The daemon holds only the daemon: none of the client's code or dependencies.
+    ("att-tokend", "att-token"),
+    ("att-tokend", "token-proxy"),
+    ("att-tokend", "rpassword"),
+    ("att-token", "att-tokend"),
+    // The D-Bus contract knows neither side's internals, nor the cloud's protocol.
+    ("token-agent", "att-tokend"),
+    ("token-agent", "att-token"),
+    ("token-agent", "login-flow"),
+    ("token-agent", "token-proxy"),
 ];
 
 /// Packages no workspace member may build, by any path: the fuzzing runtime lives in `fuzz/`, a workspace of
@@ -401,6 +417,11 @@ fn check(graph: &Graph, policy: &Policy<'_>) -> Vec<String> {
 }
 
 fn real_graph() -> Graph {
+    Graph::from_metadata(&metadata()).unwrap_or_else(|e| panic!("cannot read cargo metadata: {e}"))
+}
+
+/// `cargo metadata` of the workspace, as JSON.
+fn metadata() -> Value {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let manifest = workspace_root().join("Cargo.toml");
     let output = Command::new(&cargo)
@@ -414,17 +435,53 @@ fn real_graph() -> Graph {
         output.status,
         String::from_utf8_lossy(&output.stderr)
     );
-    let metadata: Value = serde_json::from_slice(&output.stdout).expect("cargo metadata prints JSON");
-    Graph::from_metadata(&metadata).unwrap_or_else(|e| panic!("cannot read cargo metadata: {e}"))
+    serde_json::from_slice(&output.stdout).expect("cargo metadata prints JSON")
+}
+
+/// The features `package` asks of its normal (shipped) dependency `dependency`, from `cargo metadata`.
+fn normal_dependency_features(metadata: &Value, package: &str, dependency: &str) -> Vec<String> {
+    let packages = metadata["packages"].as_array().expect("cargo metadata lists packages");
+    let package = packages.iter().find(|p| p["name"] == package).unwrap_or_else(|| panic!("no package {package}"));
+    let dependencies = package["dependencies"].as_array().expect("a package lists its dependencies");
+    let normal = dependencies
+        .iter()
+        .find(|d| d["name"] == dependency && d["kind"].is_null())
+        .unwrap_or_else(|| panic!("{package} has no normal dependency on {dependency}", package = package["name"]));
+    normal["features"].as_array().into_iter().flatten().filter_map(|f| f.as_str().map(str::to_owned)).collect()
+}
+
+#[test]
+fn the_daemon_ships_the_contract_without_its_client_side() {
+    // The proxies and `connect` cost the shipped daemon about 16 KiB though it never calls them.
+    let metadata = metadata();
+    let features = normal_dependency_features(&metadata, "att-tokend", "token-agent");
+    assert!(
+        !features.iter().any(|f| f == "client"),
+        "att-tokend must not turn on token-agent's `client` feature in [dependencies] (only in [dev-dependencies]): \
+         {features:?}"
+    );
+    let client = normal_dependency_features(&metadata, "att-token", "token-agent");
+    assert!(client.iter().any(|f| f == "client"), "att-token uses the proxies, so the check above is real");
 }
 
 #[test]
 fn real_dependency_graph_points_one_way_and_keeps_token_model_free_of_io() {
     let graph = real_graph();
     let members: BTreeSet<_> = graph.packages.iter().filter(|p| p.member).map(|p| p.name.as_str()).collect();
-    for expected in
-        ["token-model", "login-flow", "fake-cloud", "att-tokend", "fuzz-checks", "xtask", "tests", "testbed"]
-    {
+    for expected in [
+        "token-model",
+        "login-flow",
+        "fake-cloud",
+        "token-proxy",
+        "token-agent",
+        "att-tokend",
+        "att-token",
+        "gen-assets",
+        "fuzz-checks",
+        "xtask",
+        "tests",
+        "testbed",
+    ] {
         assert!(members.contains(expected), "workspace member {expected} not found in cargo metadata: {members:?}");
     }
     let problems = check(&graph, &POLICY);
@@ -468,6 +525,22 @@ fn intended() -> Graph {
         .edge("xtask", "testbed", Kind::Normal)
         .edge("tests", "testbed", Kind::Dev)
         .edge("att-tokend", "testbed", Kind::Dev)
+        .member("token-proxy")
+        .member("token-agent")
+        .member("att-token")
+        .member("gen-assets")
+        .edge("token-proxy", "reqwest", Kind::Normal)
+        .edge("token-proxy", "fake-cloud", Kind::Dev)
+        .edge("token-agent", "zbus", Kind::Normal)
+        .edge("att-tokend", "token-agent", Kind::Normal)
+        .edge("att-token", "token-agent", Kind::Normal)
+        .edge("att-token", "token-proxy", Kind::Normal)
+        .edge("att-token", "login-flow", Kind::Normal)
+        .edge("att-token", "rpassword", Kind::Normal)
+        .edge("att-token", "testbed", Kind::Dev)
+        .edge("gen-assets", "att-tokend", Kind::Normal)
+        .edge("gen-assets", "att-token", Kind::Normal)
+        .edge("tests", "token-agent", Kind::Dev)
 }
 
 fn assert_one_problem(graph: &Graph, expected: &[&str]) {
@@ -620,4 +693,27 @@ fn metadata_parser_reads_members_and_dependency_kinds() {
 
     let err = Graph::from_metadata(&serde_json::json!({"packages": []})).unwrap_err();
     assert!(err.contains("workspace_members"), "{err}");
+}
+
+#[test]
+fn checker_fails_when_the_daemon_builds_the_client() {
+    let graph = intended().edge("att-tokend", "att-token", Kind::Dev);
+    let problems = check(&graph, &POLICY);
+    assert!(problems.iter().any(|p| p.contains("att-tokend must not depend on att-token")), "{problems:#?}");
+    assert!(problems.iter().any(|p| p.contains("att-tokend must not depend on token-proxy")), "{problems:#?}");
+    assert!(problems.iter().any(|p| p.contains("att-tokend must not depend on rpassword")), "{problems:#?}");
+    let graph = intended().edge("att-tokend", "token-proxy", Kind::Normal);
+    assert_one_problem(&graph, &["att-tokend must not depend on token-proxy"]);
+    let graph = intended().edge("att-token", "att-tokend", Kind::Normal);
+    assert_one_problem(&graph, &["att-token must not depend on att-tokend"]);
+}
+
+#[test]
+fn checker_fails_when_the_contract_learns_a_side() {
+    let graph = intended().edge("token-agent", "login-flow", Kind::Normal);
+    assert_one_problem(&graph, &["token-agent must not depend on login-flow"]);
+    let graph = intended().edge("token-agent", "att-tokend", Kind::Dev);
+    let problems = check(&graph, &POLICY);
+    assert!(problems.iter().any(|p| p.contains("token-agent must not depend on att-tokend")), "{problems:#?}");
+    assert!(problems.iter().any(|p| p.contains("arrow turned around")), "{problems:#?}");
 }

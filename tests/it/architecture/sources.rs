@@ -88,11 +88,11 @@ fn token_model_sources_read_no_clock_and_do_no_io() {
     );
 }
 
-/// The daemon's sources that go into `att-tokend`: its library and its own binary, not `att-token`'s.
+/// The daemon's sources that go into `att-tokend`: its library and its binary, and the D-Bus contract it links.
 fn daemon_sources(root: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     rust_files(&root.join("daemon/src"), &mut files);
-    files.retain(|f| !f.starts_with(root.join("daemon/src/bin/att-token")));
+    rust_files(&root.join("crates/token-agent/src"), &mut files);
     files.sort();
     files
 }
@@ -116,7 +116,8 @@ fn the_proxy_is_never_part_of_the_daemon() {
     let files = daemon_sources(&root);
     assert!(files.iter().any(|f| f.ends_with("daemon/src/lib.rs")), "the daemon's lib.rs not found");
     assert!(files.iter().any(|f| f.ends_with("att-tokend.rs")), "att-tokend's main not found");
-    assert!(!files.iter().any(|f| f.to_string_lossy().contains("bin/att-token/")), "att-token is not the daemon");
+    assert!(files.iter().any(|f| f.ends_with("token-agent/src/lib.rs")), "the contract's lib.rs not found");
+    assert!(!files.iter().any(|f| f.to_string_lossy().contains("att-token/")), "att-token is not the daemon");
     let mut report = Vec::new();
     for file in &files {
         let source = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()));
@@ -128,7 +129,7 @@ fn the_proxy_is_never_part_of_the_daemon() {
         report.join("\n")
     );
     // And att-token does use it, so the check above is about a real crate name.
-    let client = std::fs::read_to_string(root.join("daemon/src/bin/att-token/proxy.rs")).expect("att-token's proxy");
+    let client = std::fs::read_to_string(root.join("crates/att-token/src/proxy.rs")).expect("att-token's proxy");
     assert!(!names_token_proxy("proxy.rs", &client).is_empty());
     assert_eq!(
         names_token_proxy("x.rs", "// token_proxy in a comment\nlet my_token_proxy = 1;\n"),
@@ -188,7 +189,13 @@ const TRACE_LEVEL: &[&str] = &["trace!", "trace_span!"];
 #[test]
 fn the_daemon_and_login_flow_log_nothing_at_trace_level() {
     let mut report = String::new();
-    for (name, source) in sources_under(&["daemon/src", "crates/login-flow/src", "crates/token-model/src"]) {
+    for (name, source) in sources_under(&[
+        "daemon/src",
+        "crates/token-agent/src",
+        "crates/att-token/src",
+        "crates/login-flow/src",
+        "crates/token-model/src",
+    ]) {
         for problem in scan_for(TRACE_LEVEL, &name, &source) {
             writeln!(report, "- {problem}").unwrap();
         }
@@ -202,9 +209,12 @@ fn the_daemon_and_login_flow_log_nothing_at_trace_level() {
 /// zbus proxies: each one brings a properties cache, signal streams and a decoder for every field of every reply.
 const PROXIES: &[&str] = &["DBusProxy", "zbus::proxy", "#[proxy", "Proxy::new", "Proxy::builder"];
 
-/// Sources of the client, `att-token` (a file, or a directory ending in `/`), which may use proxies: the
-/// daemon never links them.
-const CLIENT_SOURCES: &[&str] = &["daemon/src/client.rs", "daemon/src/bin/att-token/"];
+/// What the daemon builds that may hold proxies (a file, or a directory ending in `/`): the contract's client
+/// side, which the daemon links but never calls.
+const CLIENT_SOURCES: &[&str] = &["crates/token-agent/src/proxy.rs"];
+
+/// The sources that go into the serving daemon: its own and the D-Bus contract's.
+const SERVING_SOURCES: &[&str] = &["daemon/src", "crates/token-agent/src"];
 
 fn is_client_source(name: &str) -> bool {
     CLIENT_SOURCES.iter().any(|client| if client.ends_with('/') { name.starts_with(client) } else { name == *client })
@@ -213,7 +223,7 @@ fn is_client_source(name: &str) -> bool {
 #[test]
 fn the_serving_daemon_asks_the_bus_without_proxies() {
     let mut report = String::new();
-    for (name, source) in sources_under(&["daemon/src"]) {
+    for (name, source) in sources_under(SERVING_SOURCES) {
         if is_client_source(&name) {
             continue;
         }
@@ -237,12 +247,13 @@ fn the_daemon_rules_catch_what_they_are_for() {
     let found = scan_for(PROXIES, "b.rs", proxied);
     assert_eq!(found.len(), 3, "one per line but the direct call: {found:#?}");
     assert!(found.iter().all(|f| !f.starts_with("b.rs:4")), "{found:#?}");
-    let names: Vec<String> = sources_under(&["daemon/src"]).into_iter().map(|(name, _)| name).collect();
+    let names: Vec<String> = sources_under(SERVING_SOURCES).into_iter().map(|(name, _)| name).collect();
     for client in CLIENT_SOURCES {
         assert!(
             names.iter().any(|n| is_client_source(n) && n.starts_with(client)),
             "{client} moved: update CLIENT_SOURCES ({names:?})"
         );
     }
-    assert!(is_client_source("daemon/src/bin/att-token/exec.rs") && !is_client_source("daemon/src/bin/att-tokend.rs"));
+    assert!(is_client_source("crates/token-agent/src/proxy.rs"));
+    assert!(!is_client_source("crates/token-agent/src/lib.rs") && !is_client_source("daemon/src/bin/att-tokend.rs"));
 }

@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use att_tokend::client::{TokenAgentProxy, TokenProxy, token_object_path};
 use att_tokend::config;
 use att_tokend::dbus::callers::Credentials;
 use att_tokend::dbus::{OBJECT_PATH, Service};
 use att_tokend::engine::{Engine, SessionSettings, StateStore};
 use att_tokend::prepare;
 use fake_cloud::{FakeCloud, FakeConfig, FakeUser};
+use token_agent::{TokenAgentProxy, TokenProxy, token_object_path};
 use zbus::Connection;
 use zbus::connection::Builder;
 
@@ -179,7 +179,7 @@ pub(crate) async fn agent(client: &Connection) -> TokenAgentProxy<'static> {
 /// The D-Bus error name of a failed call.
 pub(crate) fn error_name(result: &zbus::Result<impl std::fmt::Debug>) -> String {
     match result {
-        Err(e) => att_tokend::client::error_name(e).unwrap_or_else(|| format!("not a D-Bus error: {e}")),
+        Err(e) => token_agent::error_name(e).unwrap_or_else(|| format!("not a D-Bus error: {e}")),
         Ok(value) => panic!("expected an error, got {value:?}"),
     }
 }

@@ -1,8 +1,11 @@
 //! Writes the man pages and shell completions of `att-tokend` and `att-token` into a directory.
 //!
-//! `cargo run -p att-tokend --example gen-assets -- OUTDIR` writes `att-tokend.8`, `att-token.1`,
+//! `cargo run -p gen-assets -- OUTDIR` writes `att-tokend.8`, `att-token.1` (and a page per subcommand),
 //! and for each program `<name>.bash`, `_<name>` (zsh) and `<name>.fish`. `cargo xtask dist` runs it
 //! and installs the files where Debian looks for them.
+//!
+//! A package of its own, above both programs' packages: it reads their command-line definitions
+//! (`att_tokend::cli`, `att_token::cli`), so neither program depends on the other.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -61,7 +64,7 @@ const TOKEN_SECTIONS: Sections = &[
 
 fn main() -> ExitCode {
     let Some(out_dir) = std::env::args_os().nth(1).map(PathBuf::from) else {
-        eprintln!("gen-assets: missing OUTDIR; run `cargo run -p att-tokend --example gen-assets -- OUTDIR`");
+        eprintln!("gen-assets: missing OUTDIR; run `cargo run -p gen-assets -- OUTDIR`");
         return ExitCode::FAILURE;
     };
     match generate(&out_dir) {
@@ -84,7 +87,7 @@ fn generate(out_dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
         .with_context(|| format!("cannot create {}; pass a writable directory", out_dir.display()))?;
     let programs = [
         (att_tokend::cli::tokend_command(), "8", "System Manager's Manual", TOKEND_SECTIONS),
-        (att_tokend::cli::token_command(), "1", "User Commands", TOKEN_SECTIONS),
+        (att_token::cli::token_command(), "1", "User Commands", TOKEN_SECTIONS),
     ];
     let mut written = Vec::new();
     for (command, section, manual, extra) in programs {

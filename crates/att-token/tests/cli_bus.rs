@@ -6,7 +6,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use att_tokend::client::{BUS_NAME, OBJECT_PATH, token_object_path};
+use token_agent::{BUS_NAME, OBJECT_PATH, token_object_path};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 

@@ -1,13 +1,13 @@
 //! `att-token proxy NAME --listen ADDRESS`: the token-proxy crate's server, with tokens from att-tokend asked for
-//! as the user running the proxy, and the cache dropped on every `TokenChanged` for NAME.
+//! as the user running the proxy, the cache dropped on every `TokenChanged` for NAME, and HTTPS set up as the
+//! daemon sets it up (login-flow's TLS client configuration).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use att_tokend::cli::ProxyArgs;
-use att_tokend::client::{self, Exit, TokenAgentProxy};
-use att_tokend::config::Bus;
+use att_token::cli::ProxyArgs;
 use futures_util::StreamExt as _;
+use token_agent::{Bus, Exit, TokenAgentProxy};
 use token_proxy::{Fetched, Limits, Listen, Proxy, SourceError, TokenCache, TokenSource, Upstream};
 use zeroize::Zeroizing;
 
@@ -35,7 +35,7 @@ impl Daemon {
                 self.bus
             ))
         };
-        let connection = client::connect(&self.bus).await.map_err(unreachable)?;
+        let connection = token_agent::connect(&self.bus).await.map_err(unreachable)?;
         let agent = TokenAgentProxy::new(&connection).await.map_err(unreachable)?;
         *slot = Some(agent.clone());
         Ok(agent)
@@ -49,7 +49,7 @@ impl TokenSource for Daemon {
         match agent.get_token(&self.name).await {
             Ok((token, expires_at)) => Ok(Fetched { token: Zeroizing::new(token), expires_at }),
             Err(error) => {
-                let message = format!("att-tokend: {}", client::error_message(&error));
+                let message = format!("att-tokend: {}", token_agent::error_message(&error));
                 Err(match Exit::for_zbus_error(&error) {
                     Exit::AccessDenied => SourceError::Denied(message),
                     Exit::NoDaemon => {
@@ -113,7 +113,7 @@ pub(crate) async fn run(bus: &Bus, connection: zbus::Connection, args: ProxyArgs
             Exit::NoDaemon,
             format!(
                 "cannot read att-tokend's API URL ({}); is att-tokend running, and as new as att-token?",
-                client::error_message(&error)
+                token_agent::error_message(&error)
             ),
         )
     })?;
@@ -124,7 +124,7 @@ pub(crate) async fn run(bus: &Bus, connection: zbus::Connection, args: ProxyArgs
         Err(error) if Exit::for_zbus_error(&error) == Exit::UnknownToken => return Err(call_failed(error)),
         Err(error) => eprintln!(
             "att-token proxy: warning: no token now ({}); requests get an error until there is one",
-            client::error_message(&error)
+            token_agent::error_message(&error)
         ),
     }
     let source =
@@ -139,7 +139,8 @@ pub(crate) async fn run(bus: &Bus, connection: zbus::Connection, args: ProxyArgs
     if matches!(listen, Listen::Unix(_)) {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
     }
-    let proxy = Proxy::bind(&listen, upstream, cache.clone(), limits, args.socket_mode)
+    let tls = login_flow::tls::client_config().map_err(|error| fail(Exit::Other, error.to_string()))?;
+    let proxy = Proxy::bind(&listen, upstream, cache.clone(), limits, args.socket_mode, tls)
         .await
         .map_err(|error| fail(Exit::Other, error.to_string()))?;
     tokio::spawn(watch_changes(bus.clone(), args.name.clone(), cache));

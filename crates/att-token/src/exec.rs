@@ -4,11 +4,10 @@
 use std::os::unix::process::ExitStatusExt as _;
 use std::time::Duration;
 
-use att_tokend::cli::{ExecArgs, OnChange};
-use att_tokend::client::{self, Exit, TokenAgentProxy};
-use att_tokend::config::Bus;
+use att_token::cli::{ExecArgs, OnChange};
 use futures_util::StreamExt as _;
 use nix::sys::signal::Signal;
+use token_agent::{Bus, Exit, TokenAgentProxy};
 use tokio::signal::unix::{SignalKind, signal};
 use zeroize::Zeroizing;
 
@@ -116,7 +115,7 @@ async fn subscribe(agent: &TokenAgentProxy<'static>, name: &str) -> zbus::Result
 /// Connects to the bus (again): a new agent and its subscription to `TokenChanged` for `name`. Shared with
 /// `proxy`, which watches the same signal.
 pub(crate) async fn connect_and_subscribe(bus: &Bus, name: &str) -> zbus::Result<(TokenAgentProxy<'static>, Changes)> {
-    let connection = client::connect(bus).await?;
+    let connection = token_agent::connect(bus).await?;
     let agent = TokenAgentProxy::new(&connection).await?;
     let changes = subscribe(&agent, name).await?;
     Ok((agent, changes))
@@ -231,7 +230,7 @@ async fn apply_change(
             eprintln!(
                 "att-token exec: the token {} is not served now ({}); {program} keeps running with the token it has",
                 args.name,
-                client::error_message(&error)
+                token_agent::error_message(&error)
             );
             return;
         }

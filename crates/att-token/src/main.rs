@@ -1,7 +1,7 @@
 //! `att-token`: the command-line client of att-tokend. See `att-token --help` and att-token(1).
 //!
 //! `exec` (run a program with the token in its environment) and `proxy` (an HTTP proxy that adds the token, from
-//! the token-proxy crate) live in their own modules. Only this binary uses token-proxy: the daemon never links it.
+//! the token-proxy crate) live in their own modules. Only this program uses token-proxy: the daemon never links it.
 
 mod exec;
 mod proxy;
@@ -12,11 +12,10 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use att_tokend::cli::{ForDeviceArgs, GetArgs, ListArgs, LoginArgs, TokenArgs, TokenCommand};
-use att_tokend::client::{self, Exit, TokenAgentProxy, TokenProxy};
-use att_tokend::config::Bus;
+use att_token::cli::{ForDeviceArgs, GetArgs, ListArgs, LoginArgs, TokenArgs, TokenCommand};
 use clap::Parser;
 use futures_util::StreamExt;
+use token_agent::{Bus, Exit, TokenAgentProxy, TokenProxy};
 use token_model::secret::{ExposeSecret, MfaCode};
 use zeroize::Zeroizing;
 
@@ -42,7 +41,7 @@ fn fail(exit: Exit, message: impl Into<String>) -> anyhow::Error {
 /// Turns a method call's error into a [`Failure`] with the daemon's message and the matching exit status.
 fn call_failed(error: zbus::Error) -> anyhow::Error {
     let exit = Exit::for_zbus_error(&error);
-    let mut message = client::error_message(&error);
+    let mut message = token_agent::error_message(&error);
     if exit == Exit::NoDaemon {
         message.push_str(
             "; is att-tokend running? (systemctl status att-tokend) For another bus pass --bus or set ATT_TOKEN_BUS",
@@ -52,15 +51,18 @@ fn call_failed(error: zbus::Error) -> anyhow::Error {
 }
 
 fn is_mfa_required(error: &zbus::Error) -> bool {
-    client::error_name(error).is_some_and(|name| name == format!("{}MfaRequired", client::ERROR_PREFIX))
+    token_agent::error_name(error).is_some_and(|name| name == format!("{}MfaRequired", token_agent::ERROR_PREFIX))
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     // Tokens pass through this process (and `exec` and `proxy` hold them for long): no core dump of it, no reading
-    // of its memory by other processes of the user. Not the core size limit, which `exec`'s program would inherit.
-    if let Err(e) = att_tokend::memory::keep_out_of_core_dumps(false) {
-        eprintln!("att-token: warning: {e}; a crash could write a token to a core dump");
+    // of its memory by other processes of the user (`PR_SET_DUMPABLE` 0, which `execve` does not pass on). Not the
+    // core size limit, which `exec`'s program would inherit.
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        eprintln!(
+            "att-token: warning: could not mark the process undumpable: {e}; a crash could write a token to a core dump"
+        );
     }
     let args = TokenArgs::parse();
     match run(args).await {
@@ -77,7 +79,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: TokenArgs) -> anyhow::Result<u8> {
-    let connection = client::connect(&args.bus).await.map_err(|error| {
+    let connection = token_agent::connect(&args.bus).await.map_err(|error| {
         let hint = match &args.bus {
             Bus::System => "is D-Bus running? (systemctl status dbus)".to_owned(),
             Bus::Session => "is a session bus running? (DBUS_SESSION_BUS_ADDRESS must be set)".to_owned(),
@@ -252,7 +254,7 @@ async fn list_tokens(connection: &zbus::Connection, agent: &TokenAgentProxy<'_>,
 /// `NextRefreshAt` of a token's object, if it can be read.
 /// A token object's `NextRefreshAt` and `LastError` (`None` when the object or property cannot be read).
 async fn token_details(connection: &zbus::Connection, name: &str) -> (Option<i64>, Option<String>) {
-    let Ok(proxy) = TokenProxy::builder(connection).path(client::token_object_path(name)).build().await else {
+    let Ok(proxy) = TokenProxy::builder(connection).path(token_agent::token_object_path(name)).build().await else {
         return (None, None);
     };
     (proxy.next_refresh_at().await.ok(), proxy.last_error().await.ok())
