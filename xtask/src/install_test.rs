@@ -17,7 +17,7 @@ use anyhow::{Context, bail, ensure};
 
 use crate::procs::{Bus, Running, Scratch};
 use crate::sys;
-use crate::util::{cargo, run as run_command};
+use crate::util::{cargo, run as run_command, text};
 
 /// Help for `cargo xtask install-test`.
 pub(crate) const HELP: &str = "\
@@ -348,15 +348,7 @@ fn exercise(fake: &Path) -> anyhow::Result<()> {
     trace.wait_for("reader-probe-1")?;
     let log_before = log_lines(&log);
     let refused = dbus_send(&address, OUTSIDER, "outsider-probe")?;
-    let said = text(&refused.stderr);
-    ensure!(
-        !refused.status.success(),
-        "{OUTSIDER} (not in att-tokens) got an answer from the daemon; the bus policy let the call through"
-    );
-    ensure!(
-        said.contains("org.freedesktop.DBus.Error.AccessDenied") && said.contains("Rejected send message"),
-        "{OUTSIDER} was refused, but not by the bus policy (AccessDenied, \"Rejected send message\"): {said}"
-    );
+    crate::util::refused_by_bus_policy(&refused, OUTSIDER)?;
     let client = att_token(&address, Some(OUTSIDER)).args(["get", "sensor-7"]).output()?;
     ensure!(!client.status.success(), "att-token get as {OUTSIDER} succeeded");
     dbus_send(&address, READER, "reader-probe-2")?;
@@ -652,10 +644,6 @@ fn expand(item: &str, set: &mut std::collections::BTreeSet<String>) -> anyhow::R
 
 fn log_lines(log: &Path) -> usize {
     std::fs::read_to_string(log).map_or(0, |text| text.lines().count())
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).trim().to_owned()
 }
 
 #[cfg(test)]

@@ -1,9 +1,9 @@
 //! Small helpers shared by the subcommands.
 
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Output};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 
 /// The workspace root (the parent of `xtask/`).
 pub(crate) fn workspace_root() -> PathBuf {
@@ -26,5 +26,22 @@ pub(crate) fn run(command: &mut Command) -> anyhow::Result<()> {
     if !status.success() {
         bail!("{shown} failed with {status}");
     }
+    Ok(())
+}
+
+/// Output as text, trimmed.
+pub(crate) fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).trim().to_owned()
+}
+
+/// Checks that `who`'s call (its `refused` output, from `dbus-send`) was refused by the bus policy itself, not by
+/// the daemon: the install test and the system test both ask it of a user outside `att-tokens`.
+pub(crate) fn refused_by_bus_policy(refused: &Output, who: &str) -> anyhow::Result<()> {
+    let said = text(&refused.stderr);
+    ensure!(!refused.status.success(), "{who} (not in att-tokens) got an answer; the bus policy let the call through");
+    ensure!(
+        said.contains("org.freedesktop.DBus.Error.AccessDenied") && said.contains("Rejected send message"),
+        "{who} was refused, but not by the bus policy (AccessDenied, \"Rejected send message\"): {said}"
+    );
     Ok(())
 }

@@ -25,7 +25,7 @@ use anyhow::{Context, bail, ensure};
 
 use crate::procs::{Running, Scratch};
 use crate::sys;
-use crate::util::{cargo, run as run_command};
+use crate::util::{cargo, run as run_command, text};
 use crate::vm;
 
 mod figures;
@@ -277,10 +277,6 @@ fn build_fake_cloud() -> anyhow::Result<PathBuf> {
     ]))
     .context("building the fake cloud failed; fix the error above")?;
     Ok(target_dir.join("release").join("att-fake-cloud"))
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).trim().to_owned()
 }
 
 #[cfg(test)]

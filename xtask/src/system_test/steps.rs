@@ -287,15 +287,7 @@ impl Test<'_> {
                 ],
             )
             .output()?;
-        let said = text(&refused.stderr);
-        ensure!(
-            !refused.status.success(),
-            "{OUTSIDER} (not in att-tokens) got an answer; the bus policy let the call through"
-        );
-        ensure!(
-            said.contains("org.freedesktop.DBus.Error.AccessDenied") && said.contains("Rejected send message"),
-            "{OUTSIDER} was refused, but not by the bus policy: {said}"
-        );
+        crate::util::refused_by_bus_policy(&refused, OUTSIDER)?;
         let client = self.att_token(Some(OUTSIDER), &["get", "sensor-7"])?;
         ensure!(!client.status.success(), "att-token get sensor-7 as {OUTSIDER} succeeded");
         println!(

@@ -22,7 +22,7 @@ use anyhow::{Context, bail, ensure};
 
 use crate::procs::{Running, Scratch};
 use crate::sys;
-use crate::util::run as run_command;
+use crate::util::{run as run_command, text};
 
 mod image;
 mod machine;
@@ -102,11 +102,6 @@ impl Arch {
             Arch::Armhf => ("qemu-system-arm", &["-M", "virt", "-cpu", "cortex-a15"]),
         }
     }
-}
-
-/// Output as text, trimmed.
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).trim().to_owned()
 }
 
 /// What `vm-check` was asked to do.
