@@ -186,7 +186,7 @@ impl Link {
     }
 
     /// Starts an attempt to reconnect, bounded by [`RECONNECT_MAX_DELAY`] and polled beside the loop by
-    /// [`Link::attempt`]: a bus that accepts and never answers holds up nothing else.
+    /// [`Link::event`]: a bus that accepts and never answers holds up nothing else.
     pub fn retry(&mut self) {
         self.attempts += 1;
         let (to, engine, credentials) = (self.reconnect_to.clone(), self.engine.clone(), self.credentials.clone());

@@ -7,7 +7,8 @@
 //! - **lapse review** (`lapse_review`): a daily reminder for sessions that need a login or whose refresh
 //!   token lapses soon.
 //!
-//! Refresh deadlines never ride on this scheduler: they are the session tasks' own timers.
+//! Refresh deadlines never ride on this scheduler: they are the session tasks' own timers. A probe hands the engine
+//! the value (and ground) it probed, so a verdict never lands on a token that a reload replaced meanwhile.
 
 use std::time::{Duration, SystemTime};
 

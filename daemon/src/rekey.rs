@@ -1,6 +1,6 @@
 //! `att-tokend --rekey`: every session file in the state directory sealed again under a new state key. The key
 //! files are read with the sealed format's own reader (`seal`), the files rewritten by the state directory
-//! (`state`), which holds the lock.
+//! (`state_dir`), which holds the lock.
 
 use std::path::Path;
 use std::sync::Arc;

@@ -32,8 +32,9 @@ pub const FORMAT_VERSION: u32 = 2;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
     /// The base URL requests are sent to, without a trailing `/`, e.g. `https://api.allthingstalk.io`. The
-    /// daemon takes it from `[api] url` parsed as the HTTP client does ([`crate::run::origin`]: scheme and host in
-    /// lower case, a default port dropped), so spelling differences in the config do not count as another instance.
+    /// daemon takes it from `[api] url` parsed as the HTTP client does ([`crate::prepare::Prepared::origin`]:
+    /// scheme and host in lower case, a default port dropped), so spelling differences in the config do not count
+    /// as another instance.
     pub api_url: String,
     /// The `[api] client_id`.
     pub client_id: ClientId,

@@ -5,6 +5,9 @@
 //! [`excerpt`] of a name, device id or username, and never any of a password or an MFA code.
 //!
 //! The limits are defined once, here (names and ids by their types in `token_model::ids`).
+//!
+//! Bounded because an error reply as long as its input could exceed the bus's message limit, and the bus would
+//! then disconnect the daemon.
 
 use std::fmt;
 use std::time::Duration;

@@ -9,6 +9,12 @@
 //!
 //! Callers' arguments are checked by [`args`] before anything else, once, into the typed values the engine takes. A token object's properties are read by the
 //! token's readers only ([`TokenObject`]); its `PropertiesChanged` names what changed without the values.
+//! `LastError` holds no token, password, code or username: it is written from the engine's and login-flow's own
+//! messages, which quote none of them and pass on only the cloud's `error_description`, redacted and cut short.
+//!
+//! Every call gets a reply: the main object is handed to the connection builder, so zbus starts its dispatcher
+//! before the first message is read, and every message stream the daemon opens is read continuously (one left
+//! unread stops the connection reading once its queue is full).
 
 pub mod args;
 pub mod callers;

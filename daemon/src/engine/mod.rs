@@ -1,10 +1,10 @@
 //! The token engine: the registry of configured tokens, what each serves right now, and the user sessions
 //! that keep themselves alive.
 //!
-//! - Every configured token is an [`Entry`] whose current value sits behind a short-lived lock that is never
+//! - Every configured token is an `Entry` whose current value sits behind a short-lived lock that is never
 //!   held across an `.await`, so [`Engine::get_token`] is a lookup and a reference-count increment.
 //! - Each user token has a session task (`session`) that owns the refresh token and runs the refresh plan on
-//!   the monotonic clock (`tokio::time::sleep_until`): one refresh at a time, callers asking for a fresher
+//!   the boot-time clock (`crate::clock::Sleeper`): one refresh at a time, callers asking for a fresher
 //!   token queue on that task and share its result.
 //! - Changes go out as [`Event`]s on a broadcast channel; the D-Bus layer turns them into signals and
 //!   `PropertiesChanged`, token files and the service status line follow them. No event carries a secret. An event

@@ -1,6 +1,11 @@
 //! What a request from outside the plan may make a session do: a caller who wants a fresher token
 //! ([`Session::for_caller`]), and an admin's `Refresh` or `Login` ([`Session::for_admin`]). The daemon asks these and
 //! carries out the answer; it derives no timing rule of its own.
+//!
+//! A caller never causes a login, and refreshes early only once the token has lived half its life (with pending
+//! transient failures, one early attempt per [`Policy::caller_retry_gap`]): a reader that could trigger a login
+//! would retry refused credentials as often as it asks, and one that could refresh a young token would make every
+//! impatient caller a refresh. An admin's `Refresh` waits out the refresh floor like any other request.
 
 use std::time::Duration;
 

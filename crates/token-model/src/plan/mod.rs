@@ -26,7 +26,9 @@
 //! Requests are spaced: no two requests (refresh or login) of a session are planned closer together than
 //! [`Policy::refresh_floor`] ([`Session::last_request`] is when the last one's outcome was applied), and a
 //! grant whose access token lives less than that ([`Policy::too_short`]) is not served: it counts as a
-//! transient failure, though its refresh token is taken.
+//! transient failure, though its refresh token is taken. A second request within seconds of the first can only
+//! bring what the first brought, while each refresh rotates the refresh token and opens another moment in which a
+//! lost answer costs the session.
 //!
 //! The serving rule is [`Session::valid_for`]: a token is handed out only while it has more than its margin
 //! left (plus whatever the caller asked for); [`Session::serve_until`] says until when. The margin is

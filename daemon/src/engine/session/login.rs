@@ -1,5 +1,11 @@
 //! Logins and logouts: a person's login (with its MFA step), the unattended login with the configured
 //! credentials, and a logout.
+//!
+//! Credentials the cloud refused, and a logout, hold unattended login, and the hold is saved (`<name>.hold`, with a
+//! salted fingerprint of the credentials, never them): only a `Login` or other credentials lift it, so a refused
+//! password is never sent again on its own. Each refusal counts towards the account's lockout, and a fleet of
+//! gateways restarting would multiply them. A refresh refused for a configuration reason (`invalid_client`, the
+//! grant type) keeps the session and is tried again after the longest backoff.
 
 use std::sync::Arc;
 

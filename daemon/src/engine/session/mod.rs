@@ -12,7 +12,10 @@
 //! - a rotated refresh token is saved (when a store is configured) before the new access token is published;
 //! - a token is published only with the instant its serving window ends (its expiry less the serving margin, on
 //!   the boot-time clock), and [`super::Entry`] never hands it out after that instant;
-//! - one task at a time owns a token's session: a new task for the same name waits for the old one to end;
+//! - before a refresh is sent the session records when (`refresh_sent_at`); a record found at restart marks a
+//!   refresh whose answer never reached the disk;
+//! - one task at a time owns a token's session: a new task for the same name waits for the old one to end (two
+//!   tasks would each present the same refresh token, and once the cloud rotated it the second loses the session);
 //! - the state directory is read and written on the blocking pool, never on the runtime thread: the restore
 //!   when a task starts as well as every save.
 //!

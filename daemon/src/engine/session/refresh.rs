@@ -1,5 +1,10 @@
 //! Serving callers and refreshing: what a caller may make the session do, one refresh at a time, and what
 //! each answer of the cloud does to the session.
+//!
+//! A refused refresh token is blamed on a lost answer ("Most likely cause: a refresh sent at ... was carried out
+//! by the cloud") only when a request's outcome was in doubt: a refresh found unanswered at restart
+//! (`refresh_sent_at`) or one that timed out or lost its connection after it was sent. Any other refusal is told
+//! as a refusal: blaming a crash that never happened would send the operator looking in the wrong place.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
