@@ -457,14 +457,14 @@ async fn introspection_matches_the_committed_xml_body() {
     }
     let committed = std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
-            "{} cannot be read ({e}); run UPDATE_SNAPSHOTS=1 cargo test -p att-tokend --test core_service",
+            "{} cannot be read ({e}); run UPDATE_SNAPSHOTS=1 cargo test -p att-tokend --test it -- core_service::introspection",
             path.display()
         )
     });
     assert_eq!(
         committed, served,
         "the introspection XML differs from the service; if the change is intended, run \
-         UPDATE_SNAPSHOTS=1 cargo test -p att-tokend --test core_service and commit the file"
+         UPDATE_SNAPSHOTS=1 cargo test -p att-tokend --test it -- core_service::introspection and commit the file"
     );
     for member in ["GetToken", "GetTokenValidFor", "GetTokenForDevice", "ListTokens", "Login", "Refresh", "Logout"] {
         assert!(served.contains(&format!("<method name=\"{member}\">")), "{member} is served");
