@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use zbus::Connection;
 
 use crate::config::Bus;
-use crate::dbus::callers::Credentials;
+use crate::dbus::callers::Callers;
 use crate::dbus::{BUS_NAME, Service};
 use crate::engine::Engine;
 
@@ -37,8 +37,8 @@ pub fn builder(bus: &Bus) -> zbus::connection::Builder<'_> {
 }
 
 /// Connects to the configured bus with every object served (without requesting a name).
-pub async fn serve(bus: &Bus, engine: Engine, credentials: Arc<Credentials>) -> anyhow::Result<Service> {
-    Service::serve(builder(bus), engine, credentials).await.with_context(|| {
+pub async fn serve(bus: &Bus, engine: Engine, callers: Arc<Callers>) -> anyhow::Result<Service> {
+    Service::serve(builder(bus), engine, callers).await.with_context(|| {
         format!(
             "could not connect to the {bus} D-Bus bus; check that the bus is running and [daemon] bus in the config"
         )
@@ -48,20 +48,20 @@ pub async fn serve(bus: &Bus, engine: Engine, credentials: Arc<Credentials>) -> 
 /// A connection being made, boxed: see [`connect_bus`].
 type Connecting<'a> = Pin<Box<dyn Future<Output = anyhow::Result<Connection>> + 'a>>;
 
-/// Serves every object on a new connection to `bus`, subscribes to what [`Credentials::watch_bus`] needs, then
+/// Serves every object on a new connection to `bus`, subscribes to what [`Callers::watch_bus`] needs, then
 /// requests the name: the D-Bus side of the daemon, built at start and again after the bus was lost. The engine
 /// (and with it every session) is not part of it.
 ///
 /// The future is boxed: the daemon awaits it from two places (start and reconnection), and one shared state
 /// machine keeps the stripped binary about 40 KiB smaller than two inlined copies (measured).
-pub fn connect_bus<'a>(bus: &'a Bus, engine: &'a Engine, credentials: &'a Arc<Credentials>) -> Connecting<'a> {
-    Box::pin(connect_bus_once(bus, engine, credentials))
+pub fn connect_bus<'a>(bus: &'a Bus, engine: &'a Engine, callers: &'a Arc<Callers>) -> Connecting<'a> {
+    Box::pin(connect_bus_once(bus, engine, callers))
 }
 
-async fn connect_bus_once(bus: &Bus, engine: &Engine, credentials: &Arc<Credentials>) -> anyhow::Result<Connection> {
-    let service = serve(bus, engine.clone(), credentials.clone()).await?;
+async fn connect_bus_once(bus: &Bus, engine: &Engine, callers: &Arc<Callers>) -> anyhow::Result<Connection> {
+    let service = serve(bus, engine.clone(), callers.clone()).await?;
     let connection = service.connection().clone();
-    let forget_leavers = credentials.clone().watch_bus(&connection).await.context(
+    let forget_leavers = callers.clone().watch_bus(&connection).await.context(
         "could not subscribe to NameOwnerChanged on the bus, needed to forget callers that leave; check the bus policy",
     )?;
     if let Some(task) = forget_leavers {
@@ -126,7 +126,7 @@ pub struct Link {
     bus: Bus,
     reconnect_to: Bus,
     engine: Engine,
-    credentials: Arc<Credentials>,
+    callers: Arc<Callers>,
     connection: Option<Connection>,
     reconnecting: Option<Connecting<'static>>,
     retry_at: Instant,
@@ -135,13 +135,13 @@ pub struct Link {
 
 impl Link {
     /// Connects to `bus` with every object served and the name owned.
-    pub async fn connect(bus: Bus, engine: Engine, credentials: Arc<Credentials>) -> anyhow::Result<Self> {
-        let connection = connect_bus(&bus, &engine, &credentials).await?;
+    pub async fn connect(bus: Bus, engine: Engine, callers: Arc<Callers>) -> anyhow::Result<Self> {
+        let connection = connect_bus(&bus, &engine, &callers).await?;
         Ok(Self {
             reconnect_to: reconnect_bus(&bus),
             bus,
             engine,
-            credentials,
+            callers,
             connection: Some(connection),
             reconnecting: None,
             retry_at: Instant::now(),
@@ -176,7 +176,7 @@ impl Link {
     /// its session task and is saved; only the D-Bus side is rebuilt.
     pub fn lost(&mut self) {
         self.connection = None;
-        self.credentials.forget_all();
+        self.callers.forget_all();
         self.attempts = 0;
         self.retry_at = Instant::now() + Duration::from_secs(1);
         tracing::warn!(
@@ -189,11 +189,11 @@ impl Link {
     /// [`Link::event`]: a bus that accepts and never answers holds up nothing else.
     pub fn retry(&mut self) {
         self.attempts += 1;
-        let (to, engine, credentials) = (self.reconnect_to.clone(), self.engine.clone(), self.credentials.clone());
+        let (to, engine, callers) = (self.reconnect_to.clone(), self.engine.clone(), self.callers.clone());
         self.reconnecting = Some(Box::pin(async move {
-            tokio::time::timeout(RECONNECT_MAX_DELAY, connect_bus(&to, &engine, &credentials)).await.unwrap_or_else(
-                |_| Err(anyhow::anyhow!("the bus did not answer within {} s", RECONNECT_MAX_DELAY.as_secs())),
-            )
+            tokio::time::timeout(RECONNECT_MAX_DELAY, connect_bus(&to, &engine, &callers)).await.unwrap_or_else(|_| {
+                Err(anyhow::anyhow!("the bus did not answer within {} s", RECONNECT_MAX_DELAY.as_secs()))
+            })
         }));
     }
 

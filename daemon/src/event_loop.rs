@@ -29,7 +29,7 @@ use zbus::Connection;
 use crate::bus_link::{self, Link, LinkEvent};
 use crate::clock::{self, ClockPolicy};
 use crate::config::{self, Bus, Config};
-use crate::dbus::callers::Credentials;
+use crate::dbus::callers::Callers;
 use crate::engine::{Cloud, Engine, Event, SessionSettings, StateStore, Tally};
 use crate::prepare::{self, Prepared};
 use crate::{maintenance, memory, state_dir, token_files};
@@ -101,7 +101,7 @@ impl Daemon {
         token_files::spawn(engine.clone(), dir);
 
         // The D-Bus side, rebuilt when the bus is lost; the engine and its sessions live on meanwhile.
-        let link = Link::connect(config.daemon.bus.clone(), engine.clone(), Arc::new(Credentials::bus())).await?;
+        let link = Link::connect(config.daemon.bus.clone(), engine.clone(), Arc::new(Callers::bus())).await?;
         tracing::info!(bus = %config.daemon.bus, tokens = engine.names().len(), "att-tokend is ready");
         let status = status_line(&engine, &config.daemon.bus);
         notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&status)]);

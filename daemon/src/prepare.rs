@@ -14,7 +14,7 @@ use token_model::plan::Policy;
 use crate::config::{
     self, ApiConfig, Config, RefreshConfig, ResolvedAccess, TokenSecrets, TokenSpec as ConfigTokenSpec,
 };
-use crate::engine::{Cloud, EngineConfig, TokenSource, TokenSpec, Unattended};
+use crate::engine::{Cloud, EngineConfig, Provision, TokenSpec, Unattended};
 use crate::seal::{KeySource, StateKey};
 use crate::state_file::Origin;
 
@@ -79,9 +79,9 @@ fn engine_config(config: &Config, access: &ResolvedAccess, secrets: Vec<TokenSec
         .zip(secrets)
         .map(|(token, secrets)| {
             let readers = access.readers.get(&token.name).cloned().unwrap_or_default();
-            let source = match (&token.spec, secrets) {
+            let provision = match (&token.spec, secrets) {
                 (ConfigTokenSpec::User(user), TokenSecrets::User { password, totp_seed }) => {
-                    TokenSource::User(match (&user.username, password) {
+                    Provision::User(match (&user.username, password) {
                         (Some(username), Some(password)) => {
                             Some(Unattended { username: username.clone(), password, totp_seed })
                         }
@@ -89,14 +89,14 @@ fn engine_config(config: &Config, access: &ResolvedAccess, secrets: Vec<TokenSec
                     })
                 }
                 (ConfigTokenSpec::Device { device_id, .. }, TokenSecrets::Static(token)) => {
-                    TokenSource::Device { device: device_id.clone(), token }
+                    Provision::Device { device: device_id.clone(), token }
                 }
                 (ConfigTokenSpec::Ground { ground_id, devices, .. }, TokenSecrets::Static(token)) => {
-                    TokenSource::Ground { ground: ground_id.clone(), devices: devices.clone(), token }
+                    Provision::Ground { ground: ground_id.clone(), devices: devices.clone(), token }
                 }
                 (_, _) => unreachable!("Config::read_secrets reads each token's secrets after its kind"),
             };
-            TokenSpec { name: token.name.clone(), readers, source, files: token.files.clone() }
+            TokenSpec { name: token.name.clone(), readers, provision, files: token.files.clone() }
         })
         .collect();
     EngineConfig { admins: access.admins.clone(), tokens }

@@ -1,30 +1,30 @@
 //! Validated identifiers: token names, device and ground ids, token kinds and client ids.
 //!
-//! Constructors check their input and say what is wrong and what a valid value looks like. An error quotes at most a
-//! short escaped [`excerpt`] of the input, never all of it: input may come from anyone on the bus.
+//! Constructors check their input and say what is wrong and what a valid value looks like. An error holds at most a
+//! short escaped [`quote`] of the input, never all of it: input may come from anyone on the bus.
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// The most characters of an input that [`excerpt`] quotes.
-pub const EXCERPT_CHARS: usize = 32;
-/// The most bytes of escaped text that [`excerpt`] quotes (escapes such as `\u{1}` take several bytes).
-pub const EXCERPT_BYTES: usize = 96;
+/// The most characters of an input that [`quote`] quotes.
+pub const QUOTE_CHARS: usize = 32;
+/// The most bytes of escaped text that [`quote`] quotes (escapes such as `\u{1}` take several bytes).
+pub const QUOTE_BYTES: usize = 96;
 
-/// A short, escaped excerpt of `input` for a message: in double quotes, at most [`EXCERPT_CHARS`] characters and
-/// [`EXCERPT_BYTES`] bytes of it with control characters, quotes and backslashes escaped as Rust escapes them, then
+/// A short, escaped quote of `input` for a message: in double quotes, at most [`QUOTE_CHARS`] characters and
+/// [`QUOTE_BYTES`] bytes of it with control characters, quotes and backslashes escaped as Rust escapes them, then
 /// `…` and the input's length in bytes when it was cut. Reads no more of `input` than it quotes (and its length),
 /// so it costs the same for 8 MiB as for 8 bytes. Never use it on a secret.
-pub fn excerpt(input: &str) -> String {
-    let mut out = String::with_capacity(EXCERPT_BYTES + 32);
+pub fn quote(input: &str) -> String {
+    let mut out = String::with_capacity(QUOTE_BYTES + 32);
     out.push('"');
     let mut cut = false;
     for (taken, c) in input.chars().enumerate() {
         let escaped = c.escape_debug();
         let width: usize = escaped.clone().map(char::len_utf8).sum();
-        if taken == EXCERPT_CHARS || out.len() - 1 + width > EXCERPT_BYTES {
+        if taken == QUOTE_CHARS || out.len() - 1 + width > QUOTE_BYTES {
             cut = true;
             break;
         }
@@ -37,7 +37,7 @@ pub fn excerpt(input: &str) -> String {
     out
 }
 
-/// Why a string is not a valid identifier of some kind. The strings held are [`excerpt`]s of the input, never the
+/// Why a string is not a valid identifier of some kind. The strings held are [`quote`]s of the input, never the
 /// whole of it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
@@ -51,7 +51,7 @@ pub enum IdError {
     ResourceId {
         /// Which kind of id ("device", "ground", "asset").
         what: &'static str,
-        /// An [`excerpt`] of the rejected value (ids are not secret).
+        /// A [`quote`] of the rejected value (ids are not secret).
         value: String,
     },
     /// A token kind other than `user`, `device` or `ground`.
@@ -85,7 +85,7 @@ impl TokenName {
         let ok = !value.is_empty()
             && value.len() <= Self::MAX_LEN
             && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if ok { Ok(()) } else { Err(IdError::TokenName(excerpt(value))) }
+        if ok { Ok(()) } else { Err(IdError::TokenName(quote(value))) }
     }
 
     /// The name as a string.
@@ -117,7 +117,7 @@ macro_rules! resource_id {
                 if value.len() == Self::LEN && value.bytes().all(|b| b.is_ascii_alphanumeric()) {
                     Ok(())
                 } else {
-                    Err(IdError::ResourceId { what: $what, value: excerpt(value) })
+                    Err(IdError::ResourceId { what: $what, value: quote(value) })
                 }
             }
 
@@ -194,7 +194,7 @@ impl ClientId {
         if !value.is_empty() && value.len() <= 64 && value.bytes().all(|b| b.is_ascii_graphic()) {
             Ok(Self(value))
         } else {
-            Err(IdError::ClientId(excerpt(&value)))
+            Err(IdError::ClientId(quote(&value)))
         }
     }
 
@@ -242,7 +242,7 @@ impl FromStr for TokenKind {
             "user" => Ok(TokenKind::User),
             "device" => Ok(TokenKind::Device),
             "ground" => Ok(TokenKind::Ground),
-            other => Err(IdError::Kind(excerpt(other))),
+            other => Err(IdError::Kind(quote(other))),
         }
     }
 }
@@ -282,7 +282,7 @@ mod tests {
             assert!(message.len() < 400, "{} bytes", message.len());
             assert!(message.contains(&format!("\"{}\"… (200000 bytes)", "x/".repeat(16))), "{message}");
         }
-        assert_eq!(TokenName::new("a b").unwrap_err(), IdError::TokenName(excerpt("a b")));
+        assert_eq!(TokenName::new("a b").unwrap_err(), IdError::TokenName(quote("a b")));
     }
 
     #[test]
@@ -295,25 +295,25 @@ mod tests {
     }
 
     #[test]
-    fn excerpts_are_short_escaped_and_say_the_length() {
-        assert_eq!(excerpt("main"), "\"main\"");
-        assert_eq!(excerpt("a\"b\\c"), "\"a\\\"b\\\\c\"");
-        assert_eq!(excerpt("\u{1}\n"), "\"\\u{1}\\n\"");
+    fn quotes_are_short_escaped_and_say_the_length() {
+        assert_eq!(quote("main"), "\"main\"");
+        assert_eq!(quote("a\"b\\c"), "\"a\\\"b\\\\c\"");
+        assert_eq!(quote("\u{1}\n"), "\"\\u{1}\\n\"");
         let long = "x".repeat(8 << 20);
-        assert_eq!(excerpt(&long), format!("\"{}\"\u{2026} (8388608 bytes)", "x".repeat(EXCERPT_CHARS)));
+        assert_eq!(quote(&long), format!("\"{}\"\u{2026} (8388608 bytes)", "x".repeat(QUOTE_CHARS)));
         // Control characters take six bytes each escaped: the byte bound cuts first.
         let controls = "\u{1}".repeat(1000);
-        let quoted = excerpt(&controls);
-        assert!(quoted.len() <= EXCERPT_BYTES + 2 + "\u{2026} (1000 bytes)".len(), "{quoted}");
+        let quoted = quote(&controls);
+        assert!(quoted.len() <= QUOTE_BYTES + 2 + "\u{2026} (1000 bytes)".len(), "{quoted}");
         assert!(quoted.starts_with("\"\\u{1}\\u{1}") && quoted.ends_with("(1000 bytes)"), "{quoted}");
         assert!(!quoted.contains('\u{1}'), "no raw control byte: {quoted}");
         // A cut never splits a character.
         let wide = "\u{10ffff}".repeat(100);
-        assert!(excerpt(&wide).ends_with("(400 bytes)"));
+        assert!(quote(&wide).ends_with("(400 bytes)"));
     }
 
     #[test]
-    fn errors_quote_an_excerpt_of_long_input() {
+    fn errors_quote_only_the_start_of_long_input() {
         let long = "\u{1}".repeat(1 << 20);
         for message in [
             TokenName::new(long.clone()).unwrap_err().to_string(),

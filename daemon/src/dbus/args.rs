@@ -1,8 +1,8 @@
 //! Bounds on what callers send: every string and number a method takes is checked here, once, lengths first,
 //! before the caller is looked up and before anything is copied, and comes out as the typed value the engine
 //! takes (a [`TokenName`], a [`DeviceId`], a [`Duration`]). A refusal is [`InvalidArgs`]
-//! (`org.freedesktop.DBus.Error.InvalidArgs`) with a message of a few hundred bytes at most: it quotes an
-//! [`excerpt`] of a name, device id or username, and never any of a password or an MFA code.
+//! (`org.freedesktop.DBus.Error.InvalidArgs`) with a message of a few hundred bytes at most: it holds a short
+//! [`quote`] of a name, device id or username, and never any of a password or an MFA code.
 //!
 //! The limits are defined once, here (names and ids by their types in `token_model::ids`).
 //!
@@ -12,7 +12,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use token_model::ids::{DeviceId, TokenName, excerpt};
+use token_model::ids::{DeviceId, TokenName, quote};
 use token_model::secret::MfaCode;
 
 /// A caller's argument refused: `org.freedesktop.DBus.Error.InvalidArgs` with this message, which says what is
@@ -70,13 +70,13 @@ pub fn login(name_arg: &str, username: &str, password: &str, code: &str) -> Resu
     if username.len() > MAX_USERNAME {
         return Err(InvalidArgs(format!(
             "the username {} is too long: at most {MAX_USERNAME} bytes; give the AllThingsTalk account's username",
-            excerpt(username)
+            quote(username)
         )));
     }
     if username.chars().any(char::is_control) {
         return Err(InvalidArgs(format!(
             "the username {} has a control character; give the AllThingsTalk account's username",
-            excerpt(username)
+            quote(username)
         )));
     }
     if username.trim().is_empty() {

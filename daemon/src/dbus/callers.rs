@@ -6,7 +6,7 @@
 //!   falling back to the user's groups from the system database when the bus does not report groups;
 //! - on a peer-to-peer connection, from the socket's peer credentials.
 //!
-//! Bus credentials are cached per unique name; [`Credentials::watch_bus`] drops an entry as soon as its
+//! Bus credentials are cached per unique name; [`Callers::watch_bus`] drops an entry as soon as its
 //! name leaves the bus, also when it leaves while its lookup is in flight (the answer is then not cached), so no
 //! entry outlives its caller. The cache holds at most [`MAX_CACHED_CALLERS`] entries and at most
 //! [`MAX_LOOKUPS_IN_FLIGHT`] lookups run at once; a call beyond that is refused at once.
@@ -42,7 +42,7 @@ struct BusCredentials {
 /// Why the caller's identity could not be established.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum CredentialsError {
+pub enum CallerLookupError {
     /// The message carried no sender on a bus connection.
     #[error("the call carries no sender, so the caller cannot be identified; call through the message bus")]
     NoSender,
@@ -91,7 +91,7 @@ struct Cache {
 /// A lookup under way for one unique name; dropping it (a call abandoned mid-lookup) ends it uncached.
 #[derive(Debug)]
 struct Lookup<'a> {
-    credentials: &'a Credentials,
+    callers: &'a Callers,
     name: Box<str>,
     done: bool,
 }
@@ -101,7 +101,7 @@ impl Lookup<'_> {
     /// full.
     fn finish(mut self, caller: &Caller) {
         self.done = true;
-        let mut cache = self.credentials.lock();
+        let mut cache = self.callers.lock();
         let left = end_lookup(&mut cache, &self.name);
         if !left && cache.callers.len() < MAX_CACHED_CALLERS {
             cache.callers.insert(self.name.clone(), caller.clone());
@@ -112,7 +112,7 @@ impl Lookup<'_> {
 impl Drop for Lookup<'_> {
     fn drop(&mut self) {
         if !self.done {
-            end_lookup(&mut self.credentials.lock(), &self.name);
+            end_lookup(&mut self.callers.lock(), &self.name);
         }
     }
 }
@@ -131,12 +131,12 @@ fn end_lookup(cache: &mut Cache, name: &str) -> bool {
 
 /// Resolves and caches the identity of callers.
 #[derive(Debug)]
-pub struct Credentials {
+pub struct Callers {
     source: Source,
     cache: std::sync::Mutex<Cache>,
 }
 
-impl Credentials {
+impl Callers {
     /// Identities from the message bus (`GetConnectionCredentials`), cached per unique name.
     pub fn bus() -> Self {
         Self::with_source(Source::Bus)
@@ -163,14 +163,14 @@ impl Credentials {
     }
 
     /// Starts a lookup of `name`, unless [`MAX_LOOKUPS_IN_FLIGHT`] are under way.
-    fn begin_lookup(&self, name: &str) -> Result<Lookup<'_>, CredentialsError> {
+    fn begin_lookup(&self, name: &str) -> Result<Lookup<'_>, CallerLookupError> {
         let mut cache = self.lock();
         if cache.lookups >= MAX_LOOKUPS_IN_FLIGHT {
-            return Err(CredentialsError::Busy);
+            return Err(CallerLookupError::Busy);
         }
         cache.lookups += 1;
         cache.in_flight.entry(name.into()).or_insert((0, false)).0 += 1;
-        Ok(Lookup { credentials: self, name: name.into(), done: false })
+        Ok(Lookup { callers: self, name: name.into(), done: false })
     }
 
     /// The identity of the sender of a call received on `connection`.
@@ -178,7 +178,7 @@ impl Credentials {
         &self,
         connection: &Connection,
         sender: Option<&UniqueName<'_>>,
-    ) -> Result<Caller, CredentialsError> {
+    ) -> Result<Caller, CallerLookupError> {
         match &self.source {
             Source::Fixed(caller) => Ok(caller.clone()),
             Source::Peer => {
@@ -186,13 +186,13 @@ impl Credentials {
                 if let Some(caller) = self.cached("") {
                     return Ok(caller);
                 }
-                let creds = connection.peer_creds().await.map_err(|e| CredentialsError::Bus(e.to_string()))?;
+                let creds = connection.peer_creds().await.map_err(|e| CallerLookupError::Bus(e.to_string()))?;
                 let caller = from_credentials(creds.unix_user_id(), creds.unix_group_ids().cloned()).await?;
                 self.lock().callers.insert("".into(), caller.clone());
                 Ok(caller)
             }
             Source::Bus => {
-                let sender = sender.ok_or(CredentialsError::NoSender)?;
+                let sender = sender.ok_or(CallerLookupError::NoSender)?;
                 if let Some(caller) = self.cached(sender.as_str()) {
                     return Ok(caller);
                 }
@@ -201,9 +201,9 @@ impl Credentials {
                 let reply = connection
                     .call_method(Some(BUS), BUS_PATH, Some(BUS), "GetConnectionCredentials", &(sender.as_str(),))
                     .await
-                    .map_err(|e| CredentialsError::Bus(e.to_string()))?;
+                    .map_err(|e| CallerLookupError::Bus(e.to_string()))?;
                 let creds: BusCredentials =
-                    reply.body().deserialize().map_err(|e| CredentialsError::Bus(e.to_string()))?;
+                    reply.body().deserialize().map_err(|e| CallerLookupError::Bus(e.to_string()))?;
                 let caller = from_credentials(creds.unix_user_id, creds.unix_group_ids).await?;
                 lookup.finish(&caller);
                 Ok(caller)
@@ -268,8 +268,8 @@ impl Credentials {
 }
 
 /// A caller from the credentials a bus or socket reported; groups from the system database when absent.
-async fn from_credentials(uid: Option<u32>, groups: Option<Vec<u32>>) -> Result<Caller, CredentialsError> {
-    let uid = uid.ok_or(CredentialsError::NoUid)?;
+async fn from_credentials(uid: Option<u32>, groups: Option<Vec<u32>>) -> Result<Caller, CallerLookupError> {
+    let uid = uid.ok_or(CallerLookupError::NoUid)?;
     let groups = match groups {
         Some(groups) => groups,
         // The user database may sit behind the network (LDAP, SSSD): ask it on the blocking pool.
@@ -298,39 +298,39 @@ mod tests {
 
     #[test]
     fn a_caller_that_leaves_during_its_lookup_is_not_cached() {
-        let credentials = Credentials::bus();
+        let callers = Callers::bus();
         let caller = Caller::new(1000, [1000]);
-        let lookup = credentials.begin_lookup(":1.7").expect("a lookup");
+        let lookup = callers.begin_lookup(":1.7").expect("a lookup");
         // NameOwnerChanged arrives while GetConnectionCredentials is on its way.
-        credentials.forget(":1.7");
+        callers.forget(":1.7");
         lookup.finish(&caller);
-        assert_eq!(credentials.cached_callers(), 0, "a name that left is not cached");
+        assert_eq!(callers.cached_callers(), 0, "a name that left is not cached");
         // A caller that stays is cached, and forgotten when it leaves.
-        credentials.begin_lookup(":1.8").expect("a lookup").finish(&caller);
-        assert_eq!(credentials.cached_callers(), 1);
-        credentials.forget(":1.8");
-        assert_eq!(credentials.cached_callers(), 0);
+        callers.begin_lookup(":1.8").expect("a lookup").finish(&caller);
+        assert_eq!(callers.cached_callers(), 1);
+        callers.forget(":1.8");
+        assert_eq!(callers.cached_callers(), 0);
         // A lookup abandoned midway leaves nothing behind.
-        drop(credentials.begin_lookup(":1.9").expect("a lookup"));
-        credentials.begin_lookup(":1.9").expect("a lookup").finish(&caller);
-        assert_eq!(credentials.cached_callers(), 1, "an abandoned lookup does not mark the name as gone");
+        drop(callers.begin_lookup(":1.9").expect("a lookup"));
+        callers.begin_lookup(":1.9").expect("a lookup").finish(&caller);
+        assert_eq!(callers.cached_callers(), 1, "an abandoned lookup does not mark the name as gone");
     }
 
     #[test]
     fn the_cache_and_the_lookups_in_flight_are_bounded() {
-        let credentials = Credentials::bus();
+        let callers = Callers::bus();
         let caller = Caller::new(1000, [1000]);
         for n in 0..MAX_CACHED_CALLERS + 10 {
-            credentials.begin_lookup(&format!(":1.{n}")).expect("a lookup").finish(&caller);
+            callers.begin_lookup(&format!(":1.{n}")).expect("a lookup").finish(&caller);
         }
-        assert_eq!(credentials.cached_callers(), MAX_CACHED_CALLERS, "the cache stops growing at its bound");
+        assert_eq!(callers.cached_callers(), MAX_CACHED_CALLERS, "the cache stops growing at its bound");
         let under_way: Vec<Lookup<'_>> = (0..MAX_LOOKUPS_IN_FLIGHT)
-            .map(|n| credentials.begin_lookup(&format!(":2.{n}")).expect("a lookup within the bound"))
+            .map(|n| callers.begin_lookup(&format!(":2.{n}")).expect("a lookup within the bound"))
             .collect();
-        let refused = credentials.begin_lookup(":3.0").expect_err("one lookup too many is refused");
+        let refused = callers.begin_lookup(":3.0").expect_err("one lookup too many is refused");
         assert!(refused.to_string().contains("try again"), "{refused}");
         drop(under_way);
-        assert!(credentials.begin_lookup(":3.0").is_ok(), "lookups that ended free their places");
+        assert!(callers.begin_lookup(":3.0").is_ok(), "lookups that ended free their places");
     }
 
     #[test]

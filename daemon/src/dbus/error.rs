@@ -8,7 +8,7 @@ use zbus::message::{Header, Message};
 use zbus::names::ErrorName;
 
 use crate::dbus::args::InvalidArgs;
-use crate::dbus::callers::CredentialsError;
+use crate::dbus::callers::CallerLookupError;
 use crate::engine::EngineError;
 
 /// What a method of the service fails with: an [`AgentError`] of the contract, or one of the standard
@@ -81,11 +81,11 @@ impl From<InvalidArgs> for ServiceError {
 
 /// A caller whose identity could not be established is refused (`AccessDenied`), except while too many lookups
 /// are under way: that is transient (`Unavailable`), and the caller may try again.
-impl From<CredentialsError> for ServiceError {
-    fn from(e: CredentialsError) -> Self {
+impl From<CallerLookupError> for ServiceError {
+    fn from(e: CallerLookupError) -> Self {
         let message = e.to_string();
         match e {
-            CredentialsError::Busy => ServiceError::Agent(AgentError::Unavailable(message)),
+            CallerLookupError::Busy => ServiceError::Agent(AgentError::Unavailable(message)),
             _ => ServiceError::Standard(zbus::fdo::Error::AccessDenied(message)),
         }
     }

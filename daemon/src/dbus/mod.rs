@@ -34,7 +34,7 @@ use zbus::names::InterfaceName;
 use zbus::object_server::SignalEmitter;
 use zbus::{Connection, Signature, Type, Variant, interface};
 
-use self::callers::Credentials;
+use self::callers::Callers;
 use self::error::ServiceError;
 use crate::access::Caller;
 use crate::engine::{Engine, EngineError, Event, Reread, Served, Status, TokenValue};
@@ -66,12 +66,12 @@ impl Type for TokenReply {
 #[derive(Debug)]
 pub struct Agent {
     engine: Engine,
-    credentials: Arc<Credentials>,
+    callers: Arc<Callers>,
 }
 
 impl Agent {
     async fn caller(&self, connection: &Connection, header: &Header<'_>) -> Result<Caller, ServiceError> {
-        self.credentials.caller(connection, header.sender()).await.map_err(ServiceError::from)
+        self.callers.caller(connection, header.sender()).await.map_err(ServiceError::from)
     }
 
     async fn admin(&self, connection: &Connection, header: &Header<'_>, what: &str) -> Result<(), ServiceError> {
@@ -313,7 +313,7 @@ impl TokenProperties {
 #[derive(Debug)]
 pub struct TokenObject {
     properties: TokenProperties,
-    credentials: Arc<Credentials>,
+    callers: Arc<Callers>,
 }
 
 impl TokenObject {
@@ -327,7 +327,7 @@ impl TokenObject {
             )
             .into());
         };
-        let caller = self.credentials.caller(connection, header.sender()).await.map_err(ServiceError::from)?;
+        let caller = self.callers.caller(connection, header.sender()).await.map_err(ServiceError::from)?;
         Ok(self.properties.engine.may_read(&self.properties.name, &caller)?)
     }
 }
@@ -425,7 +425,7 @@ impl zbus::object_server::Interface for TokenObject {
 pub struct Service {
     connection: Connection,
     engine: Engine,
-    credentials: Arc<Credentials>,
+    callers: Arc<Callers>,
 }
 
 impl Service {
@@ -435,11 +435,11 @@ impl Service {
     /// The main object goes into the builder rather than onto a built connection: then zbus starts its method
     /// dispatcher before the connection reads its first message. An object added to a connection already
     /// reading can miss a call that arrives before the dispatcher has started; that call never gets a reply.
-    pub async fn serve(builder: Builder<'_>, engine: Engine, credentials: Arc<Credentials>) -> zbus::Result<Self> {
+    pub async fn serve(builder: Builder<'_>, engine: Engine, callers: Arc<Callers>) -> zbus::Result<Self> {
         let events = engine.subscribe();
-        let agent = Agent { engine: engine.clone(), credentials: credentials.clone() };
+        let agent = Agent { engine: engine.clone(), callers: callers.clone() };
         let connection = builder.serve_at(OBJECT_PATH, agent).build().await?;
-        let service = Service { connection, engine, credentials };
+        let service = Service { connection, engine, callers };
         let mut published = BTreeMap::new();
         service.sync_objects(&mut published).await?;
         tokio::spawn(service.clone().forward(events, published));
@@ -464,7 +464,7 @@ impl Service {
             if let btree_map::Entry::Vacant(slot) = published.entry(name.clone()) {
                 let object = TokenObject {
                     properties: TokenProperties { engine: self.engine.clone(), name: name.clone() },
-                    credentials: self.credentials.clone(),
+                    callers: self.callers.clone(),
                 };
                 self.connection.object_server().at(token_path(&name).as_str(), object).await?;
                 if let Some((_, status)) = self.engine.status(&name) {

@@ -66,8 +66,8 @@ impl From<LoginError> for LoginFailure {
     }
 }
 
-/// A token grant, as the engine needs it.
-pub(crate) struct Grant {
+/// The tokens the cloud granted (with its times), as the engine needs them.
+pub(crate) struct CloudTokens {
     pub(crate) access: AccessToken,
     pub(crate) expires_in: Duration,
     /// `None` when the reply carried no refresh token.
@@ -76,9 +76,9 @@ pub(crate) struct Grant {
     pub(crate) issued: Option<SystemTime>,
 }
 
-impl From<TokenGrant> for Grant {
+impl From<TokenGrant> for CloudTokens {
     fn from(g: TokenGrant) -> Self {
-        Grant {
+        CloudTokens {
             access: g.access_token,
             expires_in: g.expires_in,
             refresh: g.refresh_token,
@@ -105,7 +105,7 @@ impl Cloud {
         self.client.config().base_url().as_str().trim_end_matches('/').to_owned()
     }
 
-    pub(crate) async fn refresh(&self, refresh: &RefreshToken) -> Result<Grant, Failure> {
+    pub(crate) async fn refresh(&self, refresh: &RefreshToken) -> Result<CloudTokens, Failure> {
         Ok(self.client.refresh(refresh).await?.into())
     }
 
@@ -114,7 +114,7 @@ impl Cloud {
         username: &str,
         password: &Password,
         code: Option<&MfaCode>,
-    ) -> Result<Grant, LoginFailure> {
+    ) -> Result<CloudTokens, LoginFailure> {
         let credentials = Credentials::new(username, password.clone());
         Ok(self.client.login_with_code(&credentials, code).await?.into())
     }
@@ -124,7 +124,7 @@ impl Cloud {
         username: &str,
         password: &Password,
         seed: Option<&TotpSeed>,
-    ) -> Result<Grant, LoginFailure> {
+    ) -> Result<CloudTokens, LoginFailure> {
         let credentials = Credentials::new(username, password.clone());
         let grant = match seed {
             Some(seed) => self.client.login_with_totp(&credentials, seed).await?,

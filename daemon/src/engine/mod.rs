@@ -140,14 +140,14 @@ pub struct TokenSpec {
     /// Who may read it (admins and root always may).
     pub readers: Principals,
     /// What kind of token, with what the kind needs.
-    pub source: TokenSource,
+    pub provision: Provision,
     /// Files that hold the token while it is served (`[[token]] files`), kept by [`crate::token_files`].
     pub files: Vec<PathBuf>,
 }
 
-/// What a configured token is.
+/// How a configured token is provided: a user session, a device token or a ground token.
 #[derive(Debug, Clone)]
-pub enum TokenSource {
+pub enum Provision {
     /// A user session, with optional credentials for unattended re-login.
     User(Option<Unattended>),
     /// A device token.
@@ -168,12 +168,12 @@ pub enum TokenSource {
     },
 }
 
-impl TokenSource {
+impl Provision {
     fn kind(&self) -> TokenKind {
         match self {
-            TokenSource::User(_) => TokenKind::User,
-            TokenSource::Device { .. } => TokenKind::Device,
-            TokenSource::Ground { .. } => TokenKind::Ground,
+            Provision::User(_) => TokenKind::User,
+            Provision::Device { .. } => TokenKind::Device,
+            Provision::Ground { .. } => TokenKind::Ground,
         }
     }
 }
@@ -393,10 +393,10 @@ impl Engine {
         let old = self.registry();
         let mut entries = HashMap::new();
         for spec in config.tokens {
-            let kind = spec.source.kind();
+            let kind = spec.provision.kind();
             let previous = old.entries.get(spec.name.as_str()).filter(|e| e.kind == kind);
-            let entry = match spec.source {
-                TokenSource::User(unattended) => {
+            let entry = match spec.provision {
+                Provision::User(unattended) => {
                     let handle = match previous.and_then(|p| p.session.clone()) {
                         Some(handle) => {
                             handle.reconfigure(unattended.clone());
@@ -433,7 +433,7 @@ impl Engine {
                         }
                     }
                 }
-                TokenSource::Device { device, token } => static_entry(
+                Provision::Device { device, token } => static_entry(
                     spec.name,
                     kind,
                     (spec.readers, spec.files),
@@ -442,7 +442,7 @@ impl Engine {
                     token,
                     previous,
                 ),
-                TokenSource::Ground { ground, devices, token } => {
+                Provision::Ground { ground, devices, token } => {
                     let configured = devices.is_some();
                     let devices = match devices {
                         Some(devices) => devices,

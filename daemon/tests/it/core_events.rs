@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::core_support::*;
-use att_tokend::dbus::callers::Credentials;
+use att_tokend::dbus::callers::Callers;
 use att_tokend::engine::Event;
 use att_tokend::prepare;
 use token_model::ids::TokenName;
@@ -35,7 +35,7 @@ async fn a_status_event_writes_the_files_of_the_token_it_names_only_body() {
             &format!("ground_id = \"{GROUND}\"\nfiles = [\"{}\"]\n", site_file.display()),
             1,
         );
-    let harness = Harness::start(dir, &text, Credentials::peer()).await;
+    let harness = Harness::start(dir, &text, Callers::peer()).await;
     let manifest_dir = tempfile::tempdir().unwrap();
     let files_state = att_tokend::state_dir::StateDir::open(manifest_dir.path()).unwrap();
     att_tokend::token_files::spawn(harness.engine.clone(), files_state);

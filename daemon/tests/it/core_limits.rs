@@ -76,7 +76,7 @@ async fn calls_waiting_in_the_engine_are_bounded_body() {
         })
         .collect();
     let text = config_text(dir.path(), &cloud.url(), &extra);
-    let harness = Harness::start(dir, &text, att_tokend::dbus::callers::Credentials::peer()).await;
+    let harness = Harness::start(dir, &text, att_tokend::dbus::callers::Callers::peer()).await;
     slow_logins(&cloud, u32::try_from(count).expect("a few tokens"));
     let (refused, other, messages) = logins_at_once(&harness, &tokens, per_token).await;
     println!("{count} sessions: {other} calls waited and were answered, {refused} were refused at once");

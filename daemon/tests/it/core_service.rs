@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::core_support::*;
 use att_tokend::access::Caller;
-use att_tokend::dbus::callers::Credentials;
+use att_tokend::dbus::callers::Callers;
 use att_tokend::maintenance;
 use att_tokend::prepare;
 use fake_cloud::{Fault, FaultKind};
@@ -52,7 +52,7 @@ async fn static_tokens_are_served_to_readers_and_denied_to_others_body() {
     assert_eq!(sensor.state().await.unwrap(), "valid");
 
     // The same service seen by a caller who is neither reader nor admin.
-    let (_server, stranger) = pair(&harness.engine, Credentials::fixed(Caller::new(4242, [4242]))).await;
+    let (_server, stranger) = pair(&harness.engine, Callers::fixed(Caller::new(4242, [4242]))).await;
     let stranger = agent_on(&stranger).await;
     let denied = stranger.get_token("sensor-7").await;
     assert_eq!(error_name(&denied), "org.freedesktop.DBus.Error.AccessDenied");
@@ -346,7 +346,7 @@ async fn restart_resumes_from_state_dir_without_a_new_login_body() {
     let cloud = fake_cloud(Duration::from_secs(6)).await;
     let dir = tempfile::tempdir().unwrap();
     let text = config_text(dir.path(), &cloud.url(), "");
-    let harness = Harness::start(dir, &text, Credentials::peer()).await;
+    let harness = Harness::start(dir, &text, Callers::peer()).await;
     login(&harness, &cloud).await;
     let (before, _) = harness.agent().await.get_token("main").await.unwrap();
     let state_file = harness.config.daemon.state_dir.join("main.json");
@@ -355,7 +355,7 @@ async fn restart_resumes_from_state_dir_without_a_new_login_body() {
     let dir = harness.stop().await;
 
     let logins = cloud.control().counters().password_grants;
-    let harness = Harness::start(dir, &text, Credentials::peer()).await;
+    let harness = Harness::start(dir, &text, Callers::peer()).await;
     let agent = harness.agent().await;
     let (after, _) = agent.get_token("main").await.expect("the restored session serves at once");
     assert_eq!(after, before);
@@ -385,7 +385,7 @@ async fn unattended_login_with_totp_needs_nobody_body() {
         seed.display()
     );
     let text = config_text(dir.path(), &cloud.url(), &extra);
-    let harness = Harness::start(dir, &text, Credentials::peer()).await;
+    let harness = Harness::start(dir, &text, Callers::peer()).await;
     let agent = harness.agent().await;
     let (token, _) = eventually(LONG, "the daemon logs in by itself", || {
         let agent = agent.clone();
@@ -594,25 +594,25 @@ async fn on_a_bus_callers_are_identified_by_the_bus_and_forgotten_when_they_leav
 
     let connect = || async { zbus::connection::Builder::address(bus.address.as_str()).build().await.unwrap() };
     let client = connect().await;
-    let credentials = std::sync::Arc::new(Credentials::bus());
+    let callers = std::sync::Arc::new(Callers::bus());
     let service = att_tokend::dbus::Service::serve(
         zbus::connection::Builder::address(bus.address.as_str()),
         engine.clone(),
-        credentials.clone(),
+        callers.clone(),
     )
     .await
     .unwrap();
     let service_connection = service.connection().clone();
-    let forget_leavers = credentials.clone().watch_bus(&service_connection).await.unwrap();
-    tokio::spawn(forget_leavers.expect("bus credentials keep a cache"));
+    let forget_leavers = callers.clone().watch_bus(&service_connection).await.unwrap();
+    tokio::spawn(forget_leavers.expect("a bus lookup keeps a cache"));
     att_tokend::bus_link::own_name(&service_connection).await.unwrap();
 
     let agent = token_agent::TokenAgentProxy::new(&client).await.unwrap();
     let (token, _) = agent.get_token("sensor-7").await.expect("the bus says who we are: a reader");
     assert_eq!(token, DEVICE_TOKEN);
-    assert_eq!(credentials.cached_callers(), 1, "the caller's credentials are cached");
+    assert_eq!(callers.cached_callers(), 1, "the caller's credentials are cached");
     agent.get_token("sensor-7").await.unwrap();
-    assert_eq!(credentials.cached_callers(), 1, "one entry per connection");
+    assert_eq!(callers.cached_callers(), 1, "one entry per connection");
 
     // A second owner of the name is refused while the daemon holds it.
     let rival = connect().await;
@@ -622,7 +622,7 @@ async fn on_a_bus_callers_are_identified_by_the_bus_and_forgotten_when_they_leav
     drop(agent);
     client.graceful_shutdown().await;
     eventually(LONG, "the cache entry is dropped when the caller leaves the bus", || async {
-        (credentials.cached_callers() == 0).then_some(())
+        (callers.cached_callers() == 0).then_some(())
     })
     .await;
     engine.shutdown().await;
@@ -641,7 +641,7 @@ async fn the_first_call_on_a_freshly_served_connection_is_answered_body() {
     const PAIRS: usize = 300;
     let (_cloud, harness) = started(Duration::from_secs(3600)).await;
     for n in 1..=PAIRS {
-        let (server, client) = pair(&harness.engine, Credentials::peer()).await;
+        let (server, client) = pair(&harness.engine, Callers::peer()).await;
         let agent = agent_on(&client).await;
         let Ok(reply) = tokio::time::timeout(Duration::from_secs(5), agent.get_token("sensor-7")).await else {
             panic!("the first call on new connection {n} of {PAIRS} got no reply within 5 s");
@@ -661,7 +661,7 @@ async fn a_refresh_whose_reply_is_lost_is_explained_when_the_cloud_then_refuses_
     let cloud = fake_cloud(Duration::from_secs(3600)).await;
     let dir = tempfile::tempdir().unwrap();
     let text = config_text(dir.path(), &cloud.url(), "").replace("[api]\n", "[api]\nrequest_timeout = \"2s\"\n");
-    let harness = Harness::start(dir, &text, Credentials::peer()).await;
+    let harness = Harness::start(dir, &text, Callers::peer()).await;
     let agent = harness.agent().await;
     login(&harness, &cloud).await;
     let state_file = harness.dir.path().join("state").join("main.json");

@@ -13,12 +13,12 @@ use login_flow::totp::CodeClock;
 use token_model::plan::{self, Attempt, Grant, Outcome, RefreshTokenChange};
 use token_model::secret::{MfaCode, Password};
 
-use super::{Session, clock_pair, now};
-use crate::engine::cloud::{self, LoginFailure};
+use super::{SessionTask, clock_pair, now};
+use crate::engine::cloud::{CloudTokens, LoginFailure};
 use crate::engine::{EngineError, Event};
 use crate::state_file::HoldReason;
 
-impl Session {
+impl SessionTask {
     pub(super) async fn human_login(
         &mut self,
         username: String,
@@ -60,7 +60,7 @@ impl Session {
     }
 
     /// A fresh session from a login grant.
-    pub(super) async fn start_session(&mut self, grant: cloud::Grant) {
+    pub(super) async fn start_session(&mut self, grant: CloudTokens) {
         let pair = clock_pair();
         let change = if grant.refresh.is_some() { RefreshTokenChange::Rotated } else { RefreshTokenChange::Omitted };
         let facts = Grant::new(pair, grant.expires_in, change).with_server_times(grant.server_date, grant.issued);

@@ -108,7 +108,7 @@ enum Command {
         uid: u32,
         reply: oneshot::Sender<Result<Served, EngineError>>,
     },
-    /// A reader found no token to serve: the session may make one early attempt (see `Session::for_caller`).
+    /// A reader found no token to serve: the session may make one early attempt (see `plan::Session::for_caller`).
     Nudge {
         uid: u32,
     },
@@ -298,7 +298,7 @@ pub(crate) fn spawn(
             restoring,
         }),
     });
-    let mut session = Session {
+    let mut session = SessionTask {
         name: entry.name.clone(),
         engine,
         entry: Arc::downgrade(&entry),
@@ -341,7 +341,8 @@ pub(crate) fn spawn(
     entry
 }
 
-struct Session {
+/// What one session task owns: the plan, the tokens it holds and what it needs to refresh and log in.
+struct SessionTask {
     name: TokenName,
     engine: Engine,
     entry: Weak<Entry>,
@@ -375,7 +376,7 @@ struct Session {
     short_grant_warned: bool,
 }
 
-impl Session {
+impl SessionTask {
     fn policy(&self) -> &Policy {
         &self.settings.policy
     }

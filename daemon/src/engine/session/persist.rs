@@ -11,7 +11,7 @@ use token_model::ids::TokenName;
 use token_model::secret::{AccessToken, RefreshToken};
 use token_model::time::{self, ClockPair};
 
-use super::{Session, Unattended, clock_pair, hex};
+use super::{SessionTask, Unattended, clock_pair, hex};
 use crate::engine::{Event, StateStore, unix_seconds};
 use crate::state_file::{HoldReason, HoldRecord, SessionRecord};
 
@@ -85,7 +85,7 @@ fn restore_hold(store: &StateStore, name: &TokenName, unattended: Option<&Unatte
     Some(hold)
 }
 
-impl Session {
+impl SessionTask {
     /// Takes up the saved session and hold, read on the blocking pool, and publishes what the entry serves.
     pub(super) async fn restore(&mut self) {
         let Some(store) = self.settings.store.clone() else {

@@ -13,11 +13,11 @@ use token_model::plan::{self, AdminAction, Attempt, CallerAction, Grant, Outcome
 use token_model::secret::{AccessToken, RefreshToken};
 use token_model::time::{self, ClockPair};
 
-use super::{Session, clock_pair, human, now};
+use super::{SessionTask, clock_pair, human, now};
 use crate::engine::cloud::Failure;
 use crate::engine::{EngineError, Event, Served, TokenValue, unix_seconds};
 
-impl Session {
+impl SessionTask {
     fn serving(&self, wanted: Duration) -> Option<Served> {
         let token = self.access.as_ref()?;
         let plan = self.plan.as_ref()?;

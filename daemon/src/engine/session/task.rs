@@ -4,10 +4,10 @@ use token_model::plan::{self, Action, Attempt, TokenState};
 use token_model::time::{self, MonoTime};
 use tokio::sync::mpsc;
 
-use super::{Command, Session, clock_pair, human, now, same_credentials};
+use super::{Command, SessionTask, clock_pair, human, now, same_credentials};
 use crate::engine::{Event, State, TokenValue, write};
 
-impl Session {
+impl SessionTask {
     /// The task's loop. `_owner` is this token's ownership, released when the task ends (after its last save).
     pub(super) async fn run(
         mut self,

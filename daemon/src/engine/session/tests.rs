@@ -13,7 +13,7 @@ use token_model::time::WallTime;
 use zeroize::Zeroizing;
 
 use super::SessionSettings;
-use crate::engine::{Engine, EngineConfig, State, StateStore, TokenSource, TokenSpec};
+use crate::engine::{Engine, EngineConfig, Provision, State, StateStore, TokenSpec};
 use crate::state_dir::StateDir;
 use crate::state_file;
 use crate::state_file::tests::{logged_in_at, origin};
@@ -28,7 +28,7 @@ fn start(dir: StateDir) -> Engine {
     let token = TokenSpec {
         name: TokenName::new("main").unwrap(),
         readers: Default::default(),
-        source: TokenSource::User(None),
+        provision: Provision::User(None),
         files: Vec::new(),
     };
     let clock = crate::clock::ClockPolicy::new(true);

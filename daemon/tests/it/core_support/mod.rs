@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use att_tokend::config;
-use att_tokend::dbus::callers::Credentials;
+use att_tokend::dbus::callers::Callers;
 use att_tokend::dbus::{OBJECT_PATH, Service};
 use att_tokend::engine::{Engine, SessionSettings, StateStore};
 use att_tokend::prepare;
@@ -45,7 +45,7 @@ pub(crate) async fn started(access_lifetime: Duration) -> (FakeCloud, Harness) {
     let cloud = fake_cloud(access_lifetime).await;
     let dir = tempfile::tempdir().expect("a temporary directory");
     let text = config_text(dir.path(), &cloud.url(), "");
-    let harness = Harness::start(dir, &text, Credentials::peer()).await;
+    let harness = Harness::start(dir, &text, Callers::peer()).await;
     (cloud, harness)
 }
 
@@ -95,15 +95,15 @@ pub(crate) struct Harness {
 }
 
 impl Harness {
-    /// Parses `text` with the real config parser and starts the engine and service with `credentials`.
-    pub(crate) async fn start(dir: tempfile::TempDir, text: &str, credentials: Credentials) -> Harness {
+    /// Parses `text` with the real config parser and starts the engine and service with `callers`.
+    pub(crate) async fn start(dir: tempfile::TempDir, text: &str, callers: Callers) -> Harness {
         let path = dir.path().join("config.toml");
         std::fs::write(&path, text).expect("write the config");
         let config = config::load(&path).expect("the test config is valid");
         config.check_files().expect("the test secret files are valid");
         let engine = start_engine(&config);
         engine.restored().await;
-        let (server, client) = step("serving the interface on a socket pair", pair(&engine, credentials)).await;
+        let (server, client) = step("serving the interface on a socket pair", pair(&engine, callers)).await;
         Harness { dir, config, engine, server, client }
     }
 
@@ -156,10 +156,10 @@ pub(crate) fn start_engine(config: &config::Config) -> Engine {
 }
 
 /// Serves the real interface on one end of a Unix socket pair; returns (server, client) connections.
-pub(crate) async fn pair(engine: &Engine, credentials: Credentials) -> (Connection, Connection) {
+pub(crate) async fn pair(engine: &Engine, callers: Callers) -> (Connection, Connection) {
     let (a, b) = std::os::unix::net::UnixStream::pair().expect("a socket pair");
     let guid = zbus::Guid::generate();
-    let server = Service::serve(Builder::unix_stream(a).server(guid).p2p(), engine.clone(), Arc::new(credentials));
+    let server = Service::serve(Builder::unix_stream(a).server(guid).p2p(), engine.clone(), Arc::new(callers));
     let (server, client) = tokio::join!(
         step("serving the interface on one end of a socket pair", server),
         Builder::unix_stream(b).p2p().build()
