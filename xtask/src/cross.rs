@@ -68,30 +68,51 @@ The tests run are those that need no D-Bus daemon and no other host service:
   token-proxy   unit tests
   fake-cloud    unit tests
   fuzz-checks   unit tests, corpus (replays the fuzz corpus)
+  token-agent   unit tests
   att-tokend    unit tests of the library (the boot-time timer's far expiry among them) and
-                of both programs; config_files and state_files of its test binary
-The end-to-end tests (daemon/tests/it cli_*, core_*, the tests crate) start dbus-daemon, the fake
-cloud or the built programs and stay with `cargo xtask ci` on the host.
+                of its program; config_files and state_files of its test binary
+  att-token     unit tests of the library and the program
+All in two cargo runs per architecture over the same packages, so each dependency is built once.
+The end-to-end tests (daemon/tests/it core_*, the att-token cli tests, the tests crate) start
+dbus-daemon, the fake cloud or the built programs and stay with `cargo xtask ci` on the host.
 
 Prints the passed count and the time per architecture; fails if any test fails.
 ";
 
-/// The test targets [`test`] runs for each architecture: a package and the cargo arguments that select its
-/// test targets (after `--`, filters that pick modules of a test binary). None of them needs a D-Bus daemon or
-/// another host service.
-pub(crate) const TEST_SET: &[(&str, &[&str])] = &[
-    (
-        "token-model",
-        &["--lib", "--test", "plan_cases", "--test", "plan_properties", "--test", "simulation", "--test", "past_2038"],
-    ),
-    ("login-flow", &["--lib"]),
-    ("token-proxy", &["--lib"]),
-    ("fake-cloud", &["--lib"]),
-    ("fuzz-checks", &["--lib", "--test", "corpus"]),
-    ("token-agent", &["--lib"]),
-    ("att-tokend", &["--lib", "--bins"]),
-    ("att-tokend", &["--test", "it", "--", "config_files::", "state_files::"]),
-    ("att-token", &["--lib", "--bins"]),
+/// The packages whose tests [`Root::test`] runs for each architecture. Every run selects all of them, so cargo
+/// resolves their dependencies' features once and builds each dependency once per architecture (a run per
+/// package would build a dependency again for every feature set).
+pub(crate) const TEST_PACKAGES: &[&str] = &[
+    "token-model",
+    "login-flow",
+    "token-proxy",
+    "fake-cloud",
+    "fuzz-checks",
+    "token-agent",
+    "att-tokend",
+    "att-token",
+];
+
+/// The runs over [`TEST_PACKAGES`]: the cargo arguments that select test targets (after `--`, filters that pick
+/// modules of a test binary). None of what they select needs a D-Bus daemon or another host service; the
+/// filters of the second run pick the daemon's file tests out of its test binary (fake-cloud's `it` matches no
+/// filter and runs nothing).
+pub(crate) const TEST_RUNS: &[&[&str]] = &[
+    &[
+        "--lib",
+        "--bins",
+        "--test",
+        "plan_cases",
+        "--test",
+        "plan_properties",
+        "--test",
+        "simulation",
+        "--test",
+        "past_2038",
+        "--test",
+        "corpus",
+    ],
+    &["--test", "it", "--", "config_files::", "state_files::"],
 ];
 
 /// An ARM architecture of the gateways.
@@ -452,14 +473,21 @@ impl Root {
         })
     }
 
-    /// Runs [`TEST_SET`] for `arch` under emulation; returns the number of tests passed.
+    /// Runs [`TEST_RUNS`] over [`TEST_PACKAGES`] for `arch` under emulation; returns the number of tests passed.
     pub(crate) fn test(&self, arch: Arch) -> anyhow::Result<u64> {
         let mut passed = 0;
-        for (package, selection) in TEST_SET {
-            let mut args = vec!["test", "--no-fail-fast", "-p", package];
+        for selection in TEST_RUNS {
+            let mut args = vec!["test", "--no-fail-fast"];
+            for package in TEST_PACKAGES {
+                args.extend(["-p", package]);
+            }
             args.extend(*selection);
             let mut command = self.cargo(arch, &args);
-            let shown = format!("cargo test -p {package} {} --target {}", selection.join(" "), arch.triple());
+            let shown = format!(
+                "cargo test (every package of TEST_PACKAGES) {} --target {}",
+                selection.join(" "),
+                arch.triple()
+            );
             eprintln!("xtask: running {shown} in the build root");
             let mut child = command
                 .stdout(Stdio::piped())
@@ -476,7 +504,7 @@ impl Root {
             if !status.success() || counts.failed > 0 {
                 bail!("{shown} failed ({status}, {} failed); the output above names the failing tests", counts.failed);
             }
-            ensure!(counts.passed > 0, "{shown} ran no test; check TEST_SET in xtask/src/cross.rs");
+            ensure!(counts.passed > 0, "{shown} ran no test; check TEST_RUNS in xtask/src/cross.rs");
             passed += counts.passed;
         }
         Ok(passed)

@@ -175,7 +175,9 @@ pub(crate) fn dist(target: Option<&str>) -> anyhow::Result<Outputs> {
     run_command(
         cargo()
             .env("CARGO_TARGET_DIR", &target_dir)
-            .args(["run", "--quiet", "--release", "--locked", "-p", "gen-assets", "--"])
+            // A dev build: it only writes text, and the daemon's and the client's release builds do not share
+            // its dependencies' features (it reads both programs' definitions) anyway.
+            .args(["run", "--quiet", "--locked", "-p", "gen-assets", "--"])
             .arg(&assets),
     )
     .context("generating man pages and completions failed; fix the error above")?;

@@ -265,18 +265,11 @@ fn preflight(arch: Option<vm::Arch>) -> anyhow::Result<()> {
 
 fn build_fake_cloud() -> anyhow::Result<PathBuf> {
     let target_dir = sys::target_dir()?;
-    // Release, like the package: the dependencies it shares with the daemon are built already.
-    run_command(cargo().env("CARGO_TARGET_DIR", &target_dir).args([
-        "build",
-        "--release",
-        "--locked",
-        "-p",
-        "fake-cloud",
-        "--bin",
-        "att-fake-cloud",
-    ]))
-    .context("building the fake cloud failed; fix the error above")?;
-    Ok(target_dir.join("release").join("att-fake-cloud"))
+    // The test's own stand-in, not what ships: the dev build the end-to-end tests made (the same cargo
+    // arguments, so it is reused), rather than a release build of its own with link-time optimisation.
+    run_command(cargo().env("CARGO_TARGET_DIR", &target_dir).args(["build", "--locked", "-p", "fake-cloud", "--bins"]))
+        .context("building the fake cloud failed; fix the error above")?;
+    Ok(target_dir.join("debug").join("att-fake-cloud"))
 }
 
 #[cfg(test)]
