@@ -40,8 +40,8 @@ pub const UNSEALED_WARNING: &str = "no state key is configured, so user sessions
      /etc/credstore.encrypted/att-tokend.state-key) or set [daemon] state_key_file (README, \"Sealed sessions\")";
 
 /// Runs the daemon until `SIGTERM`/`SIGINT`, or until the bus is lost for good.
-pub async fn run(config: Config) -> anyhow::Result<()> {
-    Daemon::start(config).await?.serve().await
+pub async fn run(config: Config, tls: login_flow::tls::Background) -> anyhow::Result<()> {
+    Daemon::start(config, tls).await?.serve().await
 }
 
 /// A reload's preparation under way, polled beside the loop.
@@ -62,14 +62,22 @@ struct Daemon {
 }
 
 impl Daemon {
-    /// Everything up to `READY=1`: the preparation (off the runtime thread), the lock, the engine, the bus.
-    async fn start(config: Config) -> anyhow::Result<Self> {
-        let (prepared, cloud) = blocking(move || {
+    /// Everything up to `READY=1`: the preparation (off the runtime thread) while the wall clock is checked, the
+    /// lock, the engine, the bus.
+    async fn start(config: Config, tls: login_flow::tls::Background) -> anyhow::Result<Self> {
+        // Whether the wall clock is confirmed decides whether restored access tokens are served at once. Asking
+        // timedated is a round trip on the bus: it goes on while the files are read.
+        let clock = ClockPolicy::new(config.daemon.trust_kernel_time_sync);
+        let bus = config.daemon.bus.clone();
+        let preparation = blocking(move || {
             let prepared = prepare::prepare(config)?;
-            let cloud = prepare::cloud(&prepared.config.api)?;
+            let cloud = prepare::cloud(&prepared.config.api, tls)?;
             Ok((prepared, cloud))
-        })
-        .await?;
+        });
+        let ((prepared, cloud), ()) = tokio::try_join!(preparation, async {
+            check_clock_at_start(&clock, &bus).await;
+            Ok(())
+        })?;
         let Prepared { config, advice, engine: engine_config, state_key, origin } = prepared;
         for advice in advice {
             tracing::warn!("{advice}");
@@ -85,9 +93,6 @@ impl Daemon {
         }
         let dir = dir.with_key(state_key.map(|(key, _)| key));
         let store = Arc::new(StateStore::new(dir.clone(), origin));
-        // Whether the wall clock is confirmed decides whether restored access tokens are served at once.
-        let clock = ClockPolicy::new(config.daemon.trust_kernel_time_sync);
-        check_clock_at_start(&clock, &config.daemon.bus).await;
         let settings = SessionSettings {
             cloud: Some(cloud.clone()),
             store: Some(store),

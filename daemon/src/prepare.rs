@@ -4,7 +4,8 @@
 //! so the daemon calls it on the blocking pool, never on its runtime thread.
 //!
 //! The HTTPS client ([`cloud`]) is set up apart: the start and `--check-config` need it, a reload keeps the
-//! running one (`[api]` changes take effect after a restart), and setting it up reads the system's CA roots.
+//! running one (`[api]` changes take effect after a restart), and setting it up reads the system's CA roots
+//! (a few milliseconds, on a thread started before the config is parsed).
 
 use std::sync::Arc;
 
@@ -51,10 +52,13 @@ pub fn check_without_secrets(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The cloud client from `[api]`. It reads the system's CA roots: call it off the runtime thread.
-pub fn cloud(api: &ApiConfig) -> anyhow::Result<Cloud> {
-    let client =
-        login_flow::LoginClient::new(api.client().clone()).context("could not set up the HTTPS client for [api]")?;
+/// The cloud client from `[api]`, with the TLS configuration set up by `tls` (started with
+/// [`login_flow::tls::in_background`] before the config was parsed: the system's CA roots are read and parsed
+/// meanwhile, on another core). It may wait for that thread: call it off the runtime thread.
+pub fn cloud(api: &ApiConfig, tls: login_flow::tls::Background) -> anyhow::Result<Cloud> {
+    let context = "could not set up the HTTPS client for [api]";
+    let tls = tls.wait().context(context)?;
+    let client = login_flow::LoginClient::with_tls(api.client().clone(), tls).context(context)?;
     Ok(Cloud::new(client))
 }
 

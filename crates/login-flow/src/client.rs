@@ -27,6 +27,12 @@ impl LoginClient<HttpTransport> {
         let transport = HttpTransport::new(&config)?;
         Ok(Self { config, transport })
     }
+
+    /// A client over HTTPS for `config`, with a TLS configuration already set up ([`crate::tls::in_background`]).
+    pub fn with_tls(config: ApiConfig, tls: rustls::ClientConfig) -> Result<Self, LoginError> {
+        let transport = HttpTransport::with_tls(&config, tls)?;
+        Ok(Self { config, transport })
+    }
 }
 
 impl<T: Transport> LoginClient<T> {

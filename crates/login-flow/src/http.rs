@@ -30,11 +30,17 @@ pub struct HttpTransport {
 }
 
 impl HttpTransport {
-    /// Builds the HTTP client for `config` (validated first).
+    /// Builds the HTTP client for `config` (validated first), with the TLS configuration of [`crate::tls`].
     pub fn new(config: &ApiConfig) -> Result<Self, LoginError> {
         config.validate()?;
+        let tls = crate::tls::client_config().map_err(|error| LoginError::BadConfig { problem: error.to_string() })?;
+        Self::with_tls(config, tls)
+    }
+
+    /// [`HttpTransport::new`] with a TLS configuration already set up (by [`crate::tls::in_background`], say).
+    pub fn with_tls(config: &ApiConfig, tls: rustls::ClientConfig) -> Result<Self, LoginError> {
+        config.validate()?;
         let bad = |error: TlsSetupError| LoginError::BadConfig { problem: error.to_string() };
-        let tls = crate::tls::client_config().map_err(bad)?;
         let mut builder = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .user_agent(USER_AGENT)

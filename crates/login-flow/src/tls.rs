@@ -66,6 +66,37 @@ pub fn client_config() -> Result<rustls::ClientConfig, TlsSetupError> {
     Ok(tls)
 }
 
+/// The client TLS configuration being set up on a thread of its own ([`in_background`]): reading and parsing the
+/// system's CA roots takes a few milliseconds (hundreds of certificates), which a program starting up can spend
+/// on its own work meanwhile.
+#[derive(Debug)]
+pub struct Background(Setup);
+
+#[derive(Debug)]
+enum Setup {
+    Running(std::thread::JoinHandle<Result<rustls::ClientConfig, TlsSetupError>>),
+    /// No thread could be started: the setup runs in [`Background::wait`] instead.
+    Later,
+}
+
+/// Starts [`client_config`] on a thread of its own; [`Background::wait`] takes its result.
+pub fn in_background() -> Background {
+    let thread = std::thread::Builder::new().name("tls-setup".to_owned()).spawn(client_config);
+    Background(thread.map_or(Setup::Later, Setup::Running))
+}
+
+impl Background {
+    /// The configuration, once the thread has set it up (or set up here when no thread could be started).
+    pub fn wait(self) -> Result<rustls::ClientConfig, TlsSetupError> {
+        match self.0 {
+            Setup::Running(thread) => {
+                thread.join().unwrap_or_else(|_| Err(TlsSetupError::new("TLS setup", &"the setup thread stopped")))
+            }
+            Setup::Later => client_config(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use rustls::crypto::KeyProvider as _;
@@ -95,4 +126,14 @@ mod tests {
         assert!(message.contains("certificate verifier: no roots"), "{message}");
         assert!(message.contains("ca-certificates"), "{message}");
     }
+
+    #[test]
+    fn the_background_setup_gives_the_same_configuration() {
+        let now = client_config().expect("the platform verifier sets up");
+        let background = in_background().wait().expect("the platform verifier sets up on a thread");
+        assert_eq!(background.alpn_protocols, now.alpn_protocols);
+        assert_eq!(background.client_auth_cert_resolver.has_certs(), now.client_auth_cert_resolver.has_certs());
+        assert_eq!(format!("{background:?}"), format!("{now:?}"));
+    }
+
 }

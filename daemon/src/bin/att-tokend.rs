@@ -57,6 +57,7 @@ fn finish(result: anyhow::Result<String>) -> ExitCode {
 /// Validates the config, its secret files and its users and groups, as the daemon would at start (the same
 /// preparation); with `skip_secrets`, all but the secret files.
 fn check_config(path: &Path, skip_secrets: bool) -> anyhow::Result<String> {
+    let tls = login_flow::tls::in_background();
     let config = config::load(path)?;
     let (config, advice) = if skip_secrets {
         prepare::check_without_secrets(&config)?;
@@ -66,7 +67,7 @@ fn check_config(path: &Path, skip_secrets: bool) -> anyhow::Result<String> {
         let prepared = prepare::prepare(config)?;
         (prepared.config, prepared.advice)
     };
-    prepare::cloud(&config.api)?;
+    prepare::cloud(&config.api, tls)?;
     for advice in advice {
         eprintln!("att-tokend: warning: {advice}");
     }
@@ -80,8 +81,9 @@ fn check_config(path: &Path, skip_secrets: bool) -> anyhow::Result<String> {
 }
 
 fn serve(path: &Path) -> anyhow::Result<()> {
-    let config = config::load(path)?;
-    // One runtime thread: the daemon mostly waits, and each call it serves is short. File writes with fsync and
+    // The system's CA roots are read and parsed on a thread of their own while the config is parsed and checked.
+    let tls = login_flow::tls::in_background();
+    let config = config::load(path)?; // One runtime thread: the daemon mostly waits, and each call it serves is short. File writes with fsync and
     // DNS lookups run on tokio's blocking pool, whose threads exit when idle. (The multi-threaded scheduler would
     // add a worker per core, and link libm for its statistics: about half a MiB more resident memory.)
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -91,7 +93,7 @@ fn serve(path: &Path) -> anyhow::Result<()> {
         .max_blocking_threads(32)
         .build()
         .context("could not start the async runtime; check the process limits (ulimit -u)")?;
-    let result = runtime.block_on(event_loop::run(config));
+    let result = runtime.block_on(event_loop::run(config, tls));
     // Sessions are saved by now. The process ends without waiting for the blocking pool: a task still there (a
     // DNS lookup, a reload stuck on a file or on NSS) must not hold up the exit, and the kernel reclaims the rest.
     std::mem::forget(runtime);

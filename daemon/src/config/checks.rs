@@ -9,7 +9,7 @@ use std::sync::Arc;
 use token_model::ids::TokenName;
 use token_model::secret::{Password, StaticToken, TotpSeed};
 
-use super::schema::{Config, ConfigError, Principal, Principals, SecretSource, TokenSpec};
+use super::schema::{Config, ConfigError, Principal, Principals, SecretSource, TokenConfig, TokenSpec};
 use crate::seal::{self, KeySource, StateKey};
 use crate::secret_files::{PrivateFile, SecretFileError};
 
@@ -81,8 +81,12 @@ pub fn resolve_principals(config: &Config) -> Result<ResolvedAccess, ConfigError
     let admins = config.daemon.admins.resolve(&config.path, "[daemon] admins")?;
     let mut readers = BTreeMap::new();
     for token in &config.tokens {
-        let what = format!("readers of [[token]] \"{}\"", token.name);
-        readers.insert(token.name.clone(), token.readers.resolve(&config.path, &what)?);
+        let resolved = if token.readers.is_empty() {
+            ResolvedPrincipals::default()
+        } else {
+            token.readers.resolve(&config.path, &format!("readers of [[token]] \"{}\"", token.name))?
+        };
+        readers.insert(token.name.clone(), resolved);
     }
     Ok(ResolvedAccess { admins, readers })
 }
@@ -133,52 +137,58 @@ impl Config {
     pub fn read_secrets_in(&self, credentials_dir: Option<&Path>) -> Result<Secrets, ConfigError> {
         let state_key = seal::state_key_in(self.daemon.state_key_file.as_deref(), credentials_dir)
             .map_err(|message| ConfigError::Reference { path: self.path.clone(), line: 0, message })?;
-        let mut tokens = Vec::with_capacity(self.tokens.len());
-        for token in &self.tokens {
-            let section = format!("[[token]] \"{}\"", token.name);
-            let problem = |key: &str, message: String| ConfigError::Reference {
-                path: self.path.clone(),
-                line: token.line_of(key),
-                message: format!("{section}: {message}"),
-            };
-            let secrets = match &token.spec {
-                TokenSpec::Device { secret, .. } | TokenSpec::Ground { secret, .. } => {
-                    let key = match secret {
-                        SecretSource::File(_) => "token_file",
-                        SecretSource::Credential(_) => "credential",
-                    };
-                    let file = secret.resolve_in(credentials_dir).map_err(|m| problem(key, m))?;
-                    TokenSecrets::Static(read_private(&file, PrivateFile::static_token).map_err(|m| problem(key, m))?)
-                }
-                TokenSpec::User(user) => TokenSecrets::User {
-                    password: user
-                        .password_file
-                        .as_deref()
-                        .map(|file| read_private(file, PrivateFile::password).map_err(|m| problem("password_file", m)))
-                        .transpose()?,
-                    totp_seed: user
-                        .totp_secret_file
-                        .as_deref()
-                        .map(|file| {
-                            read_private(file, PrivateFile::totp_seed).map_err(|m| problem("totp_secret_file", m))
-                        })
-                        .transpose()?,
-                },
-            };
-            if let Some(dir) = token.files.iter().find(|file| std::fs::symlink_metadata(file).is_ok_and(|m| m.is_dir()))
-            {
-                return Err(problem(
-                    "files",
-                    format!(
-                        "file {dir:?} is a directory; name a file inside it, e.g. \"{}/{}.token\"",
-                        dir.display(),
-                        token.name
-                    ),
-                ));
-            }
-            tokens.push(secrets);
-        }
+        let tokens = self
+            .tokens
+            .iter()
+            .map(|token| self.read_token_secrets(token, credentials_dir))
+            .collect::<Result<_, _>>()?;
         Ok(Secrets { state_key, tokens })
+    }
+
+    /// Reads one token's secret files and checks its token files' paths.
+    fn read_token_secrets(
+        &self,
+        token: &TokenConfig,
+        credentials_dir: Option<&Path>,
+    ) -> Result<TokenSecrets, ConfigError> {
+        let problem = |key: &str, message: String| ConfigError::Reference {
+            path: self.path.clone(),
+            line: token.line_of(key),
+            message: format!("[[token]] \"{}\": {message}", token.name),
+        };
+        let secrets = match &token.spec {
+            TokenSpec::Device { secret, .. } | TokenSpec::Ground { secret, .. } => {
+                let key = match secret {
+                    SecretSource::File(_) => "token_file",
+                    SecretSource::Credential(_) => "credential",
+                };
+                let file = secret.resolve_in(credentials_dir).map_err(|m| problem(key, m))?;
+                TokenSecrets::Static(read_private(&file, PrivateFile::static_token).map_err(|m| problem(key, m))?)
+            }
+            TokenSpec::User(user) => TokenSecrets::User {
+                password: user
+                    .password_file
+                    .as_deref()
+                    .map(|file| read_private(file, PrivateFile::password).map_err(|m| problem("password_file", m)))
+                    .transpose()?,
+                totp_seed: user
+                    .totp_secret_file
+                    .as_deref()
+                    .map(|file| read_private(file, PrivateFile::totp_seed).map_err(|m| problem("totp_secret_file", m)))
+                    .transpose()?,
+            },
+        };
+        if let Some(dir) = token.files.iter().find(|file| std::fs::symlink_metadata(file).is_ok_and(|m| m.is_dir())) {
+            return Err(problem(
+                "files",
+                format!(
+                    "file {dir:?} is a directory; name a file inside it, e.g. \"{}/{}.token\"",
+                    dir.display(),
+                    token.name
+                ),
+            ));
+        }
+        Ok(secrets)
     }
 }
 

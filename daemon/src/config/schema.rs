@@ -180,6 +180,13 @@ pub struct Principals {
     pub line: usize,
 }
 
+impl Principals {
+    /// No user and no group is named.
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty() && self.groups.is_empty()
+    }
+}
+
 /// One user or group, as written in the config.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {

@@ -138,7 +138,7 @@ impl Harness {
 /// The engine as `att-tokend` builds it from a config.
 pub(crate) fn start_engine(config: &config::Config) -> Engine {
     let prepared = prepare::prepare(config.clone()).expect("the config prepared");
-    let cloud = prepare::cloud(&config.api).expect("a cloud client");
+    let cloud = prepare::cloud(&config.api, login_flow::tls::in_background()).expect("a cloud client");
     let dir = att_tokend::state_dir::StateDir::open(&config.daemon.state_dir).expect("the state directory");
     let store = Arc::new(StateStore::new(dir, prepared.origin));
     let settings = SessionSettings {
