@@ -37,9 +37,10 @@ pub mod steps;
 pub mod tls;
 pub mod totp;
 pub mod transport;
+pub mod variants;
 pub mod wire;
 
-pub use client::LoginClient;
+pub use client::{LoginClient, LoginGrant};
 pub use config::{ApiConfig, MfaFields};
 pub use error::{LoginError, Step};
 pub use http::HttpTransport;
