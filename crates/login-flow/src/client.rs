@@ -31,6 +31,13 @@ enum Names<'a> {
     Trying(Option<&'a MfaFields>),
 }
 
+/// Where the MFA code comes from: the caller, or a TOTP seed at the cloud's time.
+#[derive(Clone, Copy)]
+enum CodeFrom<'a> {
+    Given(&'a MfaCode),
+    Seed(&'a TotpSeed),
+}
+
 /// Talks the `/login` protocol and the token checks to one AllThingsTalk instance.
 #[derive(Debug, Clone)]
 pub struct LoginClient<T = HttpTransport> {
@@ -78,10 +85,7 @@ impl<T: Transport> LoginClient<T> {
     /// Step 2: completes a pending login with a code, under the configured names (`[api.mfa]`) only. The
     /// challenge is used up whatever the outcome.
     pub async fn complete_mfa(&self, pending: MfaPending, code: &MfaCode) -> Result<TokenGrant, LoginError> {
-        let request = wire::mfa_request(&self.config.client_id, &self.config.mfa, pending.challenge(), code);
-        drop(pending);
-        let response = self.exchange(request).await?;
-        wire::read_mfa_reply(&response)
+        Ok(self.mfa_step(pending, code, Names::Configured).await?.grant)
     }
 
     /// Both steps in one call, as the D-Bus `Login` method needs: the password grant, then the MFA step with
@@ -92,7 +96,7 @@ impl<T: Transport> LoginClient<T> {
         credentials: &Credentials,
         code: Option<&MfaCode>,
     ) -> Result<TokenGrant, LoginError> {
-        Ok(self.login_code(credentials, code, Names::Configured).await?.grant)
+        Ok(self.login_steps(credentials, code.map(CodeFrom::Given), Names::Configured).await?.grant)
     }
 
     /// An unattended login: the password grant, then (if asked) the MFA step with a TOTP code, under the
@@ -103,7 +107,7 @@ impl<T: Transport> LoginClient<T> {
     /// a `Date` it falls back to the local clock. A refused code says which clock it came from
     /// ([`LoginError::code_clock`]).
     pub async fn login_with_totp(&self, credentials: &Credentials, seed: &TotpSeed) -> Result<TokenGrant, LoginError> {
-        Ok(self.login_totp(credentials, seed, Names::Configured).await?.grant)
+        Ok(self.login_steps(credentials, Some(CodeFrom::Seed(seed)), Names::Configured).await?.grant)
     }
 
     /// Like [`LoginClient::login_with_code`], but the MFA step tries the names of [`variants::mfa_variants`]
@@ -115,7 +119,7 @@ impl<T: Transport> LoginClient<T> {
         code: Option<&MfaCode>,
         known: Option<&MfaFields>,
     ) -> Result<LoginGrant, LoginError> {
-        self.login_code(credentials, code, Names::Trying(known)).await
+        self.login_steps(credentials, code.map(CodeFrom::Given), Names::Trying(known)).await
     }
 
     /// Like [`LoginClient::login_with_totp`], but the MFA step tries the names of [`variants::mfa_variants`]
@@ -126,7 +130,7 @@ impl<T: Transport> LoginClient<T> {
         seed: &TotpSeed,
         known: Option<&MfaFields>,
     ) -> Result<LoginGrant, LoginError> {
-        self.login_totp(credentials, seed, Names::Trying(known)).await
+        self.login_steps(credentials, Some(CodeFrom::Seed(seed)), Names::Trying(known)).await
     }
 
     /// Step 2 under each of [`variants::mfa_variants`] in turn, until one is processed: the tokens and the names
@@ -139,9 +143,47 @@ impl<T: Transport> LoginClient<T> {
         code: &MfaCode,
         known: Option<&MfaFields>,
     ) -> Result<LoginGrant, LoginError> {
+        self.mfa_step(pending, code, Names::Trying(known)).await
+    }
+
+    /// The password grant, then (if the account asks) the MFA step with the given code or one computed from
+    /// the seed (checked before anything is sent).
+    async fn login_steps(
+        &self,
+        credentials: &Credentials,
+        code: Option<CodeFrom<'_>>,
+        names: Names<'_>,
+    ) -> Result<LoginGrant, LoginError> {
+        let generator = match code {
+            Some(CodeFrom::Seed(seed)) => Some(TotpGenerator::from_seed(seed)?),
+            _ => None,
+        };
+        let pending = match self.password_grant(credentials).await? {
+            PasswordOutcome::Granted(grant) => return Ok(LoginGrant { grant, mfa_variant: None }),
+            PasswordOutcome::MfaRequired(pending) => pending,
+        };
+        match (code, generator) {
+            (Some(CodeFrom::Given(code)), _) => self.mfa_step(pending, code, names).await,
+            (_, Some(generator)) => {
+                let (at, clock) =
+                    totp::code_time(pending.server_date(), pending.since_received(Instant::now()), SystemTime::now());
+                tracing::debug!(clock = clock.as_str(), "MFA code computed from the TOTP seed");
+                let code = generator.code_at(at);
+                self.mfa_step(pending, &code, names).await.map_err(|error| error.with_code_clock(clock))
+            }
+            _ => Err(LoginError::MfaRequired),
+        }
+    }
+
+    /// The MFA step under `names`. Under the configured names only, every answer is final.
+    async fn mfa_step(&self, pending: MfaPending, code: &MfaCode, names: Names<'_>) -> Result<LoginGrant, LoginError> {
+        let (variants, single) = match names {
+            Names::Configured => (vec![self.config.mfa.clone()], true),
+            Names::Trying(known) => (variants::mfa_variants(&self.config.mfa, known), false),
+        };
         let mut tried = Vec::new();
         let mut unsupported: Vec<String> = Vec::new();
-        for variant in variants::mfa_variants(&self.config.mfa, known) {
+        for variant in variants {
             if unsupported.contains(&variant.grant_type) {
                 continue;
             }
@@ -155,58 +197,14 @@ impl<T: Transport> LoginClient<T> {
             };
             let setting = variant.as_setting();
             match variants::not_processed(&error) {
-                Some(NotProcessed::GrantType) => unsupported.push(variant.grant_type),
-                Some(NotProcessed::MissingField) => {}
-                None => return Err(error),
+                Some(NotProcessed::GrantType) if !single => unsupported.push(variant.grant_type),
+                Some(NotProcessed::MissingField) if !single => {}
+                _ => return Err(error),
             }
             tracing::debug!(names = setting.as_str(), "the cloud did not take the MFA step under these names");
             tried.push(setting);
         }
         Err(LoginError::MfaVariantsRefused { tried })
-    }
-
-    async fn complete(&self, pending: MfaPending, code: &MfaCode, names: Names<'_>) -> Result<LoginGrant, LoginError> {
-        match names {
-            Names::Configured => {
-                let grant = self.complete_mfa(pending, code).await?;
-                Ok(LoginGrant { grant, mfa_variant: Some(self.config.mfa.clone()) })
-            }
-            Names::Trying(known) => self.complete_mfa_trying_variants(pending, code, known).await,
-        }
-    }
-
-    async fn login_code(
-        &self,
-        credentials: &Credentials,
-        code: Option<&MfaCode>,
-        names: Names<'_>,
-    ) -> Result<LoginGrant, LoginError> {
-        match self.password_grant(credentials).await? {
-            PasswordOutcome::Granted(grant) => Ok(LoginGrant { grant, mfa_variant: None }),
-            PasswordOutcome::MfaRequired(pending) => match code {
-                Some(code) => self.complete(pending, code, names).await,
-                None => Err(LoginError::MfaRequired),
-            },
-        }
-    }
-
-    async fn login_totp(
-        &self,
-        credentials: &Credentials,
-        seed: &TotpSeed,
-        names: Names<'_>,
-    ) -> Result<LoginGrant, LoginError> {
-        let generator = TotpGenerator::from_seed(seed)?;
-        match self.password_grant(credentials).await? {
-            PasswordOutcome::Granted(grant) => Ok(LoginGrant { grant, mfa_variant: None }),
-            PasswordOutcome::MfaRequired(pending) => {
-                let (at, clock) =
-                    totp::code_time(pending.server_date(), pending.since_received(Instant::now()), SystemTime::now());
-                tracing::debug!(clock = clock.as_str(), "MFA code computed from the TOTP seed");
-                let code = generator.code_at(at);
-                self.complete(pending, &code, names).await.map_err(|error| error.with_code_clock(clock))
-            }
-        }
     }
 
     /// Trades a refresh token for new tokens. Never run two refreshes with the same refresh token.
