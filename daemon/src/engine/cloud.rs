@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use login_flow::{Credentials, LoginClient, LoginError};
+use login_flow::{Credentials, LoginClient, LoginError, LoginGrant, MfaFields};
 use token_model::ids::{DeviceId, GroundId};
 use token_model::reply::TokenGrant;
 use token_model::secret::{AccessToken, MfaCode, Password, RefreshToken, StaticToken, TotpSeed};
@@ -88,6 +88,18 @@ impl From<TokenGrant> for CloudTokens {
     }
 }
 
+/// A login's tokens, and the MFA step's names that completed it (`None`: no MFA step).
+pub(crate) struct LoggedIn {
+    pub(crate) tokens: CloudTokens,
+    pub(crate) mfa: Option<MfaFields>,
+}
+
+impl From<LoginGrant> for LoggedIn {
+    fn from(login: LoginGrant) -> Self {
+        LoggedIn { tokens: login.grant.into(), mfa: login.mfa_variant }
+    }
+}
+
 /// The client for one AllThingsTalk instance.
 #[derive(Debug, Clone)]
 pub struct Cloud {
@@ -109,28 +121,38 @@ impl Cloud {
         Ok(self.client.refresh(refresh).await?.into())
     }
 
+    /// A person's login. The MFA step tries `known` (the names that worked last), then `[api.mfa]`, then the
+    /// built-in variants; the names that worked come back with the tokens.
     pub(crate) async fn login(
         &self,
         username: &str,
         password: &Password,
         code: Option<&MfaCode>,
-    ) -> Result<CloudTokens, LoginFailure> {
+        known: Option<&MfaFields>,
+    ) -> Result<LoggedIn, LoginFailure> {
         let credentials = Credentials::new(username, password.clone());
-        Ok(self.client.login_with_code(&credentials, code).await?.into())
+        Ok(self.client.login_with_code_trying_variants(&credentials, code, known).await?.into())
     }
 
+    /// A login with the configured credentials, the MFA step as in [`Cloud::login`].
     pub(crate) async fn login_unattended(
         &self,
         username: &str,
         password: &Password,
         seed: Option<&TotpSeed>,
-    ) -> Result<CloudTokens, LoginFailure> {
+        known: Option<&MfaFields>,
+    ) -> Result<LoggedIn, LoginFailure> {
         let credentials = Credentials::new(username, password.clone());
-        let grant = match seed {
-            Some(seed) => self.client.login_with_totp(&credentials, seed).await?,
-            None => self.client.login_with_code(&credentials, None).await?,
+        let login = match seed {
+            Some(seed) => self.client.login_with_totp_trying_variants(&credentials, seed, known).await?,
+            None => self.client.login_with_code_trying_variants(&credentials, None, known).await?,
         };
-        Ok(grant.into())
+        Ok(login.into())
+    }
+
+    /// The MFA step's names as configured (`[api.mfa]`).
+    pub(crate) fn configured_mfa(&self) -> &MfaFields {
+        &self.client.config().mfa
     }
 
     /// `Ok(None)`: the cloud accepts the user's access token; `Ok(Some(why))`: it rejects it.
