@@ -95,8 +95,9 @@ pub(crate) fn evaluate(tokens: &[TokenFacts], warn_days: u32, now: i64) -> (Stat
                 said.push(format!("refresh token lapses {}", lapses_in(left)));
             }
         }
-        if token.attention {
-            status = status.max(Status::Warning);
+        // A token that cannot be served needs attention anyway: its reason says enough.
+        if token.attention && status != Status::Critical {
+            status = Status::Warning;
             let error = quote(&token.last_error);
             said.push(if error.is_empty() {
                 "needs attention".to_owned()

@@ -4,9 +4,11 @@
 //!   and the systemd unit of the caller's process when it has one (systemd's answer for the pid the bus reports,
 //!   asked once per caller connection by `dbus/callers.rs`). Later deliveries of the same token to the
 //!   same (uid, unit) that hour are not logged.
-//! - Every refusal is one line, with the method, the reason (the D-Bus error's short name: `AccessDenied`,
-//!   `UnknownToken`, `InvalidArgs`, `NeedsLogin`, `Unavailable`, …), the uid when known, and the token's name once
-//!   it passed the argument checks (a name the caller wrote that fails them is not repeated).
+//! - Every refusal of a caller is one line, with the method, the reason (the D-Bus error's short name:
+//!   `AccessDenied`, `UnknownToken`, `NoTokenForDevice`, `InvalidArgs`: [`is_refusal`]), the uid when known, and
+//!   the token's name once it passed the argument checks (a name the caller wrote that fails them is not
+//!   repeated). A token that cannot be served now (`NeedsLogin`, `Unavailable`, `Revoked`) refuses no caller in
+//!   particular: the journal already says so when its state changes.
 //! - Never the token, nor any other secret: only names, uids, units and error names reach these lines.
 //!
 //! Bounded: in each hour at most [`MAX_DELIVERY_LINES`] delivery lines and [`MAX_REFUSAL_LINES`] refusal lines;
@@ -97,69 +99,95 @@ impl Audit {
         self.delivered_at(Instant::now(), token, who);
     }
 
-    /// A call was refused (or failed) with `reason`, the short name of its D-Bus error.
+    /// A call failed with `reason`, the short name of its D-Bus error. Only a refusal of the caller is logged
+    /// ([`is_refusal`]); a token that cannot be served now is the token's state, which the journal tells apart.
     pub fn refused(&self, method: &str, token: Option<&str>, who: Who<'_>, reason: &str) {
-        self.refused_at(Instant::now(), method, token, who, reason);
+        if is_refusal(reason) {
+            self.refused_at(Instant::now(), method, token, who, reason);
+        }
     }
 
     fn delivered_at(&self, now: Instant, token: &str, who: Who<'_>) -> Verdict {
         let key = self.keys.hash_one((token, who.uid, who.unit));
-        let verdict = {
-            let mut window = self.lock();
-            let closed = window.roll(now);
-            let verdict = if window.delivered.contains(&key) {
+        let verdict = self.decide(now, |window| {
+            if window.delivered.contains(&key) {
                 Verdict::Quiet
             } else if window.delivered.len() < MAX_DELIVERY_LINES {
                 window.delivered.insert(key);
                 Verdict::Log
             } else {
-                window.deliveries_left_out += 1;
-                if window.deliveries_left_out == 1 { Verdict::LimitReached } else { Verdict::Quiet }
-            };
-            verdict.after(closed)
-        };
-        summarise(&verdict);
-        match verdict {
-            Verdict::Log | Verdict::LogAfter { .. } => log(format_args!(
+                past_limit(&mut window.deliveries_left_out)
+            }
+        });
+        say(
+            &verdict,
+            format_args!(
                 "token delivered (first time this hour for this token, uid and unit): token={token} uid={} unit={}",
                 Uid(who.uid),
                 who.unit.unwrap_or("none")
-            )),
-            Verdict::LimitReached => log(format_args!(
+            ),
+            format_args!(
                 "more than {MAX_DELIVERY_LINES} first deliveries this hour: further ones are counted, not logged"
-            )),
-            Verdict::Quiet | Verdict::QuietAfter { .. } => {}
-        }
+            ),
+        );
         verdict
     }
 
     fn refused_at(&self, now: Instant, method: &str, token: Option<&str>, who: Who<'_>, reason: &str) -> Verdict {
-        let verdict = {
-            let mut window = self.lock();
-            let closed = window.roll(now);
-            let verdict = if window.refusals < MAX_REFUSAL_LINES {
+        let verdict = self.decide(now, |window| {
+            if window.refusals < MAX_REFUSAL_LINES {
                 window.refusals += 1;
                 Verdict::Log
             } else {
-                window.refusals_left_out += 1;
-                if window.refusals_left_out == 1 { Verdict::LimitReached } else { Verdict::Quiet }
-            };
-            verdict.after(closed)
-        };
-        summarise(&verdict);
-        match verdict {
-            Verdict::Log | Verdict::LogAfter { .. } => log(format_args!(
+                past_limit(&mut window.refusals_left_out)
+            }
+        });
+        say(
+            &verdict,
+            format_args!(
                 "call refused: method={method} token={} uid={} unit={} reason={reason}",
                 token.unwrap_or("-"),
                 Uid(who.uid),
                 who.unit.unwrap_or("none")
-            )),
-            Verdict::LimitReached => log(format_args!(
-                "more than {MAX_REFUSAL_LINES} refusals this hour: further refusals are counted, not logged"
-            )),
-            Verdict::Quiet | Verdict::QuietAfter { .. } => {}
-        }
+            ),
+            format_args!("more than {MAX_REFUSAL_LINES} refusals this hour: further refusals are counted, not logged"),
+        );
         verdict
+    }
+
+    /// One event: `decide` sees the window (a new one when the hour is over) under the lock; the summary of a
+    /// closed hour that left lines out is logged first.
+    fn decide(&self, now: Instant, decide: impl FnOnce(&mut Window) -> Verdict) -> Verdict {
+        let verdict = {
+            let mut window = self.lock();
+            let closed = window.roll(now);
+            decide(&mut window).after(closed)
+        };
+        summarise(&verdict);
+        verdict
+    }
+}
+
+/// Whether a call's error (its D-Bus error's short name) refuses the caller: it may not (`AccessDenied`, also a
+/// caller the bus cannot name), or asked for what is not there (`UnknownToken`, `NoTokenForDevice`) or is no
+/// valid question (`InvalidArgs`). `NeedsLogin`, `Unavailable` and `Revoked` say the token cannot be served now,
+/// to any caller, and are not in the audit trail.
+pub fn is_refusal(reason: &str) -> bool {
+    matches!(reason, "AccessDenied" | "UnknownToken" | "NoTokenForDevice" | "InvalidArgs")
+}
+
+/// One event past a limit: the first says so, the others are only counted.
+fn past_limit(left_out: &mut u64) -> Verdict {
+    *left_out += 1;
+    if *left_out == 1 { Verdict::LimitReached } else { Verdict::Quiet }
+}
+
+/// Logs `line` for an event to log, `limit` for the first past the limit, nothing for the others.
+fn say(verdict: &Verdict, line: std::fmt::Arguments<'_>, limit: std::fmt::Arguments<'_>) {
+    match verdict {
+        Verdict::Log | Verdict::LogAfter { .. } => log(line),
+        Verdict::LimitReached => log(limit),
+        Verdict::Quiet | Verdict::QuietAfter { .. } => {}
     }
 }
 
@@ -281,6 +309,16 @@ mod tests {
         assert_eq!(audit.lock().delivered.len(), 1, "the new hour starts empty");
         let quiet_hour = next_hour + WINDOW;
         assert_eq!(audit.delivered_at(quiet_hour, "main", who(7, Some("app0.service"))), Verdict::Log);
+    }
+
+    #[test]
+    fn only_refusals_of_the_caller_are_audited() {
+        for reason in ["AccessDenied", "UnknownToken", "NoTokenForDevice", "InvalidArgs"] {
+            assert!(is_refusal(reason), "{reason}");
+        }
+        for reason in ["NeedsLogin", "Unavailable", "Revoked", "LoginFailed"] {
+            assert!(!is_refusal(reason), "{reason}");
+        }
     }
 
     #[test]
