@@ -75,3 +75,9 @@ mod e2e_exec;
 
 /// End to end: `curl` through `att-token proxy` across rotations; refusals; a non-reader's 403; unix sockets.
 mod e2e_proxy;
+
+/// End to end: the audit trail logs a token's first delivery to each caller and every refusal, bounded, no token.
+mod e2e_audit;
+
+/// End to end: `att-token check` on the real daemon: OK, CRITICAL for a token that needs a login, UNKNOWN names.
+mod e2e_check;

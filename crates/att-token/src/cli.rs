@@ -20,6 +20,7 @@ att-token for-device 5d4Kx2AbCdEfGhIjKlMnOpQr\n  \
 att-token list\n  \
 sudo att-token login main --username alice@example.com\n  \
 att-token watch\n  \
+att-token check --warn 14     # for Nagios, Icinga, Zabbix or Checkmk: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN\n  \
 att-token exec sensor-7 -- python3 /opt/sensor/publish.py     # the program reads $ATT_TOKEN\n  \
 att-token proxy main --listen 127.0.0.1:8127     # then: curl http://127.0.0.1:8127/me/grounds",
     after_help = exit_status_help()
@@ -119,6 +120,41 @@ way (at most 10 s). A unix socket is created with mode 600 (only the proxy's use
 --socket-mode), a stale one left by a crash is replaced, and it is removed on exit. Under systemd the \
 environment file of att-token-proxy@NAME sets ATT_TOKEN_PROXY_LISTEN and ATT_TOKEN_PROXY_SOCKET_MODE.")]
     Proxy(ProxyArgs),
+
+    /// Check token health for a monitoring system (Nagios, Icinga, Zabbix, Checkmk): one status line, exit 0-3.
+    #[command(long_about = "Check the health of the tokens called NAME (every token you may read when no NAME is \
+given) the way monitoring plugins do, so that Nagios, Icinga, Zabbix or Checkmk agents can run it as it is. It \
+prints ONE line on stdout, the status, a short reason and performance data after `|`, for example:\n\n  \
+ATT-TOKEN WARNING - main: refresh token lapses in 3 days; 2 tokens | main_refresh_days=3.42;7:;0:;0 ...\n\n\
+Its exit status is the monitoring-plugins convention, NOT the one in EXIT STATUS below:\n  \
+0  OK        every token is served, no refresh token lapses within --warn days\n  \
+1  WARNING   a refresh token lapses within --warn days (someone must log in before then), or a token needs \
+attention (`att-token list` shows which, `journalctl -u att-tokend` why)\n  \
+2  CRITICAL  a token cannot be served: it needs a login, it expired (the cloud has been unreachable for longer \
+than the token lives), the cloud revoked it, or there is no valid token\n  \
+3  UNKNOWN   the check could not run: att-tokend or the bus cannot be reached, a bad argument, a NAME that is \
+not configured or that you may not read, or no answer within --timeout\n\n\
+Performance data, per token: NAME_refresh_days (days until the refresh token lapses, user tokens; warning below \
+--warn) and NAME_access_seconds (seconds the access token has left; user tokens); overall: tokens, \
+tokens_warning, tokens_critical. Run it as a user among the tokens' readers (or root): other tokens are not \
+seen.\n\n\
+Example Nagios/Icinga command:\n  \
+define command { command_name check_att_token  command_line /usr/bin/att-token check --warn $ARG1$ }")]
+    Check(CheckArgs),
+}
+
+/// `check [NAME...] [--warn DAYS] [--timeout SECONDS]`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct CheckArgs {
+    /// The tokens to check, by name; every token you may read when none is given.
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+    /// Warn when a refresh token lapses within this many days (someone must log in before then).
+    #[arg(long, short = 'w', value_name = "DAYS", default_value_t = 7, value_parser = clap::value_parser!(u32).range(0..=3650))]
+    pub warn: u32,
+    /// Give up with UNKNOWN (exit 3) when att-tokend has not answered within this many seconds.
+    #[arg(long, short = 't', value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub timeout: u64,
 }
 
 /// What `exec` does to its program when the token changes.

@@ -1,8 +1,9 @@
 //! `att-token`: the command-line client of att-tokend. See `att-token --help` and att-token(1).
 //!
 //! `exec` (run a program with the token in its environment) and `proxy` (an HTTP proxy that adds the token, from
-//! the token-proxy crate) live in their own modules. Only this program uses token-proxy: the daemon never links it.
+//! the token-proxy crate) and `check` (a monitoring plugin's status line and exit status) live in their own modules. Only this program uses token-proxy: the daemon never links it.
 
+mod check;
 mod exec;
 mod proxy;
 
@@ -64,7 +65,15 @@ async fn main() -> ExitCode {
             "att-token: warning: could not mark the process undumpable: {e}; a crash could write a token to a core dump"
         );
     }
-    let args = TokenArgs::parse();
+    let args = match TokenArgs::try_parse() {
+        Ok(args) => args,
+        // A monitoring agent reads any other status than 0-3 as a broken plugin: usage errors are UNKNOWN (3).
+        Err(error) if check::is_check(std::env::args_os()) => return ExitCode::from(check::usage_error(&error)),
+        Err(error) => error.exit(),
+    };
+    if let TokenCommand::Check(check) = &args.command {
+        return ExitCode::from(check::run(&args.bus, check).await);
+    }
     match run(args).await {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
@@ -117,6 +126,7 @@ async fn plain(
         }
         TokenCommand::Watch => watch(agent).await,
         TokenCommand::Exec(_) | TokenCommand::Proxy(_) => unreachable!("handled by run"),
+        TokenCommand::Check(_) => unreachable!("handled by main"),
     }
 }
 

@@ -1,6 +1,8 @@
 //! Argument parsing and help texts of `att-token`, the exit-status table and object path escaping.
 
-use att_token::cli::{ForDeviceArgs, GetArgs, ListArgs, LoginArgs, NameArg, TokenArgs, TokenCommand, token_command};
+use att_token::cli::{
+    CheckArgs, ForDeviceArgs, GetArgs, ListArgs, LoginArgs, NameArg, TokenArgs, TokenCommand, token_command,
+};
 use clap::Parser;
 use clap::error::ErrorKind;
 use proptest::prelude::*;
@@ -40,6 +42,11 @@ fn every_subcommand_parses() {
         (vec!["refresh", "main"], TokenCommand::Refresh(NameArg { name: "main".into() })),
         (vec!["logout", "main"], TokenCommand::Logout(NameArg { name: "main".into() })),
         (vec!["watch"], TokenCommand::Watch),
+        (vec!["check"], TokenCommand::Check(CheckArgs { names: vec![], warn: 7, timeout: 10 })),
+        (
+            vec!["check", "main", "site-a", "--warn", "14", "-t", "5"],
+            TokenCommand::Check(CheckArgs { names: vec!["main".into(), "site-a".into()], warn: 14, timeout: 5 }),
+        ),
     ];
     for (argv, expected) in cases {
         let mut with_bus = vec!["--bus", "system"];
@@ -95,6 +102,7 @@ fn help_texts_explain_usage_and_exit_status() {
         "refresh",
         "logout",
         "watch",
+        "check",
     ] {
         assert!(help.contains(needle), "att-token --help lacks {needle:?}:\n{help}");
     }

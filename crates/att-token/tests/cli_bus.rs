@@ -308,3 +308,169 @@ async fn a_missing_daemon_is_exit_status_7() {
     assert_eq!(out.status.code(), Some(7));
     assert!(text(&out.stderr).contains("cannot connect"), "{}", text(&out.stderr));
 }
+
+/// A token's object as `att-token check` reads it.
+struct CheckedToken {
+    refresh_expires_at: i64,
+    last_error: String,
+}
+
+#[zbus::interface(name = "io.allthingstalk.TokenAgent1.Token")]
+impl CheckedToken {
+    #[zbus(property)]
+    fn refresh_token_expires_at(&self) -> i64 {
+        self.refresh_expires_at
+    }
+
+    #[zbus(property)]
+    fn last_error(&self) -> String {
+        self.last_error.clone()
+    }
+}
+
+/// The stand-in's `ListTokens` for the check: name, kind, expires_at, state, attention_needed.
+struct CheckedAgent {
+    tokens: Vec<(String, String, i64, String, bool)>,
+}
+
+#[zbus::interface(name = "io.allthingstalk.TokenAgent1")]
+impl CheckedAgent {
+    fn list_tokens(&self) -> Vec<(String, String, i64, String, bool)> {
+        self.tokens.clone()
+    }
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+const DAY: i64 = 86_400;
+
+/// A stand-in serving: `main` (valid, 40 days of refresh token left), `lapsing` (valid, 3 days left, attention
+/// flagged), `sensor-7` (a device token) and `gone` (needs a login).
+async fn checked_world() -> (PrivateBus, zbus::Connection) {
+    let bus = PrivateBus::start();
+    let now = now_unix();
+    let rows = [
+        ("main", "user", now + 3300, "valid", false, now + 40 * DAY + 60),
+        ("lapsing", "user", now + 3300, "valid", true, now + 3 * DAY + 3600),
+        ("sensor-7", "device", 0, "valid", false, 0),
+        ("gone", "user", 0, "needs-login", true, 0),
+    ];
+    let tokens = rows.iter().map(|r| (r.0.into(), r.1.into(), r.2, r.3.into(), r.4)).collect();
+    let mut build =
+        zbus::connection::Builder::address(bus.address.as_str()).serve_at(OBJECT_PATH, CheckedAgent { tokens });
+    for (name, _, _, _, attention, refresh_expires_at) in rows {
+        let last_error = if attention { format!("{name} went wrong|badly\nhere") } else { String::new() };
+        build = build.serve_at(token_object_path(name), CheckedToken { refresh_expires_at, last_error });
+    }
+    let build = build.name(BUS_NAME).build();
+    let connection = tokio::time::timeout(PATIENCE, build).await.expect("serving on the private bus").unwrap();
+    (bus, connection)
+}
+
+/// The one line of a check: asserts that stdout holds exactly one, and returns it.
+fn status_line(out: &Output) -> String {
+    let stdout = text(&out.stdout);
+    assert_eq!(stdout.lines().count(), 1, "one status line on stdout: {stdout:?}; stderr: {}", text(&out.stderr));
+    stdout.trim_end().to_owned()
+}
+
+/// Checks every performance datum of `line` against the monitoring-plugins format
+/// (`'label'=value[UOM];[warn];[crit];[min];[max]`) and returns them as (label, value, the other fields).
+fn perfdata(line: &str) -> Vec<(String, f64, Vec<String>)> {
+    let (_, data) = line.split_once(" | ").unwrap_or_else(|| panic!("no performance data: {line}"));
+    assert!(!data.contains('|'), "{line}");
+    let range = |field: &str| {
+        let field = field.strip_prefix('@').unwrap_or(field);
+        let number = |n: &str| n.is_empty() || n == "~" || n.parse::<f64>().is_ok();
+        match field.split_once(':') {
+            Some((low, high)) => number(low) && (high.is_empty() || high.parse::<f64>().is_ok()),
+            None => field.is_empty() || field.parse::<f64>().is_ok(),
+        }
+    };
+    data.split(' ')
+        .map(|datum| {
+            let (label, rest) = datum.split_once('=').unwrap_or_else(|| panic!("{datum:?} has no '=': {line}"));
+            let label = label.trim_matches('\'');
+            assert!(!label.is_empty() && !label.contains(['=', '\'']), "{datum:?}");
+            let fields: Vec<&str> = rest.split(';').collect();
+            assert!(fields.len() <= 5, "{datum:?}");
+            let unit_at =
+                fields[0].find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-')).unwrap_or(fields[0].len());
+            let (value, unit) = fields[0].split_at(unit_at);
+            assert!(["", "s", "ms", "us", "%", "B", "KB", "MB", "TB", "c"].contains(&unit), "{datum:?}");
+            let value: f64 = value.parse().unwrap_or_else(|_| panic!("{datum:?}: not a number"));
+            for field in &fields[1..3.min(fields.len())] {
+                assert!(range(field), "{datum:?}: {field:?} is not a threshold range");
+            }
+            for field in fields.iter().skip(3) {
+                assert!(field.is_empty() || field.parse::<f64>().is_ok(), "{datum:?}");
+            }
+            (label.to_owned(), value, fields[1..].iter().map(|f| (*f).to_owned()).collect())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_speaks_the_monitoring_plugins_convention() {
+    let (bus, _serving) = checked_world().await;
+
+    let out = att_token(&bus.address, &["check", "main", "sensor-7"], "").await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let line = status_line(&out);
+    assert!(line.starts_with("ATT-TOKEN OK - 2 tokens served | "), "{line}");
+    let data = perfdata(&line);
+    let days = data.iter().find(|d| d.0 == "main_refresh_days").unwrap_or_else(|| panic!("{line}"));
+    assert!((40.0..40.1).contains(&days.1) && days.2[..3] == ["7:", "0:", "0"], "{line}");
+    let seconds = data.iter().find(|d| d.0 == "main_access_seconds").unwrap_or_else(|| panic!("{line}"));
+    assert!((3000.0..=3300.0).contains(&seconds.1), "{line}");
+    assert!(data.iter().any(|d| d.0 == "tokens" && d.1 == 2.0), "{line}");
+    assert!(!data.iter().any(|d| d.0.starts_with("sensor-7_")), "a device token has no deadline: {line}");
+
+    let out = att_token(&bus.address, &["check", "lapsing", "--warn", "7"], "").await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let line = status_line(&out);
+    assert!(
+        line.starts_with("ATT-TOKEN WARNING - lapsing: refresh token lapses in 3 days, needs attention: "),
+        "{line}"
+    );
+    assert!(line.contains("lapsing went wrong/badly here; 1 token | "), "{line}");
+    assert_eq!(perfdata(&line).iter().find(|d| d.0 == "lapsing_refresh_days").map(|d| d.1.floor()), Some(3.0));
+    let out = att_token(&bus.address, &["check", "main", "--warn", "41"], "").await;
+    assert_eq!(out.status.code(), Some(1), "--warn moves the warning: {}", status_line(&out));
+
+    let out = att_token(&bus.address, &["check"], "").await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let line = status_line(&out);
+    assert!(line.starts_with("ATT-TOKEN CRITICAL - gone: needs a login (att-token login gone)"), "{line}");
+    assert!(line.contains("; lapsing: refresh token lapses in 3 days") && line.contains("; 4 tokens | "), "{line}");
+    let data = perfdata(&line);
+    assert!(data.iter().any(|d| d.0 == "tokens_critical" && d.1 == 1.0), "{line}");
+    assert!(data.iter().any(|d| d.0 == "tokens_warning" && d.1 == 1.0), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_is_unknown_when_it_cannot_tell() {
+    let (bus, _serving) = checked_world().await;
+    let unknown = |out: &Output, says: &str| {
+        assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+        let line = status_line(out);
+        assert!(line.starts_with("ATT-TOKEN UNKNOWN - ") && line.contains(says), "{line}");
+    };
+    unknown(&att_token(&bus.address, &["check", "main", "nope"], "").await, "no token named \"nope\"");
+    // Bad arguments are UNKNOWN too, never clap's 2 (which a monitoring system reads as CRITICAL).
+    unknown(&att_token(&bus.address, &["check", "--warn", "soon"], "").await, "bad arguments");
+    unknown(&att_token(&bus.address, &["check", "--bogus"], "").await, "--bogus");
+    let out = att_token(&bus.address, &["check", "--help"], "").await;
+    assert_eq!(out.status.code(), Some(0));
+    for needle in ["Nagios", "WARNING", "--warn", "UNKNOWN", "command_line"] {
+        assert!(text(&out.stdout).contains(needle), "check --help lacks {needle:?}");
+    }
+    // Outside `check`, usage errors keep their status.
+    assert_eq!(att_token(&bus.address, &["get"], "").await.status.code(), Some(2));
+
+    let empty = PrivateBus::start();
+    unknown(&att_token(&empty.address, &["check"], "").await, "is it running?");
+    unknown(&att_token("unix:path=/nonexistent/att-token-test", &["check"], "").await, "cannot connect");
+}

@@ -6,6 +6,12 @@
 //!   falling back to the user's groups from the system database when the bus does not report groups;
 //! - on a peer-to-peer connection, from the socket's peer credentials.
 //!
+//! With the identity comes the systemd unit of the caller's process, for the audit trail (`dbus/audit.rs`): the
+//! bus reports the pid that opened the connection (`ProcessID`), and systemd's `GetUnitByPID` names its unit,
+//! once per lookup, cached with the caller. systemd is asked rather than `/proc/PID/cgroup` because the shipped
+//! unit hides other users' processes from the daemon (`ProtectProc=invisible`). The unit is `None` when the bus
+//! reports no pid, no systemd answers on that bus within [`UNIT_LOOKUP_TIMEOUT`], or the process is in no unit.
+//!
 //! Bus credentials are cached per unique name; [`Callers::watch_bus`] drops an entry as soon as its
 //! name leaves the bus, also when it leaves while its lookup is in flight (the answer is then not cached), so no
 //! entry outlives its caller. The cache holds at most [`MAX_CACHED_CALLERS`] entries and at most
@@ -14,6 +20,7 @@
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use zbus::names::UniqueName;
@@ -37,6 +44,17 @@ struct BusCredentials {
     unix_user_id: Option<u32>,
     #[zbus(rename = "UnixGroupIDs")]
     unix_group_ids: Option<Vec<u32>>,
+    #[zbus(rename = "ProcessID")]
+    process_id: Option<u32>,
+}
+
+/// A caller as looked up: its identity, and the systemd unit of its process when it has one.
+#[derive(Debug, Clone)]
+pub struct Known {
+    /// Who the caller is, for the access rules.
+    pub caller: Caller,
+    /// The systemd unit of the caller's process (`nodered.service`), for the audit trail.
+    pub unit: Option<Arc<str>>,
 }
 
 /// Why the caller's identity could not be established.
@@ -81,7 +99,7 @@ pub const MAX_LOOKUPS_IN_FLIGHT: usize = 64;
 /// The cache and the lookups under way, behind one lock so that a name that leaves during its lookup is seen.
 #[derive(Debug, Default)]
 struct Cache {
-    callers: HashMap<Box<str>, Caller>,
+    callers: HashMap<Box<str>, Known>,
     /// Unique names with a lookup in flight: how many, and whether the name left the bus meanwhile.
     in_flight: HashMap<Box<str>, (usize, bool)>,
     /// Lookups in flight over all names.
@@ -99,7 +117,7 @@ struct Lookup<'a> {
 impl Lookup<'_> {
     /// Ends the lookup with its answer, which is cached unless the name left the bus meanwhile or the cache is
     /// full.
-    fn finish(mut self, caller: &Caller) {
+    fn finish(mut self, caller: &Known) {
         self.done = true;
         let mut cache = self.callers.lock();
         let left = end_lookup(&mut cache, &self.name);
@@ -173,14 +191,14 @@ impl Callers {
         Ok(Lookup { callers: self, name: name.into(), done: false })
     }
 
-    /// The identity of the sender of a call received on `connection`.
+    /// The identity of the sender of a call received on `connection`, with its process's systemd unit.
     pub async fn caller(
         &self,
         connection: &Connection,
         sender: Option<&UniqueName<'_>>,
-    ) -> Result<Caller, CallerLookupError> {
+    ) -> Result<Known, CallerLookupError> {
         match &self.source {
-            Source::Fixed(caller) => Ok(caller.clone()),
+            Source::Fixed(caller) => Ok(Known { caller: caller.clone(), unit: None }),
             Source::Peer => {
                 // One peer per connection: ask the socket once.
                 if let Some(caller) = self.cached("") {
@@ -188,6 +206,7 @@ impl Callers {
                 }
                 let creds = connection.peer_creds().await.map_err(|e| CallerLookupError::Bus(e.to_string()))?;
                 let caller = from_credentials(creds.unix_user_id(), creds.unix_group_ids().cloned()).await?;
+                let caller = Known { caller, unit: None };
                 self.lock().callers.insert("".into(), caller.clone());
                 Ok(caller)
             }
@@ -205,13 +224,14 @@ impl Callers {
                 let creds: BusCredentials =
                     reply.body().deserialize().map_err(|e| CallerLookupError::Bus(e.to_string()))?;
                 let caller = from_credentials(creds.unix_user_id, creds.unix_group_ids).await?;
+                let caller = Known { caller, unit: unit_of_process(connection, creds.process_id).await };
                 lookup.finish(&caller);
                 Ok(caller)
             }
         }
     }
 
-    fn cached(&self, sender: &str) -> Option<Caller> {
+    fn cached(&self, sender: &str) -> Option<Known> {
         self.lock().callers.get(sender).cloned()
     }
 
@@ -278,6 +298,27 @@ async fn from_credentials(uid: Option<u32>, groups: Option<Vec<u32>>) -> Result<
     Ok(Caller::new(uid, groups))
 }
 
+/// How long systemd may take to name a caller's unit before the caller is taken as having none.
+pub const UNIT_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The systemd unit of process `pid`, as systemd's manager on the same bus names it (`GetUnitByPID`); `None`
+/// without a pid, a manager, an answer in time or a unit.
+async fn unit_of_process(connection: &Connection, pid: Option<u32>) -> Option<Arc<str>> {
+    let pid = pid.filter(|pid| *pid > 0)?;
+    let pid = (pid,);
+    let call = connection.call_method(
+        Some("org.freedesktop.systemd1"),
+        "/org/freedesktop/systemd1",
+        Some("org.freedesktop.systemd1.Manager"),
+        "GetUnitByPID",
+        &pid,
+    );
+    let reply = tokio::time::timeout(UNIT_LOOKUP_TIMEOUT, call).await.ok()?.ok()?;
+    let body = reply.body();
+    let path: zbus::ObjectPath<'_> = body.deserialize().ok()?;
+    super::audit::unit_from_path(path.as_str()).map(Arc::from)
+}
+
 /// The groups of `uid` from the system database (primary and supplementary); empty if the user is unknown.
 fn groups_of(uid: u32) -> Vec<u32> {
     let Ok(Some(user)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) else {
@@ -299,7 +340,7 @@ mod tests {
     #[test]
     fn a_caller_that_leaves_during_its_lookup_is_not_cached() {
         let callers = Callers::bus();
-        let caller = Caller::new(1000, [1000]);
+        let caller = Known { caller: Caller::new(1000, [1000]), unit: None };
         let lookup = callers.begin_lookup(":1.7").expect("a lookup");
         // NameOwnerChanged arrives while GetConnectionCredentials is on its way.
         callers.forget(":1.7");
@@ -319,7 +360,7 @@ mod tests {
     #[test]
     fn the_cache_and_the_lookups_in_flight_are_bounded() {
         let callers = Callers::bus();
-        let caller = Caller::new(1000, [1000]);
+        let caller = Known { caller: Caller::new(1000, [1000]), unit: None };
         for n in 0..MAX_CACHED_CALLERS + 10 {
             callers.begin_lookup(&format!(":1.{n}")).expect("a lookup").finish(&caller);
         }

@@ -17,6 +17,7 @@
 //! unread stops the connection reading once its queue is full).
 
 pub mod args;
+pub mod audit;
 pub mod callers;
 pub mod error;
 
@@ -34,9 +35,9 @@ use zbus::names::InterfaceName;
 use zbus::object_server::SignalEmitter;
 use zbus::{Connection, Signature, Type, Variant, interface};
 
-use self::callers::Callers;
+use self::audit::{Audit, Who};
+use self::callers::{Callers, Known};
 use self::error::ServiceError;
-use crate::access::Caller;
 use crate::engine::{Engine, EngineError, Event, Reread, Served, Status, TokenValue};
 
 /// The names of the contract, served here as `att-token` calls them: defined in token-agent.
@@ -67,19 +68,73 @@ impl Type for TokenReply {
 pub struct Agent {
     engine: Engine,
     callers: Arc<Callers>,
+    audit: Arc<Audit>,
 }
 
 impl Agent {
-    async fn caller(&self, connection: &Connection, header: &Header<'_>) -> Result<Caller, ServiceError> {
-        self.callers.caller(connection, header.sender()).await.map_err(ServiceError::from)
+    /// The caller of `method` with its unit; a caller who cannot be identified is refused, in the audit trail too.
+    async fn identify(
+        &self,
+        connection: &Connection,
+        header: &Header<'_>,
+        method: &str,
+        token: Option<&TokenName>,
+    ) -> Result<Known, ServiceError> {
+        let known = self.callers.caller(connection, header.sender()).await;
+        known.map_err(|e| refused(&self.audit, method, token, None, e.into()))
     }
 
-    async fn admin(&self, connection: &Connection, header: &Header<'_>, what: &str) -> Result<(), ServiceError> {
-        let caller = self.caller(connection, header).await?;
-        self.engine.require_admin(&caller, what)?;
-        tracing::debug!(uid = caller.uid, "an admin asked to {what}");
+    /// A token call's outcome: the delivery or the refusal goes to the audit trail (and so would a call counter).
+    fn served<T>(
+        &self,
+        method: &str,
+        token: &TokenName,
+        who: &Known,
+        result: Result<T, EngineError>,
+    ) -> Result<T, ServiceError> {
+        match result {
+            Ok(value) => {
+                self.audit.delivered(token.as_str(), who_of(Some(who)));
+                Ok(value)
+            }
+            Err(e) => Err(refused(&self.audit, method, Some(token), Some(who), e.into())),
+        }
+    }
+
+    /// Whether the caller of `method` on `token` is an admin, who may `what`; a refusal goes to the audit trail.
+    async fn admin(
+        &self,
+        connection: &Connection,
+        header: &Header<'_>,
+        method: &str,
+        token: &TokenName,
+        what: &str,
+    ) -> Result<(), ServiceError> {
+        let known = self.identify(connection, header, method, Some(token)).await?;
+        let allowed = self.engine.require_admin(&known.caller, what);
+        allowed.map_err(|e| refused(&self.audit, method, Some(token), Some(&known), e.into()))?;
+        tracing::debug!(uid = known.caller.uid, "an admin asked to {what}");
         Ok(())
     }
+}
+
+/// Logs a refused call in the audit trail, with its D-Bus error's short name as the reason, and returns the error.
+fn refused(
+    audit: &Audit,
+    method: &str,
+    token: Option<&TokenName>,
+    who: Option<&Known>,
+    error: ServiceError,
+) -> ServiceError {
+    let name = zbus::DBusError::name(&error);
+    let reason = name.as_str().rsplit('.').next().unwrap_or_default();
+    audit.refused(method, token.map(TokenName::as_str), who_of(who), reason);
+    error
+}
+
+/// The audit's view of a caller.
+fn who_of(known: Option<&Known>) -> Who<'_> {
+    Who { uid: known.map(|k| k.caller.uid), unit: known.and_then(|k| k.unit.as_deref()) }
 }
 
 fn reply(served: Served) -> (TokenReply, i64) {
@@ -98,9 +153,10 @@ impl Agent {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
     ) -> Result<(TokenReply, i64), ServiceError> {
-        let name = args::name(name)?;
-        let caller = self.caller(connection, &header).await?;
-        Ok(reply(self.engine.get_token(&name, &caller)?))
+        const METHOD: &str = "GetToken";
+        let name = args::name(name).map_err(|e| refused(&self.audit, METHOD, None, None, e.into()))?;
+        let who = self.identify(connection, &header, METHOD, Some(&name)).await?;
+        self.served(METHOD, &name, &who, self.engine.get_token(&name, &who.caller)).map(reply)
     }
 
     /// The token `name`, valid for at least `seconds` from now, refreshing first if needed. Readers of `name`.
@@ -112,10 +168,12 @@ impl Agent {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
     ) -> Result<(TokenReply, i64), ServiceError> {
-        let name = args::name(name)?;
-        let wanted = args::seconds(seconds)?;
-        let caller = self.caller(connection, &header).await?;
-        Ok(reply(self.engine.get_token_valid_for(&name, wanted, &caller).await?))
+        const METHOD: &str = "GetTokenValidFor";
+        let checked = args::name(name).and_then(|name| Ok((name, args::seconds(seconds)?)));
+        let (name, wanted) = checked.map_err(|e| refused(&self.audit, METHOD, None, None, e.into()))?;
+        let who = self.identify(connection, &header, METHOD, Some(&name)).await?;
+        let served = self.engine.get_token_valid_for(&name, wanted, &who.caller).await;
+        self.served(METHOD, &name, &who, served).map(reply)
     }
 
     /// The least-privileged token the caller may read that may access the device: its device token, else a
@@ -127,9 +185,12 @@ impl Agent {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
     ) -> Result<(String, TokenReply, i64), ServiceError> {
-        let device = args::device_id(device_id)?;
-        let caller = self.caller(connection, &header).await?;
-        let (name, served) = self.engine.get_token_for_device(&device, &caller)?;
+        const METHOD: &str = "GetTokenForDevice";
+        let device = args::device_id(device_id).map_err(|e| refused(&self.audit, METHOD, None, None, e.into()))?;
+        let who = self.identify(connection, &header, METHOD, None).await?;
+        let found = self.engine.get_token_for_device(&device, &who.caller);
+        let (name, served) = found.map_err(|e| refused(&self.audit, METHOD, None, Some(&who), e.into()))?;
+        self.audit.delivered(name.as_str(), who_of(Some(&who)));
         let (token, expires_at) = reply(served);
         Ok((name.into(), token, expires_at))
     }
@@ -141,7 +202,7 @@ impl Agent {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
     ) -> Result<Vec<(String, String, i64, String, bool)>, ServiceError> {
-        let caller = self.caller(connection, &header).await?;
+        let caller = self.identify(connection, &header, "ListTokens", None).await?.caller;
         Ok(self
             .engine
             .list(&caller)
@@ -171,7 +232,7 @@ impl Agent {
         #[zbus(connection)] connection: &Connection,
     ) -> Result<i64, ServiceError> {
         let name = args::login(name, username, password, code)?;
-        self.admin(connection, &header, "log in").await?;
+        self.admin(connection, &header, "Login", &name, "log in").await?;
         let code = args::mfa_code(code)?;
         Ok(self.engine.login(&name, username.trim().to_owned(), Password::new(password), code).await?)
     }
@@ -185,7 +246,7 @@ impl Agent {
         #[zbus(connection)] connection: &Connection,
     ) -> Result<i64, ServiceError> {
         let name = args::name(name)?;
-        self.admin(connection, &header, "refresh").await?;
+        self.admin(connection, &header, "Refresh", &name, "refresh").await?;
         Ok(self.engine.refresh(&name).await?)
     }
 
@@ -197,7 +258,7 @@ impl Agent {
         #[zbus(connection)] connection: &Connection,
     ) -> Result<(), ServiceError> {
         let name = args::name(name)?;
-        self.admin(connection, &header, "log out").await?;
+        self.admin(connection, &header, "Logout", &name, "log out").await?;
         Ok(self.engine.logout(&name).await?)
     }
 
@@ -327,7 +388,7 @@ impl TokenObject {
             )
             .into());
         };
-        let caller = self.callers.caller(connection, header.sender()).await.map_err(ServiceError::from)?;
+        let caller = self.callers.caller(connection, header.sender()).await.map_err(ServiceError::from)?.caller;
         Ok(self.properties.engine.may_read(&self.properties.name, &caller)?)
     }
 }
@@ -437,7 +498,8 @@ impl Service {
     /// reading can miss a call that arrives before the dispatcher has started; that call never gets a reply.
     pub async fn serve(builder: Builder<'_>, engine: Engine, callers: Arc<Callers>) -> zbus::Result<Self> {
         let events = engine.subscribe();
-        let agent = Agent { engine: engine.clone(), callers: callers.clone() };
+        let audit = Arc::new(Audit::new());
+        let agent = Agent { engine: engine.clone(), callers: callers.clone(), audit: audit.clone() };
         let connection = builder.serve_at(OBJECT_PATH, agent).build().await?;
         let service = Service { connection, engine, callers };
         let mut published = BTreeMap::new();
