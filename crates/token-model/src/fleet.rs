@@ -124,6 +124,11 @@ impl Spread {
         Spread { key, window }
     }
 
+    /// No spread: every offset is zero.
+    pub fn off() -> Self {
+        Spread { key: MachineKey::fallback(), window: Duration::ZERO }
+    }
+
     /// The window offsets fall in.
     pub fn window(&self) -> Duration {
         self.window

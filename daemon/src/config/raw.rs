@@ -22,6 +22,9 @@ use super::schema::{
     MAX_REFRESH_TOKEN_LIFETIME, MAX_REQUEST_TIMEOUT, MAX_RETRY_INITIAL, MAX_RETRY_MAX, MAX_SAFETY_MARGIN,
     MAX_WARN_BEFORE, MaintenanceConfig, Principal, Principals, RefreshConfig, Schedule,
 };
+use super::schema::{
+    FleetConfig, MAX_MAINTENANCE_SPREAD, MAX_STARTUP_SPREAD, REQUEST_BURST_RANGE, REQUESTS_PER_MINUTE_RANGE,
+};
 use super::token::{RawToken, check_token_files};
 
 /// What validation needs to say where a value was written: the text and the file's path.
@@ -62,6 +65,8 @@ pub(super) struct RawConfig {
     refresh: RawRefresh,
     #[serde(default)]
     maintenance: RawMaintenance,
+    #[serde(default)]
+    fleet: RawFleet,
     #[serde(default)]
     token: Vec<Spanned<RawToken>>,
 }
@@ -112,6 +117,16 @@ struct RawMaintenance {
     token_health: Option<Schedule>,
     ground_sync: Option<Schedule>,
     lapse_review: Option<Schedule>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFleet {
+    machine_id_file: Option<Spanned<PathBuf>>,
+    maintenance_spread: Option<Spanned<Dur>>,
+    startup_spread: Option<Spanned<Dur>>,
+    request_burst: Option<Spanned<i64>>,
+    requests_per_minute: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -294,7 +309,8 @@ impl RawConfig {
             seen.insert(token.name.clone(), token.line);
             tokens.push(token);
         }
-        let config = Config { path: ctx.path.to_owned(), api, daemon, refresh, maintenance, tokens };
+        let fleet = self.fleet.validate(ctx)?;
+        let config = Config { path: ctx.path.to_owned(), api, daemon, refresh, maintenance, fleet, tokens };
         check_token_files(&config, ctx)?;
         Ok(config)
     }
@@ -433,6 +449,50 @@ impl RawRefresh {
             warn_before,
             retry_initial,
             retry_max,
+        })
+    }
+}
+
+impl RawFleet {
+    fn validate(self, ctx: &Ctx<'_>) -> Result<FleetConfig, ConfigError> {
+        let defaults = FleetConfig::default();
+        let count = |value: Option<Spanned<i64>>, key: &str, (least, most): (u32, u32), default: u32| match value {
+            None => Ok(default),
+            Some(value) => {
+                let span = value.span();
+                u32::try_from(*value.get_ref()).ok().filter(|n| (least..=most).contains(n)).ok_or_else(|| {
+                    ctx.at(
+                        span,
+                        format!(
+                            "in [fleet]: {key} must be a whole number from {least} to {most}; write one, or remove \
+                             the key for the default ({default})"
+                        ),
+                    )
+                })
+            }
+        };
+        Ok(FleetConfig {
+            machine_id_file: match self.machine_id_file {
+                Some(file) => absolute(file, "machine_id_file", ctx, "[fleet]")?,
+                None => defaults.machine_id_file,
+            },
+            maintenance_spread: at_most(
+                self.maintenance_spread,
+                "[fleet]",
+                "maintenance_spread",
+                MAX_MAINTENANCE_SPREAD,
+                ctx,
+            )?
+            .unwrap_or(defaults.maintenance_spread),
+            startup_spread: at_most(self.startup_spread, "[fleet]", "startup_spread", MAX_STARTUP_SPREAD, ctx)?
+                .unwrap_or(defaults.startup_spread),
+            request_burst: count(self.request_burst, "request_burst", REQUEST_BURST_RANGE, defaults.request_burst)?,
+            requests_per_minute: count(
+                self.requests_per_minute,
+                "requests_per_minute",
+                REQUESTS_PER_MINUTE_RANGE,
+                defaults.requests_per_minute,
+            )?,
         })
     }
 }

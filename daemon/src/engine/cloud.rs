@@ -1,9 +1,15 @@
 //! The engine's view of the cloud: the `/login` steps and token checks of [`login_flow`], with every failure
 //! sorted once into "transient" (retry with backoff) or "verdict" (a person must act).
+//!
+//! Every request goes through the daemon's one request budget ([`token_model::fleet::Budget`], `[fleet]
+//! request_burst` and `requests_per_minute`), shared by every session, probe and sync: one over budget waits its
+//! turn on the boot-time clock (asynchronously), it is never dropped. A login counts as two requests (the password
+//! step and the MFA step).
 
 use std::time::{Duration, SystemTime};
 
 use login_flow::{Credentials, LoginClient, LoginError};
+use token_model::fleet::Budget;
 use token_model::ids::{DeviceId, GroundId};
 use token_model::reply::TokenGrant;
 use token_model::secret::{AccessToken, MfaCode, Password, RefreshToken, StaticToken, TotpSeed};
@@ -88,16 +94,17 @@ impl From<TokenGrant> for CloudTokens {
     }
 }
 
-/// The client for one AllThingsTalk instance.
+/// The client for one AllThingsTalk instance, with the daemon's request budget.
 #[derive(Debug, Clone)]
 pub struct Cloud {
     client: std::sync::Arc<LoginClient>,
+    budget: std::sync::Arc<std::sync::Mutex<Budget>>,
 }
 
 impl Cloud {
-    /// Wraps a configured login client.
-    pub fn new(client: LoginClient) -> Self {
-        Self { client: std::sync::Arc::new(client) }
+    /// Wraps a configured login client; every request waits for its turn in `budget` (shared by all clones).
+    pub fn new(client: LoginClient, budget: Budget) -> Self {
+        Self { client: std::sync::Arc::new(client), budget: std::sync::Arc::new(std::sync::Mutex::new(budget)) }
     }
 
     /// The REST base URL requests go to, without a trailing slash (not a secret).
@@ -105,7 +112,21 @@ impl Cloud {
         self.client.config().base_url().as_str().trim_end_matches('/').to_owned()
     }
 
+    /// Waits until the budget lets `requests` more go. Each is booked in turn, so none is lost or overtaken.
+    async fn admit(&self, requests: u32) {
+        let now = crate::clock::boot_now();
+        let at = {
+            let mut budget = self.budget.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            (0..requests).map(|_| budget.reserve(now)).max().unwrap_or(now)
+        };
+        if at > now {
+            tracing::debug!(wait_ms = at.saturating_since(now).as_millis() as u64, "over the request budget: waiting");
+            crate::clock::sleep_until(at).await;
+        }
+    }
+
     pub(crate) async fn refresh(&self, refresh: &RefreshToken) -> Result<CloudTokens, Failure> {
+        self.admit(1).await;
         Ok(self.client.refresh(refresh).await?.into())
     }
 
@@ -115,6 +136,7 @@ impl Cloud {
         password: &Password,
         code: Option<&MfaCode>,
     ) -> Result<CloudTokens, LoginFailure> {
+        self.admit(2).await;
         let credentials = Credentials::new(username, password.clone());
         Ok(self.client.login_with_code(&credentials, code).await?.into())
     }
@@ -125,6 +147,7 @@ impl Cloud {
         password: &Password,
         seed: Option<&TotpSeed>,
     ) -> Result<CloudTokens, LoginFailure> {
+        self.admit(2).await;
         let credentials = Credentials::new(username, password.clone());
         let grant = match seed {
             Some(seed) => self.client.login_with_totp(&credentials, seed).await?,
@@ -135,11 +158,13 @@ impl Cloud {
 
     /// `Ok(None)`: the cloud accepts the user's access token; `Ok(Some(why))`: it rejects it.
     pub(crate) async fn check_user(&self, token: &AccessToken) -> Result<Option<String>, Failure> {
+        self.admit(1).await;
         verdict(self.client.check_user_token(token).await)
     }
 
     /// `Ok(None)`: the cloud accepts the device token; `Ok(Some(why))`: it rejects it.
     pub(crate) async fn check_device(&self, token: &StaticToken, device: &DeviceId) -> Result<Option<String>, Failure> {
+        self.admit(1).await;
         verdict(self.client.check_device_token(token, device).await)
     }
 
@@ -149,6 +174,7 @@ impl Cloud {
         token: &StaticToken,
         ground: &GroundId,
     ) -> Result<Result<Vec<DeviceId>, String>, Failure> {
+        self.admit(1).await;
         match self.client.ground_devices(token, ground).await {
             Ok(devices) => Ok(Ok(devices)),
             Err(e) if e.is_transient() => Err(e.into()),

@@ -75,10 +75,14 @@ impl World {
     }
 
     /// The config's text: `[api]` (this world's fake cloud) and `[daemon]` (its bus and state directory), then
-    /// `rest`.
+    /// `rest`, then, unless `rest` has a `[fleet]` table, [`testbed::FLEET_AT_ONCE`] (these tests expect requests at
+    /// once).
     pub(crate) fn config_text(&self, rest: &str) -> String {
         let head = ConfigText::new().api(&self.fake.url).daemon(&self.bus.address, &self.state_dir());
-        format!("{head}\n{rest}")
+        match rest.contains("[fleet]") {
+            true => format!("{head}\n{rest}"),
+            false => format!("{head}\n{rest}\n\n{}", testbed::FLEET_AT_ONCE),
+        }
     }
 
     /// Writes the config file: [`World::config_text`] with `rest`.

@@ -82,6 +82,7 @@ pub(crate) fn config_text(dir: &Path, cloud_url: &str, extra_user: &str) -> Stri
         .line(&readers)
         .ground("site-a", GROUND, &ground)
         .line(&readers)
+        .fleet_at_once()
         .into()
 }
 
@@ -138,13 +139,14 @@ impl Harness {
 /// The engine as `att-tokend` builds it from a config.
 pub(crate) fn start_engine(config: &config::Config) -> Engine {
     let prepared = prepare::prepare(config.clone()).expect("the config prepared");
-    let cloud = prepare::cloud(&config.api, login_flow::tls::in_background()).expect("a cloud client");
+    let cloud = prepare::cloud(config, login_flow::tls::in_background()).expect("a cloud client");
     let dir = att_tokend::state_dir::StateDir::open(&config.daemon.state_dir).expect("the state directory");
     let store = Arc::new(StateStore::new(dir, prepared.origin));
     let settings = SessionSettings {
         cloud: Some(cloud),
         store: Some(store),
         policy: prepare::policy(&config.refresh),
+        startup: token_model::fleet::Spread::new(prepared.machine, config.fleet.startup_spread),
         // The machine's own time-sync state must not decide these tests: its clock counts as synchronised.
         clock: {
             let clock = att_tokend::clock::ClockPolicy::new(config.daemon.trust_kernel_time_sync);
