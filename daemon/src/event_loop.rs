@@ -121,11 +121,9 @@ impl Daemon {
         {
             // Learn the grounds' devices now rather than at the first scheduled sync: each at its offset in the
             // start-up spread, like the sessions' first requests.
-            let (engine, cloud) = (engine.clone(), cloud.clone());
             let spread = Spread::new(machine, config.fleet.startup_spread);
-            tokio::spawn(async move {
-                maintenance::sync_grounds_in_turns(&engine, &cloud, &spread, token_model::fleet::STARTUP_JOB).await
-            });
+            let task = maintenance::Task::GroundSync { job: token_model::fleet::STARTUP_JOB };
+            tokio::spawn(maintenance::run(task, engine.clone(), Some(cloud.clone()), spread));
         }
         let tally = Tally::new(&engine);
         Ok(Self { config, engine, cloud, clock, link, scheduler, reloading: None, reload_again: false, tally })
@@ -217,8 +215,8 @@ impl Daemon {
                 != (current.fleet.request_burst, current.fleet.requests_per_minute)
         {
             tracing::warn!(
-                "[daemon] bus, [daemon] state_dir, [daemon] state_key_file, [api], [fleet] startup_spread and the \
-                 [fleet] request budget changes take effect after a restart: systemctl restart att-tokend"
+                "[daemon] bus, [daemon] state_dir, [daemon] state_key_file and [api] changes take effect after a \
+                 restart (so do startup_spread, request_burst, requests_per_minute): systemctl restart att-tokend"
             );
         }
         self.engine.apply(prepared.engine);
@@ -231,7 +229,6 @@ impl Daemon {
         if new.maintenance != current.maintenance
             || lapse_horizon(new) != lapse_horizon(current)
             || new.fleet.maintenance_spread != current.fleet.maintenance_spread
-            || new.fleet.machine_id_file != current.fleet.machine_id_file
         {
             if let Some(mut old) = self.scheduler.take() {
                 let _ = old.shutdown().await;

@@ -8,18 +8,19 @@
 //!   token lapses soon.
 //!
 //! The cron lines fire at the same second on every gateway of a fleet; each token's request then waits its offset
-//! (`[fleet] maintenance_spread`, derived from the machine id, the token's name and the job's: see
+//! (`[daemon] maintenance_spread`, derived from the machine id, the token's name and the job's: see
 //! [`token_model::fleet`]), so a fleet reaches the cloud across the window rather than in one burst. A lapse
 //! review sends nothing but is spread alike. The requests also keep within the daemon's request budget.
 //!
 //! Refresh deadlines never ride on this scheduler: they are the session tasks' own timers. A probe hands the engine
 //! the value (and ground) it probed, so a verdict never lands on a token that a reload replaced meanwhile.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use token_model::fleet::Spread;
-use token_model::ids::TokenName;
+use token_model::ids::{GroundId, TokenName};
 use token_model::scope::Scope;
 use token_model::secret::StaticToken;
 use token_model::time::MonoTime;
@@ -33,52 +34,103 @@ const TOKEN_HEALTH: &str = "token_health";
 const GROUND_SYNC: &str = "ground_sync";
 const LAPSE_REVIEW: &str = "lapse_review";
 
-/// The items in the order of their tokens' offsets for `job` (see [`Spread`]), each with the moment its turn comes:
-/// the request of a token waits its own offset from now, whatever the others' requests take.
-fn turns<T>(items: Vec<(TokenName, T)>, spread: &Spread, job: &str) -> Vec<(MonoTime, TokenName, T)> {
-    let fired = crate::clock::boot_now();
-    let mut items: Vec<_> =
-        items.into_iter().map(|(name, item)| (fired + spread.offset(name.as_str(), job), name, item)).collect();
-    items.sort_by_key(|(at, _, _)| *at);
-    items
+/// One of the periodic jobs, for [`run`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Task {
+    /// Check every device, ground and user token against the cloud.
+    TokenHealth,
+    /// Re-read the device list of every ground token without configured `devices`; `job` is the name the offsets
+    /// derive from (the ground sync's, or [`token_model::fleet::STARTUP_JOB`] for the one at start).
+    GroundSync {
+        /// The job's name in the offsets.
+        job: &'static str,
+    },
+    /// Remind about sessions that need a login or lapse within `within`.
+    LapseReview {
+        /// How far ahead a lapse is reminded of.
+        within: Duration,
+    },
 }
 
-/// Waits for a turn from [`turns`].
-async fn wait_for(at: MonoTime) {
-    if at > crate::clock::boot_now() {
-        crate::clock::sleep_until(at).await;
+impl Task {
+    fn job(self) -> &'static str {
+        match self {
+            Task::TokenHealth => TOKEN_HEALTH,
+            Task::GroundSync { job } => job,
+            Task::LapseReview { .. } => LAPSE_REVIEW,
+        }
     }
 }
 
-/// What the health job checks: a device or ground token, or a user session.
-enum Probed {
-    Static { scope: Scope, token: std::sync::Arc<StaticToken>, devices_configured: bool },
+/// What a job does for one token.
+enum Work {
+    Static { scope: Scope, token: Arc<StaticToken>, devices_configured: bool },
     User(SessionHandle),
+    Ground { ground: GroundId, token: Arc<StaticToken> },
+    Review(Duration),
+}
+
+/// Runs `task` once: each token's work at its offset in `spread` after now, in the order of those offsets, so that
+/// the request of a token waits its own offset whatever the others' requests take. Transient failures are logged
+/// and skipped. Without a `cloud`, only the lapse review does anything.
+pub async fn run(task: Task, engine: Engine, cloud: Option<Cloud>, spread: Spread) {
+    let mut items: Vec<(TokenName, Work)> = Vec::new();
+    match task {
+        Task::TokenHealth => {
+            for (name, scope, token, devices_configured) in engine.static_tokens() {
+                if let (TokenValue::Static(token), Scope::Device(_) | Scope::Ground { .. }) = (token, &scope) {
+                    items.push((name, Work::Static { scope, token, devices_configured }));
+                }
+            }
+            items.extend(engine.user_sessions().into_iter().map(|(name, session)| (name, Work::User(session))));
+        }
+        Task::GroundSync { .. } => {
+            for (name, scope, token, devices_configured) in engine.static_tokens() {
+                if let (TokenValue::Static(token), Scope::Ground { ground, .. }, false) =
+                    (token, scope, devices_configured)
+                {
+                    items.push((name, Work::Ground { ground, token }));
+                }
+            }
+        }
+        Task::LapseReview { within } => {
+            items.extend(engine.names().into_iter().map(|name| (name, Work::Review(within))))
+        }
+    }
+    let fired = crate::clock::boot_now();
+    let ats: Vec<MonoTime> = items.iter().map(|(name, _)| fired + spread.offset(name.as_str(), task.job())).collect();
+    let mut items: Vec<Option<(TokenName, Work)>> = items.into_iter().map(Some).collect();
+    for i in order(&ats) {
+        let Some((name, work)) = items[i].take() else { continue };
+        if ats[i] > crate::clock::boot_now() {
+            crate::clock::sleep_until(ats[i]).await;
+        }
+        match (work, &cloud) {
+            (Work::Static { scope, token, devices_configured }, Some(cloud)) => {
+                probe_static(&engine, cloud, &name, &scope, &token, devices_configured).await
+            }
+            (Work::User(session), _) => session.probe().await,
+            (Work::Ground { ground, token }, Some(cloud)) => sync_ground(&engine, cloud, &name, &ground, &token).await,
+            (Work::Review(within), _) => review_lapse(&engine, &name, within),
+            (_, None) => {}
+        }
+    }
+}
+
+/// The indices of `ats`, earliest first (ties in their order). By selection: a handful of tokens.
+fn order(ats: &[MonoTime]) -> Vec<usize> {
+    let mut done = vec![false; ats.len()];
+    let mut order = Vec::with_capacity(ats.len());
+    while let Some(next) = (0..ats.len()).filter(|&i| !done[i]).min_by_key(|&i| ats[i]) {
+        done[next] = true;
+        order.push(next);
+    }
+    order
 }
 
 /// Checks every token against the cloud once, now. Transient failures are logged and skipped.
 pub async fn check_token_health(engine: &Engine, cloud: &Cloud) {
-    check_token_health_in_turns(engine, cloud, &Spread::off()).await;
-}
-
-/// [`check_token_health`], each token's check at its offset in `spread` (`[fleet] maintenance_spread`).
-pub async fn check_token_health_in_turns(engine: &Engine, cloud: &Cloud, spread: &Spread) {
-    let mut items: Vec<(TokenName, Probed)> = Vec::new();
-    for (name, scope, token, devices_configured) in engine.static_tokens() {
-        if let (TokenValue::Static(token), Scope::Device(_) | Scope::Ground { .. }) = (token, &scope) {
-            items.push((name, Probed::Static { scope, token, devices_configured }));
-        }
-    }
-    items.extend(engine.user_sessions().into_iter().map(|(name, session)| (name, Probed::User(session))));
-    for (at, name, item) in turns(items, spread, TOKEN_HEALTH) {
-        wait_for(at).await;
-        match item {
-            Probed::Static { scope, token, devices_configured } => {
-                probe_static(engine, cloud, &name, &scope, &token, devices_configured).await
-            }
-            Probed::User(session) => session.probe().await,
-        }
-    }
+    run(Task::TokenHealth, engine.clone(), Some(cloud.clone()), Spread::off()).await;
 }
 
 /// Checks one device or ground token against the cloud.
@@ -117,31 +169,20 @@ async fn probe_static(
 
 /// Re-reads the device list of every ground token that has no configured `devices`, now.
 pub async fn sync_grounds(engine: &Engine, cloud: &Cloud) {
-    sync_grounds_in_turns(engine, cloud, &Spread::off(), GROUND_SYNC).await;
+    run(Task::GroundSync { job: GROUND_SYNC }, engine.clone(), Some(cloud.clone()), Spread::off()).await;
 }
 
-/// [`sync_grounds`], each ground's request at its offset in `spread` for `job` (the ground sync's, or the start's).
-pub async fn sync_grounds_in_turns(engine: &Engine, cloud: &Cloud, spread: &Spread, job: &str) {
-    let grounds = engine
-        .static_tokens()
-        .into_iter()
-        .filter_map(|(name, scope, token, devices_configured)| match (token, scope, devices_configured) {
-            (TokenValue::Static(token), Scope::Ground { ground, .. }, false) => Some((name, (ground, token))),
-            _ => None,
-        })
-        .collect();
-    for (at, name, (ground, token)) in turns(grounds, spread, job) {
-        wait_for(at).await;
-        match cloud.ground_devices(&token, &ground).await {
-            Ok(Ok(devices)) => {
-                tracing::debug!(token = %name, devices = devices.len(), "ground devices synchronised");
-                engine.set_ground_devices(&name, &ground, devices);
-                engine.set_static_health(&name, &token, Ok(()));
-            }
-            Ok(Err(why)) => engine.set_static_health(&name, &token, Err(why)),
-            Err(failure) => {
-                tracing::info!(token = %name, "ground sync skipped, the cloud is not reachable: {}", failure.why())
-            }
+/// Re-reads the device list of one ground.
+async fn sync_ground(engine: &Engine, cloud: &Cloud, name: &TokenName, ground: &GroundId, token: &StaticToken) {
+    match cloud.ground_devices(token, ground).await {
+        Ok(Ok(devices)) => {
+            tracing::debug!(token = %name, devices = devices.len(), "ground devices synchronised");
+            engine.set_ground_devices(name, ground, devices);
+            engine.set_static_health(name, token, Ok(()));
+        }
+        Ok(Err(why)) => engine.set_static_health(name, token, Err(why)),
+        Err(failure) => {
+            tracing::info!(token = %name, "ground sync skipped, the cloud is not reachable: {}", failure.why())
         }
     }
 }
@@ -149,15 +190,6 @@ pub async fn sync_grounds_in_turns(engine: &Engine, cloud: &Cloud, spread: &Spre
 /// Reminds about sessions that need a login or lapse within `within`.
 pub fn review_lapses(engine: &Engine, within: Duration) {
     for name in engine.names() {
-        review_lapse(engine, &name, within);
-    }
-}
-
-/// [`review_lapses`], each token's review at its offset in `spread`.
-async fn review_lapses_in_turns(engine: &Engine, within: Duration, spread: &Spread) {
-    let names = engine.names().into_iter().map(|name| (name, ())).collect();
-    for (at, name, ()) in turns(names, spread, LAPSE_REVIEW) {
-        wait_for(at).await;
         review_lapse(engine, &name, within);
     }
 }
@@ -204,8 +236,7 @@ pub async fn start(
             TOKEN_HEALTH,
             cron.clone(),
             Job::new_async(cron.as_str(), move |_, _| {
-                let (engine, cloud) = (engine.clone(), cloud.clone());
-                Box::pin(async move { check_token_health_in_turns(&engine, &cloud, &spread).await })
+                Box::pin(run(Task::TokenHealth, engine.clone(), Some(cloud.clone()), spread))
             }),
         ));
     }
@@ -215,8 +246,7 @@ pub async fn start(
             GROUND_SYNC,
             cron.clone(),
             Job::new_async(cron.as_str(), move |_, _| {
-                let (engine, cloud) = (engine.clone(), cloud.clone());
-                Box::pin(async move { sync_grounds_in_turns(&engine, &cloud, &spread, GROUND_SYNC).await })
+                Box::pin(run(Task::GroundSync { job: GROUND_SYNC }, engine.clone(), Some(cloud.clone()), spread))
             }),
         ));
     }
@@ -226,8 +256,7 @@ pub async fn start(
             LAPSE_REVIEW,
             cron.clone(),
             Job::new_async(cron.as_str(), move |_, _| {
-                let engine = engine.clone();
-                Box::pin(async move { review_lapses_in_turns(&engine, lapse_horizon, &spread).await })
+                Box::pin(run(Task::LapseReview { within: lapse_horizon }, engine.clone(), None, spread))
             }),
         ));
     }

@@ -3,7 +3,7 @@
 //! the advice to log; and the origin sessions are stored for. Everything here may block (files, NSS behind LDAP),
 //! so the daemon calls it on the blocking pool, never on its runtime thread.
 //!
-//! The machine id (`[fleet] machine_id_file`, `/etc/machine-id`) is read here too, once, and only hashed into a
+//! The machine id (`/etc/machine-id`) is read here too, once, and only hashed into a
 //! [`MachineKey`]: the per-machine offsets of the periodic requests derive from it; it is never sent or logged.
 //!
 //! The HTTPS client ([`cloud`]) is set up apart: the start and `--check-config` need it, a reload keeps the
@@ -37,7 +37,7 @@ pub struct Prepared {
     pub state_key: Option<(Arc<StateKey>, KeySource)>,
     /// The cloud instance and client sessions are stored for (`[api] url` as requests are sent, `client_id`).
     pub origin: Origin,
-    /// This machine's key for the offsets of periodic requests (`[fleet] machine_id_file`, hashed).
+    /// This machine's key for the offsets of periodic requests (`/etc/machine-id`, hashed).
     pub machine: MachineKey,
 }
 
@@ -50,7 +50,7 @@ pub fn prepare(config: Config) -> anyhow::Result<Prepared> {
     let engine = engine_config(&config, &access, secrets.tokens);
     let origin = Origin::new(config.api.url(), config.api.client_id.clone());
     let mut advice = config.advice();
-    let machine = match machine_key(&config.fleet.machine_id_file) {
+    let machine = match machine_key(Path::new(config::DEFAULT_MACHINE_ID_FILE)) {
         Ok(key) => key,
         Err(why) => {
             advice.push(why);
@@ -63,22 +63,22 @@ pub fn prepare(config: Config) -> anyhow::Result<Prepared> {
 /// Reads the machine id from `path` (at most 256 bytes) and hashes it at once; why it cannot be used, as advice
 /// that says what to do, otherwise. Blocks on the file system.
 fn machine_key(path: &Path) -> Result<MachineKey, String> {
-    let fix = format!(
-        "the cloud requests of every gateway without a machine id are spread alike; create one with \
-         `systemd-machine-id-setup` (or `dbus-uuidgen --ensure={}`), or name another file in [fleet] machine_id_file",
-        path.display()
-    );
     let mut id = Vec::with_capacity(40);
-    let read = std::fs::File::open(path).and_then(|file| file.take(256).read_to_end(&mut id));
-    let key = match read {
-        Err(e) => Err(format!("could not read the machine id from {}: {e}; {fix}", path.display())),
-        Ok(_) if id.trim_ascii().is_empty() || id.trim_ascii() == b"uninitialized" => {
-            Err(format!("{} holds no machine id yet; {fix}", path.display()))
-        }
-        Ok(_) => Ok(MachineKey::from_machine_id(&id)),
+    let problem = match std::fs::File::open(path).and_then(|file| file.take(256).read_to_end(&mut id)) {
+        Err(e) => e.to_string(),
+        Ok(_) if id.trim_ascii().is_empty() || id.trim_ascii() == b"uninitialized" => "no machine id yet".to_owned(),
+        Ok(_) => String::new(),
     };
+    let key = MachineKey::from_machine_id(&id);
     id.fill(0);
-    key
+    match problem.is_empty() {
+        true => Ok(key),
+        false => Err(format!(
+            "could not read the machine id from {} ({problem}): the cloud requests of every gateway without one are \
+             spread alike; create it with `systemd-machine-id-setup` (or `dbus-uuidgen --ensure={0}`)",
+            path.display()
+        )),
+    }
 }
 
 /// What `--check-config --skip-secrets` checks of a preparation: users and groups resolve; no secret file is read.
@@ -87,11 +87,11 @@ pub fn check_without_secrets(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The cloud client from `[api]` and `[fleet]`, with the TLS configuration set up by `tls` (started with
+/// The cloud client from `[api]` and `[daemon]`, with the TLS configuration set up by `tls` (started with
 /// [`login_flow::tls::in_background`] before the config was parsed: the system's CA roots are read and parsed
 /// meanwhile, on another core). It may wait for that thread: call it off the runtime thread.
 ///
-/// Every request it sends keeps within the `[fleet]` request budget, shared by all its clones.
+/// Every request it sends keeps within the request budget of `[daemon]`, shared by all its clones.
 pub fn cloud(config: &Config, tls: login_flow::tls::Background) -> anyhow::Result<Cloud> {
     let context = "could not set up the HTTPS client for [api]";
     let tls = tls.wait().context(context)?;
@@ -154,6 +154,24 @@ mod tests {
         let config = config::parse(&format!("[api]\nurl = \"{url}\"\nclient_id = \"mobile\"\n"), Path::new("t.toml"))
             .expect("a valid config");
         prepare(config).expect("nothing to read").origin
+    }
+
+    #[test]
+    fn the_machine_id_is_read_hashed_and_a_missing_one_says_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("machine-id");
+        std::fs::write(&path, "0123456789abcdef0123456789abcdef\n").unwrap();
+        assert_eq!(machine_key(&path).unwrap(), MachineKey::from_machine_id(b"0123456789abcdef0123456789abcdef"));
+        for content in ["", "uninitialized\n"] {
+            std::fs::write(&path, content).unwrap();
+            let why = machine_key(&path).unwrap_err();
+            assert!(why.contains("(no machine id yet)") && why.contains("systemd-machine-id-setup"), "{why}");
+        }
+        let why = machine_key(&dir.path().join("gone")).unwrap_err();
+        assert!(
+            why.starts_with("could not read the machine id from ") && why.contains("dbus-uuidgen --ensure="),
+            "{why}"
+        );
     }
 
     #[test]

@@ -484,7 +484,6 @@ fn every_key_the_daemon_knows_is_documented_in_the_conffile() {
         ("daemon", "[daemon]\n"),
         ("refresh", "[refresh]\n"),
         ("maintenance", "[maintenance]\n"),
-        ("fleet", "[fleet]\n"),
         ("token", "[[token]]\n"),
     ] {
         let error = att_tokend::config::parse(&format!("{header}not_a_key = 1\n"), path)

@@ -5,10 +5,11 @@
 use std::fmt;
 use std::path::Path;
 
-/// A `[fleet]` table that turns the fleet behaviour's waits off: no spread of periodic or first requests, and a
-/// request budget no test reaches. Tests that expect refreshes, probes and syncs at once end their config with it
-/// ([`ConfigText::fleet_at_once`]); a test of the fleet behaviour writes its own ([`ConfigText::fleet`]).
-pub const FLEET_AT_ONCE: &str = "[fleet]\nmaintenance_spread = \"0s\"\nstartup_spread = \"0s\"\nrequest_burst = 1000\nrequests_per_minute = 60000\n";
+/// `[daemon]` lines that turn the fleet behaviour's waits off: no spread of periodic or first requests, and a
+/// request budget no test reaches. Tests that expect refreshes, probes and syncs at once add them to their
+/// `[daemon]` table ([`ConfigText::fleet_at_once`]); a test of the fleet behaviour writes its own.
+pub const FLEET_AT_ONCE: &str =
+    "maintenance_spread = \"0s\"\nstartup_spread = \"0s\"\nrequest_burst = 60000\nrequests_per_minute = 60000\n";
 
 /// An `att-tokend` config file's text, built table by table: each method adds one table (a blank line before
 /// it), and [`ConfigText::line`] adds a line to the table added last. It dereferences to the text.
@@ -81,15 +82,10 @@ impl ConfigText {
         self.maintenance("off", "off", "off")
     }
 
-    /// `[fleet]` with `lines` as written (`startup_spread = "20s"`, `request_burst = 2`).
-    pub fn fleet(self, lines: &[&str]) -> ConfigText {
-        lines.iter().fold(self.table("fleet", &[]), |config, line| config.line(line))
-    }
-
-    /// [`FLEET_AT_ONCE`]: `[fleet]` without spreads, and a request budget no test reaches.
+    /// [`FLEET_AT_ONCE`] added to the table added last, which must be `[daemon]`: no spreads, and a request
+    /// budget no test reaches.
     pub fn fleet_at_once(self) -> ConfigText {
-        let lines: Vec<&str> = FLEET_AT_ONCE.lines().skip(1).collect();
-        self.fleet(&lines)
+        FLEET_AT_ONCE.lines().fold(self, |config, line| config.line(line))
     }
 
     /// A `[[token]]` of kind `user` named `name`, logged in by a person.
@@ -175,7 +171,7 @@ mod tests {
              [[token]]\nname = \"main\"\nkind = \"user\"\nusername = \"u@x\"\npassword_file = \"/pw\"\n\
              totp_secret_file = \"/seed\"\n"
         );
-        assert_eq!(ConfigText::new().fleet_at_once().as_str(), FLEET_AT_ONCE);
-        assert_eq!(ConfigText::new().fleet(&["request_burst = 2"]).as_str(), "[fleet]\nrequest_burst = 2\n");
+        let daemon = ConfigText::new().daemon("session", Path::new("/s")).fleet_at_once();
+        assert_eq!(daemon.as_str(), format!("[daemon]\nbus = \"session\"\nstate_dir = \"/s\"\n{FLEET_AT_ONCE}"));
     }
 }

@@ -44,16 +44,16 @@ pub const FALLBACK_MACHINE_ID: &[u8] = b"att-tokend without a machine id";
 /// The job name of the first request after a start ([`startup_at`]).
 pub const STARTUP_JOB: &str = "startup";
 
-/// The default window of the periodic jobs' offsets (`[fleet] maintenance_spread`): 15 minutes.
+/// The default window of the periodic jobs' offsets (`[daemon] maintenance_spread`): 15 minutes.
 pub const DEFAULT_MAINTENANCE_SPREAD: Duration = Duration::from_secs(15 * 60);
 
-/// The default window of the first request after a start (`[fleet] startup_spread`): 2 minutes.
+/// The default window of the first request after a start (`[daemon] startup_spread`): 2 minutes.
 pub const DEFAULT_STARTUP_SPREAD: Duration = Duration::from_secs(2 * 60);
 
-/// The default burst of the request budget (`[fleet] request_burst`): 10 requests at once.
+/// The default burst of the request budget (`[daemon] request_burst`): 10 requests at once.
 pub const DEFAULT_REQUEST_BURST: u32 = 10;
 
-/// The default rate of the request budget (`[fleet] requests_per_minute`): 30 a minute.
+/// The default rate of the request budget (`[daemon] requests_per_minute`): 30 a minute.
 pub const DEFAULT_REQUESTS_PER_MINUTE: u32 = 30;
 
 fn fnv1a(mut state: u64, bytes: &[u8]) -> u64 {

@@ -22,9 +22,7 @@ use super::schema::{
     MAX_REFRESH_TOKEN_LIFETIME, MAX_REQUEST_TIMEOUT, MAX_RETRY_INITIAL, MAX_RETRY_MAX, MAX_SAFETY_MARGIN,
     MAX_WARN_BEFORE, MaintenanceConfig, Principal, Principals, RefreshConfig, Schedule,
 };
-use super::schema::{
-    FleetConfig, MAX_MAINTENANCE_SPREAD, MAX_STARTUP_SPREAD, REQUEST_BURST_RANGE, REQUESTS_PER_MINUTE_RANGE,
-};
+use super::schema::{FleetConfig, MAX_SPREAD, REQUEST_COUNT_RANGE};
 use super::token::{RawToken, check_token_files};
 
 /// What validation needs to say where a value was written: the text and the file's path.
@@ -66,8 +64,6 @@ pub(super) struct RawConfig {
     #[serde(default)]
     maintenance: RawMaintenance,
     #[serde(default)]
-    fleet: RawFleet,
-    #[serde(default)]
     token: Vec<Spanned<RawToken>>,
 }
 
@@ -99,6 +95,60 @@ struct RawDaemon {
     admins: Option<Spanned<RawPrincipals>>,
     trust_kernel_time_sync: Option<bool>,
     state_key_file: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    maintenance_spread: Window,
+    #[serde(default)]
+    startup_spread: Window,
+    #[serde(default)]
+    request_burst: Count,
+    #[serde(default)]
+    requests_per_minute: Count,
+}
+
+/// A spread's window as written (`maintenance_spread`, `startup_spread`): a duration of at most
+/// [`MAX_SPREAD`], checked while deserializing so that the message has the key's line. `None`: not written.
+#[derive(Default)]
+struct Window(Option<Duration>);
+
+impl<'de> Deserialize<'de> for Window {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let Dur(window) = Dur::deserialize(deserializer)?;
+        if window > MAX_SPREAD.0 {
+            return Err(de::Error::custom(format!(
+                "a spread's window must be at most \"{}\"; write a shorter duration, \"0s\" for none, or remove the \
+                 key for the default",
+                MAX_SPREAD.1
+            )));
+        }
+        Ok(Window(Some(window)))
+    }
+}
+
+/// A count of requests as written (`request_burst`, `requests_per_minute`): a whole number in
+/// [`REQUEST_COUNT_RANGE`], checked while deserializing so that the message has the key's line. `None`: not written.
+#[derive(Default)]
+struct Count(Option<u32>);
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Count;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a whole number of requests")
+            }
+            fn visit_i64<E: de::Error>(self, value: i64) -> Result<Count, E> {
+                let (least, most) = REQUEST_COUNT_RANGE;
+                u32::try_from(value).ok().filter(|n| (least..=most).contains(n)).map(|n| Count(Some(n))).ok_or_else(|| {
+                    E::custom(format!(
+                        "{value} is not a count of requests: write a whole number from {least} to {most}, or remove \
+                         the key for the default"
+                    ))
+                })
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -117,16 +167,6 @@ struct RawMaintenance {
     token_health: Option<Schedule>,
     ground_sync: Option<Schedule>,
     lapse_review: Option<Schedule>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawFleet {
-    machine_id_file: Option<Spanned<PathBuf>>,
-    maintenance_spread: Option<Spanned<Dur>>,
-    startup_spread: Option<Spanned<Dur>>,
-    request_burst: Option<Spanned<i64>>,
-    requests_per_minute: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -272,6 +312,7 @@ impl RawConfig {
     /// The whole config, validated: each table, then the checks across tokens.
     pub(super) fn validate(self, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
         let api = self.api.validate(ctx)?;
+        let fleet = fleet(&self.daemon);
         let daemon = DaemonConfig {
             bus: self.daemon.bus.map(|b| b.0).unwrap_or_default(),
             state_dir: match self.daemon.state_dir {
@@ -309,7 +350,6 @@ impl RawConfig {
             seen.insert(token.name.clone(), token.line);
             tokens.push(token);
         }
-        let fleet = self.fleet.validate(ctx)?;
         let config = Config { path: ctx.path.to_owned(), api, daemon, refresh, maintenance, fleet, tokens };
         check_token_files(&config, ctx)?;
         Ok(config)
@@ -453,47 +493,14 @@ impl RawRefresh {
     }
 }
 
-impl RawFleet {
-    fn validate(self, ctx: &Ctx<'_>) -> Result<FleetConfig, ConfigError> {
-        let defaults = FleetConfig::default();
-        let count = |value: Option<Spanned<i64>>, key: &str, (least, most): (u32, u32), default: u32| match value {
-            None => Ok(default),
-            Some(value) => {
-                let span = value.span();
-                u32::try_from(*value.get_ref()).ok().filter(|n| (least..=most).contains(n)).ok_or_else(|| {
-                    ctx.at(
-                        span,
-                        format!(
-                            "in [fleet]: {key} must be a whole number from {least} to {most}; write one, or remove \
-                             the key for the default ({default})"
-                        ),
-                    )
-                })
-            }
-        };
-        Ok(FleetConfig {
-            machine_id_file: match self.machine_id_file {
-                Some(file) => absolute(file, "machine_id_file", ctx, "[fleet]")?,
-                None => defaults.machine_id_file,
-            },
-            maintenance_spread: at_most(
-                self.maintenance_spread,
-                "[fleet]",
-                "maintenance_spread",
-                MAX_MAINTENANCE_SPREAD,
-                ctx,
-            )?
-            .unwrap_or(defaults.maintenance_spread),
-            startup_spread: at_most(self.startup_spread, "[fleet]", "startup_spread", MAX_STARTUP_SPREAD, ctx)?
-                .unwrap_or(defaults.startup_spread),
-            request_burst: count(self.request_burst, "request_burst", REQUEST_BURST_RANGE, defaults.request_burst)?,
-            requests_per_minute: count(
-                self.requests_per_minute,
-                "requests_per_minute",
-                REQUESTS_PER_MINUTE_RANGE,
-                defaults.requests_per_minute,
-            )?,
-        })
+/// The fleet behaviour's keys of `[daemon]`, with their defaults.
+fn fleet(daemon: &RawDaemon) -> FleetConfig {
+    let defaults = FleetConfig::default();
+    FleetConfig {
+        maintenance_spread: daemon.maintenance_spread.0.unwrap_or(defaults.maintenance_spread),
+        startup_spread: daemon.startup_spread.0.unwrap_or(defaults.startup_spread),
+        request_burst: daemon.request_burst.0.unwrap_or(defaults.request_burst),
+        requests_per_minute: daemon.requests_per_minute.0.unwrap_or(defaults.requests_per_minute),
     }
 }
 

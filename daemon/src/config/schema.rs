@@ -29,7 +29,7 @@ pub struct Config {
     pub refresh: RefreshConfig,
     /// `[maintenance]`: schedules of the periodic jobs.
     pub maintenance: MaintenanceConfig,
-    /// `[fleet]`: how this gateway keeps out of the others' way at the cloud.
+    /// `[daemon]`'s fleet behaviour: how this gateway keeps out of the others' way at the cloud.
     pub fleet: FleetConfig,
     /// `[[token]]` tables, in file order; names are unique.
     pub tokens: Vec<TokenConfig>,
@@ -115,15 +115,13 @@ impl Default for RefreshConfig {
     }
 }
 
-/// Where the machine id is read unless `[fleet] machine_id_file` says otherwise.
+/// Where the machine id is read from.
 pub const DEFAULT_MACHINE_ID_FILE: &str = "/etc/machine-id";
 
-/// `[fleet]`: how one gateway among many keeps out of the others' way at the cloud (README's "Fleet behaviour").
+/// The fleet behaviour's keys of `[daemon]`: how one gateway among many keeps out of the others' way at the cloud
+/// (README's "Fleet behaviour").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FleetConfig {
-    /// The file holding the machine id the offsets derive from (`machine_id_file`), default `/etc/machine-id`.
-    /// It is hashed where it is read, never sent or logged.
-    pub machine_id_file: PathBuf,
     /// The window over which each periodic job's requests are spread after the job fires (`maintenance_spread`),
     /// default 15 minutes; zero: at once.
     pub maintenance_spread: Duration,
@@ -139,7 +137,6 @@ pub struct FleetConfig {
 impl Default for FleetConfig {
     fn default() -> Self {
         Self {
-            machine_id_file: PathBuf::from(DEFAULT_MACHINE_ID_FILE),
             maintenance_spread: token_model::fleet::DEFAULT_MAINTENANCE_SPREAD,
             startup_spread: token_model::fleet::DEFAULT_STARTUP_SPREAD,
             request_burst: token_model::fleet::DEFAULT_REQUEST_BURST,
@@ -169,14 +166,10 @@ pub const MAX_WARN_BEFORE: (Duration, &str) = (Duration::from_secs(3650 * DAY), 
 pub const MAX_RETRY_INITIAL: (Duration, &str) = (Duration::from_secs(DAY), "1d");
 /// `[refresh] retry_max`: at most a week; a longer pause after an outage would outlive most sessions' warnings.
 pub const MAX_RETRY_MAX: (Duration, &str) = (Duration::from_secs(7 * DAY), "7d");
-/// `[fleet] maintenance_spread`: at most 6 hours, the period of the default ground sync.
-pub(crate) const MAX_MAINTENANCE_SPREAD: (Duration, &str) = (Duration::from_secs(6 * 3600), "6h");
-/// `[fleet] startup_spread`: at most 30 minutes; a restored session waits no longer for its first request.
-pub(crate) const MAX_STARTUP_SPREAD: (Duration, &str) = (Duration::from_secs(30 * 60), "30m");
-/// `[fleet] request_burst`: 1 to 1,000 requests at once.
-pub(crate) const REQUEST_BURST_RANGE: (u32, u32) = (1, 1_000);
-/// `[fleet] requests_per_minute`: 1 to 60,000 a minute.
-pub(crate) const REQUESTS_PER_MINUTE_RANGE: (u32, u32) = (1, 60_000);
+/// `[daemon] maintenance_spread` and `startup_spread`: at most 6 hours, the period of the default ground sync.
+pub(crate) const MAX_SPREAD: (Duration, &str) = (Duration::from_secs(6 * 3600), "6h");
+/// `[daemon] request_burst` and `requests_per_minute`: 1 to 60,000 requests (at once, a minute).
+pub(crate) const REQUEST_COUNT_RANGE: (u32, u32) = (1, 60_000);
 
 /// `[maintenance]`: when the periodic jobs run.
 ///

@@ -198,8 +198,6 @@ fn every_duration_has_an_upper_bound_so_no_deadline_can_overflow() {
         ("refresh", "warn_before = ", "[\"3650d\"]", "[\"1d\", \"3651d\"]"),
         ("refresh", "retry_initial = ", "\"1d\"", "\"25h\""),
         ("refresh", "retry_max = ", "\"7d\"", "\"8d\""),
-        ("fleet", "maintenance_spread = ", "\"6h\"", "\"361m\""),
-        ("fleet", "startup_spread = ", "\"30m\"", "\"31m\""),
     ];
     for (section, key, most, too_long) in cases {
         parse_ok(&format!("[{section}]\n{key}{most}\n"));
@@ -433,16 +431,19 @@ fn a_name_inside_a_multi_line_string_is_text_not_the_tables_name() {
 fn fleet_settings_have_defaults_and_bad_values_say_the_range() {
     let config = parse_ok("");
     assert_eq!(config.fleet, FleetConfig::default());
-    assert_eq!(config.fleet.machine_id_file, Path::new("/etc/machine-id"));
     assert_eq!(config.fleet.maintenance_spread, Duration::from_secs(15 * 60));
     assert_eq!(config.fleet.startup_spread, Duration::from_secs(120));
     assert_eq!((config.fleet.request_burst, config.fleet.requests_per_minute), (10, 30));
-    let off = parse_ok("[fleet]\nmaintenance_spread = \"0s\"\nstartup_spread = \"0s\"\nrequest_burst = 1000\n");
+    let off = parse_ok("[daemon]\nmaintenance_spread = \"0s\"\nstartup_spread = \"0s\"\nrequest_burst = 1000\n");
     assert_eq!((off.fleet.maintenance_spread, off.fleet.startup_spread), (Duration::ZERO, Duration::ZERO));
     assert_eq!(off.fleet.request_burst, 1000);
-    expect_error("[fleet]\nrequest_burst = 0\n", 2, &["request_burst", "from 1 to 1000", "remove the key", "(10)"]);
-    expect_error("\n[fleet]\nrequests_per_minute = -3\n", 3, &["requests_per_minute", "from 1 to 60000", "(30)"]);
-    expect_error("[fleet]\nrequests_per_minute = 60001\n", 2, &["from 1 to 60000"]);
-    expect_error("[fleet]\nmachine_id_file = \"machine-id\"\n", 2, &["machine_id_file", "absolute path"]);
-    expect_error("[fleet]\nstartup_spread = 120\n", 2, &["need a unit", "\"120s\""]);
+    expect_error("[daemon]\nrequest_burst = 0\n", 2, &["[daemon]", "from 1 to 60000", "remove the key"]);
+    expect_error("\n[daemon]\nrequests_per_minute = -3\n", 3, &["-3 is not a count of requests", "from 1 to 60000"]);
+    expect_error("[daemon]\nrequests_per_minute = 60001\n", 2, &["from 1 to 60000"]);
+    expect_error("[daemon]\nrequest_burst = \"10\"\n", 2, &["a whole number of requests"]);
+    expect_error("[daemon]\nstartup_spread = 120\n", 2, &["need a unit", "\"120s\""]);
+    parse_ok("[daemon]\nmaintenance_spread = \"6h\"\nstartup_spread = \"6h\"\n");
+    for key in ["maintenance_spread", "startup_spread"] {
+        expect_error(&format!("[daemon]\n{key} = \"361m\"\n"), 2, &["[daemon]", "at most \"6h\"", "\"0s\" for none"]);
+    }
 }

@@ -1,7 +1,7 @@
 //! The engine's view of the cloud: the `/login` steps and token checks of [`login_flow`], with every failure
 //! sorted once into "transient" (retry with backoff) or "verdict" (a person must act).
 //!
-//! Every request goes through the daemon's one request budget ([`token_model::fleet::Budget`], `[fleet]
+//! Every request goes through the daemon's one request budget ([`token_model::fleet::Budget`], `[daemon]
 //! request_burst` and `requests_per_minute`), shared by every session, probe and sync: one over budget waits its
 //! turn on the boot-time clock (asynchronously), it is never dropped. A login counts as two requests (the password
 //! step and the MFA step).
@@ -117,7 +117,11 @@ impl Cloud {
         let now = crate::clock::boot_now();
         let at = {
             let mut budget = self.budget.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            (0..requests).map(|_| budget.reserve(now)).max().unwrap_or(now)
+            let mut at = now;
+            for _ in 0..requests {
+                at = budget.reserve(now);
+            }
+            at
         };
         if at > now {
             tracing::debug!(wait_ms = at.saturating_since(now).as_millis() as u64, "over the request budget: waiting");

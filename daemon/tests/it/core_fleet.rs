@@ -2,7 +2,7 @@
 //! session's first refresh waits its start-up offset (a caller cannot hurry it), and requests over the budget are
 //! delayed, never lost, as counted at the fake cloud.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use att_tokend::dbus::callers::Callers;
@@ -11,37 +11,24 @@ use token_model::fleet::{MachineKey, STARTUP_JOB, Spread};
 
 use crate::core_support::{Harness, config_text, error_name, eventually, fake_cloud, login, step};
 
-/// A machine id file in `dir` whose offsets for `tokens` under `job`, in `window`, all fall within `within` (found
-/// by trying ids in turn: the hash is fixed, so the same id is found every time). Returns the file and its key.
-fn machine_id_within(
-    dir: &Path,
-    tokens: &[&str],
-    job: &str,
-    window: Duration,
-    within: (Duration, Duration),
-) -> (PathBuf, MachineKey) {
-    let (id, key) = (0u32..)
-        .map(|n| format!("{n:032x}\n"))
-        .map(|id| {
-            let key = MachineKey::from_machine_id(id.as_bytes());
-            (id, key)
-        })
-        .find(|(_, key)| {
+/// A machine whose offsets for `tokens` under `job`, in `window`, all fall within `within` (found by trying ids in
+/// turn: the hash is fixed, so the same id is found every time).
+fn machine_within(tokens: &[&str], job: &str, window: Duration, within: (Duration, Duration)) -> MachineKey {
+    (0u32..)
+        .map(|n| MachineKey::from_machine_id(format!("{n:032x}\n").as_bytes()))
+        .find(|key| {
             tokens.iter().all(|token| {
                 let offset = Spread::new(*key, window).offset(token, job);
                 offset >= within.0 && offset < within.1
             })
         })
-        .expect("an id with offsets in range");
-    let path = dir.join("machine-id");
-    std::fs::write(&path, id).expect("write the machine id");
-    (path, key)
+        .expect("an id with offsets in range")
 }
 
-/// The harness's config with `fleet` as its `[fleet]` table instead of the one without waits.
+/// The harness's config with `fleet` as the fleet behaviour's `[daemon]` lines instead of those without waits.
 fn with_fleet(dir: &Path, url: &str, extra_user: &str, fleet: &str) -> String {
     let text = config_text(dir, url, extra_user);
-    assert!(text.contains(testbed::FLEET_AT_ONCE), "the harness's config ends with its [fleet] table");
+    assert!(text.contains(testbed::FLEET_AT_ONCE), "the harness's [daemon] turns the waits off");
     text.replace(testbed::FLEET_AT_ONCE, fleet)
 }
 
@@ -54,13 +41,7 @@ async fn a_health_probe_waits_its_machines_offset_body() {
     let dir = tempfile::tempdir().unwrap();
     let window = Duration::from_secs(3);
     let earliest = Duration::from_millis(1200);
-    let (_, key) = machine_id_within(
-        dir.path(),
-        &["sensor-7", "site-a"],
-        "token_health",
-        window,
-        (earliest, Duration::from_millis(2500)),
-    );
+    let key = machine_within(&["sensor-7", "site-a"], "token_health", window, (earliest, Duration::from_millis(2500)));
     let text = config_text(dir.path(), &cloud.url(), "");
     let harness = Harness::start(dir, &text, Callers::peer()).await;
     let api = prepare::cloud(&harness.config, login_flow::tls::in_background()).unwrap();
@@ -70,7 +51,7 @@ async fn a_health_probe_waits_its_machines_offset_body() {
     let job = {
         let (engine, api) = (harness.engine.clone(), api.clone());
         tokio::spawn(async move {
-            maintenance::check_token_health_in_turns(&engine, &api, &Spread::new(key, window)).await;
+            maintenance::run(maintenance::Task::TokenHealth, engine, Some(api), Spread::new(key, window)).await;
             Instant::now()
         })
     };
@@ -93,21 +74,17 @@ async fn a_restored_sessions_first_refresh_is_spread_body() {
     let dir = tempfile::tempdir().unwrap();
     let window = Duration::from_secs(4);
     let earliest = Duration::from_millis(1500);
-    let (id_file, _) =
-        machine_id_within(dir.path(), &["main"], STARTUP_JOB, window, (earliest, Duration::from_secs(3)));
-    let fleet = format!(
-        "[fleet]\nmachine_id_file = \"{}\"\nstartup_spread = \"4s\"\nmaintenance_spread = \"0s\"\n",
-        id_file.display()
-    );
-    let text = with_fleet(dir.path(), &cloud.url(), "", &fleet)
+    let key = machine_within(&["main"], STARTUP_JOB, window, (earliest, Duration::from_secs(3)));
+    let fleet = "startup_spread = \"4s\"\nmaintenance_spread = \"0s\"\n";
+    let text = with_fleet(dir.path(), &cloud.url(), "", fleet)
         .replace("[daemon]\n", "[daemon]\ntrust_kernel_time_sync = false\n");
-    let harness = Harness::start(dir, &text, Callers::peer()).await;
+    let harness = Harness::start_on(dir, &text, Callers::peer(), Some(key)).await;
     login(&harness, &cloud).await;
     let dir = harness.stop().await;
     cloud.control().reset_counters();
 
     let started = Instant::now();
-    let harness = Harness::start(dir, &text, Callers::peer()).await;
+    let harness = Harness::start_on(dir, &text, Callers::peer(), Some(key)).await;
     let agent = harness.agent().await;
     // Nothing to serve yet (the clock is not confirmed), and a caller does not hurry the refresh.
     assert_eq!(error_name(&agent.get_token("main").await), "io.allthingstalk.TokenAgent1.Error.Unavailable");
@@ -127,8 +104,7 @@ core_test!(requests_over_the_budget_wait_and_none_is_lost, requests_over_the_bud
 async fn requests_over_the_budget_wait_and_none_is_lost_body() {
     let cloud = fake_cloud(Duration::from_secs(3600)).await;
     let dir = tempfile::tempdir().unwrap();
-    let fleet =
-        "[fleet]\nmaintenance_spread = \"0s\"\nstartup_spread = \"0s\"\nrequest_burst = 2\nrequests_per_minute = 60\n";
+    let fleet = "maintenance_spread = \"0s\"\nstartup_spread = \"0s\"\nrequest_burst = 2\nrequests_per_minute = 60\n";
     let text = with_fleet(dir.path(), &cloud.url(), "", fleet);
     let harness = Harness::start(dir, &text, Callers::peer()).await;
     let api = prepare::cloud(&harness.config, login_flow::tls::in_background()).unwrap();

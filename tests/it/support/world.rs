@@ -74,15 +74,11 @@ impl World {
         self.restart_daemon();
     }
 
-    /// The config's text: `[api]` (this world's fake cloud) and `[daemon]` (its bus and state directory), then
-    /// `rest`, then, unless `rest` has a `[fleet]` table, [`testbed::FLEET_AT_ONCE`] (these tests expect requests at
-    /// once).
+    /// The config's text: `[api]` (this world's fake cloud) and `[daemon]` (its bus and state directory, and
+    /// [`testbed::FLEET_AT_ONCE`]: these tests expect requests at once), then `rest`.
     pub(crate) fn config_text(&self, rest: &str) -> String {
-        let head = ConfigText::new().api(&self.fake.url).daemon(&self.bus.address, &self.state_dir());
-        match rest.contains("[fleet]") {
-            true => format!("{head}\n{rest}"),
-            false => format!("{head}\n{rest}\n\n{}", testbed::FLEET_AT_ONCE),
-        }
+        let head = ConfigText::new().api(&self.fake.url).daemon(&self.bus.address, &self.state_dir()).fleet_at_once();
+        format!("{head}\n{rest}")
     }
 
     /// Writes the config file: [`World::config_text`] with `rest`.

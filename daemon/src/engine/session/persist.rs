@@ -130,10 +130,8 @@ impl SessionTask {
         // A fleet that starts in the same second (after a power cut) spreads its first requests.
         let startup = self.settings.startup;
         let offset = startup.offset(self.name.as_str(), token_model::fleet::STARTUP_JOB);
+        // The plan's next request (in the journal at debug level) shows the wait.
         restored.spread_start(pair.mono, offset, startup.window(), self.policy());
-        if let Some(until) = restored.spread_until().filter(|until| *until > pair.mono) {
-            tracing::debug!(token = %self.name, in_ms = until.saturating_since(pair.mono).as_millis() as u64, "the first request after the start is spread");
-        }
         let access = Arc::new(saved.access_token);
         self.access = restored.access_deadline().map(|_| access.clone());
         self.saved_access = Some(access);
