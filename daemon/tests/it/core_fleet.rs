@@ -34,8 +34,8 @@ fn with_fleet(dir: &Path, url: &str, extra_user: &str, fleet: &str) -> String {
 
 core_test!(a_health_probe_waits_its_machines_offset, a_health_probe_waits_its_machines_offset_body);
 
-/// The health job fires; each static token's probe reaches the cloud no earlier than its offset after that, and
-/// within the window (nothing is skipped).
+/// The health job fires; no probe reaches the cloud before the earliest offset after that, and every probe goes
+/// (nothing is skipped).
 async fn a_health_probe_waits_its_machines_offset_body() {
     let cloud = fake_cloud(Duration::from_secs(3600)).await;
     let dir = tempfile::tempdir().unwrap();
