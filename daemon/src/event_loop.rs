@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use token_model::fleet::Spread;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_cron_scheduler::JobScheduler;
 use zbus::Connection;
@@ -71,14 +72,14 @@ impl Daemon {
         let bus = config.daemon.bus.clone();
         let preparation = blocking(move || {
             let prepared = prepare::prepare(config)?;
-            let cloud = prepare::cloud(&prepared.config.api, tls)?;
+            let cloud = prepare::cloud(&prepared.config, tls)?;
             Ok((prepared, cloud))
         });
         let ((prepared, cloud), ()) = tokio::try_join!(preparation, async {
             check_clock_at_start(&clock, &bus).await;
             Ok(())
         })?;
-        let Prepared { config, advice, engine: engine_config, state_key, origin } = prepared;
+        let Prepared { config, advice, engine: engine_config, state_key, origin, machine } = prepared;
         for advice in advice {
             tracing::warn!("{advice}");
         }
@@ -98,6 +99,7 @@ impl Daemon {
             store: Some(store),
             policy: prepare::policy(&config.refresh),
             clock: clock.clone(),
+            startup: Spread::new(machine, config.fleet.startup_spread),
         };
         let engine = Engine::start(engine_config, settings);
         // Saved sessions are read on the blocking pool; they are taken up before anything is served.
@@ -111,13 +113,17 @@ impl Daemon {
         let status = status_line(&engine, &config.daemon.bus);
         notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&status)]);
 
-        let scheduler = maintenance::start(&engine, Some(&cloud), &config.maintenance, lapse_horizon(&config)).await?;
+        let spread = Spread::new(machine, config.fleet.maintenance_spread);
+        let scheduler =
+            maintenance::start(&engine, Some(&cloud), &config.maintenance, lapse_horizon(&config), spread).await?;
         // What start-up parsed, read and restored is freed by now: its pages go back rather than stay resident.
         memory::give_back_free_pages();
         {
-            // Learn the grounds' devices now rather than at the first scheduled sync.
-            let (engine, cloud) = (engine.clone(), cloud.clone());
-            tokio::spawn(async move { maintenance::sync_grounds(&engine, &cloud).await });
+            // Learn the grounds' devices now rather than at the first scheduled sync: each at its offset in the
+            // start-up spread, like the sessions' first requests.
+            let spread = Spread::new(machine, config.fleet.startup_spread);
+            let task = maintenance::Task::GroundSync { job: token_model::fleet::STARTUP_JOB };
+            tokio::spawn(maintenance::run(task, engine.clone(), Some(cloud.clone()), spread));
         }
         let tally = Tally::new(&engine);
         Ok(Self { config, engine, cloud, clock, link, scheduler, reloading: None, reload_again: false, tally })
@@ -204,10 +210,13 @@ impl Daemon {
             || new.daemon.state_dir != current.daemon.state_dir
             || new.daemon.state_key_file != current.daemon.state_key_file
             || new.api != current.api
+            || new.fleet.startup_spread != current.fleet.startup_spread
+            || (new.fleet.request_burst, new.fleet.requests_per_minute)
+                != (current.fleet.request_burst, current.fleet.requests_per_minute)
         {
             tracing::warn!(
                 "[daemon] bus, [daemon] state_dir, [daemon] state_key_file and [api] changes take effect after a \
-                 restart: systemctl restart att-tokend"
+                 restart (so do startup_spread, request_burst, requests_per_minute): systemctl restart att-tokend"
             );
         }
         self.engine.apply(prepared.engine);
@@ -217,12 +226,16 @@ impl Daemon {
                 "[refresh] timings applied; a new refresh_token_lifetime counts from each session's next grant"
             );
         }
-        if new.maintenance != current.maintenance || lapse_horizon(new) != lapse_horizon(current) {
+        if new.maintenance != current.maintenance
+            || lapse_horizon(new) != lapse_horizon(current)
+            || new.fleet.maintenance_spread != current.fleet.maintenance_spread
+        {
             if let Some(mut old) = self.scheduler.take() {
                 let _ = old.shutdown().await;
             }
             let horizon = lapse_horizon(new);
-            self.scheduler = maintenance::start(&self.engine, Some(&self.cloud), &new.maintenance, horizon)
+            let spread = Spread::new(prepared.machine, new.fleet.maintenance_spread);
+            self.scheduler = maintenance::start(&self.engine, Some(&self.cloud), &new.maintenance, horizon, spread)
                 .await
                 .unwrap_or_else(|e| {
                     tracing::error!("{e:#}");

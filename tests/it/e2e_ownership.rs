@@ -12,12 +12,13 @@ use crate::support::{World, bins, describe, exit, wait_until};
 
 /// Writes a config for `world`'s daemon naming `url`, `client_id` and `bus`, with the world's state directory,
 /// the user token `main`, then `rest`. Nothing refreshes or probes by itself while a test counts the cloud's
-/// requests.
+/// requests, and a restarted daemon refreshes at once.
 fn write_config(world: &mut World, file: &str, url: &str, client_id: &str, bus: &str, rest: &str) -> PathBuf {
     let text = ConfigText::new()
         .api(url)
         .line(&format!("client_id = \"{client_id}\""))
         .daemon(bus, &world.state_dir())
+        .fleet_at_once()
         .maintenance_off()
         .user("main");
     world.scratch.write(file, format!("{text}{rest}"), 0o600).unwrap()

@@ -5,6 +5,12 @@
 use std::fmt;
 use std::path::Path;
 
+/// `[daemon]` lines that turn the fleet behaviour's waits off: no spread of periodic or first requests, and a
+/// request budget no test reaches. Tests that expect refreshes, probes and syncs at once add them to their
+/// `[daemon]` table ([`ConfigText::fleet_at_once`]); a test of the fleet behaviour writes its own.
+pub const FLEET_AT_ONCE: &str =
+    "maintenance_spread = \"0s\"\nstartup_spread = \"0s\"\nrequest_burst = 60000\nrequests_per_minute = 60000\n";
+
 /// An `att-tokend` config file's text, built table by table: each method adds one table (a blank line before
 /// it), and [`ConfigText::line`] adds a line to the table added last. It dereferences to the text.
 ///
@@ -74,6 +80,12 @@ impl ConfigText {
     /// `[maintenance]` with nothing scheduled: the daemon sends nothing to the cloud by itself but refreshes.
     pub fn maintenance_off(self) -> ConfigText {
         self.maintenance("off", "off", "off")
+    }
+
+    /// [`FLEET_AT_ONCE`] added to the table added last, which must be `[daemon]`: no spreads, and a request
+    /// budget no test reaches.
+    pub fn fleet_at_once(self) -> ConfigText {
+        FLEET_AT_ONCE.lines().fold(self, |config, line| config.line(line))
     }
 
     /// A `[[token]]` of kind `user` named `name`, logged in by a person.
@@ -159,5 +171,7 @@ mod tests {
              [[token]]\nname = \"main\"\nkind = \"user\"\nusername = \"u@x\"\npassword_file = \"/pw\"\n\
              totp_secret_file = \"/seed\"\n"
         );
+        let daemon = ConfigText::new().daemon("session", Path::new("/s")).fleet_at_once();
+        assert_eq!(daemon.as_str(), format!("[daemon]\nbus = \"session\"\nstate_dir = \"/s\"\n{FLEET_AT_ONCE}"));
     }
 }

@@ -37,7 +37,7 @@ use anyhow::Context as _;
 
 pub use as_user::{Groups, as_user, setpriv_args};
 pub use bus::Bus;
-pub use config_text::ConfigText;
+pub use config_text::{ConfigText, FLEET_AT_ONCE};
 pub use daemon::{Daemon, wait_served};
 pub use fake::{Fake, FakeControl, http};
 pub use kernel_clock::KernelClock;

@@ -10,8 +10,10 @@
 //! - [`reply`]: reading `/login` replies (token grant, MFA challenge, OAuth2 error) from bytes.
 //! - [`time`]: deadlines on a monotonic time line with a wall-clock mirror, and clock-offset estimation.
 //! - [`plan`]: refresh planning, backoff, lapse warnings and the serving rule.
+//! - [`fleet`]: per-machine offsets of periodic requests, the start-up spread and the request budget.
 //! - [`scope`]: what each kind of token may touch, and the least-privileged choice for a device.
 
+pub mod fleet;
 pub mod ids;
 pub mod plan;
 pub mod reply;

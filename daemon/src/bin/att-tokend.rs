@@ -67,7 +67,7 @@ fn check_config(path: &Path, skip_secrets: bool) -> anyhow::Result<String> {
         let prepared = prepare::prepare(config)?;
         (prepared.config, prepared.advice)
     };
-    prepare::cloud(&config.api, tls)?;
+    prepare::cloud(&config, tls)?;
     for advice in advice {
         eprintln!("att-tokend: warning: {advice}");
     }

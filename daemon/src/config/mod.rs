@@ -31,10 +31,10 @@ use serde::Deserialize;
 pub use self::checks::{ResolvedAccess, ResolvedPrincipals, Secrets, TokenSecrets, resolve_principals};
 pub use self::raw::{parse_cron, parse_duration};
 pub use self::schema::{
-    ApiConfig, Bus, Config, ConfigError, DEFAULT_API_URL, DEFAULT_CONFIG_PATH, DEFAULT_STATE_DIR, DaemonConfig,
-    MAX_CONNECT_TIMEOUT, MAX_REFRESH_TOKEN_LIFETIME, MAX_REQUEST_TIMEOUT, MAX_RETRY_INITIAL, MAX_RETRY_MAX,
-    MAX_SAFETY_MARGIN, MAX_WARN_BEFORE, MaintenanceConfig, Principal, Principals, RefreshConfig, Schedule,
-    SecretSource, TokenConfig, TokenSpec, UserSpec,
+    ApiConfig, Bus, Config, ConfigError, DEFAULT_API_URL, DEFAULT_CONFIG_PATH, DEFAULT_MACHINE_ID_FILE,
+    DEFAULT_STATE_DIR, DaemonConfig, FleetConfig, MAX_CONNECT_TIMEOUT, MAX_REFRESH_TOKEN_LIFETIME, MAX_REQUEST_TIMEOUT,
+    MAX_RETRY_INITIAL, MAX_RETRY_MAX, MAX_SAFETY_MARGIN, MAX_WARN_BEFORE, MaintenanceConfig, Principal, Principals,
+    RefreshConfig, Schedule, SecretSource, TokenConfig, TokenSpec, UserSpec,
 };
 pub use self::token::MAX_FILES_PER_TOKEN;
 pub use crate::secret_files::check_private;

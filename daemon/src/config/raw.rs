@@ -22,6 +22,7 @@ use super::schema::{
     MAX_REFRESH_TOKEN_LIFETIME, MAX_REQUEST_TIMEOUT, MAX_RETRY_INITIAL, MAX_RETRY_MAX, MAX_SAFETY_MARGIN,
     MAX_WARN_BEFORE, MaintenanceConfig, Principal, Principals, RefreshConfig, Schedule,
 };
+use super::schema::{FleetConfig, MAX_SPREAD, REQUEST_COUNT_RANGE};
 use super::token::{RawToken, check_token_files};
 
 /// What validation needs to say where a value was written: the text and the file's path.
@@ -94,6 +95,60 @@ struct RawDaemon {
     admins: Option<Spanned<RawPrincipals>>,
     trust_kernel_time_sync: Option<bool>,
     state_key_file: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    maintenance_spread: Window,
+    #[serde(default)]
+    startup_spread: Window,
+    #[serde(default)]
+    request_burst: Count,
+    #[serde(default)]
+    requests_per_minute: Count,
+}
+
+/// A spread's window as written (`maintenance_spread`, `startup_spread`): a duration of at most
+/// [`MAX_SPREAD`], checked while deserializing so that the message has the key's line. `None`: not written.
+#[derive(Default)]
+struct Window(Option<Duration>);
+
+impl<'de> Deserialize<'de> for Window {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let Dur(window) = Dur::deserialize(deserializer)?;
+        if window > MAX_SPREAD.0 {
+            return Err(de::Error::custom(format!(
+                "a spread's window must be at most \"{}\"; write a shorter duration, \"0s\" for none, or remove the \
+                 key for the default",
+                MAX_SPREAD.1
+            )));
+        }
+        Ok(Window(Some(window)))
+    }
+}
+
+/// A count of requests as written (`request_burst`, `requests_per_minute`): a whole number in
+/// [`REQUEST_COUNT_RANGE`], checked while deserializing so that the message has the key's line. `None`: not written.
+#[derive(Default)]
+struct Count(Option<u32>);
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Count;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a whole number of requests")
+            }
+            fn visit_i64<E: de::Error>(self, value: i64) -> Result<Count, E> {
+                let (least, most) = REQUEST_COUNT_RANGE;
+                u32::try_from(value).ok().filter(|n| (least..=most).contains(n)).map(|n| Count(Some(n))).ok_or_else(|| {
+                    E::custom(format!(
+                        "{value} is not a count of requests: write a whole number from {least} to {most}, or remove \
+                         the key for the default"
+                    ))
+                })
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -257,6 +312,7 @@ impl RawConfig {
     /// The whole config, validated: each table, then the checks across tokens.
     pub(super) fn validate(self, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
         let api = self.api.validate(ctx)?;
+        let fleet = fleet(&self.daemon);
         let daemon = DaemonConfig {
             bus: self.daemon.bus.map(|b| b.0).unwrap_or_default(),
             state_dir: match self.daemon.state_dir {
@@ -294,7 +350,7 @@ impl RawConfig {
             seen.insert(token.name.clone(), token.line);
             tokens.push(token);
         }
-        let config = Config { path: ctx.path.to_owned(), api, daemon, refresh, maintenance, tokens };
+        let config = Config { path: ctx.path.to_owned(), api, daemon, refresh, maintenance, fleet, tokens };
         check_token_files(&config, ctx)?;
         Ok(config)
     }
@@ -434,6 +490,17 @@ impl RawRefresh {
             retry_initial,
             retry_max,
         })
+    }
+}
+
+/// The fleet behaviour's keys of `[daemon]`, with their defaults.
+fn fleet(daemon: &RawDaemon) -> FleetConfig {
+    let defaults = FleetConfig::default();
+    FleetConfig {
+        maintenance_spread: daemon.maintenance_spread.0.unwrap_or(defaults.maintenance_spread),
+        startup_spread: daemon.startup_spread.0.unwrap_or(defaults.startup_spread),
+        request_burst: daemon.request_burst.0.unwrap_or(defaults.request_burst),
+        requests_per_minute: daemon.requests_per_minute.0.unwrap_or(defaults.requests_per_minute),
     }
 }
 

@@ -29,6 +29,8 @@ pub struct Config {
     pub refresh: RefreshConfig,
     /// `[maintenance]`: schedules of the periodic jobs.
     pub maintenance: MaintenanceConfig,
+    /// `[daemon]`'s fleet behaviour: how this gateway keeps out of the others' way at the cloud.
+    pub fleet: FleetConfig,
     /// `[[token]]` tables, in file order; names are unique.
     pub tokens: Vec<TokenConfig>,
 }
@@ -113,6 +115,36 @@ impl Default for RefreshConfig {
     }
 }
 
+/// Where the machine id is read from.
+pub const DEFAULT_MACHINE_ID_FILE: &str = "/etc/machine-id";
+
+/// The fleet behaviour's keys of `[daemon]`: how one gateway among many keeps out of the others' way at the cloud
+/// (README's "Fleet behaviour").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetConfig {
+    /// The window over which each periodic job's requests are spread after the job fires (`maintenance_spread`),
+    /// default 15 minutes; zero: at once.
+    pub maintenance_spread: Duration,
+    /// The window over which a session's first request after a start is spread (`startup_spread`), default 2
+    /// minutes; zero: at once.
+    pub startup_spread: Duration,
+    /// Cloud requests the daemon may send at once (`request_burst`), default 10.
+    pub request_burst: u32,
+    /// Cloud requests a minute once the burst is spent (`requests_per_minute`), default 30.
+    pub requests_per_minute: u32,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        Self {
+            maintenance_spread: token_model::fleet::DEFAULT_MAINTENANCE_SPREAD,
+            startup_spread: token_model::fleet::DEFAULT_STARTUP_SPREAD,
+            request_burst: token_model::fleet::DEFAULT_REQUEST_BURST,
+            requests_per_minute: token_model::fleet::DEFAULT_REQUESTS_PER_MINUTE,
+        }
+    }
+}
+
 /// Seconds in a day.
 pub(super) const DAY: u64 = 24 * 3600;
 
@@ -134,6 +166,10 @@ pub const MAX_WARN_BEFORE: (Duration, &str) = (Duration::from_secs(3650 * DAY), 
 pub const MAX_RETRY_INITIAL: (Duration, &str) = (Duration::from_secs(DAY), "1d");
 /// `[refresh] retry_max`: at most a week; a longer pause after an outage would outlive most sessions' warnings.
 pub const MAX_RETRY_MAX: (Duration, &str) = (Duration::from_secs(7 * DAY), "7d");
+/// `[daemon] maintenance_spread` and `startup_spread`: at most 6 hours, the period of the default ground sync.
+pub(crate) const MAX_SPREAD: (Duration, &str) = (Duration::from_secs(6 * 3600), "6h");
+/// `[daemon] request_burst` and `requests_per_minute`: 1 to 60,000 requests (at once, a minute).
+pub(crate) const REQUEST_COUNT_RANGE: (u32, u32) = (1, 60_000);
 
 /// `[maintenance]`: when the periodic jobs run.
 ///

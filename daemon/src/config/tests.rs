@@ -426,3 +426,24 @@ fn a_name_inside_a_multi_line_string_is_text_not_the_tables_name() {
     let message = parse(named, Path::new("/etc/att-tokend/config.toml")).unwrap_err().to_string();
     assert!(message.contains("[[token]] \"main\""), "{message}");
 }
+
+#[test]
+fn fleet_settings_have_defaults_and_bad_values_say_the_range() {
+    let config = parse_ok("");
+    assert_eq!(config.fleet, FleetConfig::default());
+    assert_eq!(config.fleet.maintenance_spread, Duration::from_secs(15 * 60));
+    assert_eq!(config.fleet.startup_spread, Duration::from_secs(120));
+    assert_eq!((config.fleet.request_burst, config.fleet.requests_per_minute), (10, 30));
+    let off = parse_ok("[daemon]\nmaintenance_spread = \"0s\"\nstartup_spread = \"0s\"\nrequest_burst = 1000\n");
+    assert_eq!((off.fleet.maintenance_spread, off.fleet.startup_spread), (Duration::ZERO, Duration::ZERO));
+    assert_eq!(off.fleet.request_burst, 1000);
+    expect_error("[daemon]\nrequest_burst = 0\n", 2, &["[daemon]", "from 1 to 60000", "remove the key"]);
+    expect_error("\n[daemon]\nrequests_per_minute = -3\n", 3, &["-3 is not a count of requests", "from 1 to 60000"]);
+    expect_error("[daemon]\nrequests_per_minute = 60001\n", 2, &["from 1 to 60000"]);
+    expect_error("[daemon]\nrequest_burst = \"10\"\n", 2, &["a whole number of requests"]);
+    expect_error("[daemon]\nstartup_spread = 120\n", 2, &["need a unit", "\"120s\""]);
+    parse_ok("[daemon]\nmaintenance_spread = \"6h\"\nstartup_spread = \"6h\"\n");
+    for key in ["maintenance_spread", "startup_spread"] {
+        expect_error(&format!("[daemon]\n{key} = \"361m\"\n"), 2, &["[daemon]", "at most \"6h\"", "\"0s\" for none"]);
+    }
+}

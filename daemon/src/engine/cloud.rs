@@ -1,9 +1,15 @@
 //! The engine's view of the cloud: the `/login` steps and token checks of [`login_flow`], with every failure
 //! sorted once into "transient" (retry with backoff) or "verdict" (a person must act).
+//!
+//! Every request goes through the daemon's one request budget ([`token_model::fleet::Budget`], `[daemon]
+//! request_burst` and `requests_per_minute`), shared by every session, probe and sync: one over budget waits its
+//! turn on the boot-time clock (asynchronously), it is never dropped. A login counts as two requests (the password
+//! step and the MFA step).
 
 use std::time::{Duration, SystemTime};
 
 use login_flow::{Credentials, LoginClient, LoginError, LoginGrant, MfaFields};
+use token_model::fleet::Budget;
 use token_model::ids::{DeviceId, GroundId};
 use token_model::reply::TokenGrant;
 use token_model::secret::{AccessToken, MfaCode, Password, RefreshToken, StaticToken, TotpSeed};
@@ -100,16 +106,17 @@ impl From<LoginGrant> for LoggedIn {
     }
 }
 
-/// The client for one AllThingsTalk instance.
+/// The client for one AllThingsTalk instance, with the daemon's request budget.
 #[derive(Debug, Clone)]
 pub struct Cloud {
     client: std::sync::Arc<LoginClient>,
+    budget: std::sync::Arc<std::sync::Mutex<Budget>>,
 }
 
 impl Cloud {
-    /// Wraps a configured login client.
-    pub fn new(client: LoginClient) -> Self {
-        Self { client: std::sync::Arc::new(client) }
+    /// Wraps a configured login client; every request waits for its turn in `budget` (shared by all clones).
+    pub fn new(client: LoginClient, budget: Budget) -> Self {
+        Self { client: std::sync::Arc::new(client), budget: std::sync::Arc::new(std::sync::Mutex::new(budget)) }
     }
 
     /// The REST base URL requests go to, without a trailing slash (not a secret).
@@ -117,7 +124,25 @@ impl Cloud {
         self.client.config().base_url().as_str().trim_end_matches('/').to_owned()
     }
 
+    /// Waits until the budget lets `requests` more go. Each is booked in turn, so none is lost or overtaken.
+    async fn admit(&self, requests: u32) {
+        let now = crate::clock::boot_now();
+        let at = {
+            let mut budget = self.budget.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut at = now;
+            for _ in 0..requests {
+                at = budget.reserve(now);
+            }
+            at
+        };
+        if at > now {
+            tracing::debug!(wait_ms = at.saturating_since(now).as_millis() as u64, "over the request budget: waiting");
+            crate::clock::sleep_until(at).await;
+        }
+    }
+
     pub(crate) async fn refresh(&self, refresh: &RefreshToken) -> Result<CloudTokens, Failure> {
+        self.admit(1).await;
         Ok(self.client.refresh(refresh).await?.into())
     }
 
@@ -130,6 +155,7 @@ impl Cloud {
         code: Option<&MfaCode>,
         known: Option<&MfaFields>,
     ) -> Result<LoggedIn, LoginFailure> {
+        self.admit(self.login_requests(known)).await;
         let credentials = Credentials::new(username, password.clone());
         Ok(self.client.login_with_code_trying_variants(&credentials, code, known).await?.into())
     }
@@ -142,6 +168,7 @@ impl Cloud {
         seed: Option<&TotpSeed>,
         known: Option<&MfaFields>,
     ) -> Result<LoggedIn, LoginFailure> {
+        self.admit(self.login_requests(known)).await;
         let credentials = Credentials::new(username, password.clone());
         let login = match seed {
             Some(seed) => self.client.login_with_totp_trying_variants(&credentials, seed, known).await?,
@@ -155,13 +182,23 @@ impl Cloud {
         &self.client.config().mfa
     }
 
+    /// The most requests a login may send: the password grant, and the MFA step under each of the names it may
+    /// try. All are admitted before the first goes, so even a search through every name never passes the budget
+    /// (logins are rare; a login usually sends two).
+    fn login_requests(&self, known: Option<&MfaFields>) -> u32 {
+        let steps = login_flow::variants::mfa_variants(self.configured_mfa(), known).len();
+        1 + u32::try_from(steps).unwrap_or(u32::MAX)
+    }
+
     /// `Ok(None)`: the cloud accepts the user's access token; `Ok(Some(why))`: it rejects it.
     pub(crate) async fn check_user(&self, token: &AccessToken) -> Result<Option<String>, Failure> {
+        self.admit(1).await;
         verdict(self.client.check_user_token(token).await)
     }
 
     /// `Ok(None)`: the cloud accepts the device token; `Ok(Some(why))`: it rejects it.
     pub(crate) async fn check_device(&self, token: &StaticToken, device: &DeviceId) -> Result<Option<String>, Failure> {
+        self.admit(1).await;
         verdict(self.client.check_device_token(token, device).await)
     }
 
@@ -171,6 +208,7 @@ impl Cloud {
         token: &StaticToken,
         ground: &GroundId,
     ) -> Result<Result<Vec<DeviceId>, String>, Failure> {
+        self.admit(1).await;
         match self.client.ground_devices(token, ground).await {
             Ok(devices) => Ok(Ok(devices)),
             Err(e) if e.is_transient() => Err(e.into()),

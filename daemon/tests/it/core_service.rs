@@ -310,7 +310,7 @@ core_test!(
 async fn revoked_device_token_becomes_revoked_and_grounds_are_learned_body() {
     let (cloud, harness) = started(Duration::from_secs(3600)).await;
     let agent = harness.agent().await;
-    let api = prepare::cloud(&harness.config.api, login_flow::tls::in_background()).unwrap();
+    let api = prepare::cloud(&harness.config, login_flow::tls::in_background()).unwrap();
 
     // Until the ground's devices are known, its token reaches none of them.
     assert_eq!(

@@ -10,6 +10,9 @@ mod core_service;
 /// Events per token: a status event touches the token it names only; a reload is one event of its own.
 mod core_events;
 
+/// Fleet behaviour: periodic and first requests wait their per-machine offsets; the request budget delays, never drops.
+mod core_fleet;
+
 /// What a caller can make the daemon hold is bounded; each excess is refused at once with a message.
 mod core_limits;
 

@@ -74,10 +74,10 @@ impl World {
         self.restart_daemon();
     }
 
-    /// The config's text: `[api]` (this world's fake cloud) and `[daemon]` (its bus and state directory), then
-    /// `rest`.
+    /// The config's text: `[api]` (this world's fake cloud) and `[daemon]` (its bus and state directory, and
+    /// [`testbed::FLEET_AT_ONCE`]: these tests expect requests at once), then `rest`.
     pub(crate) fn config_text(&self, rest: &str) -> String {
-        let head = ConfigText::new().api(&self.fake.url).daemon(&self.bus.address, &self.state_dir());
+        let head = ConfigText::new().api(&self.fake.url).daemon(&self.bus.address, &self.state_dir()).fleet_at_once();
         format!("{head}\n{rest}")
     }
 

@@ -73,10 +73,10 @@ impl Session {
     ///    [`Policy::caller_retry_gap`] since the last request;
     /// 7. otherwise refresh now, once [`Policy::refresh_floor`] has passed since the last request.
     ///
-    /// Rules 6 and 7 never grant a request before the cloud's `Retry-After` ([`Session::not_before`]): no caller
-    /// moves it. [`CallerAction::RefreshNow`] is never returned before [`Session::last_request`] plus the floor. The
-    /// daemon performs it and applies its outcome, which moves `last_request` on: between two applied
-    /// outcomes at most one caller gets it.
+    /// Rules 6 and 7 never grant a request before the cloud's `Retry-After` ([`Session::not_before`]) or the
+    /// start-up spread ([`Session::spread_until`]): no caller moves either. [`CallerAction::RefreshNow`] is never
+    /// returned before [`Session::last_request`] plus the floor. The daemon performs it and applies its outcome,
+    /// which moves `last_request` on: between two applied outcomes at most one caller gets it.
     pub fn for_caller(&self, now: MonoTime, want: Duration, policy: &Policy) -> CallerAction {
         if self.valid_for(now, want, policy) {
             return CallerAction::Serve;
@@ -110,10 +110,7 @@ impl Session {
         if self.failures > 0 && renewal.at().is_some_and(|at| at > now) {
             gap = gap.max(policy.caller_retry_gap);
         }
-        let next = match (self.last_request.map(|l| l + gap), self.not_before) {
-            (Some(next), Some(nb)) => Some(next.max(nb)),
-            (next, nb) => next.or(nb),
-        };
+        let next = [self.last_request.map(|l| l + gap), self.not_before, self.spread_until].into_iter().flatten().max();
         match next {
             Some(next) if now < next => refuse(Some(next)),
             _ => CallerAction::RefreshNow,

@@ -334,6 +334,8 @@ pub struct Session {
     /// The cloud's `Retry-After` (at most [`Policy::retry_after_max`]): no request is planned or granted to a
     /// caller before this.
     not_before: Option<MonoTime>,
+    /// The start-up spread ([`Session::spread_start`]): no request is planned or granted to a caller before this.
+    spread_until: Option<MonoTime>,
     jitter: f64,
 }
 
@@ -355,6 +357,7 @@ impl Session {
             known_good: None,
             last_request: Some(grant.arrived.mono),
             not_before: None,
+            spread_until: None,
             jitter: clamp_jitter(jitter),
         };
         s.take_login(grant, policy);
@@ -426,6 +429,8 @@ impl Session {
     pub fn apply(&mut self, attempt: Attempt, outcome: Outcome, at: ClockPair, policy: &Policy, jitter: f64) {
         self.jitter = clamp_jitter(jitter);
         self.last_request = Some(at.mono);
+        // The first request after a start has gone: the start-up spread is over.
+        self.spread_until = None;
         // A server's Retry-After is a floor for every later request, whoever asks; any other answer ends it.
         self.not_before = match outcome {
             Outcome::Transient { retry_after: Some(ra) } => Some(at.mono + ra.min(policy.retry_after_max)),
@@ -571,10 +576,35 @@ impl Session {
     }
 
     /// The earliest time the next request may be sent: [`Policy::refresh_floor`] after the last one, and not
-    /// before the cloud's `Retry-After` ([`Session::not_before`]).
+    /// before the cloud's `Retry-After` ([`Session::not_before`]) or the start-up spread ([`Session::spread_until`]).
     fn floor(&self, policy: &Policy) -> MonoTime {
         let floor = self.last_request.map_or(MonoTime::ORIGIN, |l| l + policy.refresh_floor);
-        self.not_before.map_or(floor, |nb| floor.max(nb))
+        [self.not_before, self.spread_until].into_iter().flatten().fold(floor, MonoTime::max)
+    }
+
+    /// Spreads the first request after a start at `start` (a restored session): not before `start` plus this
+    /// machine's `offset` for the session (in `[0, window)`, from [`crate::fleet::Spread`]), unless the access token
+    /// in hand stops being served, or the refresh token lapses (less the safety margin), before the window ends:
+    /// then the request goes before that, at once when it is already within its margin
+    /// ([`crate::fleet::startup_at`]). A token that has already lapsed (or one restored under an unconfirmed clock,
+    /// whose life is unknown) has nothing to lose by waiting: its request is spread. A fleet that starts in the same second (after a
+    /// power cut) reaches the cloud across the window. Callers are held back too; an admin's request is not.
+    pub fn spread_start(&mut self, start: MonoTime, offset: Duration, window: Duration, policy: &Policy) {
+        if window.is_zero() {
+            self.spread_until = None;
+            return;
+        }
+        // Only a token that has not lapsed yet has something to lose by waiting: one within its margin goes at once.
+        let access = self.access.filter(|a| a.deadline.mono() > start).and_then(|_| self.serve_until(policy));
+        let refresh =
+            self.refresh_deadline.filter(|d| d.mono() > start).map(|d| d.mono().saturating_sub(policy.safety_margin));
+        let lapses = [access, refresh].into_iter().flatten().min();
+        self.spread_until = Some(crate::fleet::startup_at(start, offset, window, lapses));
+    }
+
+    /// Until when the start-up spread holds requests back ([`Session::spread_start`]); `None` without one.
+    pub fn spread_until(&self) -> Option<MonoTime> {
+        self.spread_until
     }
 
     /// Until when the cloud asked (`Retry-After`, at most [`Policy::retry_after_max`]) that no request be sent;

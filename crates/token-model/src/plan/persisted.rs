@@ -106,6 +106,7 @@ impl PersistedSession {
                     pair.mono + Duration::from_millis(left.unsigned_abs()).min(Policy::default().retry_after_max)
                 })
             }),
+            spread_until: None,
             jitter: clamp_jitter(jitter),
         }
     }

@@ -100,6 +100,8 @@ pub struct SessionSettings {
     pub policy: Policy,
     /// What confirms the wall clock at restore (`[daemon] trust_kernel_time_sync`).
     pub clock: crate::clock::ClockPolicy,
+    /// The spread of a restored session's first request (`[daemon] startup_spread`, this machine's offsets).
+    pub startup: token_model::fleet::Spread,
 }
 
 enum Command {

@@ -126,7 +126,12 @@ impl SessionTask {
         }
         // The plan decides what the restored session needs; a refresh-token deadline that seems past
         // by the local clock is not a verdict (only the cloud's answer is).
-        let restored = saved.session.restore(pair, trust, self.unattended.is_some(), Self::jitter());
+        let mut restored = saved.session.restore(pair, trust, self.unattended.is_some(), Self::jitter());
+        // A fleet that starts in the same second (after a power cut) spreads its first requests.
+        let startup = self.settings.startup;
+        let offset = startup.offset(self.name.as_str(), token_model::fleet::STARTUP_JOB);
+        // The plan's next request (in the journal at debug level) shows the wait.
+        restored.spread_start(pair.mono, offset, startup.window(), self.policy());
         let access = Arc::new(saved.access_token);
         self.access = restored.access_deadline().map(|_| access.clone());
         self.saved_access = Some(access);

@@ -38,6 +38,7 @@ fn start(dir: StateDir) -> Engine {
         store: Some(Arc::new(StateStore::new(dir, origin()))),
         policy: Policy::default(),
         clock,
+        startup: token_model::fleet::Spread::new(token_model::fleet::MachineKey::fallback(), Duration::ZERO),
     };
     Engine::start(EngineConfig { admins: Default::default(), tokens: vec![token] }, settings)
 }

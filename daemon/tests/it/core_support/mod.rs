@@ -73,6 +73,7 @@ pub(crate) fn config_text(dir: &Path, cloud_url: &str, extra_user: &str) -> Stri
         .api(cloud_url)
         .daemon("session", &dir.join("state"))
         .line(&format!("admins = {{ users = [{}] }}", my_uid()))
+        .fleet_at_once()
         .refresh(&[("safety_margin", "1s"), ("retry_initial", "1s"), ("retry_max", "2s")])
         .maintenance_off()
         .user("main")
@@ -97,11 +98,21 @@ pub(crate) struct Harness {
 impl Harness {
     /// Parses `text` with the real config parser and starts the engine and service with `callers`.
     pub(crate) async fn start(dir: tempfile::TempDir, text: &str, callers: Callers) -> Harness {
+        Self::start_on(dir, text, callers, None).await
+    }
+
+    /// [`Harness::start`] on a machine whose id hashes to `machine` (`None`: this machine's `/etc/machine-id`).
+    pub(crate) async fn start_on(
+        dir: tempfile::TempDir,
+        text: &str,
+        callers: Callers,
+        machine: Option<token_model::fleet::MachineKey>,
+    ) -> Harness {
         let path = dir.path().join("config.toml");
         std::fs::write(&path, text).expect("write the config");
         let config = config::load(&path).expect("the test config is valid");
         config.check_files().expect("the test secret files are valid");
-        let engine = start_engine(&config);
+        let engine = start_engine_on(&config, machine);
         engine.restored().await;
         let (server, client) = step("serving the interface on a socket pair", pair(&engine, callers)).await;
         Harness { dir, config, engine, server, client }
@@ -137,14 +148,20 @@ impl Harness {
 
 /// The engine as `att-tokend` builds it from a config.
 pub(crate) fn start_engine(config: &config::Config) -> Engine {
+    start_engine_on(config, None)
+}
+
+/// [`start_engine`] on a machine whose id hashes to `machine` (`None`: this machine's `/etc/machine-id`).
+pub(crate) fn start_engine_on(config: &config::Config, machine: Option<token_model::fleet::MachineKey>) -> Engine {
     let prepared = prepare::prepare(config.clone()).expect("the config prepared");
-    let cloud = prepare::cloud(&config.api, login_flow::tls::in_background()).expect("a cloud client");
+    let cloud = prepare::cloud(config, login_flow::tls::in_background()).expect("a cloud client");
     let dir = att_tokend::state_dir::StateDir::open(&config.daemon.state_dir).expect("the state directory");
     let store = Arc::new(StateStore::new(dir, prepared.origin));
     let settings = SessionSettings {
         cloud: Some(cloud),
         store: Some(store),
         policy: prepare::policy(&config.refresh),
+        startup: token_model::fleet::Spread::new(machine.unwrap_or(prepared.machine), config.fleet.startup_spread),
         // The machine's own time-sync state must not decide these tests: its clock counts as synchronised.
         clock: {
             let clock = att_tokend::clock::ClockPolicy::new(config.daemon.trust_kernel_time_sync);
