@@ -4,7 +4,7 @@ use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use token_model::secret::{ExposeSecret, MfaCode, TotpSeed};
-use totp_rs::{Algorithm, Secret, Totp};
+use totp_lite::Sha1;
 use zeroize::Zeroizing;
 
 use crate::error::LoginError;
@@ -12,9 +12,13 @@ use crate::error::LoginError;
 /// The shortest seed accepted, in bytes: 80 bits, the shortest seeds authenticator apps are given.
 pub const MIN_SEED_BYTES: usize = 10;
 
+/// The length of one TOTP step, in seconds.
+const STEP_SECONDS: u64 = 30;
+
 /// A code generator for one seed. `Debug` hides the seed.
 pub struct TotpGenerator {
-    totp: Totp,
+    /// The seed's bytes, decoded from base32.
+    secret: Zeroizing<Vec<u8>>,
 }
 
 impl TotpGenerator {
@@ -35,27 +39,22 @@ impl TotpGenerator {
         if !cleaned.bytes().all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b)) {
             return Err(LoginError::BadTotpSeed { problem: "the seed has characters that are not base32" });
         }
-        let secret = Secret::try_from_base32(cleaned.as_str())
-            .map_err(|_| LoginError::BadTotpSeed { problem: "the seed is not valid base32 (wrong length?)" })?;
-        if secret.as_ref().len() < MIN_SEED_BYTES {
+        let secret = base32::decode(base32::Alphabet::Rfc4648 { padding: false }, cleaned.as_str())
+            .map(Zeroizing::new)
+            .ok_or(LoginError::BadTotpSeed { problem: "the seed is not valid base32 (wrong length?)" })?;
+        if secret.len() < MIN_SEED_BYTES {
             return Err(LoginError::BadTotpSeed { problem: "the seed is shorter than 80 bits (16 base32 characters)" });
         }
-        let totp = totp_rs::Builder::new()
-            .with_algorithm(Algorithm::SHA1)
-            .with_digits(6)
-            .with_step_duration(30)
-            .with_skew(1)
-            .with_secret(secret)
-            .build_noncompliant();
-        Ok(Self { totp })
+        Ok(Self { secret })
     }
 
     /// The code for the 30-second step holding `at` (a time before 1970 counts as 1970).
     pub fn code_at(&self, at: SystemTime) -> MfaCode {
         let seconds = at.duration_since(SystemTime::UNIX_EPOCH).map(|elapsed| elapsed.as_secs()).unwrap_or(0);
-        let text = Zeroizing::new(self.totp.generate(seconds).to_string());
+        // HMAC-SHA1 over the 30-second step, 6 digits (RFC 6238); only SHA-1 is built in.
+        let text = Zeroizing::new(totp_lite::totp_custom::<Sha1>(STEP_SECONDS, 6, &self.secret, seconds));
         #[allow(clippy::expect_used)]
-        MfaCode::parse(text.as_str()).expect("totp-rs formats a 6-digit token as exactly six digits")
+        MfaCode::parse(text.as_str()).expect("totp-lite formats 6 digits as exactly six digits, zeros kept")
     }
 }
 
