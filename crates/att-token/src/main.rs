@@ -1,9 +1,11 @@
 //! `att-token`: the command-line client of att-tokend. See `att-token --help` and att-token(1).
 //!
-//! `exec` (run a program with the token in its environment) and `proxy` (an HTTP proxy that adds the token, from
-//! the token-proxy crate) live in their own modules. Only this program uses token-proxy: the daemon never links it.
+//! `exec` (run a program with the token in its environment), `proxy` (an HTTP proxy that adds the token, from
+//! the token-proxy crate) and `metrics` (the daemon's numbers in the Prometheus text format) live in their own
+//! modules. Only this program uses token-proxy: the daemon never links it.
 
 mod exec;
+mod metrics;
 mod proxy;
 
 use std::fmt;
@@ -12,7 +14,7 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use att_token::cli::{ForDeviceArgs, GetArgs, ListArgs, LoginArgs, TokenArgs, TokenCommand};
+use att_token::cli::{ForDeviceArgs, GetArgs, ListArgs, LoginArgs, MetricsArgs, TokenArgs, TokenCommand};
 use clap::Parser;
 use futures_util::StreamExt;
 use token_agent::{Bus, Exit, TokenAgentProxy, TokenProxy};
@@ -116,6 +118,7 @@ async fn plain(
             Ok(())
         }
         TokenCommand::Watch => watch(agent).await,
+        TokenCommand::Metrics(args) => print_metrics(agent, args).await,
         TokenCommand::Exec(_) | TokenCommand::Proxy(_) => unreachable!("handled by run"),
     }
 }
@@ -258,6 +261,18 @@ async fn token_details(connection: &zbus::Connection, name: &str) -> (Option<i64
         return (None, None);
     };
     (proxy.next_refresh_at().await.ok(), proxy.last_error().await.ok())
+}
+
+async fn print_metrics(agent: &TokenAgentProxy<'_>, args: MetricsArgs) -> anyhow::Result<()> {
+    let figures = agent.get_metrics().await.map_err(call_failed)?;
+    let text = metrics::render(&figures, now_unix());
+    match args.textfile {
+        Some(dir) => metrics::write_textfile(&dir, &text).map(|_| ()),
+        None => {
+            let mut out = io::stdout().lock();
+            out.write_all(text.as_bytes()).and_then(|()| out.flush()).context("cannot write to stdout")
+        }
+    }
 }
 
 fn read_stdin_line(what: &str) -> anyhow::Result<Zeroizing<String>> {

@@ -135,5 +135,4 @@ mod tests {
         assert_eq!(background.client_auth_cert_resolver.has_certs(), now.client_auth_cert_resolver.has_certs());
         assert_eq!(format!("{background:?}"), format!("{now:?}"));
     }
-
 }

@@ -15,6 +15,10 @@
 //! Every call gets a reply: the main object is handed to the connection builder, so zbus starts its dispatcher
 //! before the first message is read, and every message stream the daemon opens is read continuously (one left
 //! unread stops the connection reading once its queue is full).
+//!
+//! Every call of the main interface, and every read of a token object's properties, is counted: as served here
+//! ([`error::served`]), as refused where its error is made (`error.rs`); `GetMetrics` gives the counts to any
+//! caller, with the figures of the tokens it may read.
 
 pub mod args;
 pub mod callers;
@@ -35,9 +39,10 @@ use zbus::object_server::SignalEmitter;
 use zbus::{Connection, Signature, Type, Variant, interface};
 
 use self::callers::Callers;
-use self::error::ServiceError;
+use self::error::{ServiceError, served};
 use crate::access::Caller;
 use crate::engine::{Engine, EngineError, Event, Reread, Served, Status, TokenValue};
+use crate::metrics::{self, Method, Rows};
 
 /// The names of the contract, served here as `att-token` calls them: defined in token-agent.
 pub use token_agent::{BUS_NAME, INTERFACE, OBJECT_PATH, TOKEN_INTERFACE};
@@ -86,6 +91,25 @@ fn reply(served: Served) -> (TokenReply, i64) {
     (TokenReply(served.token), served.expires_at)
 }
 
+/// One token's figures in a `GetMetrics` reply: name, kind, state, expires_at, refresh_token_expires_at,
+/// last_success_at, and its refreshes and logins per outcome.
+type TokenFigures = (String, &'static str, &'static str, i64, i64, i64, Rows);
+
+/// What `GetMetrics` answers `caller`: the daemon-wide counts, and the figures of the tokens it may read.
+fn metrics_for(engine: &Engine, caller: &Caller) -> (Rows, Rows, u64, Vec<TokenFigures>) {
+    let (counters, counts) = (metrics::counters(), metrics::tokens());
+    let tokens = engine
+        .list(caller)
+        .into_iter()
+        .map(|(name, kind, status)| {
+            let (attempts, last_success_at) = counts.token(&name);
+            let figures = (status.expires_at, status.refresh_token_expires_at, last_success_at);
+            (name.into(), kind.as_str(), status.state.as_str(), figures.0, figures.1, figures.2, attempts)
+        })
+        .collect();
+    (counters.calls(), counters.cloud_requests(), counters.budget_waits(), tokens)
+}
+
 /// Hands out AllThingsTalk tokens to local processes. Callers are identified by the bus (their uid and
 /// groups); each token has readers, and admins may log in, refresh and log out.
 #[interface(name = "io.allthingstalk.TokenAgent1")]
@@ -100,7 +124,9 @@ impl Agent {
     ) -> Result<(TokenReply, i64), ServiceError> {
         let name = args::name(name)?;
         let caller = self.caller(connection, &header).await?;
-        Ok(reply(self.engine.get_token(&name, &caller)?))
+        let token = self.engine.get_token(&name, &caller)?;
+        served(Method::GetToken);
+        Ok(reply(token))
     }
 
     /// The token `name`, valid for at least `seconds` from now, refreshing first if needed. Readers of `name`.
@@ -115,7 +141,9 @@ impl Agent {
         let name = args::name(name)?;
         let wanted = args::seconds(seconds)?;
         let caller = self.caller(connection, &header).await?;
-        Ok(reply(self.engine.get_token_valid_for(&name, wanted, &caller).await?))
+        let token = self.engine.get_token_valid_for(&name, wanted, &caller).await?;
+        served(Method::GetTokenValidFor);
+        Ok(reply(token))
     }
 
     /// The least-privileged token the caller may read that may access the device: its device token, else a
@@ -129,8 +157,9 @@ impl Agent {
     ) -> Result<(String, TokenReply, i64), ServiceError> {
         let device = args::device_id(device_id)?;
         let caller = self.caller(connection, &header).await?;
-        let (name, served) = self.engine.get_token_for_device(&device, &caller)?;
-        let (token, expires_at) = reply(served);
+        let (name, token) = self.engine.get_token_for_device(&device, &caller)?;
+        served(Method::GetTokenForDevice);
+        let (token, expires_at) = reply(token);
         Ok((name.into(), token, expires_at))
     }
 
@@ -142,6 +171,7 @@ impl Agent {
         #[zbus(connection)] connection: &Connection,
     ) -> Result<Vec<(String, String, i64, String, bool)>, ServiceError> {
         let caller = self.caller(connection, &header).await?;
+        served(Method::ListTokens);
         Ok(self
             .engine
             .list(&caller)
@@ -156,6 +186,18 @@ impl Agent {
                 )
             })
             .collect())
+    }
+
+    /// The daemon's counters, and the figures of the tokens the caller may read (README, "Monitoring"). Any caller.
+    #[zbus(out_args("calls", "cloud_requests", "budget_waits", "tokens"))]
+    async fn get_metrics(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<(Rows, Rows, u64, Vec<TokenFigures>), ServiceError> {
+        let caller = self.caller(connection, &header).await?;
+        served(Method::GetMetrics);
+        Ok(metrics_for(&self.engine, &caller))
     }
 
     /// Logs the user token `name` in: password grant, then the MFA step with `code` (6 digits; empty when the
@@ -173,7 +215,9 @@ impl Agent {
         let name = args::login(name, username, password, code)?;
         self.admin(connection, &header, "log in").await?;
         let code = args::mfa_code(code)?;
-        Ok(self.engine.login(&name, username.trim().to_owned(), Password::new(password), code).await?)
+        let expires_at = self.engine.login(&name, username.trim().to_owned(), Password::new(password), code).await?;
+        served(Method::Login);
+        Ok(expires_at)
     }
 
     /// Refreshes the user token `name` now. Admins.
@@ -186,7 +230,9 @@ impl Agent {
     ) -> Result<i64, ServiceError> {
         let name = args::name(name)?;
         self.admin(connection, &header, "refresh").await?;
-        Ok(self.engine.refresh(&name).await?)
+        let expires_at = self.engine.refresh(&name).await?;
+        served(Method::Refresh);
+        Ok(expires_at)
     }
 
     /// Forgets the user session `name`, also on disk. Admins.
@@ -198,7 +244,9 @@ impl Agent {
     ) -> Result<(), ServiceError> {
         let name = args::name(name)?;
         self.admin(connection, &header, "log out").await?;
-        Ok(self.engine.logout(&name).await?)
+        self.engine.logout(&name).await?;
+        served(Method::Logout);
+        Ok(())
     }
 
     /// How user sessions are kept at rest: `sealed` (encrypted with the state key), `unsealed` (no state key is
@@ -318,7 +366,7 @@ pub struct TokenObject {
 
 impl TokenObject {
     /// Whether the sender of the call behind `header` may read this token; `AccessDenied` (or `UnknownToken` for a
-    /// token no longer configured) when not.
+    /// token no longer configured) when not. Counted as a call of `Properties`.
     async fn admit(&self, connection: &Connection, header: Option<&Header<'_>>) -> Result<(), ServiceError> {
         let Some(header) = header else {
             return Err(EngineError::AccessDenied(
@@ -328,7 +376,9 @@ impl TokenObject {
             .into());
         };
         let caller = self.callers.caller(connection, header.sender()).await.map_err(ServiceError::from)?;
-        Ok(self.properties.engine.may_read(&self.properties.name, &caller)?)
+        self.properties.engine.may_read(&self.properties.name, &caller)?;
+        served(Method::Properties);
+        Ok(())
     }
 }
 

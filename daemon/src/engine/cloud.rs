@@ -1,5 +1,6 @@
 //! The engine's view of the cloud: the `/login` steps and token checks of [`login_flow`], with every failure
-//! sorted once into "transient" (retry with backoff) or "verdict" (a person must act).
+//! sorted once into "transient" (retry with backoff) or "verdict" (a person must act). Every request is counted
+//! here, by kind and outcome ([`crate::metrics`]).
 
 use std::time::{Duration, SystemTime};
 
@@ -7,6 +8,8 @@ use login_flow::{Credentials, LoginClient, LoginError};
 use token_model::ids::{DeviceId, GroundId};
 use token_model::reply::TokenGrant;
 use token_model::secret::{AccessToken, MfaCode, Password, RefreshToken, StaticToken, TotpSeed};
+
+use crate::metrics::{self, Ended, Request};
 
 /// A failed refresh or token check.
 #[derive(Debug, Clone)]
@@ -106,7 +109,14 @@ impl Cloud {
     }
 
     pub(crate) async fn refresh(&self, refresh: &RefreshToken) -> Result<CloudTokens, Failure> {
-        Ok(self.client.refresh(refresh).await?.into())
+        let result = self.client.refresh(refresh).await;
+        let outcome = match &result {
+            Ok(_) => Ended::Success,
+            Err(e) if e.is_transient() => Ended::Transient,
+            Err(_) => Ended::Refused,
+        };
+        metrics::counters().cloud_request(Request::Refresh, outcome);
+        Ok(result?.into())
     }
 
     pub(crate) async fn login(
@@ -116,7 +126,7 @@ impl Cloud {
         code: Option<&MfaCode>,
     ) -> Result<CloudTokens, LoginFailure> {
         let credentials = Credentials::new(username, password.clone());
-        Ok(self.client.login_with_code(&credentials, code).await?.into())
+        counted_login(self.client.login_with_code(&credentials, code).await)
     }
 
     pub(crate) async fn login_unattended(
@@ -127,10 +137,10 @@ impl Cloud {
     ) -> Result<CloudTokens, LoginFailure> {
         let credentials = Credentials::new(username, password.clone());
         let grant = match seed {
-            Some(seed) => self.client.login_with_totp(&credentials, seed).await?,
-            None => self.client.login_with_code(&credentials, None).await?,
+            Some(seed) => self.client.login_with_totp(&credentials, seed).await,
+            None => self.client.login_with_code(&credentials, None).await,
         };
-        Ok(grant.into())
+        counted_login(grant)
     }
 
     /// `Ok(None)`: the cloud accepts the user's access token; `Ok(Some(why))`: it rejects it.
@@ -149,18 +159,39 @@ impl Cloud {
         token: &StaticToken,
         ground: &GroundId,
     ) -> Result<Result<Vec<DeviceId>, String>, Failure> {
-        match self.client.ground_devices(token, ground).await {
+        let result = match self.client.ground_devices(token, ground).await {
             Ok(devices) => Ok(Ok(devices)),
             Err(e) if e.is_transient() => Err(e.into()),
             Err(e) => Ok(Err(e.to_string())),
-        }
+        };
+        let outcome = match &result {
+            Ok(Ok(_)) => Ended::Success,
+            Ok(Err(_)) => Ended::Refused,
+            Err(_) => Ended::Transient,
+        };
+        metrics::counters().cloud_request(Request::GroundDevices, outcome);
+        result
     }
 }
 
+/// A login's result, counted.
+fn counted_login(result: Result<TokenGrant, LoginError>) -> Result<CloudTokens, LoginFailure> {
+    let outcome = match &result {
+        Ok(_) => Ended::Success,
+        Err(e) if e.is_transient() => Ended::Transient,
+        Err(_) => Ended::Refused,
+    };
+    metrics::counters().cloud_request(Request::Login, outcome);
+    Ok(result?.into())
+}
+
+/// A token check's result, counted.
 fn verdict(result: Result<(), LoginError>) -> Result<Option<String>, Failure> {
-    match result {
-        Ok(()) => Ok(None),
-        Err(e) if e.is_transient() => Err(e.into()),
-        Err(e) => Ok(Some(e.to_string())),
-    }
+    let (outcome, result) = match result {
+        Ok(()) => (Ended::Success, Ok(None)),
+        Err(e) if e.is_transient() => (Ended::Transient, Err(e.into())),
+        Err(e) => (Ended::Refused, Ok(Some(e.to_string()))),
+    };
+    metrics::counters().cloud_request(Request::Check, outcome);
+    result
 }
