@@ -110,12 +110,7 @@ impl Cloud {
 
     pub(crate) async fn refresh(&self, refresh: &RefreshToken) -> Result<CloudTokens, Failure> {
         let result = self.client.refresh(refresh).await;
-        let outcome = match &result {
-            Ok(_) => Ended::Success,
-            Err(e) if e.is_transient() => Ended::Transient,
-            Err(_) => Ended::Refused,
-        };
-        metrics::counters().cloud_request(Request::Refresh, outcome);
+        metrics::counters().cloud_request(Request::Refresh, ended(&result));
         Ok(result?.into())
     }
 
@@ -176,13 +171,17 @@ impl Cloud {
 
 /// A login's result, counted.
 fn counted_login(result: Result<TokenGrant, LoginError>) -> Result<CloudTokens, LoginFailure> {
-    let outcome = match &result {
+    metrics::counters().cloud_request(Request::Login, ended(&result));
+    Ok(result?.into())
+}
+
+/// How a request answered by login-flow ended, as the metrics count it.
+fn ended<T>(result: &Result<T, LoginError>) -> Ended {
+    match result {
         Ok(_) => Ended::Success,
         Err(e) if e.is_transient() => Ended::Transient,
         Err(_) => Ended::Refused,
-    };
-    metrics::counters().cloud_request(Request::Login, outcome);
-    Ok(result?.into())
+    }
 }
 
 /// A token check's result, counted.
