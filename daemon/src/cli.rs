@@ -46,7 +46,7 @@ pub struct TokendArgs {
     pub config: PathBuf,
 
     /// Check the configuration (syntax, secret files and their permissions, users and groups), print the result
-    /// and exit: 0 when it is fine, 1 otherwise.
+    /// and the MFA step names a login will try, in order, and exit: 0 when it is fine, 1 otherwise.
     #[arg(long)]
     pub check_config: bool,
 

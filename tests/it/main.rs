@@ -28,6 +28,9 @@ mod e2e_session;
 /// End to end: unattended login from password and TOTP seed files, at start and after a rejected refresh.
 mod e2e_unattended;
 
+/// End to end: the MFA step finds the cloud's names among the known variants, keeps them, and says which.
+mod e2e_mfa_variants;
+
 /// End to end: SIGHUP reloads token files, tokens and refresh timings; a broken config is reported and ignored.
 mod e2e_reload;
 

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 
-use crate::config::{DeviceToken, FakeUser, GroundToken, MfaShape, Rotation};
+use crate::config::{DeviceToken, FakeUser, GroundToken, MfaFields, MfaShape, Rotation};
 use crate::error::FakeCloudError;
 use crate::fault::Fault;
 use crate::state::{Counters, State};
@@ -118,6 +118,12 @@ impl Control {
     /// Switches how MFA challenges are announced, from the next password grant on.
     pub fn set_mfa_shape(&self, shape: MfaShape) {
         self.shared.lock().settings.mfa_shape = shape;
+    }
+
+    /// Switches the MFA step's grant type and field names (the one variant the fake accepts), from the next
+    /// MFA step on; any other grant type gets `unsupported_grant_type`, other field names `invalid_request`.
+    pub fn set_mfa_fields(&self, fields: MfaFields) {
+        self.shared.lock().settings.mfa_fields = fields;
     }
 
     /// Sets the lifetime of access tokens issued from now on.

@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::config::{DeviceToken, FakeUser, GroundToken, MfaShape, Rotation};
+use crate::config::{DeviceToken, FakeUser, GroundToken, MfaFields, MfaShape, Rotation};
 use crate::control::{Control, Shared};
 use crate::fault::Fault;
 
@@ -33,6 +33,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/_control/clock", get(clock).post(set_clock))
         .route("/_control/rotation", post(set_rotation))
         .route("/_control/mfa-shape", post(set_mfa_shape))
+        .route("/_control/mfa-fields", post(set_mfa_fields))
         .route("/_control/lifetimes", post(set_lifetimes))
         .route("/_control/counters", get(counters))
         .route("/_control/counters/reset", post(reset_counters))
@@ -144,6 +145,11 @@ async fn set_rotation(State(shared): Ctl, Json(body): Json<RotationBody>) -> Sta
 
 async fn set_mfa_shape(State(shared): Ctl, Json(body): Json<ShapeBody>) -> StatusCode {
     control(shared).set_mfa_shape(body.shape);
+    StatusCode::NO_CONTENT
+}
+
+async fn set_mfa_fields(State(shared): Ctl, Json(fields): Json<MfaFields>) -> StatusCode {
+    control(shared).set_mfa_fields(fields);
     StatusCode::NO_CONTENT
 }
 

@@ -35,6 +35,7 @@
 //! | `POST /_control/clock` | `{"offset_secs":n}` and/or `{"advance_secs":n}` | as `GET` |
 //! | `POST /_control/rotation` | `{"rotation":"sliding"\|"fixed"\|"omit"}` | 204 |
 //! | `POST /_control/mfa-shape` | `{"shape":1\|2\|3}` | 204 |
+//! | `POST /_control/mfa-fields` | `{"grant_type":…,"uid_field":…,"user_field":…,"code_field":…}` (each optional, default `mfa`, `mfa_uid`, `user_id`, `code`) | 204 |
 //! | `POST /_control/lifetimes` | `{"access_secs":n,"refresh_secs":n,"challenge_secs":n}` (each optional) | 204 |
 //! | `GET /_control/counters` | | [`Counters`] as JSON |
 //! | `POST /_control/counters/reset` | | 204 |
@@ -48,6 +49,9 @@
 //! # What the fake decides where the protocol is silent
 //! - A user token may read every device and every ground the fake knows (from its ground tokens).
 //! - A wrong MFA code leaves the challenge usable until it expires; a successful step uses it up.
+//! - The MFA step is taken under one grant type and set of field names ([`Control::set_mfa_fields`]); another
+//!   grant type gets `unsupported_grant_type`, a missing field `invalid_request` naming it, and neither touches
+//!   the challenge.
 //! - After a sliding rotation the previous access token stays valid until it expires.
 //! - TOTP codes are checked against the shifted server clock, and `current_totp` gives the code of that time:
 //!   the user's authenticator app agrees with the cloud, as a phone with network time would.

@@ -319,12 +319,15 @@ impl State {
         let (Some(uid), Some(user_id), Some(code)) =
             (form.get(&fields.uid_field), form.get(&fields.user_field), form.get(&fields.code_field))
         else {
+            // As an OAuth2 server answers a request it cannot read: nothing is checked, the challenge stays usable.
+            let missing: Vec<&str> = [&fields.uid_field, &fields.user_field, &fields.code_field]
+                .into_iter()
+                .filter(|name| !form.contains_key(*name))
+                .map(String::as_str)
+                .collect();
             return LoginOutcome::error(
-                "invalid_grant",
-                format!(
-                    "The MFA step needs the fields {}, {} and {}.",
-                    fields.uid_field, fields.user_field, fields.code_field
-                ),
+                "invalid_request",
+                format!("The request is missing the required field {}.", missing.join(", ")),
             );
         };
         let Some(challenge) = self.challenges.get(uid) else {

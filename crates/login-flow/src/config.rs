@@ -30,6 +30,16 @@ pub struct MfaFields {
     pub code_field: String,
 }
 
+impl MfaFields {
+    /// The four names as `[api.mfa]` lines would set them: `grant_type = "mfa", uid_field = "mfa_uid", …`.
+    pub fn as_setting(&self) -> String {
+        format!(
+            "grant_type = {:?}, uid_field = {:?}, user_field = {:?}, code_field = {:?}",
+            self.grant_type, self.uid_field, self.user_field, self.code_field
+        )
+    }
+}
+
 impl Default for MfaFields {
     fn default() -> Self {
         Self {

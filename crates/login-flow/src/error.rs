@@ -90,6 +90,17 @@ pub enum LoginError {
         /// The step that was rejected.
         step: Step,
     },
+    /// The MFA step was not processed under any of the names tried ([`crate::variants`]): each answer was
+    /// `unsupported_grant_type` or an `invalid_request` naming a missing field.
+    #[error(
+        "AllThingsTalk did not take the MFA step under any of the names tried ({}): set the names your instance \
+         uses in [api.mfa] (grant_type, uid_field, user_field, code_field) and log in again",
+        .tried.join("; ")
+    )]
+    MfaVariantsRefused {
+        /// The variants tried, in order, each as its `[api.mfa]` settings (names only).
+        tried: Vec<String>,
+    },
     /// The server refused the request with another OAuth2 error (HTTP 400).
     #[error(
         "AllThingsTalk refused the {} with error {code:?}{}: check the configuration ([api] and [api.mfa]) and log \
@@ -298,6 +309,7 @@ impl LoginError {
                 | LoginError::ClientRejected { .. }
                 | LoginError::Rejected { .. }
                 | LoginError::UnsupportedGrant { .. }
+                | LoginError::MfaVariantsRefused { .. }
         )
     }
 }
@@ -329,6 +341,7 @@ mod tests {
             LoginError::RefreshRejected,
             LoginError::ClientRejected { step: Step::Refresh, description: None },
             LoginError::UnsupportedGrant { step: Step::Mfa },
+            LoginError::MfaVariantsRefused { tried: vec!["grant_type = \"mfa\"".into()] },
             LoginError::Rejected { step: Step::Password, code: "x".into(), description: None },
         ];
         for error in &verdicts {

@@ -7,7 +7,8 @@
 //!
 //! The login is typed: [`Credentials`] give a [`PasswordOutcome`]: tokens, or an [`MfaPending`] which alone
 //! accepts a code. Every failure is a [`LoginError`], whose [`LoginError::is_transient`] answers the one
-//! question the daemon asks: retry later, or stop and ask a human.
+//! question the daemon asks: retry later, or stop and ask a human. The MFA step's names are not public:
+//! [`variants`] lists the known ones and decides when the next may be tried.
 //!
 //! The wire protocol itself, in the project's words and with where each fact comes from, is [`protocol`]
 //! (`crates/login-flow/PROTOCOL.md`).
@@ -37,9 +38,10 @@ pub mod steps;
 pub mod tls;
 pub mod totp;
 pub mod transport;
+pub mod variants;
 pub mod wire;
 
-pub use client::LoginClient;
+pub use client::{LoginClient, LoginGrant};
 pub use config::{ApiConfig, MfaFields};
 pub use error::{LoginError, Step};
 pub use http::HttpTransport;

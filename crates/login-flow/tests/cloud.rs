@@ -578,3 +578,72 @@ async fn requests_on_the_wire_and_no_redirects() {
             .contains(&format!("authorization: bearer {}\r\n", DEVICE_TOKEN.to_ascii_lowercase()))
     );
 }
+
+/// The fake cloud's names for an MFA variant of login-flow's.
+fn fake_names(names: &MfaFields) -> fake_cloud::MfaFields {
+    fake_cloud::MfaFields {
+        grant_type: names.grant_type.clone(),
+        uid_field: names.uid_field.clone(),
+        user_field: names.user_field.clone(),
+        code_field: names.code_field.clone(),
+    }
+}
+
+#[tokio::test]
+async fn the_mfa_step_finds_each_known_variant() {
+    let cloud = cloud().await;
+    let client = client(&cloud);
+    for variant in login_flow::variants::mfa_variants(&MfaFields::default(), None) {
+        cloud.control().set_mfa_fields(fake_names(&variant));
+        cloud.control().reset_counters();
+        let login = client
+            .login_with_code_trying_variants(&mfa_user(), Some(&current_code(&cloud)), None)
+            .await
+            .unwrap_or_else(|error| panic!("{}: {error}", variant.as_setting()));
+        assert!(cloud.control().is_access_token_valid(login.grant.access_token.expose_secret()));
+        assert_eq!(login.mfa_variant.as_ref(), Some(&variant));
+        assert_eq!(cloud.control().counters().mfa_steps_ok, 1);
+
+        // Known from this login, the variant is tried first: one MFA request.
+        cloud.control().reset_counters();
+        let seed = TotpSeed::new(SEED);
+        let again = client.login_with_totp_trying_variants(&mfa_user(), &seed, Some(&variant)).await.expect("again");
+        assert_eq!(again.mfa_variant.as_ref(), Some(&variant));
+        assert_eq!(cloud.control().counters().requests_total, 2, "the password grant and one MFA step");
+    }
+}
+
+#[tokio::test]
+async fn a_refused_code_under_a_found_variant_stops_the_search() {
+    let cloud = cloud().await;
+    let camel = MfaFields { uid_field: "mfaUid".into(), user_field: "userId".into(), ..MfaFields::default() };
+    cloud.control().set_mfa_fields(fake_names(&camel));
+    let client = client(&cloud);
+    let error = client.login_with_code_trying_variants(&mfa_user(), Some(&wrong_code()), None).await.unwrap_err();
+    assert!(matches!(error, LoginError::BadMfaCode { .. }), "{error:?}");
+    // The password grant, the default names (a missing field), MfaUid/UserId (missing), then camelCase: refused.
+    assert_eq!(cloud.control().counters().requests_total, 4);
+}
+
+#[tokio::test]
+async fn names_nobody_knows_end_with_what_to_set() {
+    let names = MfaFields {
+        grant_type: "otp".into(),
+        uid_field: "challenge".into(),
+        user_field: "uid".into(),
+        code_field: "totp".into(),
+    };
+    let cloud = FakeCloud::start(fake_config().with_mfa_fields(fake_names(&names))).await;
+    let error = client(&cloud)
+        .login_with_code_trying_variants(&mfa_user(), Some(&current_code(&cloud)), None)
+        .await
+        .unwrap_err();
+    let message = error.to_string();
+    // `mfa`, `mfa_code` and `otp` each once: after `unsupported_grant_type`, the other `mfa` variants are skipped.
+    assert!(matches!(error, LoginError::MfaVariantsRefused { ref tried } if tried.len() == 3), "{error:?}");
+    assert!(message.contains("[api.mfa]") && message.contains("grant_type = \"otp\""), "{message}");
+    // Configured, they work at once.
+    let client = client_with(&cloud, |config| config.mfa = names.clone());
+    let login = client.login_with_code_trying_variants(&mfa_user(), Some(&current_code(&cloud)), None).await;
+    assert_eq!(login.expect("the configured names work").mfa_variant, Some(names));
+}

@@ -71,13 +71,18 @@ fn check_config(path: &Path, skip_secrets: bool) -> anyhow::Result<String> {
     for advice in advice {
         eprintln!("att-tokend: warning: {advice}");
     }
-    Ok(format!(
-        "{}: the configuration is valid ({} tokens, bus {}, state in {})",
+    let mut summary = format!(
+        "{}: the configuration is valid ({} tokens, bus {}, state in {})\nMFA step names a login tries, in order \
+         (the next only when the cloud did not process the step; pin them in [api.mfa]):",
         path.display(),
         config.tokens.len(),
         config.daemon.bus,
         config.daemon.state_dir.display()
-    ))
+    );
+    for (number, variant) in login_flow::variants::mfa_variants(&config.api.mfa, None).iter().enumerate() {
+        summary.push_str(&format!("\n  {}. {}", number + 1, variant.as_setting()));
+    }
+    Ok(summary)
 }
 
 fn serve(path: &Path) -> anyhow::Result<()> {

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use login_flow::{Credentials, LoginClient, LoginError};
+use login_flow::{Credentials, LoginClient, LoginError, LoginGrant, MfaFields};
 use token_model::ids::{DeviceId, GroundId};
 use token_model::reply::TokenGrant;
 use token_model::secret::{AccessToken, MfaCode, Password, RefreshToken, StaticToken, TotpSeed};
@@ -91,6 +91,18 @@ impl From<TokenGrant> for CloudTokens {
     }
 }
 
+/// A login's tokens, and the MFA step's names that completed it (`None`: no MFA step).
+pub(crate) struct LoggedIn {
+    pub(crate) tokens: CloudTokens,
+    pub(crate) mfa: Option<MfaFields>,
+}
+
+impl From<LoginGrant> for LoggedIn {
+    fn from(login: LoginGrant) -> Self {
+        LoggedIn { tokens: login.grant.into(), mfa: login.mfa_variant }
+    }
+}
+
 /// The client for one AllThingsTalk instance.
 #[derive(Debug, Clone)]
 pub struct Cloud {
@@ -114,28 +126,38 @@ impl Cloud {
         Ok(result?.into())
     }
 
+    /// A person's login. The MFA step tries `known` (the names that worked last), then `[api.mfa]`, then the
+    /// built-in variants; the names that worked come back with the tokens.
     pub(crate) async fn login(
         &self,
         username: &str,
         password: &Password,
         code: Option<&MfaCode>,
-    ) -> Result<CloudTokens, LoginFailure> {
+        known: Option<&MfaFields>,
+    ) -> Result<LoggedIn, LoginFailure> {
         let credentials = Credentials::new(username, password.clone());
-        counted_login(self.client.login_with_code(&credentials, code).await)
+        counted_login(self.client.login_with_code_trying_variants(&credentials, code, known).await)
     }
 
+    /// A login with the configured credentials, the MFA step as in [`Cloud::login`].
     pub(crate) async fn login_unattended(
         &self,
         username: &str,
         password: &Password,
         seed: Option<&TotpSeed>,
-    ) -> Result<CloudTokens, LoginFailure> {
+        known: Option<&MfaFields>,
+    ) -> Result<LoggedIn, LoginFailure> {
         let credentials = Credentials::new(username, password.clone());
-        let grant = match seed {
-            Some(seed) => self.client.login_with_totp(&credentials, seed).await,
-            None => self.client.login_with_code(&credentials, None).await,
+        let login = match seed {
+            Some(seed) => self.client.login_with_totp_trying_variants(&credentials, seed, known).await,
+            None => self.client.login_with_code_trying_variants(&credentials, None, known).await,
         };
-        counted_login(grant)
+        counted_login(login)
+    }
+
+    /// The MFA step's names as configured (`[api.mfa]`).
+    pub(crate) fn configured_mfa(&self) -> &MfaFields {
+        &self.client.config().mfa
     }
 
     /// `Ok(None)`: the cloud accepts the user's access token; `Ok(Some(why))`: it rejects it.
@@ -170,7 +192,7 @@ impl Cloud {
 }
 
 /// A login's result, counted.
-fn counted_login(result: Result<TokenGrant, LoginError>) -> Result<CloudTokens, LoginFailure> {
+fn counted_login(result: Result<LoginGrant, LoginError>) -> Result<LoggedIn, LoginFailure> {
     metrics::counters().cloud_request(Request::Login, ended(&result));
     Ok(result?.into())
 }

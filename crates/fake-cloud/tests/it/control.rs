@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::support::{
     ALICE, ALICE_PASSWORD, BOB, BOB_PASSWORD, DEVICE_3, client, client_with_timeout, config, eventually, get_with,
-    mfa_step, password_login, refresh, start,
+    mfa_step, password_login, post_form, refresh, start,
 };
 
 async fn ctl(client: &reqwest::Client, cloud: &FakeCloud, path: &str, body: Value) -> (StatusCode, Value) {
@@ -126,6 +126,15 @@ async fn clock_rotation_shape_and_lifetimes_over_http() {
     assert_eq!(ctl(&client, &cloud, "mfa-shape", json!({"shape": 2})).await.0, StatusCode::NO_CONTENT);
     password_login(&client, &cloud, BOB, BOB_PASSWORD).await.assert_error("mfa_required");
     assert!(ctl(&client, &cloud, "mfa-shape", json!({"shape": 4})).await.0.is_client_error());
+
+    let fields = json!({"grant_type": "otp", "code_field": "otp"});
+    assert_eq!(ctl(&client, &cloud, "mfa-fields", fields).await.0, StatusCode::NO_CONTENT);
+    let form = [("grant_type", "mfa"), ("client_id", "web"), ("mfa_uid", "m"), ("user_id", "u"), ("code", "1")];
+    post_form(&client, &cloud, &form).await.assert_error("unsupported_grant_type");
+    let form = [("grant_type", "otp"), ("client_id", "web"), ("mfa_uid", "m"), ("user_id", "u"), ("code", "1")];
+    let reply = post_form(&client, &cloud, &form).await;
+    reply.assert_error("invalid_request");
+    assert!(reply.str("error_description").ends_with("field otp."), "{}", reply.body);
 }
 
 #[tokio::test]

@@ -240,6 +240,39 @@ async fn the_mfa_step_uses_the_configured_names() {
 }
 
 #[tokio::test]
+async fn other_mfa_names_are_not_processed_and_leave_the_challenge_usable() {
+    let cloud = start().await;
+    let client = client();
+    let challenge = password_login(&client, &cloud, BOB, BOB_PASSWORD).await;
+    let (uid, user_id) = (challenge.str("MfaUid"), challenge.str("UserId"));
+    let code = cloud.control().current_totp(BOB).expect("Bob has MFA");
+    let camel = [("grant_type", "mfa"), ("client_id", "web"), ("mfaUid", uid), ("userId", user_id), ("code", &code)];
+    let reply = post_form(&client, &cloud, &camel).await;
+    reply.assert_error("invalid_request");
+    assert_eq!(reply.str("error_description"), "The request is missing the required field mfa_uid, user_id.");
+    let otp = [("grant_type", "otp"), ("client_id", "web"), ("mfa_uid", uid), ("user_id", user_id), ("otp", &code)];
+    post_form(&client, &cloud, &otp).await.assert_error("unsupported_grant_type");
+    // Neither answer used the challenge or the code.
+    let reply = mfa_step(&client, &cloud, uid, user_id, &code).await;
+    assert_eq!(reply.status, StatusCode::OK, "body: {}", reply.body);
+
+    // Switched to camelCase names: those work, the default ones are now the missing ones.
+    cloud.control().set_mfa_fields(MfaFields {
+        uid_field: "mfaUid".to_owned(),
+        user_field: "userId".to_owned(),
+        ..MfaFields::default()
+    });
+    let challenge = password_login(&client, &cloud, BOB, BOB_PASSWORD).await;
+    let (uid, user_id) = (challenge.str("MfaUid"), challenge.str("UserId"));
+    let reply = mfa_step(&client, &cloud, uid, user_id, &code).await;
+    reply.assert_error("invalid_request");
+    assert!(reply.str("error_description").contains("mfaUid, userId"), "{}", reply.body);
+    let camel = [("grant_type", "mfa"), ("client_id", "web"), ("mfaUid", uid), ("userId", user_id), ("code", &code)];
+    let reply = post_form(&client, &cloud, &camel).await;
+    assert_eq!(reply.status, StatusCode::OK, "body: {}", reply.body);
+}
+
+#[tokio::test]
 async fn the_mfa_step_must_keep_the_client_id() {
     let cloud = start().await;
     let client = client();

@@ -14,7 +14,7 @@ use token_model::plan::{self, Attempt, Grant, Outcome, RefreshTokenChange};
 use token_model::secret::{MfaCode, Password};
 
 use super::{SessionTask, clock_pair, now};
-use crate::engine::cloud::{CloudTokens, LoginFailure};
+use crate::engine::cloud::{Cloud, CloudTokens, LoggedIn, LoginFailure};
 use crate::engine::{EngineError, Event};
 use crate::metrics::Ended;
 use crate::state_file::HoldReason;
@@ -30,11 +30,12 @@ impl SessionTask {
         let cloud = self.cloud()?;
         self.busy = true;
         self.publish(false);
-        let result = cloud.login(&username, &password, code.as_ref()).await;
+        let result = cloud.login(&username, &password, code.as_ref(), self.mfa_variant.as_ref()).await;
         self.busy = false;
         match result {
-            Ok(grant) => {
+            Ok(login) => {
                 self.count(true, Ended::Success);
+                let grant = self.keep_mfa_variant(&cloud, login);
                 self.username = username;
                 self.lift_hold().await;
                 self.start_session(grant).await;
@@ -49,6 +50,23 @@ impl SessionTask {
                 Err(self.login_error(failure))
             }
         }
+    }
+
+    /// Keeps the MFA step's names that worked, for this session's next login, and says so in the journal when
+    /// they are not the configured ones (names only).
+    fn keep_mfa_variant(&mut self, cloud: &Cloud, login: LoggedIn) -> CloudTokens {
+        if let Some(variant) = login.mfa {
+            if variant != *cloud.configured_mfa() && self.mfa_variant.as_ref() != Some(&variant) {
+                tracing::info!(
+                    token = %self.name,
+                    "the MFA step worked with {} (not the configured names); set them in [api.mfa] to use them \
+                     first",
+                    variant.as_setting()
+                );
+            }
+            self.mfa_variant = Some(variant);
+        }
+        login.tokens
     }
 
     fn login_error(&self, failure: LoginFailure) -> EngineError {
@@ -97,14 +115,17 @@ impl SessionTask {
         let Ok(cloud) = self.cloud() else { return false };
         self.busy = true;
         self.publish(false);
-        let result =
-            cloud.login_unattended(&unattended.username, &unattended.password, unattended.totp_seed.as_ref()).await;
+        let known = self.mfa_variant.as_ref();
+        let result = cloud
+            .login_unattended(&unattended.username, &unattended.password, unattended.totp_seed.as_ref(), known)
+            .await;
         self.busy = false;
         let pair = clock_pair();
         let policy = self.settings.policy.clone();
         match result {
-            Ok(grant) => {
+            Ok(login) => {
                 self.count(true, Ended::Success);
+                let grant = self.keep_mfa_variant(&cloud, login);
                 tracing::info!(token = %self.name, "logged in with the configured credentials");
                 self.username = unattended.username;
                 let had_session = self.plan.is_some();

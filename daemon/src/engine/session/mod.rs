@@ -318,6 +318,7 @@ pub(crate) fn spawn(
         nudged,
         hold: None,
         short_grant_warned: false,
+        mfa_variant: None,
     };
     // One task at a time owns a token's session: a token removed and added again by quick reloads gets its new
     // task only once the old one has finished its refresh and saved it, so two tasks never hold one refresh token.
@@ -374,6 +375,8 @@ struct SessionTask {
     hold: Option<HoldReason>,
     /// A grant too short to serve was logged at warn level; later ones go to debug until a normal grant.
     short_grant_warned: bool,
+    /// The MFA step's names that last completed a login of this session, tried first by the next (in memory).
+    mfa_variant: Option<login_flow::MfaFields>,
 }
 
 impl SessionTask {
