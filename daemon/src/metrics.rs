@@ -17,7 +17,7 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use token_agent::metrics::{ATTEMPTS, METHODS, OUTCOMES, REFUSALS, REFUSED, REJECTED, REQUESTS, SERVED};
+use token_agent::metrics::{METHODS, OUTCOMES, REFUSALS, REQUESTS, TOKEN_COUNTS};
 use token_model::ids::TokenName;
 
 /// A method of the service whose calls are counted (the index of its name in `token_agent::metrics::METHODS`).
@@ -106,8 +106,8 @@ impl Ended {
 const N_METHODS: usize = METHODS.len();
 const N_REFUSALS: usize = REFUSALS.len();
 const N_OUTCOMES: usize = OUTCOMES.len();
-/// Per token: refresh outcomes (with `rejected`), then login outcomes.
-const N_ATTEMPTS: usize = N_OUTCOMES + 1 + N_OUTCOMES;
+/// Per token: refresh outcomes (with `rejected`), then login outcomes (`TOKEN_COUNTS`).
+const N_ATTEMPTS: usize = TOKEN_COUNTS.len();
 
 /// One token's counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -152,9 +152,6 @@ fn get(counter: &AtomicU64) -> u64 {
     counter.load(Ordering::Relaxed)
 }
 
-/// Daemon-wide counts as `GetMetrics` sends them: (name, label, count) rows.
-pub type Rows = Vec<(&'static str, &'static str, u64)>;
-
 impl Default for Counters {
     fn default() -> Self {
         Self::new()
@@ -192,23 +189,19 @@ impl Counters {
         bump(&self.budget_waits);
     }
 
-    /// Calls served per method, then calls refused per reason, every one (also at 0): (`served`, method, count)
-    /// and (`refused`, reason, count).
-    pub fn calls(&self) -> Rows {
-        let served = METHODS.iter().zip(&self.served).map(|(method, n)| (SERVED, *method, get(n)));
-        let refused = REFUSALS.iter().zip(&self.refused).map(|(reason, n)| (REFUSED, *reason, get(n)));
-        served.chain(refused).collect()
+    /// Calls served, per method in the order of `token_agent::metrics::METHODS`.
+    pub fn served_counts(&self) -> Vec<u64> {
+        self.served.iter().map(get).collect()
     }
 
-    /// Requests to the cloud per kind and outcome, every pair (also at 0): (kind, outcome, count).
-    pub fn cloud_requests(&self) -> Rows {
-        let mut rows = Rows::new();
-        for (request, outcomes) in REQUESTS.iter().zip(&self.cloud) {
-            for (outcome, n) in OUTCOMES.iter().zip(outcomes) {
-                rows.push((*request, *outcome, get(n)));
-            }
-        }
-        rows
+    /// Calls refused, per reason in the order of `token_agent::metrics::REFUSALS`.
+    pub fn refused_counts(&self) -> Vec<u64> {
+        self.refused.iter().map(get).collect()
+    }
+
+    /// Requests to the cloud, per kind (`REQUESTS`) and, within a kind, per outcome (`OUTCOMES`).
+    pub fn cloud_requests(&self) -> Vec<u64> {
+        self.cloud.iter().flatten().map(get).collect()
     }
 
     /// How many requests waited for the request budget.
@@ -241,17 +234,12 @@ impl Tokens {
         }
     }
 
-    /// A token's attempts, every pair (also at 0): (`refresh` or `login`, outcome, count); and when the last one
-    /// succeeded (Unix seconds, 0 for never).
-    pub fn token(&self, token: &TokenName) -> (Rows, i64) {
-        let counts = {
-            let tokens = self.0.lock().unwrap_or_else(|e| e.into_inner());
-            tokens.iter().find(|(name, _)| name == token).map(|(_, counts)| *counts).unwrap_or_default()
-        };
-        let refresh = OUTCOMES.iter().chain([&REJECTED]).map(|outcome| (ATTEMPTS[0], *outcome));
-        let login = OUTCOMES.iter().map(|outcome| (ATTEMPTS[1], *outcome));
-        let rows = refresh.chain(login).zip(counts.attempts).map(|((kind, outcome), n)| (kind, outcome, n)).collect();
-        (rows, counts.last_success_at)
+    /// A token's counts, in the order of `token_agent::metrics::TOKEN_COUNTS` (every one, also at 0), and when the
+    /// last refresh or login succeeded (Unix seconds, 0 for never).
+    pub fn token(&self, token: &TokenName) -> (Vec<u64>, i64) {
+        let tokens = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let counts = tokens.iter().find(|(name, _)| name == token).map(|(_, counts)| *counts).unwrap_or_default();
+        (counts.attempts.to_vec(), counts.last_success_at)
     }
 }
 
@@ -269,8 +257,9 @@ mod tests {
         TokenName::new(name).unwrap()
     }
 
-    fn count(rows: &Rows, name: &str, label: &str) -> Option<u64> {
-        rows.iter().find(|(n, l, _)| *n == name && *l == label).map(|(_, _, count)| *count)
+    /// The count at the place of `name` in `names`.
+    fn count<T: PartialEq>(counts: &[u64], names: &[T], name: T) -> u64 {
+        counts[names.iter().position(|n| *n == name).unwrap()]
     }
 
     #[test]
@@ -284,42 +273,45 @@ mod tests {
         assert_eq!(REQUESTS[Request::GroundDevices as usize], "ground_devices");
         assert_eq!(OUTCOMES[Ended::Refused as usize], "refused");
         assert_eq!(OUTCOMES.len(), Ended::Refused as usize + 1);
+        assert_eq!(TOKEN_COUNTS[Ended::Rejected as usize], ("refresh", "rejected"));
+        assert_eq!(TOKEN_COUNTS[OUTCOMES.len() + 1], ("login", "success"));
     }
 
     #[test]
     fn calls_are_counted_per_method_and_reason() {
         let counters = Counters::new();
-        assert_eq!(count(&counters.calls(), SERVED, "GetToken"), Some(0), "every method has a row from the start");
-        assert_eq!(count(&counters.calls(), REFUSED, "AccessDenied"), Some(0), "and every reason");
+        assert_eq!(counters.served_counts(), [0; METHODS.len()], "every method has a count from the start");
+        assert_eq!(counters.refused_counts(), [0; REFUSALS.len()], "and every reason");
         counters.served(Method::GetToken);
         counters.served(Method::GetToken);
         counters.served(Method::ListTokens);
         counters.refused(Refusal::AccessDenied);
         counters.refused(Refusal::MfaFailed);
         counters.refused(Refusal::MfaFailed);
-        let calls = counters.calls();
-        assert_eq!(count(&calls, SERVED, "GetToken"), Some(2));
-        assert_eq!(count(&calls, SERVED, "ListTokens"), Some(1));
-        assert_eq!(count(&calls, SERVED, "Login"), Some(0));
-        assert_eq!(count(&calls, REFUSED, "AccessDenied"), Some(1));
-        assert_eq!(count(&calls, REFUSED, "MfaFailed"), Some(2));
-        assert_eq!(count(&calls, REFUSED, "InvalidArgs"), Some(0));
-        assert_eq!(calls.len(), METHODS.len() + REFUSALS.len());
+        let served = counters.served_counts();
+        assert_eq!(count(&served, &METHODS, "GetToken"), 2);
+        assert_eq!(count(&served, &METHODS, "ListTokens"), 1);
+        assert_eq!(count(&served, &METHODS, "Login"), 0);
+        let refused = counters.refused_counts();
+        assert_eq!(count(&refused, &REFUSALS, "AccessDenied"), 1);
+        assert_eq!(count(&refused, &REFUSALS, "MfaFailed"), 2);
+        assert_eq!(count(&refused, &REFUSALS, "InvalidArgs"), 0);
     }
 
     #[test]
     fn cloud_requests_and_budget_waits_are_counted() {
         let counters = Counters::new();
-        assert_eq!(counters.cloud_requests().len(), REQUESTS.len() * OUTCOMES.len());
-        assert!(counters.cloud_requests().iter().all(|(_, _, n)| *n == 0));
+        assert_eq!(counters.cloud_requests(), [0; REQUESTS.len() * OUTCOMES.len()]);
         counters.cloud_request(Request::Refresh, Ended::Success);
         counters.cloud_request(Request::Refresh, Ended::Rejected);
         counters.cloud_request(Request::Check, Ended::Transient);
-        let rows = counters.cloud_requests();
-        assert_eq!(count(&rows, "refresh", "success"), Some(1));
-        assert_eq!(count(&rows, "refresh", "refused"), Some(1), "a rejected refresh token is a refusal");
-        assert_eq!(count(&rows, "check", "transient"), Some(1));
-        assert_eq!(count(&rows, "login", "success"), Some(0));
+        let pairs: Vec<(&str, &str)> =
+            REQUESTS.iter().flat_map(|kind| OUTCOMES.iter().map(move |outcome| (*kind, *outcome))).collect();
+        let counts = counters.cloud_requests();
+        assert_eq!(count(&counts, &pairs, ("refresh", "success")), 1);
+        assert_eq!(count(&counts, &pairs, ("refresh", "refused")), 1, "a rejected refresh token is a refusal");
+        assert_eq!(count(&counts, &pairs, ("check", "transient")), 1);
+        assert_eq!(count(&counts, &pairs, ("login", "success")), 0);
         assert_eq!(counters.budget_waits(), 0);
         counters.budget_waited();
         assert_eq!(counters.budget_waits(), 1);
@@ -327,26 +319,24 @@ mod tests {
 
     #[test]
     fn each_token_has_its_attempts_and_last_success() {
-        let counters = Tokens::new();
+        let tokens = Tokens::new();
         let (main, other) = (name("main"), name("other"));
-        let (rows, last) = counters.token(&main);
-        assert_eq!((rows.len(), last), (N_ATTEMPTS, 0), "every pair, at zero, and no success yet");
-        counters.attempt(&main, false, Ended::Success, 100);
-        counters.attempt(&main, false, Ended::Transient, 150);
-        counters.attempt(&main, false, Ended::Rejected, 160);
-        counters.attempt(&main, true, Ended::Success, 170);
-        counters.attempt(&main, true, Ended::Refused, 180);
-        counters.attempt(&other, false, Ended::Refused, 190);
-        let (rows, last) = counters.token(&main);
+        assert_eq!(tokens.token(&main), (vec![0; TOKEN_COUNTS.len()], 0), "every count, at zero; no success yet");
+        tokens.attempt(&main, false, Ended::Success, 100);
+        tokens.attempt(&main, false, Ended::Transient, 150);
+        tokens.attempt(&main, false, Ended::Rejected, 160);
+        tokens.attempt(&main, true, Ended::Success, 170);
+        tokens.attempt(&main, true, Ended::Refused, 180);
+        tokens.attempt(&other, false, Ended::Refused, 190);
+        let (counts, last) = tokens.token(&main);
         assert_eq!(last, 170, "the last success, a refresh or a login");
-        assert_eq!(count(&rows, "refresh", "success"), Some(1));
-        assert_eq!(count(&rows, "refresh", "transient"), Some(1));
-        assert_eq!(count(&rows, "refresh", "rejected"), Some(1));
-        assert_eq!(count(&rows, "refresh", "refused"), Some(0));
-        assert_eq!(count(&rows, "login", "success"), Some(1));
-        assert_eq!(count(&rows, "login", "refused"), Some(1));
-        assert_eq!(count(&rows, "login", "rejected"), None, "a login has no rejected refresh token");
-        let (rows, last) = counters.token(&other);
-        assert_eq!((count(&rows, "refresh", "refused"), last), (Some(1), 0));
+        assert_eq!(count(&counts, &TOKEN_COUNTS, ("refresh", "success")), 1);
+        assert_eq!(count(&counts, &TOKEN_COUNTS, ("refresh", "transient")), 1);
+        assert_eq!(count(&counts, &TOKEN_COUNTS, ("refresh", "rejected")), 1);
+        assert_eq!(count(&counts, &TOKEN_COUNTS, ("refresh", "refused")), 0);
+        assert_eq!(count(&counts, &TOKEN_COUNTS, ("login", "success")), 1);
+        assert_eq!(count(&counts, &TOKEN_COUNTS, ("login", "refused")), 1);
+        let (counts, last) = tokens.token(&other);
+        assert_eq!((count(&counts, &TOKEN_COUNTS, ("refresh", "refused")), last), (1, 0));
     }
 }

@@ -118,7 +118,7 @@ async fn plain(
             Ok(())
         }
         TokenCommand::Watch => watch(agent).await,
-        TokenCommand::Metrics(args) => print_metrics(agent, args).await,
+        TokenCommand::Metrics(args) => print_metrics(connection, agent, args).await,
         TokenCommand::Exec(_) | TokenCommand::Proxy(_) => unreachable!("handled by run"),
     }
 }
@@ -254,18 +254,29 @@ async fn list_tokens(connection: &zbus::Connection, agent: &TokenAgentProxy<'_>,
     Ok(())
 }
 
-/// `NextRefreshAt` of a token's object, if it can be read.
+/// The proxy of the token `name`'s object, if one can be made.
+async fn token_object<'a>(connection: &'a zbus::Connection, name: &str) -> Option<TokenProxy<'a>> {
+    TokenProxy::builder(connection).path(token_agent::token_object_path(name)).build().await.ok()
+}
+
 /// A token object's `NextRefreshAt` and `LastError` (`None` when the object or property cannot be read).
 async fn token_details(connection: &zbus::Connection, name: &str) -> (Option<i64>, Option<String>) {
-    let Ok(proxy) = TokenProxy::builder(connection).path(token_agent::token_object_path(name)).build().await else {
-        return (None, None);
-    };
+    let Some(proxy) = token_object(connection, name).await else { return (None, None) };
     (proxy.next_refresh_at().await.ok(), proxy.last_error().await.ok())
 }
 
-async fn print_metrics(agent: &TokenAgentProxy<'_>, args: MetricsArgs) -> anyhow::Result<()> {
-    let figures = agent.get_metrics().await.map_err(call_failed)?;
-    let text = metrics::render(&figures, now_unix());
+async fn print_metrics(
+    connection: &zbus::Connection,
+    agent: &TokenAgentProxy<'_>,
+    args: MetricsArgs,
+) -> anyhow::Result<()> {
+    let counts = agent.get_metrics().await.map_err(call_failed)?;
+    let mut tokens = Vec::new();
+    for (name, kind, expires_at, state, _) in agent.list_tokens().await.map_err(call_failed)? {
+        let refresh_expires_at = refresh_token_expires_at(connection, &name).await;
+        tokens.push((name, kind, state, expires_at, refresh_expires_at));
+    }
+    let text = metrics::render(&counts, &tokens, now_unix());
     match args.textfile {
         Some(dir) => metrics::write_textfile(&dir, &text).map(|_| ()),
         None => {
@@ -273,6 +284,12 @@ async fn print_metrics(agent: &TokenAgentProxy<'_>, args: MetricsArgs) -> anyhow
             out.write_all(text.as_bytes()).and_then(|()| out.flush()).context("cannot write to stdout")
         }
     }
+}
+
+/// A token object's `RefreshTokenExpiresAt`; 0 (unknown) when it cannot be read.
+async fn refresh_token_expires_at(connection: &zbus::Connection, name: &str) -> i64 {
+    let Some(proxy) = token_object(connection, name).await else { return 0 };
+    proxy.refresh_token_expires_at().await.unwrap_or(0)
 }
 
 fn read_stdin_line(what: &str) -> anyhow::Result<Zeroizing<String>> {

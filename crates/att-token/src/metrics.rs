@@ -1,5 +1,6 @@
-//! `att-token metrics`: the daemon's numbers (`GetMetrics`) in the Prometheus text format, on stdout or written
-//! atomically for node_exporter's textfile collector (`--textfile DIR`).
+//! `att-token metrics`: the daemon's counts (`GetMetrics`) and its tokens' states and deadlines (`ListTokens`, each
+//! token's `RefreshTokenExpiresAt`) in the Prometheus text format, on stdout or written atomically for
+//! node_exporter's textfile collector (`--textfile DIR`).
 //!
 //! The daemon counts and this module writes the text: the daemon stays small and serves no HTTP. The text is the
 //! Prometheus exposition format (version 0.0.4, which node_exporter's textfile collector reads) that OpenMetrics
@@ -14,13 +15,17 @@ use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use token_agent::metrics::{ATTEMPTS, Metrics, REFUSED, SERVED};
+use token_agent::metrics::{METHODS, Metrics, OUTCOMES, REFUSALS, REQUESTS, TOKEN_COUNTS, TokenCounts};
 
 /// The file `--textfile DIR` writes in DIR (the textfile collector reads `*.prom`).
 pub(crate) const TEXTFILE: &str = "att_token.prom";
 
 /// The states a token can be in, as `ListTokens` names them: each gets a sample of `att_token_state`.
 const STATES: [&str; 6] = ["valid", "refreshing", "retrying", "expired", "needs-login", "revoked"];
+
+/// A token as `ListTokens` and its object show it: name, kind, state, expires_at, refresh_token_expires_at (Unix
+/// seconds, 0 when none is known).
+pub(crate) type TokenState = (String, String, String, i64, i64);
 
 /// A label value with `\`, `"` and line breaks escaped, as the text format asks.
 fn escape(value: &str) -> String {
@@ -47,24 +52,26 @@ impl Text {
     }
 }
 
-/// The metrics as text, with the seconds left of each token counted from `now` (Unix seconds).
-pub(crate) fn render(metrics: &Metrics, now: i64) -> String {
-    let (calls, cloud, budget_waits, tokens) = metrics;
+/// The metrics as text: the daemon's counts and, for each token in `tokens`, its state, the seconds left of its
+/// deadlines (counted from `now`, Unix seconds) and its counts.
+pub(crate) fn render(metrics: &Metrics, tokens: &[TokenState], now: i64) -> String {
+    let (served, refused, cloud, budget_waits, counts) = metrics;
     let mut text = Text(String::new());
 
     let name = "att_token_calls_served_total";
     text.family(name, "counter", "Calls to att-tokend answered, by D-Bus method.");
-    for (_, method, count) in calls.iter().filter(|(class, ..)| class == SERVED) {
+    for (method, count) in METHODS.iter().zip(served) {
         text.sample(name, &[("method", method)], count);
     }
     let name = "att_token_calls_refused_total";
     text.family(name, "counter", "Calls to att-tokend refused, by reason (the D-Bus error's name).");
-    for (_, reason, count) in calls.iter().filter(|(class, ..)| class == REFUSED) {
+    for (reason, count) in REFUSALS.iter().zip(refused) {
         text.sample(name, &[("reason", reason)], count);
     }
     let name = "att_token_cloud_requests_total";
     text.family(name, "counter", "Requests att-tokend sent to the AllThingsTalk cloud, by kind and outcome.");
-    for (kind, outcome, count) in cloud {
+    let pairs = REQUESTS.iter().flat_map(|kind| OUTCOMES.iter().map(move |outcome| (kind, outcome)));
+    for ((kind, outcome), count) in pairs.zip(cloud) {
         text.sample(name, &[("kind", kind), ("outcome", outcome)], count);
     }
     let name = "att_token_budget_waits_total";
@@ -90,25 +97,33 @@ pub(crate) fn render(metrics: &Metrics, now: i64) -> String {
     ];
     for (column, (name, help)) in lapses.into_iter().enumerate() {
         text.family(name, "gauge", help);
-        for (token, _, _, expires_at, refresh_expires_at, ..) in tokens {
+        for (token, _, _, expires_at, refresh_expires_at) in tokens {
             let at = if column == 0 { *expires_at } else { *refresh_expires_at };
             if at != 0 {
                 text.sample(name, &[("token", token)], at.saturating_sub(now));
             }
         }
     }
+    // Only user tokens are refreshed and logged in; a token the daemon sent no counts for has none yet.
+    let users: Vec<(&String, Option<&TokenCounts>)> = tokens
+        .iter()
+        .filter(|(_, kind, ..)| kind == "user")
+        .map(|(token, ..)| (token, counts.iter().find(|(name, ..)| name == token)))
+        .collect();
     let attempts = [
-        ("att_token_refreshes_total", "Refreshes of a user token, by outcome (rejected: the session ended)."),
-        ("att_token_logins_total", "Logins of a user token (by a person or unattended), by outcome."),
+        (
+            "refresh",
+            "att_token_refreshes_total",
+            "Refreshes of a user token, by outcome (rejected: the session ended).",
+        ),
+        ("login", "att_token_logins_total", "Logins of a user token (by a person or unattended), by outcome."),
     ];
-    for (attempt, (name, help)) in ATTEMPTS.iter().zip(attempts) {
+    for (attempt, name, help) in attempts {
         text.family(name, "counter", help);
-        for (token, kind, _, _, _, _, rows) in tokens {
-            if kind != "user" {
-                continue;
-            }
-            for (_, outcome, count) in rows.iter().filter(|(of, ..)| of == attempt) {
-                text.sample(name, &[("token", token), ("outcome", outcome)], count);
+        for (token, figures) in &users {
+            let counts = figures.map_or(&[][..], |(_, _, counts)| counts.as_slice());
+            for (i, (_, outcome)) in TOKEN_COUNTS.iter().enumerate().filter(|(_, (of, _))| *of == attempt) {
+                text.sample(name, &[("token", token), ("outcome", outcome)], counts.get(i).copied().unwrap_or(0));
             }
         }
     }
@@ -118,8 +133,8 @@ pub(crate) fn render(metrics: &Metrics, now: i64) -> String {
         "gauge",
         "Unix time of a user token's last successful refresh or login since att-tokend started.",
     );
-    for (token, _, _, _, _, last_success_at, _) in tokens {
-        if *last_success_at != 0 {
+    for (token, figures) in &users {
+        if let Some((_, last_success_at, _)) = figures.filter(|(_, at, _)| *at != 0) {
             text.sample(name, &[("token", token)], last_success_at);
         }
     }
@@ -157,29 +172,31 @@ pub(crate) fn write_textfile(dir: &Path, text: &str) -> anyhow::Result<PathBuf> 
 
 #[cfg(test)]
 mod tests {
-    use token_agent::metrics::Rows;
-
     use super::*;
 
-    /// Counter rows from string slices: (name, label, count).
-    fn rows(rows: &[(&str, &str, u64)]) -> Rows {
-        rows.iter().map(|(a, b, n)| ((*a).to_owned(), (*b).to_owned(), *n)).collect()
-    }
-
-    fn sample() -> Metrics {
-        let calls = rows(&[("served", "GetToken", 5), ("refused", "AccessDenied", 2), ("served", "ListTokens", 1)]);
-        let cloud = rows(&[("refresh", "success", 3), ("refresh", "transient", 1)]);
-        let attempts = rows(&[("refresh", "success", 3), ("refresh", "rejected", 0), ("login", "success", 1)]);
+    /// The daemon's counts: GetToken served 5 times, ListTokens once, AccessDenied twice, 3 refreshes and a
+    /// transient one at the cloud; main refreshed 3 times and logged in once, last at 999000.
+    fn sample() -> (Metrics, Vec<TokenState>) {
+        let mut served = vec![0; METHODS.len()];
+        served[0] = 5;
+        served[3] = 1;
+        let mut refused = vec![0; REFUSALS.len()];
+        refused[0] = 2;
+        let mut cloud = vec![0; REQUESTS.len() * OUTCOMES.len()];
+        cloud[0] = 3;
+        cloud[1] = 1;
+        let counts = vec![("main".to_owned(), 999_000, vec![3, 0, 0, 0, 1, 0, 0])];
         let tokens = vec![
-            ("main".to_owned(), "user".to_owned(), "valid".to_owned(), 1_000_600, 1_086_400, 999_000, attempts),
-            ("sensor-7".to_owned(), "device".to_owned(), "revoked".to_owned(), 0, 0, 0, Rows::new()),
+            ("main".to_owned(), "user".to_owned(), "valid".to_owned(), 1_000_600, 1_086_400),
+            ("sensor-7".to_owned(), "device".to_owned(), "revoked".to_owned(), 0, 0),
         ];
-        (calls, cloud, 0, tokens)
+        ((served, refused, cloud, 0, counts), tokens)
     }
 
     #[test]
     fn every_family_has_help_and_type_and_the_text_ends_with_eof() {
-        let text = render(&sample(), 1_000_000);
+        let (metrics, tokens) = sample();
+        let text = render(&metrics, &tokens, 1_000_000);
         assert!(text.ends_with("\n# EOF\n"), "{text}");
         let mut described = std::collections::BTreeSet::new();
         for line in text.lines() {
@@ -203,6 +220,8 @@ mod tests {
             "att_token_refresh_token_remaining_seconds{token=\"main\"} 86400",
             "att_token_refreshes_total{token=\"main\",outcome=\"success\"} 3",
             "att_token_logins_total{token=\"main\",outcome=\"success\"} 1",
+            "att_token_refreshes_total{token=\"main\",outcome=\"rejected\"} 0",
+            "att_token_calls_refused_total{reason=\"InvalidArgs\"} 0",
             "att_token_last_success_timestamp_seconds{token=\"main\"} 999000",
         ] {
             assert!(text.lines().any(|l| l == line), "no line {line:?} in:\n{text}");
@@ -213,7 +232,8 @@ mod tests {
 
     #[test]
     fn the_text_parses_as_prometheus_text() {
-        let text = render(&sample(), 1_000_000);
+        let (metrics, tokens) = sample();
+        let text = render(&metrics, &tokens, 1_000_000);
         let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
         let served = scrape.samples.iter().find(|s| s.metric == "att_token_calls_served_total").unwrap();
         assert!(matches!(served.value, prometheus_parse::Value::Counter(v) if v == 5.0), "{served:?}");

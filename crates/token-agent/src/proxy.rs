@@ -29,8 +29,8 @@ pub trait TokenAgent {
     /// `Logout(s name) → ()`.
     fn logout(&self, name: &str) -> zbus::Result<()>;
 
-    /// `GetMetrics() → (a(sst) calls, a(sst) cloud_requests, t budget_waits, a(sssxxxa(sst)) tokens)`: the
-    /// daemon's counters, and the figures of the tokens the caller may read (see [`crate::metrics`]).
+    /// `GetMetrics() → (at served, at refused, at cloud_requests, t budget_waits, a(sxat) tokens)`: the daemon's
+    /// counts, and those of the tokens the caller may read (see [`crate::metrics`]).
     fn get_metrics(&self) -> zbus::Result<crate::metrics::Metrics>;
 
     /// `SessionStorage s`: `sealed`, `unsealed` (no state key: sessions on disk in clear) or `memory`.

@@ -42,7 +42,7 @@ use self::callers::Callers;
 use self::error::{ServiceError, served};
 use crate::access::Caller;
 use crate::engine::{Engine, EngineError, Event, Reread, Served, Status, TokenValue};
-use crate::metrics::{self, Method, Rows};
+use crate::metrics::{self, Method};
 
 /// The names of the contract, served here as `att-token` calls them: defined in token-agent.
 pub use token_agent::{BUS_NAME, INTERFACE, OBJECT_PATH, TOKEN_INTERFACE};
@@ -91,23 +91,21 @@ fn reply(served: Served) -> (TokenReply, i64) {
     (TokenReply(served.token), served.expires_at)
 }
 
-/// One token's figures in a `GetMetrics` reply: name, kind, state, expires_at, refresh_token_expires_at,
-/// last_success_at, and its refreshes and logins per outcome.
-type TokenFigures = (String, &'static str, &'static str, i64, i64, i64, Rows);
+/// One token's counts in a `GetMetrics` reply: name, last_success_at, counts (`token_agent::metrics`).
+type TokenCounts = (String, i64, Vec<u64>);
 
-/// What `GetMetrics` answers `caller`: the daemon-wide counts, and the figures of the tokens it may read.
-fn metrics_for(engine: &Engine, caller: &Caller) -> (Rows, Rows, u64, Vec<TokenFigures>) {
+/// What `GetMetrics` answers `caller`: the daemon-wide counts, and those of the tokens it may read.
+fn metrics_for(engine: &Engine, caller: &Caller) -> (Vec<u64>, Vec<u64>, Vec<u64>, u64, Vec<TokenCounts>) {
     let (counters, counts) = (metrics::counters(), metrics::tokens());
     let tokens = engine
         .list(caller)
         .into_iter()
-        .map(|(name, kind, status)| {
+        .map(|(name, ..)| {
             let (attempts, last_success_at) = counts.token(&name);
-            let figures = (status.expires_at, status.refresh_token_expires_at, last_success_at);
-            (name.into(), kind.as_str(), status.state.as_str(), figures.0, figures.1, figures.2, attempts)
+            (name.into(), last_success_at, attempts)
         })
         .collect();
-    (counters.calls(), counters.cloud_requests(), counters.budget_waits(), tokens)
+    (counters.served_counts(), counters.refused_counts(), counters.cloud_requests(), counters.budget_waits(), tokens)
 }
 
 /// Hands out AllThingsTalk tokens to local processes. Callers are identified by the bus (their uid and
@@ -188,13 +186,13 @@ impl Agent {
             .collect())
     }
 
-    /// The daemon's counters, and the figures of the tokens the caller may read (README, "Monitoring"). Any caller.
-    #[zbus(out_args("calls", "cloud_requests", "budget_waits", "tokens"))]
+    /// The daemon's counts, and those of the tokens the caller may read (README, "Monitoring"). Any caller.
+    #[zbus(out_args("served", "refused", "cloud_requests", "budget_waits", "tokens"))]
     async fn get_metrics(
         &self,
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
-    ) -> Result<(Rows, Rows, u64, Vec<TokenFigures>), ServiceError> {
+    ) -> Result<(Vec<u64>, Vec<u64>, Vec<u64>, u64, Vec<TokenCounts>), ServiceError> {
         let caller = self.caller(connection, &header).await?;
         served(Method::GetMetrics);
         Ok(metrics_for(&self.engine, &caller))
