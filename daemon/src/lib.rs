@@ -12,6 +12,7 @@ pub mod event_loop;
 pub mod logging;
 pub mod maintenance;
 pub mod memory;
+pub mod metrics;
 pub mod prepare;
 pub mod rekey;
 pub mod seal;

@@ -131,6 +131,48 @@ fn the_proxy_unit_template_passes_verify_and_is_hardened() {
     }
 }
 
+/// The overall exposure `systemd-analyze security --offline` gives `unit`.
+fn exposure_of(unit: &Path) -> f64 {
+    let out = output(Command::new("systemd-analyze").args(["security", "--offline=true", "--no-pager"]).arg(unit));
+    let report = text(&out.stdout);
+    report
+        .lines()
+        .find(|line| line.contains("Overall exposure level"))
+        .and_then(|line| line.rsplit_once(": "))
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|figure| figure.parse().ok())
+        .unwrap_or_else(|| panic!("no overall exposure level:\n{report}{}", text(&out.stderr)))
+}
+
+#[test]
+fn the_metrics_timer_and_service_pass_verify_are_hardened_and_ship_disabled() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let stub = dir.path().join("att-token");
+    std::fs::write(&stub, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let service = read(&data("att-token-metrics.service"));
+    let exec = "ExecStart=/usr/bin/att-token --bus system metrics --textfile /var/lib/prometheus/node-exporter\n";
+    assert!(service.contains(exec), "the service writes node_exporter's textfile directory");
+    assert!(service.contains("ReadWritePaths=/var/lib/prometheus/node-exporter\n"), "and may write there only");
+    let unit = dir.path().join("att-token-metrics.service");
+    std::fs::write(&unit, service.replace("ExecStart=/usr/bin/att-token ", &format!("ExecStart={} ", stub.display())))
+        .unwrap();
+    let timer = dir.path().join("att-token-metrics.timer");
+    std::fs::copy(data("att-token-metrics.timer"), &timer).unwrap();
+    let out = output(Command::new("systemd-analyze").args(["verify", "--man=no"]).arg(&unit).arg(&timer));
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success() && said.trim().is_empty(), "systemd-analyze verify is not clean:\n{said}");
+    let exposure = exposure_of(&unit);
+    println!("att-token-metrics.service: systemd-analyze security exposure {exposure:.1} (at most {MAX_EXPOSURE})");
+    assert!(exposure <= MAX_EXPOSURE, "exposure {exposure} is above {MAX_EXPOSURE}");
+    let dist = read(&workspace_root().join("xtask/src/dist.rs"));
+    for file in ["\"att-token-metrics.service\"", "\"att-token-metrics.timer\""] {
+        assert!(dist.contains(file), "the package installs {file}");
+    }
+    let postinst = read(&data("debian/postinst"));
+    assert!(!postinst.contains("att-token-metrics"), "the timer is off until an administrator enables it");
+}
+
 #[test]
 fn the_proxy_unit_gives_a_unix_socket_a_directory_its_group_can_reach() {
     let unit = read(&data("att-token-proxy@.service"));

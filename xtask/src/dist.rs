@@ -336,9 +336,12 @@ fn populate(stage: &Path, bin_dir: &Path, assets: &Path, build: &Build) -> anyho
         }
         sys::install(&binary, &stage.join("usr/bin").join(program), 0o755)?;
     }
-    let files: [(&str, &str); 9] = [
+    let files: [(&str, &str); 11] = [
         ("att-tokend.service", "lib/systemd/system/att-tokend.service"),
         ("att-token-proxy@.service", "lib/systemd/system/att-token-proxy@.service"),
+        // Installed, not enabled: postinst enables att-tokend.service alone.
+        ("att-token-metrics.service", "lib/systemd/system/att-token-metrics.service"),
+        ("att-token-metrics.timer", "lib/systemd/system/att-token-metrics.timer"),
         ("att-tokend.sysusers", "usr/lib/sysusers.d/att-tokend.conf"),
         ("io.allthingstalk.TokenAgent1.conf", "usr/share/dbus-1/system.d/io.allthingstalk.TokenAgent1.conf"),
         (

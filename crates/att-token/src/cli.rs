@@ -21,6 +21,7 @@ att-token list\n  \
 sudo att-token login main --username alice@example.com\n  \
 att-token watch\n  \
 att-token check --warn 14     # for Nagios, Icinga, Zabbix or Checkmk: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN\n  \
+att-token metrics --textfile /var/lib/prometheus/node-exporter     # for node_exporter\n  \
 att-token exec sensor-7 -- python3 /opt/sensor/publish.py     # the program reads $ATT_TOKEN\n  \
 att-token proxy main --listen 127.0.0.1:8127     # then: curl http://127.0.0.1:8127/me/grounds",
     after_help = exit_status_help()
@@ -70,6 +71,20 @@ give --code to skip the prompt. Needs admin rights (root or [daemon] admins).")]
 
     /// Print token changes and attention events as they happen, until Ctrl-C.
     Watch,
+
+    /// Print the daemon's metrics in the Prometheus text format, or write them for node_exporter.
+    #[command(long_about = "Print att-tokend's counters and the figures of the tokens you may read in the \
+Prometheus text format (the OpenMetrics text, ending with `# EOF`), for a monitoring agent to scrape. Per token: \
+its state, the seconds until its access token and its refresh token lapse, its refreshes and logins by outcome, \
+and when the last one succeeded; for the daemon: calls served and refused (by method and reason), requests to \
+the cloud by kind and outcome, and requests that waited for the request budget. Every metric is named \
+att_token_*; README's \"Monitoring\" lists them. Anyone may read the daemon's counters; a token's figures are \
+shown to its readers only (root sees every token).\n\n\
+With --textfile DIR, the text goes to DIR/att_token.prom instead, for node_exporter's textfile collector \
+(--collector.textfile.directory): written to a temporary file in DIR, flushed to disk and renamed over the old \
+file, so a scrape never reads half a file; mode 644. The package's att-token-metrics.timer does this every \
+minute once enabled: systemctl enable --now att-token-metrics.timer")]
+    Metrics(MetricsArgs),
 
     /// Run a program with the token in an environment variable; restart or signal it when the token changes.
     #[command(long_about = "Run PROGRAM with the token called NAME in the environment variable VAR (ATT_TOKEN by \
@@ -294,6 +309,15 @@ pub struct LoginArgs {
     /// The 6-digit MFA code, if you already have it (otherwise prompted for when the account asks).
     #[arg(long, value_name = "CODE")]
     pub code: Option<String>,
+}
+
+/// `metrics [--textfile DIR]`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct MetricsArgs {
+    /// Write the metrics to DIR/att_token.prom (atomically, mode 644) instead of stdout, for node_exporter's
+    /// textfile collector (e.g. /var/lib/prometheus/node-exporter).
+    #[arg(long, value_name = "DIR")]
+    pub textfile: Option<std::path::PathBuf>,
 }
 
 /// A subcommand's single `NAME`.

@@ -1,10 +1,13 @@
 //! `att-token`: the command-line client of att-tokend. See `att-token --help` and att-token(1).
 //!
-//! `exec` (run a program with the token in its environment) and `proxy` (an HTTP proxy that adds the token, from
-//! the token-proxy crate) and `check` (a monitoring plugin's status line and exit status) live in their own modules. Only this program uses token-proxy: the daemon never links it.
+//! `exec` (run a program with the token in its environment), `proxy` (an HTTP proxy that adds the token, from
+//! the token-proxy crate), `check` (a monitoring plugin's status line and exit status) and `metrics` (the daemon's
+//! numbers in the Prometheus text format) live in their own modules. Only this program uses token-proxy: the
+//! daemon never links it.
 
 mod check;
 mod exec;
+mod metrics;
 mod proxy;
 
 use std::fmt;
@@ -13,7 +16,7 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use att_token::cli::{ForDeviceArgs, GetArgs, ListArgs, LoginArgs, TokenArgs, TokenCommand};
+use att_token::cli::{ForDeviceArgs, GetArgs, ListArgs, LoginArgs, MetricsArgs, TokenArgs, TokenCommand};
 use clap::Parser;
 use futures_util::StreamExt;
 use token_agent::{Bus, Exit, TokenAgentProxy, TokenProxy};
@@ -125,6 +128,7 @@ async fn plain(
             Ok(())
         }
         TokenCommand::Watch => watch(agent).await,
+        TokenCommand::Metrics(args) => print_metrics(connection, agent, args).await,
         TokenCommand::Exec(_) | TokenCommand::Proxy(_) => unreachable!("handled by run"),
         TokenCommand::Check(_) => unreachable!("handled by main"),
     }
@@ -261,13 +265,42 @@ async fn list_tokens(connection: &zbus::Connection, agent: &TokenAgentProxy<'_>,
     Ok(())
 }
 
-/// `NextRefreshAt` of a token's object, if it can be read.
+/// The proxy of the token `name`'s object, if one can be made.
+async fn token_object<'a>(connection: &'a zbus::Connection, name: &str) -> Option<TokenProxy<'a>> {
+    TokenProxy::builder(connection).path(token_agent::token_object_path(name)).build().await.ok()
+}
+
 /// A token object's `NextRefreshAt` and `LastError` (`None` when the object or property cannot be read).
 async fn token_details(connection: &zbus::Connection, name: &str) -> (Option<i64>, Option<String>) {
-    let Ok(proxy) = TokenProxy::builder(connection).path(token_agent::token_object_path(name)).build().await else {
-        return (None, None);
-    };
+    let Some(proxy) = token_object(connection, name).await else { return (None, None) };
     (proxy.next_refresh_at().await.ok(), proxy.last_error().await.ok())
+}
+
+async fn print_metrics(
+    connection: &zbus::Connection,
+    agent: &TokenAgentProxy<'_>,
+    args: MetricsArgs,
+) -> anyhow::Result<()> {
+    let counts = agent.get_metrics().await.map_err(call_failed)?;
+    let mut tokens = Vec::new();
+    for (name, kind, expires_at, state, _) in agent.list_tokens().await.map_err(call_failed)? {
+        let refresh_expires_at = refresh_token_expires_at(connection, &name).await;
+        tokens.push((name, kind, state, expires_at, refresh_expires_at));
+    }
+    let text = metrics::render(&counts, &tokens, now_unix());
+    match args.textfile {
+        Some(dir) => metrics::write_textfile(&dir, &text).map(|_| ()),
+        None => {
+            let mut out = io::stdout().lock();
+            out.write_all(text.as_bytes()).and_then(|()| out.flush()).context("cannot write to stdout")
+        }
+    }
+}
+
+/// A token object's `RefreshTokenExpiresAt`; 0 (unknown) when it cannot be read.
+async fn refresh_token_expires_at(connection: &zbus::Connection, name: &str) -> i64 {
+    let Some(proxy) = token_object(connection, name).await else { return 0 };
+    proxy.refresh_token_expires_at().await.unwrap_or(0)
 }
 
 fn read_stdin_line(what: &str) -> anyhow::Result<Zeroizing<String>> {

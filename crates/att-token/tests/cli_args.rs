@@ -1,7 +1,8 @@
 //! Argument parsing and help texts of `att-token`, the exit-status table and object path escaping.
 
 use att_token::cli::{
-    CheckArgs, ForDeviceArgs, GetArgs, ListArgs, LoginArgs, NameArg, TokenArgs, TokenCommand, token_command,
+    CheckArgs, ForDeviceArgs, GetArgs, ListArgs, LoginArgs, MetricsArgs, NameArg, TokenArgs, TokenCommand,
+    token_command,
 };
 use clap::Parser;
 use clap::error::ErrorKind;
@@ -131,6 +132,19 @@ fn help_texts_explain_usage_and_exit_status() {
     ] {
         assert!(proxy.contains(needle), "proxy --help lacks {needle:?}:\n{proxy}");
     }
+    let metrics = command.find_subcommand_mut("metrics").unwrap().render_long_help().to_string();
+    for needle in ["--textfile", "att_token.prom", "Prometheus", "# EOF", "att-token-metrics.timer", "readers"] {
+        assert!(metrics.contains(needle), "metrics --help lacks {needle:?}:\n{metrics}");
+    }
+}
+
+#[test]
+fn metrics_takes_a_textfile_directory() {
+    let args = TokenArgs::try_parse_from(["att-token", "metrics", "--textfile", "/tmp/x"]).unwrap();
+    let TokenCommand::Metrics(metrics) = args.command else { panic!("metrics") };
+    assert_eq!(metrics.textfile.as_deref(), Some(std::path::Path::new("/tmp/x")));
+    let args = TokenArgs::try_parse_from(["att-token", "metrics"]).unwrap();
+    assert_eq!(args.command, TokenCommand::Metrics(MetricsArgs { textfile: None }));
 }
 
 #[test]

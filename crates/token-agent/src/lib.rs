@@ -5,6 +5,7 @@
 //!   token ([`token_object_path`], with the path-element escaping both sides agree on).
 //! - The errors: [`AgentError`] (`io.allthingstalk.TokenAgent1.Error.*`, which the daemon replies with) and, for
 //!   callers, [`error_name`], [`error_message`] and the exit statuses of `att-token` they map to ([`Exit`]).
+//! - The figures of `GetMetrics`: [`metrics`] (the label values both sides agree on, the reply's shape).
 //! - Reaching the service: the bus ([`Bus`]) and, with the feature `client`, `connect` and the client's zbus
 //!   proxies (`TokenAgentProxy`, `TokenProxy`). The daemon serves the interface without proxies and connects on
 //!   its own terms (serving before it requests the name), so it builds without that feature.
@@ -12,6 +13,7 @@
 mod bus;
 mod error;
 mod exit;
+pub mod metrics;
 mod path;
 #[cfg(feature = "client")]
 mod proxy;

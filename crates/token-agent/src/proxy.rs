@@ -29,6 +29,10 @@ pub trait TokenAgent {
     /// `Logout(s name) → ()`.
     fn logout(&self, name: &str) -> zbus::Result<()>;
 
+    /// `GetMetrics() → (at served, at refused, at cloud_requests, t budget_waits, a(sxat) tokens)`: the daemon's
+    /// counts, and those of the tokens the caller may read (see [`crate::metrics`]).
+    fn get_metrics(&self) -> zbus::Result<crate::metrics::Metrics>;
+
     /// `SessionStorage s`: `sealed`, `unsealed` (no state key: sessions on disk in clear) or `memory`.
     #[zbus(property)]
     fn session_storage(&self) -> zbus::Result<String>;

@@ -1,6 +1,7 @@
 //! The D-Bus errors of the service, and the one place internal errors become D-Bus errors: the engine's
 //! ([`EngineError`]), a refused argument ([`InvalidArgs`]) and a caller who cannot be identified. The error names
-//! are the contract's ([`AgentError`], from token-agent).
+//! are the contract's ([`AgentError`], from token-agent). A refused call is counted here, once, as its error is made; a
+//! served call by [`served`], as its answer is ready.
 
 use token_agent::AgentError;
 use zbus::DBusError;
@@ -10,6 +11,19 @@ use zbus::names::ErrorName;
 use crate::dbus::args::InvalidArgs;
 use crate::dbus::callers::CallerLookupError;
 use crate::engine::EngineError;
+use crate::metrics::{self, Method, Refusal};
+
+/// Counts a call of `method` that got its answer. Refused calls are counted as their error is made, below.
+pub fn served(method: Method) {
+    metrics::counters().served(method);
+}
+
+/// Counts a refused call, by the reason its error names, as the error is made: every refusal goes through one of
+/// the conversions below, once.
+fn refused(error: ServiceError) -> ServiceError {
+    metrics::counters().refused(error.refusal());
+    error
+}
 
 /// What a method of the service fails with: an [`AgentError`] of the contract, or one of the standard
 /// `org.freedesktop.DBus.Error.AccessDenied` / `InvalidArgs`.
@@ -19,6 +33,25 @@ pub enum ServiceError {
     Agent(AgentError),
     /// A standard D-Bus error.
     Standard(zbus::fdo::Error),
+}
+
+impl ServiceError {
+    /// Why the call was refused, as the metrics count it: the error name's last element.
+    pub fn refusal(&self) -> Refusal {
+        match self {
+            ServiceError::Agent(AgentError::UnknownToken(_)) => Refusal::UnknownToken,
+            ServiceError::Agent(AgentError::NeedsLogin(_)) => Refusal::NeedsLogin,
+            ServiceError::Agent(AgentError::Unavailable(_)) => Refusal::Unavailable,
+            ServiceError::Agent(AgentError::LoginFailed(_)) => Refusal::LoginFailed,
+            ServiceError::Agent(AgentError::MfaRequired(_)) => Refusal::MfaRequired,
+            ServiceError::Agent(AgentError::MfaFailed(_)) => Refusal::MfaFailed,
+            ServiceError::Agent(AgentError::NoTokenForDevice(_)) => Refusal::NoTokenForDevice,
+            ServiceError::Agent(AgentError::Revoked(_)) => Refusal::Revoked,
+            ServiceError::Standard(zbus::fdo::Error::AccessDenied(_)) => Refusal::AccessDenied,
+            ServiceError::Standard(zbus::fdo::Error::InvalidArgs(_)) => Refusal::InvalidArgs,
+            ServiceError::Standard(_) => Refusal::Failed,
+        }
+    }
 }
 
 impl DBusError for ServiceError {
@@ -56,7 +89,7 @@ impl std::error::Error for ServiceError {}
 impl From<EngineError> for ServiceError {
     fn from(e: EngineError) -> Self {
         let message = e.to_string();
-        match e {
+        refused(match e {
             EngineError::UnknownToken(_) => ServiceError::Agent(AgentError::UnknownToken(message)),
             EngineError::InvalidArgs(_) => ServiceError::Standard(zbus::fdo::Error::InvalidArgs(message)),
             EngineError::AccessDenied(_) => ServiceError::Standard(zbus::fdo::Error::AccessDenied(message)),
@@ -68,14 +101,14 @@ impl From<EngineError> for ServiceError {
             EngineError::MfaFailed(_) => ServiceError::Agent(AgentError::MfaFailed(message)),
             EngineError::NoTokenForDevice(_) => ServiceError::Agent(AgentError::NoTokenForDevice(message)),
             EngineError::NotAUserToken { .. } => ServiceError::Standard(zbus::fdo::Error::InvalidArgs(message)),
-        }
+        })
     }
 }
 
 /// A refused argument is `org.freedesktop.DBus.Error.InvalidArgs`.
 impl From<InvalidArgs> for ServiceError {
     fn from(e: InvalidArgs) -> Self {
-        ServiceError::Standard(zbus::fdo::Error::InvalidArgs(e.0))
+        refused(ServiceError::Standard(zbus::fdo::Error::InvalidArgs(e.0)))
     }
 }
 
@@ -84,9 +117,9 @@ impl From<InvalidArgs> for ServiceError {
 impl From<CallerLookupError> for ServiceError {
     fn from(e: CallerLookupError) -> Self {
         let message = e.to_string();
-        match e {
+        refused(match e {
             CallerLookupError::Busy => ServiceError::Agent(AgentError::Unavailable(message)),
             _ => ServiceError::Standard(zbus::fdo::Error::AccessDenied(message)),
-        }
+        })
     }
 }

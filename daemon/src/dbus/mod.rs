@@ -15,6 +15,10 @@
 //! Every call gets a reply: the main object is handed to the connection builder, so zbus starts its dispatcher
 //! before the first message is read, and every message stream the daemon opens is read continuously (one left
 //! unread stops the connection reading once its queue is full).
+//!
+//! Every call of the main interface, and every read of a token object's properties, is counted: as served here
+//! ([`error::served`]), as refused where its error is made (`error.rs`); `GetMetrics` gives the counts to any
+//! caller, with the figures of the tokens it may read.
 
 pub mod args;
 pub mod audit;
@@ -37,8 +41,10 @@ use zbus::{Connection, Signature, Type, Variant, interface};
 
 use self::audit::{Audit, Who};
 use self::callers::{Callers, Known};
-use self::error::ServiceError;
+use self::error::{ServiceError, served};
+use crate::access::Caller;
 use crate::engine::{Engine, EngineError, Event, Reread, Served, Status, TokenValue};
+use crate::metrics::{self, Method};
 
 /// The names of the contract, served here as `att-token` calls them: defined in token-agent.
 pub use token_agent::{BUS_NAME, INTERFACE, OBJECT_PATH, TOKEN_INTERFACE};
@@ -141,6 +147,23 @@ fn reply(served: Served) -> (TokenReply, i64) {
     (TokenReply(served.token), served.expires_at)
 }
 
+/// One token's counts in a `GetMetrics` reply: name, last_success_at, counts (`token_agent::metrics`).
+type TokenCounts = (String, i64, Vec<u64>);
+
+/// What `GetMetrics` answers `caller`: the daemon-wide counts, and those of the tokens it may read.
+fn metrics_for(engine: &Engine, caller: &Caller) -> (Vec<u64>, Vec<u64>, Vec<u64>, u64, Vec<TokenCounts>) {
+    let (counters, counts) = (metrics::counters(), metrics::tokens());
+    let tokens = engine
+        .list(caller)
+        .into_iter()
+        .map(|(name, ..)| {
+            let (attempts, last_success_at) = counts.token(&name);
+            (name.into(), last_success_at, attempts)
+        })
+        .collect();
+    (counters.served_counts(), counters.refused_counts(), counters.cloud_requests(), counters.budget_waits(), tokens)
+}
+
 /// Hands out AllThingsTalk tokens to local processes. Callers are identified by the bus (their uid and
 /// groups); each token has readers, and admins may log in, refresh and log out.
 #[interface(name = "io.allthingstalk.TokenAgent1")]
@@ -156,7 +179,9 @@ impl Agent {
         const METHOD: &str = "GetToken";
         let name = args::name(name).map_err(|e| refused(&self.audit, METHOD, None, None, e.into()))?;
         let who = self.identify(connection, &header, METHOD, Some(&name)).await?;
-        self.served(METHOD, &name, &who, self.engine.get_token(&name, &who.caller)).map(reply)
+        let token = self.served(METHOD, &name, &who, self.engine.get_token(&name, &who.caller))?;
+        served(Method::GetToken);
+        Ok(reply(token))
     }
 
     /// The token `name`, valid for at least `seconds` from now, refreshing first if needed. Readers of `name`.
@@ -172,8 +197,10 @@ impl Agent {
         let checked = args::name(name).and_then(|name| Ok((name, args::seconds(seconds)?)));
         let (name, wanted) = checked.map_err(|e| refused(&self.audit, METHOD, None, None, e.into()))?;
         let who = self.identify(connection, &header, METHOD, Some(&name)).await?;
-        let served = self.engine.get_token_valid_for(&name, wanted, &who.caller).await;
-        self.served(METHOD, &name, &who, served).map(reply)
+        let token = self.engine.get_token_valid_for(&name, wanted, &who.caller).await;
+        let token = self.served(METHOD, &name, &who, token)?;
+        served(Method::GetTokenValidFor);
+        Ok(reply(token))
     }
 
     /// The least-privileged token the caller may read that may access the device: its device token, else a
@@ -189,9 +216,10 @@ impl Agent {
         let device = args::device_id(device_id).map_err(|e| refused(&self.audit, METHOD, None, None, e.into()))?;
         let who = self.identify(connection, &header, METHOD, None).await?;
         let found = self.engine.get_token_for_device(&device, &who.caller);
-        let (name, served) = found.map_err(|e| refused(&self.audit, METHOD, None, Some(&who), e.into()))?;
+        let (name, token) = found.map_err(|e| refused(&self.audit, METHOD, None, Some(&who), e.into()))?;
         self.audit.delivered(name.as_str(), who_of(Some(&who)));
-        let (token, expires_at) = reply(served);
+        served(Method::GetTokenForDevice);
+        let (token, expires_at) = reply(token);
         Ok((name.into(), token, expires_at))
     }
 
@@ -203,6 +231,7 @@ impl Agent {
         #[zbus(connection)] connection: &Connection,
     ) -> Result<Vec<(String, String, i64, String, bool)>, ServiceError> {
         let caller = self.identify(connection, &header, "ListTokens", None).await?.caller;
+        served(Method::ListTokens);
         Ok(self
             .engine
             .list(&caller)
@@ -217,6 +246,18 @@ impl Agent {
                 )
             })
             .collect())
+    }
+
+    /// The daemon's counts, and those of the tokens the caller may read (README, "Monitoring"). Any caller.
+    #[zbus(out_args("served", "refused", "cloud_requests", "budget_waits", "tokens"))]
+    async fn get_metrics(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<(Vec<u64>, Vec<u64>, Vec<u64>, u64, Vec<TokenCounts>), ServiceError> {
+        let caller = self.identify(connection, &header, "GetMetrics", None).await?.caller;
+        served(Method::GetMetrics);
+        Ok(metrics_for(&self.engine, &caller))
     }
 
     /// Logs the user token `name` in: password grant, then the MFA step with `code` (6 digits; empty when the
@@ -234,7 +275,9 @@ impl Agent {
         let name = args::login(name, username, password, code)?;
         self.admin(connection, &header, "Login", &name, "log in").await?;
         let code = args::mfa_code(code)?;
-        Ok(self.engine.login(&name, username.trim().to_owned(), Password::new(password), code).await?)
+        let expires_at = self.engine.login(&name, username.trim().to_owned(), Password::new(password), code).await?;
+        served(Method::Login);
+        Ok(expires_at)
     }
 
     /// Refreshes the user token `name` now. Admins.
@@ -247,7 +290,9 @@ impl Agent {
     ) -> Result<i64, ServiceError> {
         let name = args::name(name)?;
         self.admin(connection, &header, "Refresh", &name, "refresh").await?;
-        Ok(self.engine.refresh(&name).await?)
+        let expires_at = self.engine.refresh(&name).await?;
+        served(Method::Refresh);
+        Ok(expires_at)
     }
 
     /// Forgets the user session `name`, also on disk. Admins.
@@ -259,7 +304,9 @@ impl Agent {
     ) -> Result<(), ServiceError> {
         let name = args::name(name)?;
         self.admin(connection, &header, "Logout", &name, "log out").await?;
-        Ok(self.engine.logout(&name).await?)
+        self.engine.logout(&name).await?;
+        served(Method::Logout);
+        Ok(())
     }
 
     /// How user sessions are kept at rest: `sealed` (encrypted with the state key), `unsealed` (no state key is
@@ -379,7 +426,7 @@ pub struct TokenObject {
 
 impl TokenObject {
     /// Whether the sender of the call behind `header` may read this token; `AccessDenied` (or `UnknownToken` for a
-    /// token no longer configured) when not.
+    /// token no longer configured) when not. Counted as a call of `Properties`.
     async fn admit(&self, connection: &Connection, header: Option<&Header<'_>>) -> Result<(), ServiceError> {
         let Some(header) = header else {
             return Err(EngineError::AccessDenied(
@@ -389,7 +436,9 @@ impl TokenObject {
             .into());
         };
         let caller = self.callers.caller(connection, header.sender()).await.map_err(ServiceError::from)?.caller;
-        Ok(self.properties.engine.may_read(&self.properties.name, &caller)?)
+        self.properties.engine.may_read(&self.properties.name, &caller)?;
+        served(Method::Properties);
+        Ok(())
     }
 }
 

@@ -1,10 +1,11 @@
 //! The engine's view of the cloud: the `/login` steps and token checks of [`login_flow`], with every failure
-//! sorted once into "transient" (retry with backoff) or "verdict" (a person must act).
+//! sorted once into "transient" (retry with backoff) or "verdict" (a person must act). Every request is counted
+//! here, by kind and outcome ([`crate::metrics`]).
 //!
 //! Every request goes through the daemon's one request budget ([`token_model::fleet::Budget`], `[daemon]
 //! request_burst` and `requests_per_minute`), shared by every session, probe and sync: one over budget waits its
-//! turn on the boot-time clock (asynchronously), it is never dropped. A login counts as two requests (the password
-//! step and the MFA step).
+//! turn on the boot-time clock (asynchronously), it is never dropped. A login is admitted as the password step
+//! plus the MFA step under each name it may try.
 
 use std::time::{Duration, SystemTime};
 
@@ -13,6 +14,8 @@ use token_model::fleet::Budget;
 use token_model::ids::{DeviceId, GroundId};
 use token_model::reply::TokenGrant;
 use token_model::secret::{AccessToken, MfaCode, Password, RefreshToken, StaticToken, TotpSeed};
+
+use crate::metrics::{self, Ended, Request};
 
 /// A failed refresh or token check.
 #[derive(Debug, Clone)]
@@ -136,6 +139,7 @@ impl Cloud {
             at
         };
         if at > now {
+            metrics::counters().budget_waited();
             tracing::debug!(wait_ms = at.saturating_since(now).as_millis() as u64, "over the request budget: waiting");
             crate::clock::sleep_until(at).await;
         }
@@ -143,7 +147,9 @@ impl Cloud {
 
     pub(crate) async fn refresh(&self, refresh: &RefreshToken) -> Result<CloudTokens, Failure> {
         self.admit(1).await;
-        Ok(self.client.refresh(refresh).await?.into())
+        let result = self.client.refresh(refresh).await;
+        metrics::counters().cloud_request(Request::Refresh, ended(&result));
+        Ok(result?.into())
     }
 
     /// A person's login. The MFA step tries `known` (the names that worked last), then `[api.mfa]`, then the
@@ -157,7 +163,7 @@ impl Cloud {
     ) -> Result<LoggedIn, LoginFailure> {
         self.admit(self.login_requests(known)).await;
         let credentials = Credentials::new(username, password.clone());
-        Ok(self.client.login_with_code_trying_variants(&credentials, code, known).await?.into())
+        counted_login(self.client.login_with_code_trying_variants(&credentials, code, known).await)
     }
 
     /// A login with the configured credentials, the MFA step as in [`Cloud::login`].
@@ -171,10 +177,10 @@ impl Cloud {
         self.admit(self.login_requests(known)).await;
         let credentials = Credentials::new(username, password.clone());
         let login = match seed {
-            Some(seed) => self.client.login_with_totp_trying_variants(&credentials, seed, known).await?,
-            None => self.client.login_with_code_trying_variants(&credentials, None, known).await?,
+            Some(seed) => self.client.login_with_totp_trying_variants(&credentials, seed, known).await,
+            None => self.client.login_with_code_trying_variants(&credentials, None, known).await,
         };
-        Ok(login.into())
+        counted_login(login)
     }
 
     /// The MFA step's names as configured (`[api.mfa]`).
@@ -209,18 +215,43 @@ impl Cloud {
         ground: &GroundId,
     ) -> Result<Result<Vec<DeviceId>, String>, Failure> {
         self.admit(1).await;
-        match self.client.ground_devices(token, ground).await {
+        let result = match self.client.ground_devices(token, ground).await {
             Ok(devices) => Ok(Ok(devices)),
             Err(e) if e.is_transient() => Err(e.into()),
             Err(e) => Ok(Err(e.to_string())),
-        }
+        };
+        let outcome = match &result {
+            Ok(Ok(_)) => Ended::Success,
+            Ok(Err(_)) => Ended::Refused,
+            Err(_) => Ended::Transient,
+        };
+        metrics::counters().cloud_request(Request::GroundDevices, outcome);
+        result
     }
 }
 
-fn verdict(result: Result<(), LoginError>) -> Result<Option<String>, Failure> {
+/// A login's result, counted.
+fn counted_login(result: Result<LoginGrant, LoginError>) -> Result<LoggedIn, LoginFailure> {
+    metrics::counters().cloud_request(Request::Login, ended(&result));
+    Ok(result?.into())
+}
+
+/// How a request answered by login-flow ended, as the metrics count it.
+fn ended<T>(result: &Result<T, LoginError>) -> Ended {
     match result {
-        Ok(()) => Ok(None),
-        Err(e) if e.is_transient() => Err(e.into()),
-        Err(e) => Ok(Some(e.to_string())),
+        Ok(_) => Ended::Success,
+        Err(e) if e.is_transient() => Ended::Transient,
+        Err(_) => Ended::Refused,
     }
+}
+
+/// A token check's result, counted.
+fn verdict(result: Result<(), LoginError>) -> Result<Option<String>, Failure> {
+    let (outcome, result) = match result {
+        Ok(()) => (Ended::Success, Ok(None)),
+        Err(e) if e.is_transient() => (Ended::Transient, Err(e.into())),
+        Err(e) => (Ended::Refused, Ok(Some(e.to_string()))),
+    };
+    metrics::counters().cloud_request(Request::Check, outcome);
+    result
 }

@@ -16,6 +16,7 @@ use token_model::secret::{MfaCode, Password};
 use super::{SessionTask, clock_pair, now};
 use crate::engine::cloud::{Cloud, CloudTokens, LoggedIn, LoginFailure};
 use crate::engine::{EngineError, Event};
+use crate::metrics::Ended;
 use crate::state_file::HoldReason;
 
 impl SessionTask {
@@ -33,6 +34,7 @@ impl SessionTask {
         self.busy = false;
         match result {
             Ok(login) => {
+                self.count(true, Ended::Success);
                 let grant = self.keep_mfa_variant(&cloud, login);
                 self.username = username;
                 self.lift_hold().await;
@@ -41,6 +43,8 @@ impl SessionTask {
                 Ok(self.expires_at())
             }
             Err(failure) => {
+                let transient = matches!(failure, LoginFailure::Transient { .. });
+                self.count(true, if transient { Ended::Transient } else { Ended::Refused });
                 // A human's failed login leaves the session as it was.
                 self.publish(false);
                 Err(self.login_error(failure))
@@ -120,6 +124,7 @@ impl SessionTask {
         let policy = self.settings.policy.clone();
         match result {
             Ok(login) => {
+                self.count(true, Ended::Success);
                 let grant = self.keep_mfa_variant(&cloud, login);
                 tracing::info!(token = %self.name, "logged in with the configured credentials");
                 self.username = unattended.username;
@@ -136,6 +141,7 @@ impl SessionTask {
                 let unconfirmed_code = matches!(failure, LoginFailure::BadMfaCode(Some(CodeClock::Local)))
                     && !self.settings.clock.confirmed();
                 let transient = unconfirmed_code || matches!(failure, LoginFailure::Transient { .. });
+                self.count(true, if transient { Ended::Transient } else { Ended::Refused });
                 // The cloud judged the credentials themselves (not a client id or a grant type it refused).
                 let refused_credentials =
                     !transient && matches!(failure, LoginFailure::BadCredentials(_) | LoginFailure::BadMfaCode(_));

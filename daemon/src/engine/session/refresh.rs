@@ -16,8 +16,14 @@ use token_model::time::{self, ClockPair};
 use super::{SessionTask, clock_pair, human, now};
 use crate::engine::cloud::Failure;
 use crate::engine::{EngineError, Event, Served, TokenValue, unix_seconds};
+use crate::metrics::{self, Ended};
 
 impl SessionTask {
+    /// Counts a refresh (`login` false) or a login (`login` true) of this token that ended with `outcome`.
+    pub(super) fn count(&self, login: bool, outcome: Ended) {
+        metrics::tokens().attempt(&self.name, login, outcome, unix_seconds(SystemTime::now()));
+    }
+
     fn serving(&self, wanted: Duration) -> Option<Served> {
         let token = self.access.as_ref()?;
         let plan = self.plan.as_ref()?;
@@ -159,14 +165,17 @@ impl SessionTask {
                 }
                 let refresh = grant.refresh.unwrap_or(sent);
                 if policy.too_short(grant.expires_in) {
+                    self.count(false, Ended::Transient);
                     self.too_short(grant.access, refresh, grant.expires_in, pair).await;
                     return Err(self.unavailable());
                 }
                 self.take(grant.access, refresh, pair).await;
+                self.count(false, Ended::Success);
                 tracing::info!(token = %self.name, expires_in_s = grant.expires_in.as_secs(), "refreshed the access token");
                 Ok(())
             }
             Err(Failure::Transient { why, retry_after, in_doubt }) => {
+                self.count(false, Ended::Transient);
                 if in_doubt {
                     self.in_doubt_since = Some(self.in_doubt_since.unwrap_or(sent_at));
                 }
@@ -181,6 +190,7 @@ impl SessionTask {
             Err(Failure::Verdict { why, ends_session: false }) => {
                 // Not about the refresh token (a client id or grant type the cloud refused): the configuration is
                 // wrong, and the session stays, saved, for the next try, which waits the longest backoff.
+                self.count(false, Ended::Refused);
                 let retry_after = Some(policy.backoff_max);
                 if let Some(plan) = &mut self.plan {
                     plan.apply(Attempt::Refresh, Outcome::Transient { retry_after }, pair, &policy, Self::jitter());
@@ -204,6 +214,7 @@ impl SessionTask {
                 Err(self.unavailable())
             }
             Err(Failure::Verdict { why, ends_session: true }) => {
+                self.count(false, Ended::Rejected);
                 if let Some(plan) = &mut self.plan {
                     plan.apply(Attempt::Refresh, Outcome::Verdict, pair, &policy, Self::jitter());
                 }
