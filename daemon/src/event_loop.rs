@@ -94,12 +94,14 @@ impl Daemon {
         }
         let dir = dir.with_key(state_key.map(|(key, _)| key));
         let store = Arc::new(StateStore::new(dir.clone(), origin));
+        // The first requests are spread after a power-on; a restart of the daemon alone sends them at once.
+        let startup_window = token_model::fleet::startup_window(config.fleet.startup_spread, clock::boot_now());
         let settings = SessionSettings {
             cloud: Some(cloud.clone()),
             store: Some(store),
             policy: prepare::policy(&config.refresh),
             clock: clock.clone(),
-            startup: Spread::new(machine, config.fleet.startup_spread),
+            startup: Spread::new(machine, startup_window),
         };
         let engine = Engine::start(engine_config, settings);
         // Saved sessions are read on the blocking pool; they are taken up before anything is served.
@@ -121,7 +123,7 @@ impl Daemon {
         {
             // Learn the grounds' devices now rather than at the first scheduled sync: each at its offset in the
             // start-up spread, like the sessions' first requests.
-            let spread = Spread::new(machine, config.fleet.startup_spread);
+            let spread = Spread::new(machine, startup_window);
             let task = maintenance::Task::GroundSync { job: token_model::fleet::STARTUP_JOB };
             tokio::spawn(maintenance::run(task, engine.clone(), Some(cloud.clone()), spread));
         }

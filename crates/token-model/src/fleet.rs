@@ -141,6 +141,18 @@ impl Spread {
     }
 }
 
+/// How soon after the machine booted a start of the daemon counts as part of a power-on.
+pub const RECENT_BOOT: Duration = Duration::from_secs(10 * 60);
+
+/// The start-up spread's window for a daemon started at `now` on the boot-time clock (the time since the machine
+/// booted): `window` when the machine booted within [`RECENT_BOOT`] (or within `window`, when that is longer): a
+/// site powered on at once, the herd the spread is for. A later start is a restart of this daemon alone (a crash,
+/// the watchdog, an upgrade), not a fleet's: its first requests go at once, as they did before any spread, so a
+/// saved token under an unconfirmed clock is not held back for the window.
+pub fn startup_window(window: Duration, now: MonoTime) -> Duration {
+    if now.saturating_since(MonoTime::ORIGIN) <= RECENT_BOOT.max(window) { window } else { Duration::ZERO }
+}
+
 /// When a session's first request after a start at `start` may go: `start` plus its `offset` (in `[0, window)`),
 /// unless its token would stop being served before the window ends: then the offset is scaled into the first half
 /// of the time left, `offset × left / 2 window`, so the request goes well before `lapses`, leaving time for the
@@ -217,5 +229,23 @@ impl Budget {
         let tat = self.tat.map_or(at, |tat| tat.max(at));
         self.tat = Some(tat + self.interval);
         at
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_start_up_spread_is_for_starts_soon_after_a_boot() {
+        let at = |seconds: u64| MonoTime::ORIGIN + Duration::from_secs(seconds);
+        let window = DEFAULT_STARTUP_SPREAD;
+        assert_eq!(startup_window(window, at(20)), window, "a start during a power-on is spread");
+        assert_eq!(startup_window(window, at(600)), window, "up to ten minutes after the boot");
+        assert_eq!(startup_window(window, at(601)), Duration::ZERO, "a restart later goes at once");
+        assert_eq!(startup_window(window, at(86_400)), Duration::ZERO);
+        let long = Duration::from_secs(3600);
+        assert_eq!(startup_window(long, at(3000)), long, "a window longer than ten minutes counts from the boot");
+        assert_eq!(startup_window(Duration::ZERO, at(20)), Duration::ZERO, "off stays off");
     }
 }

@@ -238,6 +238,8 @@ impl Test<'_> {
         let readers = format!("readers = {{ users = [\"{READER}\", \"{OUTSIDER}\"], groups = [\"att-tokens\"] }}");
         let mut config = format!(
             "{shipped}\n\n# Added by cargo xtask system-test.\n[api]\nurl = \"{url}\"\n\n\
+             # The steps restart the daemon and ask for tokens at once; the spread is tested in core_fleet.rs.\n\
+             [daemon]\nstartup_spread = \"0s\"\n\n\
              [[token]]\nname = \"sensor-7\"\nkind = \"device\"\ndevice_id = \"{DEVICE_ID}\"\ncredential = \"sensor-7\"\n\
              files = [\"{TOKEN_FILE}\"]\n{readers}\n\n\
              [[token]]\nname = \"main\"\nkind = \"user\"\nfiles = [\"{MAIN_FILE}\"]\n{readers}\n\n\
